@@ -1,0 +1,34 @@
+"""ase_surftune: fine-tune universal interatomic potentials for surfaces and defects.
+
+Heavy submodules (torch, mace, chgnet) are imported lazily so that ``import
+ase_surftune`` and the ``surftune`` CLI start fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = ["SurfTuneCalculator", "load_model", "Bundle", "__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ase_surftune.bundle import Bundle
+    from ase_surftune.calculator import SurfTuneCalculator
+    from ase_surftune.backends import load_model
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SurfTuneCalculator":
+        from ase_surftune.calculator import SurfTuneCalculator
+
+        return SurfTuneCalculator
+    if name == "load_model":
+        from ase_surftune.backends import load_model
+
+        return load_model
+    if name == "Bundle":
+        from ase_surftune.bundle import Bundle
+
+        return Bundle
+    raise AttributeError(f"module 'ase_surftune' has no attribute {name!r}")

@@ -1,0 +1,276 @@
+"""The common interface every uMLIP family adapter implements.
+
+An adapter owns one ``torch.nn.Module`` and knows how to
+
+* turn an :class:`ase.Atoms` into the backend's graph (``featurize``) — done once
+  per structure and cacheable across training epochs;
+* collate many graphs into a batch and run a differentiable forward pass
+  (``forward``) that returns total energies (eV), forces (eV/Å) and stresses
+  (eV/Å³, ASE sign convention) for a chosen head;
+* list its heads, supported elements, cutoff and an ordered list of parameter
+  *blocks* (input embedding → interactions → readouts) for frozen fine-tuning;
+* serialise itself into a picklable payload for :mod:`ase_surftune.bundle`.
+
+Everything above the adapters (calculator, fine-tuning loop, evaluation) only talks
+to this interface, so CHGNet and MACE are compared on equal terms.
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.data import chemical_symbols
+
+from ase_surftune.errors import HeadError, InvalidStructureError, UnsupportedElementError
+
+
+@dataclass(frozen=True)
+class Block:
+    """A named, ordered group of parameters (e.g. ``"embedding"``, ``"interaction_0"``)."""
+
+    name: str
+    parameters: tuple[tuple[str, torch.nn.Parameter], ...]
+
+    @property
+    def n_params(self) -> int:
+        """Number of scalar parameters in the block."""
+        return int(sum(p.numel() for _, p in self.parameters))
+
+    @property
+    def parameter_names(self) -> list[str]:
+        return [n for n, _ in self.parameters]
+
+
+@dataclass
+class Prediction:
+    """Batched model output as NumPy arrays.
+
+    Attributes:
+        energy: (n_structures,) total energies in eV.
+        forces: list of (n_atoms_i, 3) arrays in eV/Å.
+        stress: (n_structures, 3, 3) stresses in eV/Å³ (ASE sign), or ``None``.
+        n_atoms: (n_structures,) atom counts.
+    """
+
+    energy: np.ndarray
+    forces: list[np.ndarray]
+    stress: np.ndarray | None
+    n_atoms: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.energy)
+
+
+class ModelAdapter(ABC):
+    """Base class of backend adapters. See the module docstring for the contract."""
+
+    backend: ClassVar[str] = ""
+    #: dtypes the backend can run in.
+    supported_dtypes: ClassVar[tuple[torch.dtype, ...]] = (torch.float32, torch.float64)
+    #: whether the backend needs a periodic cell (CHGNet does, MACE does not).
+    needs_cell: ClassVar[bool] = False
+
+    def __init__(self, model: torch.nn.Module, name: str, device: str = "cpu",
+                 dtype: torch.dtype = torch.float32) -> None:
+        if dtype not in self.supported_dtypes:
+            raise ValueError(
+                f"{self.backend} does not support dtype={dtype}; "
+                f"supported: {[str(d) for d in self.supported_dtypes]}"
+            )
+        self.model = model
+        self.name = name
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.model.to(device=self.device)
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    @abstractmethod
+    def heads(self) -> list[str]:
+        """Names of the model's readout heads, in model order."""
+
+    @property
+    def default_head(self) -> str:
+        """Head used when none is given: the first (foundation) head."""
+        return self.heads[0]
+
+    @property
+    @abstractmethod
+    def atomic_numbers(self) -> list[int]:
+        """Atomic numbers the model covers, ascending."""
+
+    @property
+    def elements(self) -> list[str]:
+        """Chemical symbols the model covers, by ascending Z."""
+        return [chemical_symbols[z] for z in self.atomic_numbers]
+
+    @property
+    @abstractmethod
+    def r_max(self) -> float:
+        """Interaction cutoff in Å."""
+
+    @property
+    def n_params(self) -> int:
+        return int(sum(p.numel() for p in self.model.parameters()))
+
+    @abstractmethod
+    def blocks(self) -> list[Block]:
+        """Ordered parameter groups from the input embedding to the readouts.
+
+        Every trainable parameter of :attr:`model` belongs to exactly one block.
+        """
+
+    def iter_named_parameters(self) -> Iterator[tuple[str, torch.nn.Parameter]]:
+        return iter(self.model.named_parameters())
+
+    def describe(self) -> dict[str, Any]:
+        """Plain-dict summary (name, backend, heads, elements, r_max, dtype, device, blocks)."""
+        return {
+            "name": self.name,
+            "backend": self.backend,
+            "heads": self.heads,
+            "default_head": self.default_head,
+            "elements": self.elements,
+            "r_max": self.r_max,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "device": str(self.device),
+            "n_params": self.n_params,
+            "blocks": [{"name": b.name, "n_params": b.n_params} for b in self.blocks()],
+        }
+
+    # ------------------------------------------------------------------ checks
+    def resolve_head(self, head: str | None) -> str:
+        """Return ``head`` (or the default head) after checking it exists.
+
+        Raises:
+            HeadError: the head is unknown; the message lists the valid heads.
+        """
+        if head is None:
+            return self.default_head
+        if head not in self.heads:
+            raise HeadError(f"Unknown head {head!r} for model {self.name!r}; "
+                            f"valid heads: {self.heads}")
+        return head
+
+    def check_atoms(self, atoms: Atoms) -> None:
+        """Raise a clear error if ``atoms`` cannot be evaluated by this model."""
+        pos = atoms.get_positions()
+        if not np.all(np.isfinite(pos)):
+            bad = np.where(~np.isfinite(pos).all(axis=1))[0].tolist()
+            raise InvalidStructureError(
+                f"Non-finite (NaN/inf) positions for atom indices {bad[:10]} in "
+                f"{atoms.get_chemical_formula()}")
+        if len(atoms) == 0:
+            raise InvalidStructureError("Empty Atoms object (0 atoms)")
+        if self.needs_cell and (atoms.cell.rank < 3 or abs(atoms.cell.volume) < 1e-6):
+            raise InvalidStructureError(
+                f"{self.backend} needs a 3D periodic cell, but {atoms.get_chemical_formula()} "
+                f"has cell {atoms.cell.cellpar().round(3).tolist()}; set atoms.cell (add vacuum "
+                f"with atoms.center(vacuum=...)) before evaluating")
+        allowed = set(self.atomic_numbers)
+        missing = sorted({int(z) for z in atoms.numbers} - allowed)
+        if missing:
+            raise UnsupportedElementError(
+                f"Model {self.name!r} does not cover element(s) "
+                f"{[chemical_symbols[z] for z in missing]} found in "
+                f"{atoms.get_chemical_formula()}; it covers {len(allowed)} elements")
+
+    # ------------------------------------------------------------------ compute
+    @abstractmethod
+    def featurize(self, atoms: Atoms) -> Any:
+        """Convert one structure into the backend's graph on CPU (cacheable)."""
+
+    @abstractmethod
+    def forward(self, graphs: Sequence[Any], head: str | None = None, *,
+                compute_stress: bool = False, training: bool = False) -> dict[str, torch.Tensor]:
+        """Differentiable forward pass over a list of featurized structures.
+
+        Returns a dict with ``energy`` (B,) eV, ``forces`` (N, 3) eV/Å (concatenated),
+        ``n_atoms`` (B,) and, if asked, ``stress`` (B, 3, 3) eV/Å³.
+        With ``training=True`` the force graph is kept so a force loss can backpropagate.
+        """
+
+    def predict(self, atoms_list: Sequence[Atoms], head: str | None = None, *,
+                batch_size: int = 16, compute_stress: bool = False,
+                progress: bool = False) -> Prediction:
+        """Evaluate many structures in batches of ``batch_size``.
+
+        Args:
+            atoms_list: structures (any sizes, mixed compositions).
+            head: head name, default :attr:`default_head`.
+            batch_size: structures per forward pass.
+            compute_stress: also return stresses (eV/Å³).
+            progress: show a tqdm progress bar.
+        """
+        head = self.resolve_head(head)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        for a in atoms_list:
+            self.check_atoms(a)
+        energies: list[np.ndarray] = []
+        forces: list[np.ndarray] = []
+        stresses: list[np.ndarray] = []
+        n_atoms: list[int] = []
+        starts = range(0, len(atoms_list), batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=f"predict[{self.name}:{head}]", unit="batch")
+        self.model.eval()
+        for start in starts:
+            chunk = atoms_list[start:start + batch_size]
+            graphs = [self.featurize(a) for a in chunk]
+            out = self.forward(graphs, head, compute_stress=compute_stress)
+            e = out["energy"].detach().cpu().double().numpy()
+            f = out["forces"].detach().cpu().double().numpy()
+            counts = [len(a) for a in chunk]
+            energies.append(e)
+            forces.extend(np.split(f, np.cumsum(counts)[:-1]))
+            n_atoms.extend(counts)
+            if compute_stress:
+                stresses.append(out["stress"].detach().cpu().double().numpy())
+        return Prediction(
+            energy=np.concatenate(energies) if energies else np.zeros(0),
+            forces=forces,
+            stress=np.concatenate(stresses) if compute_stress and stresses else None,
+            n_atoms=np.asarray(n_atoms, dtype=int),
+        )
+
+    # ------------------------------------------------------------------ heads
+    def add_head(self, name: str, from_head: str | None = None) -> None:
+        """Add a new readout head initialised as a copy of ``from_head``."""
+        raise NotImplementedError(f"{self.backend} adapter does not support add_head yet")
+
+    # ------------------------------------------------------------------ persistence
+    @abstractmethod
+    def to_payload(self) -> dict[str, Any]:
+        """A picklable dict from which :meth:`from_payload` rebuilds an identical adapter."""
+
+    @classmethod
+    @abstractmethod
+    def from_payload(cls, payload: dict[str, Any], device: str = "cpu",
+                     dtype: torch.dtype | None = None) -> ModelAdapter:
+        """Rebuild an adapter saved by :meth:`to_payload`."""
+
+    def clone(self) -> ModelAdapter:
+        """A deep copy (independent weights) of this adapter."""
+        return copy.deepcopy(self)
+
+    def to(self, device: str | torch.device | None = None,
+           dtype: torch.dtype | None = None) -> ModelAdapter:
+        if device is not None:
+            self.device = torch.device(device)
+            self.model.to(device=self.device)
+        if dtype is not None:
+            if dtype not in self.supported_dtypes:
+                raise ValueError(f"{self.backend} does not support dtype={dtype}")
+            self.dtype = dtype
+            self.model.to(dtype=dtype)
+        return self

@@ -1,0 +1,40 @@
+"""Exception types raised by ase_surftune.
+
+Every error that comes from bad user input derives from :class:`SurfTuneError`
+(and from ``ValueError`` where the input value is at fault), so callers can catch
+one type and the message always names the offending value.
+"""
+
+from __future__ import annotations
+
+
+class SurfTuneError(Exception):
+    """Base class of every ase_surftune error."""
+
+
+class ModelLoadError(SurfTuneError, ValueError):
+    """A model spec could not be resolved or loaded (unknown name, offline, bad file)."""
+
+
+class BundleError(SurfTuneError, ValueError):
+    """A model bundle file is missing, corrupt, truncated or of an unknown format."""
+
+
+class UnsupportedElementError(SurfTuneError, ValueError):
+    """A structure contains an element the model was not trained on."""
+
+
+class InvalidStructureError(SurfTuneError, ValueError):
+    """A structure cannot be evaluated (NaN/inf positions, no cell where one is needed...)."""
+
+
+class HeadError(SurfTuneError, ValueError):
+    """An unknown or duplicate head name."""
+
+
+class ConfigError(SurfTuneError, ValueError):
+    """A YAML/dict configuration is invalid."""
+
+
+class DataError(SurfTuneError, ValueError):
+    """Labelled data are missing, inconsistent or malformed."""

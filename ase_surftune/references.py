@@ -1,0 +1,53 @@
+"""Resolve a calculator spec to an ASE calculator: reference codes or models.
+
+``get_calculator("emt")`` gives ASE's EMT, ``"gpaw"`` a PBE GPAW calculator (needs
+the optional ``[dft]`` extra), anything else is treated as a model spec and gives a
+:class:`~ase_surftune.calculator.SurfTuneCalculator`. Property workflows take any
+ASE calculator; this is only the convenience used by the CLI and the demo.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ase.calculators.calculator import BaseCalculator
+
+REFERENCE_NAMES = ("emt", "gpaw")
+
+
+def get_reference_calculator(name: str, **kwargs: Any) -> BaseCalculator:
+    """A reference (non-ML) calculator by name.
+
+    Args:
+        name: ``"emt"`` (instant, Cu/Ag/Au/Ni/Pd/Pt/Al/H/C/N/O) or ``"gpaw"``
+            (PBE plane waves; kwargs override the defaults ``mode=PW(350)``,
+            ``kpts={"density": 3.0}``, ``xc="PBE"``, ``occupations=FermiDirac(0.1)``).
+    """
+    key = name.lower()
+    if key == "emt":
+        from ase.calculators.emt import EMT
+
+        return EMT(**kwargs)
+    if key == "gpaw":
+        try:
+            from gpaw import GPAW, PW, FermiDirac
+        except ImportError as exc:  # pragma: no cover - optional extra
+            raise ImportError(
+                "GPAW is not installed. Install the [dft] extra: "
+                "apt-get install -y libxc-dev libopenblas-dev && "
+                "CC=g++ pip install gpaw gpaw-data") from exc
+        params: dict[str, Any] = {"mode": PW(350), "xc": "PBE", "kpts": {"density": 3.0},
+                                  "occupations": FermiDirac(0.1), "txt": None}
+        params.update(kwargs)
+        return GPAW(**params)
+    raise ValueError(f"Unknown reference calculator {name!r}; choose from {REFERENCE_NAMES}")
+
+
+def get_calculator(spec: str, head: str | None = None, device: str = "cpu",
+                   **kwargs: Any) -> BaseCalculator:
+    """A reference calculator if ``spec`` names one, else a SurfTuneCalculator for the model."""
+    if spec.lower() in REFERENCE_NAMES:
+        return get_reference_calculator(spec, **kwargs)
+    from ase_surftune.calculator import SurfTuneCalculator
+
+    return SurfTuneCalculator(model=spec, head=head, device=device, **kwargs)
