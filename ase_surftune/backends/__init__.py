@@ -1,0 +1,128 @@
+"""Backend adapters (one per uMLIP family) and model-spec resolution.
+
+Model specs understood by :func:`load_model`:
+
+=============================  ==============================================
+``"chgnet"``                   bundled CHGNet 0.3.0 (the embedded default)
+``"chgnet-0.2.0"``             bundled CHGNet 0.2.0 (also ``chgnet-0.3.0``,
+                               ``chgnet-r2scan``, ``chgnet:0.2.0``)
+``"mace:/path/file.model"``    a local MACE model file (multi-head files too)
+``"mace-mp-0-medium"``         MACE-MP foundation models via mace-torch's
+                               downloader (see ``MACE_FOUNDATION_NAMES``)
+``"/path/model.stbundle"``     an ase_surftune model bundle
+``"/path/file.model"``         a local MACE model file
+=============================  ==============================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ase_surftune.errors import ModelLoadError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ase_surftune.backends.base import ModelAdapter
+    from ase_surftune.bundle import Bundle
+
+__all__ = ["load_model", "load_adapter", "adapter_class", "available_models"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64,
+           torch.float32: torch.float32, torch.float64: torch.float64}
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """``"float32"``/``"float64"``/torch dtype/None -> torch dtype/None."""
+    if dtype is None:
+        return None
+    try:
+        return _DTYPES[dtype]
+    except KeyError:
+        raise ValueError(f"Unknown dtype {dtype!r}; use 'float32' or 'float64'") from None
+
+
+def adapter_class(backend: str) -> type[ModelAdapter]:
+    """The adapter class registered for a backend name (``"chgnet"`` or ``"mace"``)."""
+    if backend == "chgnet":
+        from ase_surftune.backends.chgnet import CHGNetAdapter
+
+        return CHGNetAdapter
+    if backend == "mace":
+        from ase_surftune.backends.mace import MACEAdapter
+
+        return MACEAdapter
+    raise ModelLoadError(f"Unknown backend {backend!r}; known: ['chgnet', 'mace']")
+
+
+def available_models() -> list[str]:
+    """Named model specs (local files and bundles are accepted too)."""
+    from ase_surftune.backends.chgnet import CHGNET_VERSIONS
+    from ase_surftune.backends.mace import MACE_FOUNDATION_NAMES
+
+    return (["chgnet"] + [f"chgnet-{v}" for v in CHGNET_VERSIONS]
+            + sorted(MACE_FOUNDATION_NAMES))
+
+
+def load_adapter(spec: str, device: str = "cpu",
+                 dtype: str | torch.dtype | None = None) -> ModelAdapter:
+    """Load the bare backend adapter for a named model or model file (not a bundle)."""
+    return load_model(spec, device=device, dtype=dtype).adapter
+
+
+def load_model(spec: Any, device: str = "cpu",
+               dtype: str | torch.dtype | None = None) -> Bundle:
+    """Resolve a model spec to a :class:`~ase_surftune.bundle.Bundle`.
+
+    Zero-shot models come back as a bundle with no shifts or corrections, so callers
+    handle foundation models and fine-tuned bundles the same way.
+
+    Args:
+        spec: a name, ``mace:``-prefixed path, file path, Bundle or ModelAdapter.
+        device: torch device string.
+        dtype: ``"float32"``/``"float64"``; default: the model's own.
+
+    Raises:
+        ModelLoadError: unknown name, missing file, offline download.
+        BundleError: a corrupt/truncated bundle.
+    """
+    from ase_surftune.backends.base import ModelAdapter
+    from ase_surftune.bundle import Bundle
+
+    tdtype = parse_dtype(dtype)
+    if isinstance(spec, Bundle):
+        return spec
+    if isinstance(spec, ModelAdapter):
+        return Bundle(adapter=spec)
+    if isinstance(spec, Path):
+        spec = str(spec)
+    if not isinstance(spec, str) or not spec:
+        raise ModelLoadError(f"Model spec must be a non-empty string, got {spec!r}")
+
+    low = spec.lower()
+    if low == "chgnet" or low.startswith(("chgnet-", "chgnet:")):
+        from ase_surftune.backends.chgnet import CHGNetAdapter
+
+        version = "0.3.0" if low == "chgnet" else spec[len("chgnet") + 1:]
+        return Bundle(adapter=CHGNetAdapter.load(version, device=device, dtype=tdtype))
+    if low.startswith("mace:"):
+        from ase_surftune.backends.mace import MACEAdapter
+
+        return Bundle(adapter=MACEAdapter.load_file(spec[5:], device=device, dtype=tdtype))
+    from ase_surftune.backends.mace import MACE_FOUNDATION_NAMES
+
+    if low in MACE_FOUNDATION_NAMES or low.startswith("mace-mp:"):
+        from ase_surftune.backends.mace import MACEAdapter
+
+        return Bundle(adapter=MACEAdapter.load_foundation(low, device=device, dtype=tdtype))
+    path = Path(spec)
+    if path.is_file():
+        if path.suffix == ".model":
+            from ase_surftune.backends.mace import MACEAdapter
+
+            return Bundle(adapter=MACEAdapter.load_file(path, device=device, dtype=tdtype))
+        return Bundle.load(path, device=device, dtype=tdtype)
+    raise ModelLoadError(
+        f"Unknown model {spec!r}: not a known name and no such file. Known names: "
+        f"{available_models()}; or pass 'mace:/path/file.model' or a bundle path")

@@ -1,0 +1,204 @@
+"""CHGNet adapter: the embedded default backend (weights ship inside the chgnet wheel).
+
+CHGNet has no heads of its own. The adapter gives it named heads: each head owns a
+copy of the energy readout (``mlp``) and of the per-element reference energies
+(``composition_model``) on the shared backbone. The foundation head (``"foundation"``)
+is the original readout, so with only it selected the adapter reproduces
+``CHGNet`` bit for bit.
+
+CHGNet builds its graphs in float32 (``chgnet.graph.converter.TORCH_DTYPE``), so this
+backend runs in float32 only. It needs a 3D periodic cell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import warnings
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from ase import Atoms
+
+from ase_surftune.backends.base import Block, ModelAdapter
+from ase_surftune.errors import HeadError, ModelLoadError
+
+# chgnet's BatchedGraph builds a tensor from a list of tensors on every forward pass
+warnings.filterwarnings("ignore", message="To copy construct from a tensor",
+                        category=UserWarning, module=r"chgnet\.")
+
+#: names accepted by ``CHGNet.load`` (all bundled in the wheel).
+CHGNET_VERSIONS = ("0.3.0", "0.2.0", "r2scan")
+FOUNDATION_HEAD = "foundation"
+#: GPa -> eV/Å³
+_GPA_TO_EV_A3 = 1.0 / 160.21766208
+
+
+class CHGNetHeads(torch.nn.Module):
+    """A CHGNet backbone with per-head readouts (``mlp`` + ``composition_model``)."""
+
+    def __init__(self, chgnet: torch.nn.Module, heads: Sequence[str] = (FOUNDATION_HEAD,)) -> None:
+        super().__init__()
+        self.chgnet = chgnet
+        self.head_names: list[str] = list(heads)
+        # Readouts of heads other than the first; the first head uses chgnet's own.
+        self.extra_readouts = torch.nn.ModuleDict()
+
+    def readout_modules(self, head: str) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+        if head == self.head_names[0]:
+            return self.chgnet.mlp, self.chgnet.composition_model
+        pair = self.extra_readouts[head]
+        return pair["mlp"], pair["composition_model"]
+
+    def add_head(self, name: str, from_head: str) -> None:
+        mlp, comp = self.readout_modules(from_head)
+        self.extra_readouts[name] = torch.nn.ModuleDict(
+            {"mlp": copy.deepcopy(mlp), "composition_model": copy.deepcopy(comp)})
+        self.head_names.append(name)
+
+    @contextlib.contextmanager
+    def selected(self, head: str):
+        """Temporarily route chgnet's readout through ``head``'s modules."""
+        if head == self.head_names[0]:
+            yield self.chgnet
+            return
+        orig_mlp, orig_comp = self.chgnet.mlp, self.chgnet.composition_model
+        mlp, comp = self.readout_modules(head)
+        # Bypass nn.Module.__setattr__ registration bookkeeping issues by using it normally;
+        # restored in ``finally`` so the module tree is unchanged afterwards.
+        self.chgnet.mlp, self.chgnet.composition_model = mlp, comp
+        try:
+            yield self.chgnet
+        finally:
+            self.chgnet.mlp, self.chgnet.composition_model = orig_mlp, orig_comp
+
+
+class CHGNetAdapter(ModelAdapter):
+    """Adapter for CHGNet (``chgnet`` ≥ 0.4)."""
+
+    backend: ClassVar[str] = "chgnet"
+    supported_dtypes: ClassVar[tuple[torch.dtype, ...]] = (torch.float32,)
+    needs_cell: ClassVar[bool] = True
+
+    def __init__(self, model: CHGNetHeads, name: str = "chgnet", device: str = "cpu",
+                 dtype: torch.dtype = torch.float32) -> None:
+        if not isinstance(model, CHGNetHeads):
+            model = CHGNetHeads(model)
+        super().__init__(model, name=name, device=device, dtype=dtype)
+        from pymatgen.core import Lattice, Structure
+
+        self._Structure, self._Lattice = Structure, Lattice
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, version: str = "0.3.0", device: str = "cpu",
+             dtype: torch.dtype | None = None) -> CHGNetAdapter:
+        """Load bundled CHGNet weights (``"0.3.0"``, ``"0.2.0"`` or ``"r2scan"``)."""
+        if version not in CHGNET_VERSIONS:
+            raise ModelLoadError(f"Unknown CHGNet version {version!r}; bundled versions: "
+                                 f"{list(CHGNET_VERSIONS)}")
+        from chgnet.model import CHGNet
+
+        with contextlib.redirect_stdout(io.StringIO()):  # silence CHGNet's banner
+            chgnet = CHGNet.load(model_name=version, use_device="cpu", verbose=False)
+        name = "chgnet" if version == "0.3.0" else f"chgnet-{version}"
+        return cls(CHGNetHeads(chgnet), name=name, device=device, dtype=dtype or torch.float32)
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def chgnet(self) -> torch.nn.Module:
+        return self.model.chgnet
+
+    @property
+    def heads(self) -> list[str]:
+        return list(self.model.head_names)
+
+    @property
+    def atomic_numbers(self) -> list[int]:
+        # 94 embedding rows: H (1) ... Pu (94)
+        return list(range(1, self.chgnet.atom_embedding.embedding.num_embeddings + 1))
+
+    @property
+    def r_max(self) -> float:
+        return float(self.chgnet.graph_converter.atom_graph_cutoff)
+
+    def blocks(self) -> list[Block]:
+        c = self.chgnet
+        named = dict(self.model.named_parameters())
+
+        def params(prefixes: Sequence[str]) -> tuple[tuple[str, torch.nn.Parameter], ...]:
+            return tuple((n, p) for n, p in named.items()
+                         if any(n == pre or n.startswith(pre + ".") for pre in prefixes))
+
+        blocks = [Block("embedding", params([
+            "chgnet.composition_model", "chgnet.atom_embedding", "chgnet.bond_basis_expansion",
+            "chgnet.bond_embedding", "chgnet.bond_weights_ag", "chgnet.bond_weights_bg",
+            "chgnet.angle_basis_expansion", "chgnet.angle_embedding"]))]
+        for i in range(c.n_conv):
+            prefixes = [f"chgnet.atom_conv_layers.{i}"]
+            if i < c.n_conv - 1:
+                prefixes += [f"chgnet.bond_conv_layers.{i}", f"chgnet.angle_layers.{i}"]
+            blocks.append(Block(f"interaction_{i}", params(prefixes)))
+        blocks.append(Block("readout", params([
+            "chgnet.site_wise", "chgnet.readout_norm", "chgnet.pooling", "chgnet.mlp",
+            "extra_readouts"])))
+        return blocks
+
+    # ------------------------------------------------------------------ compute
+    def featurize(self, atoms: Atoms) -> Any:
+        structure = self._Structure(
+            self._Lattice(atoms.cell.array), atoms.numbers, atoms.positions,
+            coords_are_cartesian=True, validate_proximity=False)
+        return self.chgnet.graph_converter(structure)
+
+    def forward(self, graphs: Sequence[Any], head: str | None = None, *,
+                compute_stress: bool = False, training: bool = False) -> dict[str, torch.Tensor]:
+        head = self.resolve_head(head)
+        task = "efs" if compute_stress else "ef"
+        graphs = [g.to(str(self.device)) for g in graphs]
+        with self.model.selected(head) as chgnet, torch.set_grad_enabled(True):
+            pred = chgnet(graphs, task=task)
+        n_atoms = pred["atoms_per_graph"]
+        energy = pred["e"] * n_atoms if self.chgnet.is_intensive else pred["e"]
+        forces = torch.cat(pred["f"], dim=0)
+        out: dict[str, torch.Tensor] = {"energy": energy, "forces": forces, "n_atoms": n_atoms}
+        if compute_stress:
+            out["stress"] = torch.stack(pred["s"]).view(-1, 3, 3) * _GPA_TO_EV_A3
+        if not training:
+            out = {k: v.detach() for k, v in out.items()}
+        return out
+
+    # ------------------------------------------------------------------ heads
+    def add_head(self, name: str, from_head: str | None = None) -> None:
+        """Add head ``name`` whose readout starts as a copy of ``from_head``'s."""
+        if name in self.heads:
+            raise HeadError(f"Head {name!r} already exists; existing heads: {self.heads}")
+        self.model.add_head(name, self.resolve_head(from_head))
+        self.model.to(self.device)
+
+    # ------------------------------------------------------------------ persistence
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "name": self.name,
+            "model_args": copy.deepcopy(self.chgnet.model_args),
+            "heads": self.heads,
+            "state_dict": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any], device: str = "cpu",
+                     dtype: torch.dtype | None = None) -> CHGNetAdapter:
+        from chgnet.model import CHGNet
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            chgnet = CHGNet(**payload["model_args"])
+        heads = list(payload["heads"])
+        wrapper = CHGNetHeads(chgnet, heads=heads[:1])
+        for h in heads[1:]:
+            wrapper.add_head(h, heads[0])
+        wrapper.load_state_dict(payload["state_dict"])
+        return cls(wrapper, name=payload.get("name", "chgnet"), device=device,
+                   dtype=dtype or torch.float32)
