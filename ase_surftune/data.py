@@ -1,0 +1,689 @@
+"""Labelled data: reading, validating, splitting, labelling and hashing configurations.
+
+A *labelled configuration* is a plain :class:`ase.Atoms` whose labels live in an attached
+:class:`~ase.calculators.singlepoint.SinglePointCalculator` and whose group lives in
+``atoms.info["config_type"]``. Units and conventions are ASE's throughout:
+
+* energy: total energy in eV;
+* forces: eV/Å, shape ``(n_atoms, 3)`` (raw labels, *not* zeroed on constrained atoms);
+* stress: eV/Å³, Voigt order ``(xx, yy, zz, yz, xz, xy)``, ASE sign convention
+  (positive = tensile, ``σ = -virial / V``).
+
+Every function that meets bad data either raises :class:`~ase_surftune.errors.DataError`
+(or :class:`~ase_surftune.errors.UnsupportedElementError`) with a message naming the
+offending file/frame, or, with ``on_error="skip"``, drops the configuration, logs a warning
+and records the reason in a :class:`DataReport`. Nothing bad passes silently.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import io
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import ase.io
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from ase_surftune.errors import DataError, UnsupportedElementError
+
+__all__ = [
+    "DEFAULT_GROUP",
+    "DataReport",
+    "SkippedConfig",
+    "Split",
+    "check_elements",
+    "dataset_hash",
+    "get_labels",
+    "label",
+    "read_labelled",
+    "split",
+    "split_by_group",
+    "structure_hash",
+    "validate_config",
+    "write_labelled",
+]
+
+log = logging.getLogger(__name__)
+
+#: Group name given to configurations that carry no group key.
+DEFAULT_GROUP = "default"
+
+OnError = Literal["raise", "skip"]
+PathLike = str | os.PathLike[str]
+
+
+# --------------------------------------------------------------------------- reports
+
+
+@dataclass(frozen=True)
+class SkippedConfig:
+    """One configuration (or whole file, ``index=None``) that was dropped, and why."""
+
+    source: str
+    index: int | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = self.source if self.index is None else f"{self.source}[{self.index}]"
+        return f"{where}: {self.reason}"
+
+
+@dataclass
+class DataReport:
+    """What a reading/filtering step kept and what it skipped.
+
+    Pass an instance as ``report=`` to :func:`read_labelled`, :func:`check_elements` or
+    :func:`label`; the function appends to it. ``n_read`` counts frames seen, ``n_kept``
+    frames returned.
+    """
+
+    n_read: int = 0
+    n_kept: int = 0
+    skipped: list[SkippedConfig] = field(default_factory=list)
+
+    def add_skip(self, source: str, index: int | None, reason: str) -> None:
+        """Record a skip and log it as a warning."""
+        entry = SkippedConfig(str(source), index, reason)
+        self.skipped.append(entry)
+        log.warning("skipped %s", entry)
+
+    @property
+    def n_skipped(self) -> int:
+        return len(self.skipped)
+
+    def summary(self) -> str:
+        """One line, then one line per skipped entry."""
+        lines = [f"read {self.n_read} configuration(s), kept {self.n_kept}, "
+                 f"skipped {self.n_skipped}"]
+        lines += [f"  - {s}" for s in self.skipped]
+        return "\n".join(lines)
+
+
+def _check_on_error(on_error: str) -> None:
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def _as_voigt(stress: Any, where: str) -> np.ndarray:
+    """Stress as a Voigt 6-vector in eV/Å³ from 6, 9 or 3x3 input."""
+    s = np.asarray(stress, dtype=float)
+    if s.shape == (6,):
+        return s.copy()
+    if s.shape in ((9,), (3, 3)):
+        return full_3x3_to_voigt_6_stress(s.reshape(3, 3))
+    raise DataError(f"{where}: stress has shape {s.shape}; expected (6,), (9,) or (3, 3)")
+
+
+def get_labels(atoms: Atoms) -> tuple[float, np.ndarray, np.ndarray | None]:
+    """The labels of one configuration.
+
+    Returns:
+        ``(energy, forces, stress)``: energy in eV, forces in eV/Å with shape
+        ``(n_atoms, 3)`` (raw values from the calculator results, constraints not
+        applied), stress in eV/Å³ as a Voigt 6-vector or ``None`` if absent.
+
+    Raises:
+        DataError: no calculator/results, no energy, or no forces.
+    """
+    results = getattr(atoms.calc, "results", None)
+    if not results:
+        raise DataError(f"{atoms.get_chemical_formula()}: no labels (no calculator results)")
+    if "energy" in results:
+        energy = float(np.asarray(results["energy"]).reshape(()))
+    elif "free_energy" in results:
+        energy = float(np.asarray(results["free_energy"]).reshape(()))
+    else:
+        raise DataError(f"{atoms.get_chemical_formula()}: no energy label")
+    if results.get("forces") is None:
+        raise DataError(f"{atoms.get_chemical_formula()}: no forces label")
+    forces = np.array(results["forces"], dtype=float)
+    stress = results.get("stress")
+    stress_v = None if stress is None else _as_voigt(stress, atoms.get_chemical_formula())
+    return energy, forces, stress_v
+
+
+def _set_labels(atoms: Atoms, energy: float, forces: np.ndarray | None,
+                stress: np.ndarray | None) -> None:
+    """Attach labels as a fresh SinglePointCalculator (only the given ones)."""
+    kwargs: dict[str, Any] = {"energy": float(energy)}
+    if forces is not None:
+        kwargs["forces"] = np.asarray(forces, dtype=float)
+    if stress is not None:
+        kwargs["stress"] = np.asarray(stress, dtype=float)
+    atoms.calc = SinglePointCalculator(atoms, **kwargs)
+
+
+def validate_config(atoms: Atoms, require_forces: bool = True, where: str | None = None) -> None:
+    """Check that one configuration is usable as training data.
+
+    Checks: at least one atom; finite positions (Å) and cell; an energy label (eV) that is
+    finite; forces (eV/Å) of shape ``(n_atoms, 3)`` and finite (required unless
+    ``require_forces=False``); stress (eV/Å³), if present, of Voigt/3x3 shape and finite.
+
+    Args:
+        atoms: the configuration, labels in ``atoms.calc.results``.
+        require_forces: fail when forces are missing.
+        where: text naming the configuration in error messages (file and frame).
+
+    Raises:
+        DataError: with a message naming ``where`` and the problem.
+    """
+    where = where or atoms.get_chemical_formula() or "<empty Atoms>"
+    n = len(atoms)
+    if n == 0:
+        raise DataError(f"{where}: configuration has no atoms")
+    if not np.all(np.isfinite(atoms.positions)):
+        raise DataError(f"{where}: non-finite (NaN/inf) positions")
+    if not np.all(np.isfinite(atoms.cell.array)):
+        raise DataError(f"{where}: non-finite (NaN/inf) cell")
+    results = getattr(atoms.calc, "results", None) or {}
+    e = results.get("energy", results.get("free_energy"))
+    if e is None:
+        raise DataError(f"{where}: missing energy label")
+    e_arr = np.asarray(e, dtype=float)
+    if e_arr.size != 1:
+        raise DataError(f"{where}: energy label has {e_arr.size} values; expected one")
+    if not np.isfinite(e_arr).all():
+        raise DataError(f"{where}: energy label is {float(e_arr.reshape(()))} (NaN/inf)")
+    forces = results.get("forces")
+    if forces is None:
+        if require_forces:
+            raise DataError(f"{where}: missing forces label")
+    else:
+        f = np.asarray(forces, dtype=float)
+        if f.shape != (n, 3):
+            raise DataError(f"{where}: forces have shape {f.shape} but the structure has "
+                            f"{n} atoms; expected ({n}, 3)")
+        if not np.all(np.isfinite(f)):
+            bad = int(np.count_nonzero(~np.isfinite(f).all(axis=1)))
+            raise DataError(f"{where}: forces contain NaN/inf on {bad} atom(s)")
+    stress = results.get("stress")
+    if stress is not None:
+        s = _as_voigt(stress, where)
+        if not np.all(np.isfinite(s)):
+            raise DataError(f"{where}: stress contains NaN/inf")
+
+
+def _normalise(atoms: Atoms, where: str, energy_key: str | None, forces_key: str | None,
+               stress_key: str | None, group_key: str) -> Atoms:
+    """Copy of ``atoms`` with labels in a SinglePointCalculator and the group set.
+
+    Labels named by a key are taken from ``atoms.info`` (energy, stress) or
+    ``atoms.arrays`` / ``atoms.info`` (forces) and removed there; otherwise from the
+    attached calculator's results.
+    """
+    results = dict(getattr(atoms.calc, "results", None) or {})
+    out = atoms.copy()  # drops the calculator, keeps info/arrays/constraints
+    if energy_key is not None:
+        if energy_key not in out.info:
+            raise DataError(f"{where}: energy key {energy_key!r} not in info "
+                            f"(keys: {sorted(out.info)})")
+        energy = out.info.pop(energy_key)
+    else:
+        energy = results.get("energy", results.get("free_energy"))
+        if energy is None:
+            raise DataError(f"{where}: missing energy label (no calculator energy; "
+                            f"pass energy_key= if it is stored under another name)")
+    if forces_key is not None:
+        if forces_key in out.arrays:
+            forces = out.arrays.pop(forces_key)
+        elif forces_key in out.info:
+            forces = out.info.pop(forces_key)
+        else:
+            raise DataError(f"{where}: missing forces: key {forces_key!r} is neither a "
+                            f"per-atom array ({sorted(out.arrays)}) nor an info key")
+    else:
+        forces = results.get("forces")
+    if stress_key is not None:
+        stress = out.info.pop(stress_key, None)
+        if stress is None:
+            raise DataError(f"{where}: stress key {stress_key!r} not in info")
+    else:
+        stress = results.get("stress")
+
+    e_arr = np.asarray(energy, dtype=float)
+    if e_arr.size != 1:
+        raise DataError(f"{where}: energy label has {e_arr.size} values; expected one")
+    f_arr = None if forces is None else np.asarray(forces, dtype=float)
+    if f_arr is not None and f_arr.ndim == 1 and f_arr.size == 3 * len(out):
+        f_arr = f_arr.reshape(-1, 3)  # flat per-structure info entries
+    s_arr = None if stress is None else _as_voigt(stress, where)
+    _set_labels(out, float(e_arr.reshape(())), f_arr, s_arr)
+    group = out.info.get(group_key)
+    out.info["config_type"] = DEFAULT_GROUP if group is None else str(group)
+    return out
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _iter_frames(path: Path, index: Any, fmt: str | None) -> Iterator[Atoms]:
+    """Frames of one file; parse errors surface as DataError naming the file."""
+    try:
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: empty file")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from exc
+    try:
+        yield from ase.io.iread(str(path), index=index, format=fmt)
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - ase.io raises many unrelated types
+        raise DataError(f"{path}: cannot parse ({type(exc).__name__}: {exc})") from exc
+
+
+def read_labelled(path_or_paths: PathLike | Sequence[PathLike], index: Any = ":",
+                  energy_key: str | None = None, forces_key: str | None = None,
+                  stress_key: str | None = None, group_key: str = "config_type",
+                  on_error: OnError = "raise", require_forces: bool = True,
+                  format: str | None = None, report: DataReport | None = None
+                  ) -> list[Atoms]:
+    """Read labelled configurations from any file(s) :mod:`ase.io` reads.
+
+    Works for extxyz, ASE ``.traj``/``.db``, VASP OUTCAR/vasprun.xml and more; the
+    format is guessed from the file unless ``format`` is given. Labels come from the
+    attached single-point calculator (extxyz ``energy``/``forces``/``stress``, traj,
+    OUTCAR) or, when a key is given, from ``atoms.info[energy_key]`` (eV),
+    ``atoms.arrays[forces_key]`` (eV/Å) and ``atoms.info[stress_key]`` (eV/Å³, ASE sign
+    convention, Voigt 6, flat 9 or 3x3). Constraints (e.g. OC20 ``FixAtoms``) are kept.
+
+    Returns copies whose labels sit in a fresh SinglePointCalculator (energy, forces,
+    stress only), with ``info["config_type"]`` set from ``info[group_key]`` (or
+    ``"default"``) and ``info["source"] = "file@frame"``.
+
+    Args:
+        path_or_paths: a file or a list of files.
+        index: ase.io index per file (``":"`` = all frames).
+        energy_key, forces_key, stress_key: names of the labels when not in a calculator.
+        group_key: info key holding the group (copied into ``info["config_type"]``).
+        on_error: ``"raise"`` on the first bad frame/file, or ``"skip"`` it, log a warning
+            and record it in ``report``.
+        require_forces: treat missing forces as bad data.
+        format: ase.io format name, if it cannot be guessed.
+        report: a :class:`DataReport` to append counts and skips to.
+
+    Raises:
+        DataError: a bad frame/file with ``on_error="raise"``; or, in any mode, when no
+            configuration at all survives.
+    """
+    _check_on_error(on_error)
+    report = report if report is not None else DataReport()
+    paths = ([path_or_paths] if isinstance(path_or_paths, (str, os.PathLike))
+             else list(path_or_paths))
+    if not paths:
+        raise DataError("read_labelled: no input files given")
+    out: list[Atoms] = []
+    for p in map(Path, paths):
+        n_before = len(out)
+        i = -1
+        try:
+            for i, atoms in enumerate(_iter_frames(p, index, format)):
+                report.n_read += 1
+                where = f"{p}@{i}"
+                try:
+                    conf = _normalise(atoms, where, energy_key, forces_key, stress_key,
+                                      group_key)
+                    validate_config(conf, require_forces=require_forces, where=where)
+                except DataError as exc:
+                    if on_error == "raise":
+                        raise
+                    report.add_skip(str(p), i, str(exc).removeprefix(f"{where}: "))
+                    continue
+                conf.info["source"] = where
+                out.append(conf)
+        except DataError as exc:
+            if on_error == "raise":
+                raise
+            # File-level failure (empty, unparsable): earlier frames of it are kept.
+            report.add_skip(str(p), None if i < 0 else i + 1, str(exc))
+        if len(out) == n_before and on_error == "raise":
+            raise DataError(f"{p}: no configurations read (index={index!r})")
+    report.n_kept += len(out)
+    if not out:
+        raise DataError(f"no labelled configurations in {[str(p) for p in paths]}"
+                        + (f"; skipped: {[str(s) for s in report.skipped]}"
+                           if report.skipped else ""))
+    return out
+
+
+def write_labelled(configs: Iterable[Atoms], path: PathLike, format: str | None = None) -> None:
+    """Write labelled configurations (energy eV, forces eV/Å, stress eV/Å³, info).
+
+    The format is guessed from the extension (``.xyz``/``.extxyz`` → extxyz); the file
+    reads back with :func:`read_labelled` and default keys.
+    """
+    configs = list(configs)
+    fmt = format or _guess_format(path)
+    ase.io.write(str(path), configs, format=fmt)
+
+
+def _guess_format(path: PathLike) -> str | None:
+    suffix = Path(path).suffix.lower()
+    return "extxyz" if suffix in (".xyz", ".extxyz", "") else None
+
+
+# --------------------------------------------------------------------------- elements
+
+
+def check_elements(configs: Sequence[Atoms], allowed_symbols: Iterable[str],
+                   model_name: str = "the model", on_error: OnError = "raise",
+                   report: DataReport | None = None) -> list[Atoms]:
+    """Ensure every configuration has only elements the model supports.
+
+    Returns the configurations that pass (all of them with ``on_error="raise"``).
+
+    Raises:
+        UnsupportedElementError: naming the missing elements, how many configurations
+            contain them, and the model (``on_error="raise"``).
+    """
+    _check_on_error(on_error)
+    allowed = set(allowed_symbols)
+    bad: dict[str, int] = {}
+    kept: list[Atoms] = []
+    for i, atoms in enumerate(configs):
+        missing = sorted(set(atoms.get_chemical_symbols()) - allowed)
+        if not missing:
+            kept.append(atoms)
+            continue
+        for s in missing:
+            bad[s] = bad.get(s, 0) + 1
+        if report is not None and on_error == "skip":
+            report.add_skip(str(atoms.info.get("source", f"configs[{i}]")), i,
+                            f"element(s) {missing} not supported by {model_name}")
+        elif on_error == "skip":
+            log.warning("skipped configs[%d]: element(s) %s not supported by %s",
+                        i, missing, model_name)
+    if bad and on_error == "raise":
+        detail = ", ".join(f"{s} (in {n} configuration(s))" for s, n in sorted(bad.items()))
+        raise UnsupportedElementError(f"{model_name} does not support element(s): {detail}")
+    return kept
+
+
+# --------------------------------------------------------------------------- splitting
+
+
+class Split(NamedTuple):
+    """Train/validation/test lists of configurations."""
+
+    train: list[Atoms]
+    valid: list[Atoms]
+    test: list[Atoms]
+
+
+def split(configs: Sequence[Atoms], fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+          seed: int = 0) -> Split:
+    """Random train/valid/test split by fraction, reproducible for a given ``seed``.
+
+    Fractions must be non-negative and sum to 1. Validation and test sizes are
+    ``round(fraction * n)``; training gets the rest. Order inside each part follows the
+    input order.
+    """
+    fr = np.asarray(fractions, dtype=float)
+    if fr.shape != (3,) or np.any(fr < 0) or not np.isclose(fr.sum(), 1.0):
+        raise DataError(f"split fractions must be 3 non-negative numbers summing to 1, "
+                        f"got {tuple(fractions)}")
+    configs = list(configs)
+    n = len(configs)
+    if n == 0:
+        raise DataError("cannot split an empty list of configurations")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_valid = int(round(fr[1] * n))
+    n_test = min(int(round(fr[2] * n)), n - n_valid)
+    valid_idx = np.sort(perm[:n_valid])
+    test_idx = np.sort(perm[n_valid:n_valid + n_test])
+    train_idx = np.sort(perm[n_valid + n_test:])
+    if fr[0] > 0 and len(train_idx) == 0:
+        raise DataError(f"split of {n} configuration(s) with fractions {tuple(fractions)} "
+                        f"leaves the training set empty")
+    return Split([configs[i] for i in train_idx], [configs[i] for i in valid_idx],
+                 [configs[i] for i in test_idx])
+
+
+def _group(atoms: Atoms, group_key: str) -> str:
+    return str(atoms.info.get(group_key, DEFAULT_GROUP))
+
+
+def split_by_group(configs: Sequence[Atoms], holdout: Sequence[str] = ("Surfaces/*",),
+                   valid_fraction: float = 0.1, seed: int = 0,
+                   group_key: str = "config_type") -> Split:
+    """Hold out whole groups as the test set; split the rest randomly into train/valid.
+
+    Args:
+        holdout: :mod:`fnmatch` patterns on the group (e.g. ``"Surfaces/*"``); a config
+            whose ``info[group_key]`` matches any pattern goes to ``test``.
+        valid_fraction: fraction of the remaining configs used for validation.
+
+    Raises:
+        DataError: a pattern matches no group (a typo would silently hold out nothing),
+            or nothing is left to train on.
+    """
+    configs = list(configs)
+    if isinstance(holdout, str):
+        holdout = [holdout]
+    groups = sorted({_group(a, group_key) for a in configs})
+    for pat in holdout:
+        if not any(fnmatch.fnmatchcase(g, pat) for g in groups):
+            raise DataError(f"holdout pattern {pat!r} matches no group; groups are {groups}")
+    is_test = [any(fnmatch.fnmatchcase(_group(a, group_key), p) for p in holdout)
+               for a in configs]
+    test = [a for a, t in zip(configs, is_test) if t]
+    rest = [a for a, t in zip(configs, is_test) if not t]
+    if not rest:
+        raise DataError(f"holdout {list(holdout)} matches every configuration; "
+                        f"nothing left to train on")
+    parts = split(rest, (1.0 - valid_fraction, valid_fraction, 0.0), seed=seed)
+    return Split(parts.train, parts.valid, test)
+
+
+# --------------------------------------------------------------------------- hashing
+
+
+def _hash_arrays(h: Any, *arrays: Any) -> None:
+    for a in arrays:
+        arr = np.ascontiguousarray(np.asarray(a))
+        h.update(str(arr.dtype.str).encode() + str(arr.shape).encode())
+        h.update(arr.tobytes())
+
+
+def structure_hash(atoms: Atoms) -> str:
+    """sha256 hex digest of atomic numbers, positions (Å), cell (Å) and pbc (no labels)."""
+    h = hashlib.sha256()
+    _hash_arrays(h, atoms.numbers.astype(np.int64), atoms.positions.astype(np.float64),
+                 atoms.cell.array.astype(np.float64), atoms.pbc.astype(bool))
+    return h.hexdigest()
+
+
+def dataset_hash(configs: Iterable[Atoms]) -> str:
+    """sha256 over every structure and its labels, in order (for bundle provenance).
+
+    Covers atomic numbers, positions, cell, pbc, energy, forces and stress (if any);
+    ignores ``info`` (groups, sources) and constraints.
+    """
+    h = hashlib.sha256()
+    n = 0
+    for atoms in configs:
+        n += 1
+        _hash_arrays(h, atoms.numbers.astype(np.int64), atoms.positions.astype(np.float64),
+                     atoms.cell.array.astype(np.float64), atoms.pbc.astype(bool))
+        results = getattr(atoms.calc, "results", None) or {}
+        for key in ("energy", "forces", "stress"):
+            if results.get(key) is not None:
+                h.update(key.encode())
+                _hash_arrays(h, np.asarray(results[key], dtype=np.float64))
+    h.update(f"n={n}".encode())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- labelling
+
+
+def _read_done(path: Path) -> list[Atoms]:
+    """Complete frames of a partly written extxyz file; a truncated tail is cut off.
+
+    If the last frame is incomplete (the run was killed mid-write), the file is rewritten
+    without it, so that appending continues from a clean frame boundary.
+    """
+    if not path.exists() or path.stat().st_size == 0:
+        return []
+    text = path.read_text()
+    frames: list[Atoms] = []
+    good_end = 0
+    lines = text.splitlines(keepends=True)
+    pos, i = 0, 0
+    while i < len(lines):
+        try:
+            nat = int(lines[i].strip())
+        except ValueError:
+            break
+        block = lines[i:i + nat + 2]
+        if len(block) < nat + 2 or not block[-1].endswith("\n"):
+            break
+        chunk = "".join(block)
+        try:
+            atoms = ase.io.read(io.StringIO(chunk), format="extxyz")
+        except Exception:  # noqa: BLE001 - a damaged frame ends the readable part
+            break
+        frames.append(atoms)
+        pos += len(chunk)
+        good_end = pos
+        i += nat + 2
+    if good_end < len(text):
+        log.warning("%s: dropping an incomplete/unreadable tail after %d complete frame(s)",
+                    path, len(frames))
+        path.write_text(text[:good_end])
+    return frames
+
+
+def _compute(atoms: Atoms, calc: Calculator, properties: Sequence[str]) -> Atoms:
+    """A copy of ``atoms`` labelled by ``calc`` (energy, forces, stress where possible)."""
+    work = atoms.copy()
+    work.calc = calc
+    energy = work.get_potential_energy()
+    forces = work.get_forces(apply_constraint=False) if "forces" in properties else None
+    stress = None
+    if "stress" in properties and all(work.pbc):
+        try:
+            stress = work.get_stress(voigt=True, apply_constraint=False)
+        except PropertyNotImplementedError:
+            stress = None
+    out = atoms.copy()
+    _set_labels(out, energy, forces, stress)
+    return out
+
+
+def label(configs: Sequence[Atoms], calc: Calculator, out_path: PathLike, resume: bool = True,
+          progress: bool = True, properties: Sequence[str] = ("energy", "forces", "stress"),
+          on_error: OnError = "raise", report: DataReport | None = None) -> list[Atoms]:
+    """Label structures with any ASE calculator, appending each result to an extxyz file.
+
+    Each labelled frame is written, flushed and fsync'ed as soon as it is computed, with
+    ``info["label_index"]`` (position in ``configs``) and ``info["structure_hash"]``
+    (:func:`structure_hash` of the input structure). With ``resume=True`` an existing
+    ``out_path`` is read first and every input whose structure hash is already there is
+    reused, not recomputed; an incomplete last frame (a write cut off by an interruption)
+    is discarded. At the end the file holds one frame per labelled input, in input order.
+
+    Stress (eV/Å³, Voigt) is computed only for fully periodic cells and when the
+    calculator implements it. Forces (eV/Å) are raw (constraints not applied).
+
+    Args:
+        configs: structures to label (any labels they carry are ignored).
+        calc: an ASE calculator (EMT, GPAW, VASP, ...), reused for every structure.
+        out_path: extxyz file to write.
+        resume: reuse matching frames already in ``out_path``; ``False`` overwrites it.
+        progress: show a tqdm progress bar.
+        properties: which of energy/forces/stress to compute.
+        on_error: ``"raise"`` when the calculator fails, or ``"skip"`` the structure
+            (logged, recorded in ``report``; it is retried on the next resume).
+        report: a :class:`DataReport` to append counts and skips to.
+
+    Returns:
+        Copies of the inputs (exact positions, constraints kept) with labels in a
+        SinglePointCalculator, in input order (skipped ones omitted).
+
+    Raises:
+        DataError: the calculator fails (``on_error="raise"``), or ``out_path`` holds
+            frames that match none of ``configs`` (refusing to overwrite labels that may
+            have been expensive; use another path or ``resume=False``).
+    """
+    _check_on_error(on_error)
+    report = report if report is not None else DataReport()
+    path = Path(out_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    configs = list(configs)
+    hashes = [structure_hash(a) for a in configs]
+    done: dict[int, Atoms] = {}
+    if resume:
+        by_hash = {f.info.get("structure_hash"): f for f in _read_done(path)}
+        foreign = set(by_hash) - set(hashes)
+        if foreign:
+            raise DataError(f"{path}: holds {len(foreign)} frame(s) that match none of the "
+                            f"structures to label; use another out_path or resume=False")
+        for i, h in enumerate(hashes):
+            if h in by_hash:
+                done[i] = _relabel_copy(configs[i], by_hash[h], i, h)
+        if done:
+            log.info("%s: resuming, %d of %d already labelled", path, len(done), len(configs))
+    else:
+        path.write_text("")
+    todo = [i for i in range(len(configs)) if i not in done]
+    iterator: Iterable[int] = todo
+    if progress and todo:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(todo, desc=f"labelling {path.name}", unit="structure")
+    with open(path, "a") as fh:
+        for i in iterator:
+            try:
+                out = _compute(configs[i], calc, properties)
+            except Exception as exc:  # noqa: BLE001 - any calculator failure
+                if on_error == "raise":
+                    raise DataError(f"labelling configs[{i}] "
+                                    f"({configs[i].get_chemical_formula()}) failed: "
+                                    f"{type(exc).__name__}: {exc}") from exc
+                report.add_skip(f"configs[{i}]", i, f"calculator failed: {exc}")
+                continue
+            out.info["label_index"] = i
+            out.info["structure_hash"] = hashes[i]
+            out.info.setdefault("config_type", DEFAULT_GROUP)
+            ase.io.write(fh, out, format="extxyz")
+            fh.flush()
+            os.fsync(fh.fileno())
+            done[i] = out
+    report.n_read += len(configs)
+    report.n_kept += len(done)
+    ordered = [done[i] for i in sorted(done)]
+    file_order = [f.info.get("label_index") for f in _read_done(path)]
+    if file_order != sorted(done):
+        _atomic_write(path, ordered)  # restore input order (e.g. after skips/resume)
+    return ordered
+
+
+def _relabel_copy(atoms: Atoms, frame: Atoms, index: int, h: str) -> Atoms:
+    """``atoms`` (exact input) with the labels of an already written ``frame``."""
+    energy, forces, stress = get_labels(frame)
+    out = atoms.copy()
+    _set_labels(out, energy, forces, stress)
+    out.info["label_index"] = index
+    out.info["structure_hash"] = h
+    out.info.setdefault("config_type", frame.info.get("config_type", DEFAULT_GROUP))
+    return out
+
+
+def _atomic_write(path: Path, configs: Sequence[Atoms]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    ase.io.write(str(tmp), list(configs), format="extxyz")
+    os.replace(tmp, path)

@@ -1,0 +1,120 @@
+"""Per-element reference-energy alignment."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import fcc111
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from ase_surftune.alignment import ReferenceAlignment, composition_matrix, fit_element_shifts
+from ase_surftune.data import get_labels
+from ase_surftune.errors import DataError
+
+SHIFTS = {"Cu": 3.0, "Au": -1.5}
+
+
+def _alloy_slabs() -> list[Atoms]:
+    """Cu/Au fcc111 slabs with several compositions, rattled."""
+    rng = np.random.default_rng(0)
+    out = []
+    for i, n_au in enumerate([0, 2, 3, 5, 8, 12]):
+        slab = fcc111("Cu", (2, 2, 3), vacuum=5.0)
+        slab.info.clear()
+        idx = rng.choice(len(slab), size=n_au, replace=False)
+        symbols = slab.get_chemical_symbols()
+        for k in idx:
+            symbols[k] = "Au"
+        slab.set_chemical_symbols(symbols)
+        slab.rattle(0.05, seed=i)
+        out.append(slab)
+    return out
+
+
+def _emt_energy(atoms: Atoms) -> float:
+    a = atoms.copy()
+    a.calc = EMT()
+    return a.get_potential_energy()
+
+
+def _ref_energy(atoms: Atoms) -> float:
+    n = atoms.get_chemical_symbols()
+    return _emt_energy(atoms) + SHIFTS["Cu"] * n.count("Cu") + SHIFTS["Au"] * n.count("Au")
+
+
+def test_recovers_known_shifts():
+    slabs = _alloy_slabs()
+    d_e = [_ref_energy(a) - _emt_energy(a) for a in slabs]
+    shifts = fit_element_shifts(slabs, d_e)
+    assert set(shifts) == {"Cu", "Au"}
+    assert shifts["Cu"] == pytest.approx(3.0, abs=1e-6)
+    assert shifts["Au"] == pytest.approx(-1.5, abs=1e-6)
+    # atomic numbers work as well as Atoms
+    shifts2 = fit_element_shifts([a.numbers for a in slabs], d_e, ridge=0.0)
+    assert shifts2["Cu"] == pytest.approx(3.0, abs=1e-9)
+
+
+def test_reference_alignment_report_and_roundtrip():
+    slabs = _alloy_slabs()
+    d_e = np.array([_ref_energy(a) - _emt_energy(a) for a in slabs])
+    d_e[1] += 0.12  # one structure with a non-compositional residual
+    al = ReferenceAlignment.fit(slabs, d_e)
+    assert al.n_structures == len(slabs)
+    assert al.rmse_before > 1.0 and al.rmse_after < 0.02
+    assert al.energy_shift(slabs[2].numbers) == pytest.approx(
+        sum(al.shifts[s] for s in slabs[2].get_chemical_symbols()))
+    assert "Cu" in al.summary() and "RMSE" in al.summary()
+    back = ReferenceAlignment.from_dict(al.to_dict())
+    assert back == al
+
+
+def test_to_model_frame_moves_energies_only():
+    slabs = _alloy_slabs()[:3]
+    labelled = []
+    for a in slabs:
+        b = a.copy()
+        b.calc = EMT()
+        f = b.get_forces()
+        b.calc = SinglePointCalculator(b, energy=_ref_energy(a), forces=f)
+        labelled.append(b)
+    al = ReferenceAlignment.fit(labelled, [_ref_energy(a) - _emt_energy(a) for a in slabs])
+    moved = al.to_model_frame(labelled)
+    for a, m in zip(labelled, moved):
+        assert get_labels(m)[0] == pytest.approx(_emt_energy(a), abs=1e-6)
+        np.testing.assert_array_equal(get_labels(m)[1], get_labels(a)[1])
+
+
+def test_rank_deficient_single_structure_is_min_norm():
+    slab = _alloy_slabs()[2]  # Cu and Au in one structure: shifts not separable
+    n_cu = slab.get_chemical_symbols().count("Cu")
+    n_au = len(slab) - n_cu
+    d_e = 3.0 * n_cu - 1.5 * n_au
+    shifts = fit_element_shifts([slab], [d_e])
+    assert np.all(np.isfinite(list(shifts.values())))
+    # reproduces the energy, with the minimum-norm split
+    assert n_cu * shifts["Cu"] + n_au * shifts["Au"] == pytest.approx(d_e, abs=1e-5)
+    expected = d_e / (n_cu**2 + n_au**2) * np.array([n_cu, n_au])
+    np.testing.assert_allclose([shifts["Cu"], shifts["Au"]], expected, atol=1e-6)
+
+
+def test_large_offsets_like_another_code():
+    """A Mo set at about -1865 eV/atom against about -10.9 eV/atom in the model."""
+    rng = np.random.default_rng(1)
+    sizes = rng.integers(2, 60, size=8)
+    model = -10.9 * sizes + rng.normal(0, 0.05, size=8)
+    ref = model + (-1865.0 + 10.9) * sizes
+    shifts = fit_element_shifts([np.full(n, 42) for n in sizes], ref - model)
+    assert shifts["Mo"] == pytest.approx(-1854.1, abs=1e-6)
+
+
+def test_bad_inputs():
+    with pytest.raises(DataError, match="residual"):
+        fit_element_shifts([np.array([29])], [1.0, 2.0])
+    with pytest.raises(DataError, match="NaN"):
+        fit_element_shifts([np.array([29])], [np.nan])
+    with pytest.raises(DataError, match="not in elements"):
+        composition_matrix([np.array([29, 79])], elements=["Cu"])
+    mat, els = composition_matrix([np.array([79, 29, 29])], elements=["Au", "Cu", "Ag"])
+    np.testing.assert_array_equal(mat, [[1, 2, 0]])

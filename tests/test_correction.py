@@ -1,0 +1,185 @@
+"""Linear softening correction (seed 002): softening scale, fit, apply."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk, fcc111
+from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from ase_surftune.correction import (
+    LinearCorrection,
+    fit_linear_correction,
+    fit_linear_correction_from_calc,
+    softening_scale,
+    softening_scale_high_force,
+)
+from ase_surftune.errors import DataError
+
+A_TRUE = 1.3
+SHIFTS = {"Cu": 0.7, "Au": -0.4}
+
+
+def _structures() -> list[Atoms]:
+    out = []
+    for i, n_au in enumerate([0, 3, 6, 12]):
+        slab = fcc111("Cu", (2, 2, 3), vacuum=5.0)
+        slab.info.clear()
+        symbols = slab.get_chemical_symbols()
+        for k in range(n_au):
+            symbols[k] = "Au"
+        slab.set_chemical_symbols(symbols)
+        slab.rattle(0.08, seed=i)
+        out.append(slab)
+    return out
+
+
+def _emt(atoms: Atoms) -> tuple[float, np.ndarray]:
+    a = atoms.copy()
+    a.calc = EMT()
+    return a.get_potential_energy(), a.get_forces()
+
+
+def _ref(atoms: Atoms, shifts=SHIFTS) -> tuple[float, np.ndarray]:
+    e, f = _emt(atoms)
+    shift = sum(shifts.get(s, 0.0) for s in atoms.get_chemical_symbols())
+    return A_TRUE * e + shift, A_TRUE * f
+
+
+def _fit_inputs(structs, shifts=SHIFTS):
+    model = [_emt(a) for a in structs]
+    ref = [_ref(a, shifts) for a in structs]
+    return ([r[0] for r in ref], [r[1] for r in ref], [m[0] for m in model],
+            [m[1] for m in model], [a.numbers for a in structs])
+
+
+def test_softening_scale_definition():
+    rng = np.random.default_rng(0)
+    f = [rng.normal(size=(5, 3)), rng.normal(size=(7, 3))]
+    assert softening_scale(f, f) == pytest.approx(1.0)
+    assert softening_scale(f, [0.7 * x for x in f]) == pytest.approx(0.7)
+    assert softening_scale(f[0], 0.7 * f[0]) == pytest.approx(0.7)
+    assert softening_scale_high_force(f, [0.7 * x for x in f], quantile=0.8) == \
+        pytest.approx(0.7)
+    # slope through the origin of model vs reference: s = Σ F_ref·F_model / Σ F_ref²
+    m = [x + rng.normal(scale=0.1, size=x.shape) for x in f]
+    r, mm = np.concatenate(f).ravel(), np.concatenate(m).ravel()
+    assert softening_scale(f, m) == pytest.approx(r @ mm / (r @ r))
+    with pytest.raises(DataError):
+        softening_scale([f[0]], [f[1]])
+    with pytest.raises(DataError):
+        softening_scale(np.zeros((2, 3)), np.ones((2, 3)))
+
+
+def test_recovers_known_scale_and_shifts():
+    corr = fit_linear_correction(*_fit_inputs(_structures()))
+    assert corr.scale == pytest.approx(A_TRUE, abs=1e-6)
+    assert corr.shifts["Cu"] == pytest.approx(SHIFTS["Cu"], abs=1e-6)
+    assert corr.shifts["Au"] == pytest.approx(SHIFTS["Au"], abs=1e-6)
+    info = corr.info
+    assert info["softening_scale_before"] == pytest.approx(1 / A_TRUE, abs=1e-6)
+    assert info["softening_scale_after"] == pytest.approx(1.0, abs=1e-6)
+    assert info["force_mae_after"] < 1e-8 < info["force_mae_before"]
+    assert info["energy_mae_per_atom_after"] < 1e-8
+    assert info["n_structures"] == 4 and info["used_energies"] is True
+    assert "softening scale" in corr.summary()
+
+
+def test_single_structure():
+    slab = _structures()[0]  # pure Cu: forces fix a, the energy fixes b_Cu
+    corr = fit_linear_correction(*_fit_inputs([slab]))
+    assert corr.scale == pytest.approx(A_TRUE, abs=1e-6)
+    assert corr.shifts == pytest.approx({"Cu": SHIFTS["Cu"]}, abs=1e-6)
+    # two elements in one structure: a still exact, shifts reproduce the energy
+    alloy = _structures()[2]
+    e_ref, f_ref, e_mod, f_mod, nums = _fit_inputs([alloy])
+    corr = fit_linear_correction(e_ref, f_ref, e_mod, f_mod, nums)
+    assert corr.scale == pytest.approx(A_TRUE, abs=1e-6)
+    e_corr, _, _ = corr.apply(e_mod[0], f_mod[0], nums[0])
+    assert e_corr == pytest.approx(e_ref[0], abs=1e-6)
+
+
+def test_forces_only_and_options():
+    e_ref, f_ref, e_mod, f_mod, nums = _fit_inputs(_structures())
+    corr = fit_linear_correction(None, f_ref, None, f_mod, nums)
+    assert corr.scale == pytest.approx(A_TRUE, abs=1e-6) and corr.shifts == {}
+    assert corr.info["used_energies"] is False
+    corr = fit_linear_correction(e_ref, f_ref, e_mod, f_mod, nums, use_energies=False)
+    assert corr.shifts == {}
+    # without shifts, energies labelled without offsets are consistent with a alone
+    e_ref0, f_ref0, e_mod0, f_mod0, _ = _fit_inputs(_structures(), shifts={})
+    corr = fit_linear_correction(e_ref0, f_ref0, e_mod0, f_mod0, nums, fit_shifts=False,
+                                 energy_weight=10.0)
+    assert corr.scale == pytest.approx(A_TRUE, abs=1e-6) and corr.shifts == {}
+
+
+def test_from_calc_and_roundtrip():
+    structs = _structures()[:2]
+    labelled = []
+    for a in structs:
+        e, f = _ref(a)
+        b = a.copy()
+        b.calc = SinglePointCalculator(b, energy=e, forces=f)
+        labelled.append(b)
+    corr = fit_linear_correction_from_calc(labelled, EMT())
+    assert corr.scale == pytest.approx(A_TRUE, abs=1e-6)
+    back = LinearCorrection.from_dict(corr.to_dict())
+    assert back.scale == corr.scale and back.shifts == corr.shifts
+    assert back.info == corr.info
+
+
+def test_bad_inputs():
+    e_ref, f_ref, e_mod, f_mod, nums = _fit_inputs(_structures()[:2])
+    with pytest.raises(DataError, match="atoms"):
+        fit_linear_correction(e_ref, [f_ref[0][:-1], f_ref[1]], e_mod, f_mod, nums)
+    with pytest.raises(DataError, match="energies"):
+        fit_linear_correction(e_ref[:1], f_ref, e_mod, f_mod, nums)
+    with pytest.raises(DataError, match="NaN"):
+        fit_linear_correction([np.nan, 1.0], f_ref, e_mod, f_mod, nums)
+    zeros = [np.zeros_like(f) for f in f_mod]
+    with pytest.raises(DataError, match="cannot determine"):
+        fit_linear_correction(e_ref, f_ref, e_mod, zeros, nums)
+
+
+class Corrected(Calculator):
+    """EMT wrapped by a LinearCorrection (what SurfTuneCalculator does for a model)."""
+
+    implemented_properties = ["energy", "forces", "stress"]
+
+    def __init__(self, corr: LinearCorrection) -> None:
+        super().__init__()
+        self.corr = corr
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        work = self.atoms.copy()
+        work.calc = EMT()
+        e, f, s = self.corr.apply(work.get_potential_energy(), work.get_forces(),
+                                  work.numbers, work.get_stress())
+        self.results = {"energy": e, "forces": f, "stress": s}
+
+
+def test_corrected_forces_are_negative_gradient():
+    atoms = bulk("Cu", "fcc", a=3.6) * (2, 1, 1)
+    atoms[1].symbol = "Au"
+    atoms.rattle(0.05, seed=3)
+    corr = LinearCorrection(scale=1.3, shifts={"Cu": 0.7, "Au": -0.4})
+    atoms.calc = Corrected(corr)
+    f = atoms.get_forces()
+    h = 1e-4
+    num = np.zeros_like(f)
+    for i in range(len(atoms)):
+        for k in range(3):
+            for sign in (1, -1):
+                disp = atoms.copy()
+                disp.calc = Corrected(corr)
+                disp.positions[i, k] += sign * h
+                num[i, k] -= sign * disp.get_potential_energy() / (2 * h)
+    np.testing.assert_allclose(f, num, atol=1e-5)
+    emt = atoms.copy()
+    emt.calc = EMT()
+    np.testing.assert_allclose(f, 1.3 * emt.get_forces(), atol=1e-12)
+    np.testing.assert_allclose(atoms.get_stress(), 1.3 * emt.get_stress(), atol=1e-12)
