@@ -302,7 +302,8 @@ def read_labelled(path_or_paths: PathLike | Sequence[PathLike], index: Any = ":"
 
     Returns copies whose labels sit in a fresh SinglePointCalculator (energy, forces,
     stress only), with ``info["config_type"]`` set from ``info[group_key]`` (or
-    ``"default"``) and ``info["source"] = "file@frame"``.
+    ``"default"``) and ``info["source"] = "file@k"`` (``k`` counts the frames selected by
+    ``index``, so it is the frame number in the file for the default ``":"``).
 
     Args:
         path_or_paths: a file or a list of files.
