@@ -1,0 +1,41 @@
+"""Property workflows on any ASE calculator (reference code, EMT, uMLIP, fine-tuned bundle).
+
+Each workflow returns a dataclass with ``to_dict()``/``to_json(path)``:
+
+* :func:`relax` → :class:`RelaxResult`
+* :func:`surface_energies` → :class:`SurfaceResult` (γ in J/m² and eV/Å²)
+* :func:`neb_barrier`, :func:`vacancy_migration`, :func:`adatom_hop` → :class:`NEBResult`
+* :func:`phonons` → :class:`PhononResult`; :func:`frequency_softening_ratio`
+* :func:`run_md` → :class:`MDResult`
+"""
+
+from __future__ import annotations
+
+from ase_surftune.properties._base import ForceCallCounter, PropertyResult
+from ase_surftune.properties.md import ENSEMBLES, MDResult, run_md
+from ase_surftune.properties.neb import NEBResult, adatom_hop, neb_barrier, vacancy_migration
+from ase_surftune.properties.phonons import (
+    PhononResult,
+    SofteningResult,
+    frequency_softening_ratio,
+    parse_supercell,
+    phonons,
+)
+from ase_surftune.properties.relax import NotConvergedWarning, RelaxResult, relax
+from ase_surftune.properties.surface import (
+    SlabEnergy,
+    SurfaceEntry,
+    SurfaceResult,
+    parse_miller,
+    slab_surface_energy,
+    surface_energies,
+    wulff_shape,
+)
+
+__all__ = [
+    "ENSEMBLES", "ForceCallCounter", "MDResult", "NEBResult", "NotConvergedWarning",
+    "PhononResult", "PropertyResult", "RelaxResult", "SlabEnergy", "SofteningResult",
+    "SurfaceEntry", "SurfaceResult", "adatom_hop", "frequency_softening_ratio", "neb_barrier",
+    "parse_miller", "parse_supercell", "phonons", "relax", "run_md", "slab_surface_energy",
+    "surface_energies", "vacancy_migration", "wulff_shape",
+]

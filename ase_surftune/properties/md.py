@@ -1,0 +1,398 @@
+"""Molecular dynamics driver with stability guards, for any ASE calculator."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms, units
+from ase.calculators.calculator import BaseCalculator
+
+from ase_surftune.errors import ConfigError, SurfTuneError
+from ase_surftune.properties._base import (
+    PropertyResult,
+    attach_calc,
+    check_atoms,
+    check_int,
+    check_positive,
+    vacuum_size,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Ensemble names accepted by :func:`run_md` (aliases in :data:`ALIASES`).
+ENSEMBLES = ("nve", "nvt_langevin", "nvt_bussi", "nvt_nose_hoover", "npt_isotropic", "npt_mtk")
+ALIASES = {"verlet": "nve", "velocity_verlet": "nve", "langevin": "nvt_langevin",
+           "bussi": "nvt_bussi", "nose_hoover": "nvt_nose_hoover", "nhc": "nvt_nose_hoover",
+           "nvt": "nvt_langevin", "npt": "npt_isotropic", "mtk": "npt_mtk"}
+
+
+class _GuardTripped(SurfTuneError):
+    """Internal: raised by an observer to stop the dynamics."""
+
+    def __init__(self, guard: str, reason: str):
+        super().__init__(reason)
+        self.guard = guard
+        self.reason = reason
+
+
+def parse_ensemble(name: Any) -> str:
+    """Canonical ensemble name or :class:`ConfigError`."""
+    key = str(name).lower().replace("-", "_")
+    key = ALIASES.get(key, key)
+    if key not in ENSEMBLES:
+        raise ConfigError(f"Unknown ensemble {name!r}; choose from {ENSEMBLES} "
+                          f"(aliases {sorted(ALIASES)})")
+    return key
+
+
+@dataclass
+class MDResult(PropertyResult):
+    """Outcome of :func:`run_md`.
+
+    The log holds step, time (fs), temperature (K), potential / kinetic / total
+    energy (eV) and pressure (GPa, None without stress). ``completed`` is False when
+    a guard stopped the run; ``stop_reason`` then says why. ``energy_drift`` is
+    max |E_tot − E_tot(0)| per atom (eV/atom) over the logged frames.
+    """
+
+    ensemble: str
+    steps_requested: int
+    steps_done: int
+    timestep: float
+    completed: bool
+    stop_reason: str | None
+    guard: str | None
+    mean_temperature: float
+    std_temperature: float
+    energy_drift: float
+    log: dict[str, list[Any]]
+    trajectory: str | None = None
+    logfile: str | None = None
+    plot: str | None = None
+    force_calls: int | None = None
+    atoms: Atoms | None = field(default=None, metadata={"json": False})
+
+
+def _set_target_temperature(dyn: Any, temperature_K: float) -> None:
+    """Change the thermostat target of an ASE 3.29 dynamics object in place."""
+    kT = units.kB * temperature_K
+    if hasattr(dyn, "set_temperature"):  # Langevin
+        dyn.set_temperature(temperature_K=temperature_K)
+        return
+    if hasattr(dyn, "target_kinetic_energy"):  # Bussi
+        dyn.temp = kT
+        dyn.target_kinetic_energy = 0.5 * kT * dyn.ndof
+        return
+    for obj in (dyn, getattr(dyn, "_thermostat", None), getattr(dyn, "_barostat", None)):
+        if obj is not None and hasattr(obj, "_kT"):
+            obj._kT = kT
+    if hasattr(dyn, "_temperature_K"):
+        dyn._temperature_K = temperature_K
+
+
+def _make_dynamics(ensemble: str, atoms: Atoms, dt: float, temperature: float,
+                   friction: float, taut: float, pressure: float, taup: float,
+                   rng: np.random.Generator):
+    if ensemble == "nve":
+        from ase.md.verlet import VelocityVerlet
+
+        return VelocityVerlet(atoms, timestep=dt)
+    if ensemble == "nvt_langevin":
+        from ase.md.langevin import Langevin
+
+        return Langevin(atoms, timestep=dt, temperature_K=temperature,
+                        friction=friction / units.fs, rng=rng, fixcm=False)
+    if ensemble == "nvt_bussi":
+        from ase.md.bussi import Bussi
+
+        return Bussi(atoms, timestep=dt, temperature_K=temperature, taut=taut * units.fs,
+                     rng=rng)
+    from ase.md import nose_hoover_chain as nhc
+
+    try:
+        if ensemble == "nvt_nose_hoover":
+            return nhc.NoseHooverChainNVT(atoms, timestep=dt, temperature_K=temperature,
+                                          tdamp=taut * units.fs)
+        cls = nhc.IsotropicMTKNPT if ensemble == "npt_isotropic" else nhc.MTKNPT
+        return cls(atoms, timestep=dt, temperature_K=temperature,
+                   pressure_au=pressure * units.GPa, tdamp=taut * units.fs,
+                   pdamp=taup * units.fs)
+    except NotImplementedError as exc:
+        raise ConfigError(f"ensemble {ensemble!r} cannot run this system: {exc}") from None
+
+
+def _is_slab(atoms: Atoms) -> bool:
+    return (not atoms.pbc[2]) or vacuum_size(atoms, axis=2) > 5.0
+
+
+def _open_writer(path: Path | None, append: bool):
+    if path is None:
+        return None, None
+    if path.suffix == ".traj":
+        from ase.io import Trajectory
+
+        traj = Trajectory(str(path), "a" if append else "w")
+        return (lambda a: traj.write(a)), traj.close
+    from ase.io import write
+
+    if not append and path.exists():
+        path.unlink()
+
+    def w(a: Atoms) -> None:
+        write(str(path), a, format="extxyz", append=True)
+
+    return w, (lambda: None)
+
+
+def run_md(atoms: Atoms | None, calc: BaseCalculator, ensemble: str = "nvt_langevin", *,
+           steps: int = 1000, timestep: float = 1.0, temperature: float = 300.0,
+           temperature_end: float | None = None, friction: float = 0.01,
+           taut: float = 100.0, pressure: float = 0.0, taup: float = 1000.0,
+           seed: int | None = 42, init_velocities: bool = True, loginterval: int = 10,
+           logfile: str | Path | None = None, trajectory: str | Path | None = None,
+           traj_interval: int = 100, progress: bool = True,
+           restart_from: str | Path | None = None, max_force: float | None = 50.0,
+           min_distance: float | None = 0.5, max_energy_drift: float | None = 0.05,
+           escape_distance: float | None = 5.0, guard_interval: int = 10,
+           plot: str | Path | None = None, copy: bool = True) -> MDResult:
+    """Run molecular dynamics with ASE's integrators and stop safely on instabilities.
+
+    Args:
+        atoms: start structure (constraints such as ``FixAtoms`` on slab bottoms are
+            honoured); may be None when ``restart_from`` is given.
+        calc: any ASE calculator.
+        ensemble: ``nve`` (Velocity Verlet), ``nvt_langevin``, ``nvt_bussi``,
+            ``nvt_nose_hoover`` (chain), ``npt_isotropic`` (MTK isotropic) or
+            ``npt_mtk`` (full-cell MTK).
+        steps: number of MD steps; timestep in fs.
+        temperature: target (and Maxwell–Boltzmann start) temperature in K;
+            ``temperature_end`` (K) ramps the target linearly over the run.
+        friction: Langevin friction in 1/fs. taut: thermostat time constant (fs).
+        pressure: GPa (NPT). taup: barostat time constant (fs).
+        seed: RNG seed for the start velocities and stochastic thermostats.
+        init_velocities: draw Maxwell–Boltzmann velocities (ignored on restart).
+        loginterval: log T, E_pot, E_kin, P every n steps (to ``logfile`` if given).
+        trajectory: ``.traj`` or ``.extxyz``/``.xyz`` path, a frame every
+            ``traj_interval`` steps (positions and momenta).
+        progress: tqdm progress bar.
+        restart_from: trajectory to continue from: its last frame's positions, cell
+            and velocities; the step counter continues from its ``md_step``.
+        max_force: stop if any atomic force exceeds this (eV/Å).
+        min_distance: stop if two atoms come closer than this (Å).
+        max_energy_drift: NVE only; stop if |E_tot − E_tot(0)|/N exceeds this (eV/atom).
+        escape_distance: slabs only; stop if an atom leaves the initial slab region by
+            more than this (Å) along z.
+        guard_interval: check distance, drift and escape every n steps (forces and
+            finiteness are checked every step).
+        plot: PNG path for T and energies vs time.
+    """
+    ensemble = parse_ensemble(ensemble)
+    steps = check_int("steps", steps)
+    timestep = check_positive("timestep", timestep)
+    temperature = check_positive("temperature", temperature, allow_zero=True)
+    if temperature_end is not None:
+        temperature_end = check_positive("temperature_end", temperature_end, allow_zero=True)
+    if ensemble != "nve" and temperature == 0 and not temperature_end:
+        raise ConfigError(f"temperature must be positive for {ensemble}, got {temperature}")
+    friction = check_positive("friction", friction)
+    taut = check_positive("taut", taut)
+    taup = check_positive("taup", taup)
+    loginterval = check_int("loginterval", loginterval, minimum=1)
+    traj_interval = check_int("traj_interval", traj_interval, minimum=1)
+    guard_interval = check_int("guard_interval", guard_interval, minimum=1)
+    for name, val in (("max_force", max_force), ("min_distance", min_distance),
+                      ("max_energy_drift", max_energy_drift),
+                      ("escape_distance", escape_distance)):
+        if val is not None:
+            check_positive(name, val)
+
+    step0 = 0
+    restarted = False
+    if restart_from is not None:
+        from ase.io import read
+
+        rpath = Path(restart_from)
+        if not rpath.is_file():
+            raise FileNotFoundError(f"restart file not found: {str(rpath)!r}")
+        frame = read(str(rpath), index=-1)
+        if atoms is None:
+            work = frame
+        else:
+            check_atoms(atoms)
+            if frame.get_chemical_symbols() != atoms.get_chemical_symbols():
+                raise ConfigError(f"restart frame {frame.get_chemical_formula()} does not match "
+                                  f"atoms {atoms.get_chemical_formula()}")
+            work = atoms.copy()
+            work.set_cell(frame.get_cell())
+            work.set_positions(frame.get_positions(), apply_constraint=False)
+            work.set_momenta(frame.get_momenta())
+        step0 = int(frame.info.get("md_step", 0))
+        restarted = True
+    else:
+        if atoms is None:
+            raise ConfigError("atoms is None and no restart_from was given")
+        check_atoms(atoms)
+        work = atoms.copy() if copy else atoms
+    if ensemble.startswith("npt"):
+        check_atoms(work, need_cell=True)
+    attach_calc(work, calc)
+    rng = np.random.default_rng(seed)
+    if not restarted and init_velocities and temperature > 0:
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+
+        MaxwellBoltzmannDistribution(work, temperature_K=temperature, rng=rng,
+                                     force_temp=True)
+        if not work.constraints:
+            Stationary(work)
+    dt = timestep * units.fs
+    dyn = _make_dynamics(ensemble, work, dt, temperature, friction, taut, pressure, taup, rng)
+
+    n = len(work)
+    has_stress = all(work.pbc)
+    log: dict[str, list[Any]] = {k: [] for k in ("step", "time_fs", "temperature", "epot",
+                                                 "ekin", "etot", "pressure")}
+    slab = _is_slab(work)
+    z0 = work.get_positions()[:, 2]
+    zlo, zhi = float(z0.min()), float(z0.max())
+    etot0 = [None]
+    logfh = None
+    if logfile is not None:
+        lp = Path(logfile)
+        lp.parent.mkdir(parents=True, exist_ok=True)
+        logfh = lp.open("a" if restarted and lp.exists() else "w")
+        if logfh.tell() == 0:
+            logfh.write("step,time_fs,T_K,E_pot_eV,E_kin_eV,E_tot_eV,P_GPa\n")
+    tpath = Path(trajectory) if trajectory is not None else None
+    if tpath is not None:
+        tpath.parent.mkdir(parents=True, exist_ok=True)
+    write_frame, close_traj = _open_writer(tpath, append=restarted and tpath is not None
+                                           and tpath.exists())
+
+    def cur_step() -> int:
+        return step0 + dyn.nsteps
+
+    def record() -> None:
+        epot = float(work.get_potential_energy())
+        ekin = float(work.get_kinetic_energy())
+        press = None
+        if has_stress:
+            try:
+                press = float(-np.trace(work.get_stress(voigt=False)) / 3 / units.GPa)
+            except Exception:
+                press = None
+        T = float(work.get_temperature())
+        s = cur_step()
+        vals = (s, s * timestep, T, epot, ekin, epot + ekin, press)
+        for k, v in zip(log, vals):
+            log[k].append(v)
+        if logfh is not None:
+            logfh.write(",".join("" if v is None else f"{v:.8g}" for v in vals) + "\n")
+            logfh.flush()
+
+    def save_frame(reason: str | None = None) -> None:
+        if write_frame is None:
+            return
+        frame = work.copy()
+        frame.info["md_step"] = cur_step()
+        frame.info["time_fs"] = cur_step() * timestep
+        if reason:
+            frame.info["stop_reason"] = reason
+        frame.set_momenta(work.get_momenta(), apply_constraint=False)
+        write_frame(frame)
+
+    def guards(full: bool) -> None:
+        s = cur_step()
+        pos = work.get_positions()
+        epot = work.get_potential_energy()
+        if not (np.all(np.isfinite(pos)) and math.isfinite(epot)):
+            raise _GuardTripped("non_finite", f"non-finite positions or energy at step {s}")
+        if max_force is not None:
+            fm = float(np.sqrt((work.get_forces() ** 2).sum(axis=1)).max())
+            if fm > max_force:
+                raise _GuardTripped("max_force", f"max force {fm:.3g} eV/Å > {max_force} eV/Å "
+                                                 f"at step {s}")
+        if not full:
+            return
+        if min_distance is not None and n > 1:
+            from ase.neighborlist import neighbor_list
+
+            i, j, d = neighbor_list("ijd", work, min_distance)
+            if len(d):
+                k = int(np.argmin(d))
+                raise _GuardTripped("min_distance",
+                                    f"atoms {i[k]} and {j[k]} are {d[k]:.3f} Å apart "
+                                    f"(< {min_distance} Å) at step {s}")
+        if ensemble == "nve" and max_energy_drift is not None:
+            et = epot + work.get_kinetic_energy()
+            if etot0[0] is None:
+                etot0[0] = et
+            drift = abs(et - etot0[0]) / n
+            if drift > max_energy_drift:
+                raise _GuardTripped("energy_drift",
+                                    f"NVE energy drift {drift:.3g} eV/atom > {max_energy_drift} "
+                                    f"eV/atom at step {s}")
+        if slab and escape_distance is not None:
+            z = pos[:, 2]
+            out = np.where((z > zhi + escape_distance) | (z < zlo - escape_distance))[0]
+            if len(out):
+                raise _GuardTripped("escape", f"atom {int(out[0])} left the slab region "
+                                              f"[{zlo:.2f}, {zhi:.2f}] Å by more than "
+                                              f"{escape_distance} Å at step {s}")
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=steps, desc=f"MD {ensemble}", disable=not progress, leave=False)
+    tick = max(1, steps // 200)
+
+    def per_step() -> None:
+        k = dyn.nsteps
+        if temperature_end is not None and steps > 0:
+            _set_target_temperature(dyn, temperature + (temperature_end - temperature)
+                                    * min(k, steps) / steps)
+        guards(full=k % guard_interval == 0)
+        if k % loginterval == 0:
+            record()
+        if k % traj_interval == 0 and (k > 0 or not restarted):
+            save_frame()
+        if k % tick == 0 and k > 0:
+            bar.update(tick)
+
+    dyn.attach(per_step, interval=1)
+    stop_reason = guard = None
+    try:
+        dyn.run(steps)  # ASE calls the observer at step 0 too
+    except _GuardTripped as exc:
+        stop_reason, guard = exc.reason, exc.guard
+        logger.warning("MD stopped: %s", exc.reason)
+        try:
+            save_frame(exc.reason)
+        except Exception:  # pragma: no cover - a frame that cannot be written
+            pass
+    finally:
+        bar.close()
+        if logfh is not None:
+            logfh.close()
+        if close_traj is not None:
+            close_traj()
+
+    temps = np.array(log["temperature"], dtype=float)
+    half = temps[len(temps) // 2:] if len(temps) > 1 else temps
+    et = np.array(log["etot"], dtype=float)
+    drift = float(np.max(np.abs(et - et[0])) / n) if len(et) else 0.0
+    res = MDResult(ensemble=ensemble, steps_requested=steps, steps_done=int(dyn.nsteps),
+                   timestep=timestep, completed=stop_reason is None, stop_reason=stop_reason,
+                   guard=guard, mean_temperature=float(half.mean()) if len(half) else math.nan,
+                   std_temperature=float(half.std()) if len(half) else math.nan,
+                   energy_drift=drift, log=log,
+                   trajectory=str(tpath) if tpath is not None else None,
+                   logfile=str(logfile) if logfile is not None else None, atoms=work)
+    if plot is not None and log["step"]:
+        from ase_surftune.properties._plot import plot_md
+
+        res.plot = plot_md(plot, log["time_fs"], log["temperature"], log["epot"], log["etot"])
+    return res

@@ -1,0 +1,129 @@
+"""Structure relaxation with any ASE calculator."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import BaseCalculator
+
+from ase_surftune.errors import ConfigError
+from ase_surftune.properties._base import (
+    PropertyResult,
+    attach_calc,
+    check_atoms,
+    check_int,
+    check_positive,
+)
+
+logger = logging.getLogger(__name__)
+
+OPTIMIZERS = ("FIRE", "BFGS", "LBFGS")
+
+
+class NotConvergedWarning(UserWarning):
+    """A relaxation or NEB stopped at its step limit before reaching ``fmax``."""
+
+
+def get_optimizer(name: str):
+    """ASE optimizer class by name (FIRE, BFGS, LBFGS; case-insensitive)."""
+    from ase.optimize import BFGS, FIRE, LBFGS
+
+    table = {"FIRE": FIRE, "BFGS": BFGS, "LBFGS": LBFGS}
+    key = str(name).upper()
+    if key not in table:
+        raise ConfigError(f"Unknown optimizer {name!r}; choose from {OPTIMIZERS}")
+    return table[key]
+
+
+@dataclass
+class RelaxResult(PropertyResult):
+    """Outcome of :func:`relax`.
+
+    Energies in eV, forces in eV/Å, stress in eV/Å³ (Voigt, None if not computed),
+    volume in Å³. ``converged`` is False when ``steps`` ran out first.
+    """
+
+    atoms: Atoms
+    energy_initial: float
+    energy: float
+    energy_per_atom: float
+    fmax: float
+    max_force: float
+    steps: int
+    converged: bool
+    optimizer: str
+    relax_cell: bool
+    volume: float
+    stress: list[float] | None = None
+    trajectory: str | None = None
+    force_calls: int | None = field(default=None)
+
+
+def _max_force(obj) -> float:
+    f = obj.get_forces()
+    return float(np.sqrt((f**2).sum(axis=1)).max()) if len(f) else 0.0
+
+
+def relax(atoms: Atoms, calc: BaseCalculator, *, fmax: float = 0.05, steps: int = 500,
+          optimizer: str = "FIRE", relax_cell: bool = False,
+          trajectory: str | Path | None = None, logfile: str | None = None,
+          copy: bool = True) -> RelaxResult:
+    """Relax positions (and optionally the cell) of ``atoms`` with ``calc``.
+
+    Args:
+        atoms: structure; its constraints (e.g. ``FixAtoms``) are kept.
+        calc: any ASE calculator.
+        fmax: force threshold in eV/Å (for the cell: the FrechetCellFilter's
+            generalised forces, i.e. stress × volume in eV).
+        steps: maximum optimizer steps.
+        optimizer: ``"FIRE"``, ``"BFGS"`` or ``"LBFGS"``.
+        relax_cell: also relax the cell through :class:`ase.filters.FrechetCellFilter`.
+        trajectory: optional ``.traj`` path for the optimizer trajectory.
+        logfile: optimizer log (``None`` silent, ``"-"`` stdout).
+        copy: work on a copy (default) instead of modifying ``atoms`` in place.
+
+    Returns:
+        :class:`RelaxResult`; ``converged`` False (and a :class:`NotConvergedWarning`)
+        if the step limit was hit.
+    """
+    check_atoms(atoms, need_cell=relax_cell)
+    fmax = check_positive("fmax", fmax)
+    steps = check_int("steps", steps, minimum=0)
+    opt_cls = get_optimizer(optimizer)
+    work = atoms.copy() if copy else atoms
+    attach_calc(work, calc)
+    e0 = float(work.get_potential_energy())
+    target = work
+    if relax_cell:
+        from ase.filters import FrechetCellFilter
+
+        target = FrechetCellFilter(work)
+    traj = str(trajectory) if trajectory is not None else None
+    opt = opt_cls(target, logfile=logfile, trajectory=traj)
+    converged = bool(opt.run(fmax=fmax, steps=steps))
+    # ASE's run() may report False for steps=0 even if already below fmax
+    if not converged and _max_force(target) < fmax:
+        converged = True
+    if not converged:
+        msg = (f"relaxation of {work.get_chemical_formula()} did not converge in {steps} "
+               f"steps (max force {_max_force(target):.3g} > fmax {fmax})")
+        warnings.warn(msg, NotConvergedWarning, stacklevel=2)
+        logger.warning(msg)
+    energy = float(work.get_potential_energy())
+    stress = None
+    if all(work.pbc):
+        try:
+            stress = [float(s) for s in work.get_stress()]
+        except Exception:  # calculator without stress
+            stress = None
+    return RelaxResult(atoms=work, energy_initial=e0, energy=energy,
+                       energy_per_atom=energy / len(work), fmax=fmax,
+                       max_force=_max_force(target), steps=int(opt.nsteps),
+                       converged=converged, optimizer=opt_cls.__name__, relax_cell=relax_cell,
+                       volume=float(work.get_volume()) if all(work.pbc) else float("nan"),
+                       stress=stress, trajectory=traj)

@@ -1,0 +1,442 @@
+"""Surface energies from slabs built with pymatgen's SlabGenerator, any ASE calculator."""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import BaseCalculator
+from ase.constraints import FixAtoms
+
+from ase_surftune.errors import ConfigError, InvalidStructureError
+from ase_surftune.properties._base import (
+    EV_PER_A2_TO_J_PER_M2,
+    PropertyResult,
+    attach_calc,
+    check_atoms,
+    check_int,
+    check_positive,
+    vacuum_size,
+)
+from ase_surftune.properties.relax import RelaxResult, relax
+
+logger = logging.getLogger(__name__)
+
+Miller = tuple[int, int, int]
+
+#: Smallest vacuum (Å) a slab may have before it is refused as "no vacuum".
+MIN_SLAB_VACUUM = 3.0
+
+
+def parse_miller(value: Any) -> Miller:
+    """Validate one Miller index: exactly three integers, not all zero.
+
+    Accepts a sequence of three ints, or a string ``"111"``, ``"1,1,0"``, ``"1 -1 0"``.
+    Raises :class:`ConfigError` otherwise (the offending value is in the message).
+    """
+    orig = value
+    if isinstance(value, str):
+        s = value.strip().strip("()[]")
+        if "," in s or " " in s:
+            parts = [p for p in s.replace(",", " ").split() if p]
+        elif len(s) == 3 and s.isdigit():
+            parts = list(s)
+        else:
+            raise ConfigError(f"Miller index must be three integers, got {orig!r}")
+        try:
+            value = [int(p) for p in parts]
+        except ValueError:
+            raise ConfigError(f"Miller index must be three integers, got {orig!r}") from None
+    if not isinstance(value, (list, tuple, np.ndarray)) or len(value) != 3:
+        raise ConfigError(f"Miller index must be three integers, got {orig!r}")
+    out = []
+    for v in value:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise ConfigError(f"Miller index must be three integers, got {orig!r}")
+        out.append(int(v))
+    if out == [0, 0, 0]:
+        raise ConfigError(f"Miller index must not be (0, 0, 0), got {orig!r}")
+    return (out[0], out[1], out[2])
+
+
+def parse_miller_list(value: Any) -> list[Miller]:
+    """A list of Miller indices; a single index like ``(1, 1, 1)`` is accepted too."""
+    if isinstance(value, str):
+        value = [v for v in value.replace(";", " ").split()] if (";" in value or " " in value
+                                                                  and "," not in value) else [value]
+    if isinstance(value, (list, tuple)) and len(value) == 3 and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+        return [parse_miller(value)]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"miller_indices must be a non-empty list of (h, k, l), got {value!r}")
+    return [parse_miller(v) for v in value]
+
+
+def surface_normal(atoms: Atoms) -> np.ndarray:
+    """Unit normal to the plane of cell vectors a and b."""
+    cell = np.asarray(atoms.get_cell())
+    n = np.cross(cell[0], cell[1])
+    return n / np.linalg.norm(n)
+
+
+def surface_area(atoms: Atoms) -> float:
+    """Area (Å²) of one face of the slab: |a × b|."""
+    cell = np.asarray(atoms.get_cell())
+    return float(np.linalg.norm(np.cross(cell[0], cell[1])))
+
+
+def slab_layers(atoms: Atoms, tol: float = 0.3) -> list[list[int]]:
+    """Atom indices grouped in layers along the surface normal, bottom first (tol in Å)."""
+    frac_c = atoms.get_scaled_positions(wrap=False)[:, 2]
+    h = frac_c * abs(np.dot(np.asarray(atoms.get_cell())[2], surface_normal(atoms)))
+    order = np.argsort(h)
+    layers: list[list[int]] = []
+    last = None
+    for i in order:
+        if last is None or h[i] - last > tol:
+            layers.append([int(i)])
+        else:
+            layers[-1].append(int(i))
+        last = h[i]
+    return layers
+
+
+def check_slab(slab: Atoms, min_vacuum: float = MIN_SLAB_VACUUM) -> float:
+    """Raise :class:`InvalidStructureError` unless ``slab`` has vacuum along c; returns it (Å)."""
+    check_atoms(slab, name="slab")
+    if np.linalg.norm(np.asarray(slab.get_cell())[:2], axis=1).min() < 1e-8:
+        raise InvalidStructureError("slab needs in-plane cell vectors a and b")
+    vac = vacuum_size(slab, axis=2)
+    if vac < min_vacuum:
+        raise InvalidStructureError(
+            f"slab {slab.get_chemical_formula()} has no vacuum along c: gap {vac:.2f} Å "
+            f"< {min_vacuum} Å (is it a bulk cell?)")
+    return vac
+
+
+@dataclass
+class SlabEnergy(PropertyResult):
+    """Surface energy of one slab: γ in J/m² and eV/Å², unrelaxed and relaxed.
+
+    ``gamma_relaxed`` is None when the slab was not relaxed; ``relax_converged``
+    False means the relaxed value comes from a relaxation that hit its step limit.
+    """
+
+    miller: Miller | None
+    shift: float | None
+    formula: str
+    n_atoms: int
+    n_layers: int
+    area: float
+    vacuum: float
+    fixed_layers: int
+    energy_unrelaxed: float
+    gamma_unrelaxed: float
+    gamma_unrelaxed_ev_a2: float
+    energy_relaxed: float | None = None
+    gamma_relaxed: float | None = None
+    gamma_relaxed_ev_a2: float | None = None
+    relax_converged: bool | None = None
+    relax_steps: int | None = None
+    slab: Atoms | None = field(default=None, metadata={"json": False})
+
+    @property
+    def gamma(self) -> float:
+        """Best available γ in J/m² (relaxed if computed, else unrelaxed)."""
+        return self.gamma_relaxed if self.gamma_relaxed is not None else self.gamma_unrelaxed
+
+
+def slab_surface_energy(slab: Atoms, calc: BaseCalculator, bulk_energy_per_atom: float, *,
+                        relax_slab: bool = True, fix_bottom_layers: int = 0,
+                        fmax: float = 0.05, steps: int = 500, optimizer: str = "FIRE",
+                        layer_tol: float = 0.3, miller: Miller | None = None,
+                        shift: float | None = None) -> SlabEnergy:
+    """γ of a slab whose two faces are equivalent when unrelaxed.
+
+    γ_unrelaxed = (E_slab − N·e_bulk) / (2A). With both sides free,
+    γ_relaxed = (E_relaxed − N·e_bulk) / (2A). With the bottom ``fix_bottom_layers``
+    layers fixed (bulk-like), only the top relaxes and
+    γ_relaxed = (E_relaxed − N·e_bulk) / A − γ_unrelaxed.
+
+    Args:
+        slab: slab with vacuum along c (a, b in-plane); existing constraints are kept.
+        bulk_energy_per_atom: e_bulk in eV/atom from the same calculator.
+        fix_bottom_layers: number of bottom layers to fix (0: both faces free).
+        fmax: eV/Å; steps/optimizer as in :func:`relax`.
+    """
+    vac = check_slab(slab)
+    fix_bottom_layers = check_int("fix_bottom_layers", fix_bottom_layers)
+    layers = slab_layers(slab, tol=layer_tol)
+    if fix_bottom_layers >= len(layers):
+        raise ConfigError(f"fix_bottom_layers={fix_bottom_layers} leaves no free layer "
+                          f"in a slab of {len(layers)} layers")
+    work = slab.copy()
+    if fix_bottom_layers:
+        idx = sorted(i for layer in layers[:fix_bottom_layers] for i in layer)
+        work.set_constraint(list(work.constraints) + [FixAtoms(indices=idx)])
+    area = surface_area(work)
+    n = len(work)
+    attach_calc(work, calc)
+    e_unrel = float(work.get_potential_energy())
+    g_unrel = (e_unrel - n * bulk_energy_per_atom) / (2 * area)
+    res = SlabEnergy(miller=miller, shift=shift, formula=work.get_chemical_formula(),
+                     n_atoms=n, n_layers=len(layers), area=area, vacuum=vac,
+                     fixed_layers=fix_bottom_layers, energy_unrelaxed=e_unrel,
+                     gamma_unrelaxed=g_unrel * EV_PER_A2_TO_J_PER_M2,
+                     gamma_unrelaxed_ev_a2=g_unrel, slab=work)
+    if relax_slab:
+        r: RelaxResult = relax(work, calc, fmax=fmax, steps=steps, optimizer=optimizer,
+                               copy=False)
+        if fix_bottom_layers:
+            g_rel = (r.energy - n * bulk_energy_per_atom) / area - g_unrel
+        else:
+            g_rel = (r.energy - n * bulk_energy_per_atom) / (2 * area)
+        res.energy_relaxed = r.energy
+        res.gamma_relaxed = g_rel * EV_PER_A2_TO_J_PER_M2
+        res.gamma_relaxed_ev_a2 = g_rel
+        res.relax_converged = r.converged
+        res.relax_steps = r.steps
+    return res
+
+
+@dataclass
+class SurfaceEntry(PropertyResult):
+    """One (Miller index, termination): the final slab and its thickness series."""
+
+    miller: Miller
+    shift: float
+    termination: int
+    result: SlabEnergy
+    thickness_series: list[SlabEnergy] = field(default_factory=list)
+    thickness_converged: bool | None = None
+
+    @property
+    def gamma(self) -> float:
+        return self.result.gamma
+
+
+@dataclass
+class SurfaceResult(PropertyResult):
+    """Outcome of :func:`surface_energies`. γ in J/m² unless the name says eV/Å².
+
+    ``gamma`` maps "h,k,l" to the lowest γ (J/m²) over the symmetric terminations.
+    ``converged`` is False if any relaxation hit its step limit or a requested
+    thickness series did not converge.
+    """
+
+    bulk_formula: str
+    bulk_energy_per_atom: float
+    bulk_lattice: list[list[float]]
+    bulk_relaxed: bool
+    bulk_relax_converged: bool | None
+    entries: list[SurfaceEntry]
+    gamma: dict[str, float]
+    converged: bool
+    wulff: dict[str, Any] | None = None
+    plots: list[str] = field(default_factory=list)
+
+
+def _to_structure(atoms: Atoms):
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    return AseAtomsAdaptor.get_structure(atoms)
+
+
+def _to_atoms(structure) -> Atoms:
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    atoms = AseAtomsAdaptor.get_atoms(structure)
+    atoms.info = {}
+    for key in list(atoms.arrays):
+        if key not in ("numbers", "positions"):
+            del atoms.arrays[key]
+    atoms.set_constraint()
+    return atoms
+
+
+def _generate(conv, miller: Miller, min_slab_size: float, min_vacuum_size: float,
+              symmetric_only: bool, lll_reduce: bool) -> list:
+    from pymatgen.core.surface import SlabGenerator
+
+    gen = SlabGenerator(conv, miller, min_slab_size, min_vacuum_size, lll_reduce=lll_reduce,
+                        center_slab=True, primitive=True, max_normal_search=max(map(abs, miller)),
+                        reorient_lattice=True)
+    slabs = gen.get_slabs()
+    if symmetric_only:
+        slabs = [s for s in slabs if s.is_symmetric()]
+    bulk_comp = conv.composition.reduced_composition
+    stoich = [s for s in slabs if s.composition.reduced_composition == bulk_comp]
+    if len(stoich) < len(slabs):
+        logger.warning("%s: skipped %d non-stoichiometric termination(s)", miller,
+                       len(slabs) - len(stoich))
+    return stoich
+
+
+def _plane_spacing(conv, miller: Miller) -> float:
+    return float(conv.lattice.d_hkl(miller))
+
+
+def surface_energies(bulk: Atoms, calc: BaseCalculator,
+                     miller_indices: Sequence[Sequence[int]] = ((1, 1, 1),), *,
+                     min_slab_size: float = 10.0, min_vacuum_size: float = 15.0,
+                     relax_bulk: bool = True, relax_slabs: bool = True,
+                     fix_bottom_layers: int = 0, fmax: float = 0.05, steps: int = 500,
+                     optimizer: str = "FIRE", symmetric_only: bool = True,
+                     lll_reduce: bool = False, converge_thickness: bool = False,
+                     thickness_tol: float = 0.01, max_extra_layers: int = 8,
+                     wulff: bool = False, plot_dir: str | Path | None = None,
+                     ) -> SurfaceResult:
+    """Surface energies γ (J/m² and eV/Å²) for Miller indices and all symmetric terminations.
+
+    Steps: relax the bulk (cell + positions) with ``calc``; take the conventional
+    standard cell (pymatgen); build slabs with ``SlabGenerator``; relax each slab;
+    γ = (E_slab − N·E_bulk/atom)/(2A), or the asymmetric formula when the bottom
+    layers are fixed (see :func:`slab_surface_energy`).
+
+    Args:
+        bulk: 3D periodic bulk (elemental metal or simple compound).
+        calc: any ASE calculator.
+        miller_indices: list of (h, k, l) integer triples.
+        min_slab_size: minimum slab thickness in Å.
+        min_vacuum_size: minimum vacuum in Å.
+        relax_bulk: relax cell and positions of the bulk first.
+        relax_slabs: relax slab positions (γ_relaxed); γ_unrelaxed is always given.
+        fix_bottom_layers: 0 = both faces free; k > 0 fixes the k bottom layers.
+        fmax: eV/Å for bulk and slabs; steps, optimizer as in :func:`relax`.
+        symmetric_only: keep only terminations whose two faces are equivalent.
+        converge_thickness: add one plane (d_hkl) at a time until γ changes by
+            less than ``thickness_tol`` (J/m²), at most ``max_extra_layers`` times.
+        wulff: compute the Wulff shape (needs ≥ 1 index) and area-weighted γ.
+        plot_dir: where to save the Wulff plot (if ``wulff``).
+    """
+    check_atoms(bulk, name="bulk", need_cell=True)
+    millers = parse_miller_list(miller_indices)
+    min_slab_size = check_positive("min_slab_size", min_slab_size)
+    min_vacuum_size = check_positive("min_vacuum_size", min_vacuum_size)
+    if min_vacuum_size < MIN_SLAB_VACUUM:
+        raise ConfigError(f"min_vacuum_size must be >= {MIN_SLAB_VACUUM} Å, got {min_vacuum_size}")
+    thickness_tol = check_positive("thickness_tol", thickness_tol)
+    max_extra_layers = check_int("max_extra_layers", max_extra_layers)
+    fix_bottom_layers = check_int("fix_bottom_layers", fix_bottom_layers)
+
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    bulk_conv_ok: bool | None = None
+    work = bulk.copy()
+    if relax_bulk:
+        rb = relax(work, calc, fmax=fmax, steps=steps, optimizer=optimizer, relax_cell=True)
+        work = rb.atoms
+        bulk_conv_ok = rb.converged
+    conv = SpacegroupAnalyzer(_to_structure(work), symprec=0.01).get_conventional_standard_structure()
+    conv_atoms = _to_atoms(conv)
+    attach_calc(conv_atoms, calc)
+    # bulk reference on exactly the lattice the slabs are cut from
+    e_bulk = float(conv_atoms.get_potential_energy()) / len(conv_atoms)
+
+    entries: list[SurfaceEntry] = []
+    for miller in millers:
+        slabs = _generate(conv, miller, min_slab_size, min_vacuum_size, symmetric_only,
+                          lll_reduce)
+        if not slabs:
+            raise InvalidStructureError(
+                f"no {'symmetric ' if symmetric_only else ''}stoichiometric termination of "
+                f"{conv.composition.reduced_formula} {miller}; try symmetric_only=False "
+                f"with fix_bottom_layers > 0 or another Miller index")
+        for term, pslab in enumerate(slabs):
+            shift = float(pslab.shift)
+
+            def compute(ps, shift=shift, miller=miller) -> SlabEnergy:
+                return slab_surface_energy(_to_atoms(ps), calc, e_bulk, relax_slab=relax_slabs,
+                                           fix_bottom_layers=fix_bottom_layers, fmax=fmax,
+                                           steps=steps, optimizer=optimizer, miller=miller,
+                                           shift=shift)
+
+            res = compute(pslab)
+            entry = SurfaceEntry(miller=miller, shift=shift, termination=term, result=res)
+            if converge_thickness:
+                entry.thickness_series.append(res)
+                entry.thickness_converged = False
+                d = _plane_spacing(conv, miller)
+                size = min_slab_size
+                for _ in range(max_extra_layers):
+                    size += d
+                    cands = _generate(conv, miller, size, min_vacuum_size, symmetric_only,
+                                      lll_reduce)
+                    if not cands:
+                        break
+                    nxt = min(cands, key=lambda s: abs(s.shift - shift))
+                    new = compute(nxt)
+                    if new.n_atoms == entry.thickness_series[-1].n_atoms:
+                        continue  # plane count unchanged; grow further
+                    entry.thickness_series.append(new)
+                    if abs(new.gamma - entry.thickness_series[-2].gamma) < thickness_tol:
+                        entry.thickness_converged = True
+                        break
+                entry.result = entry.thickness_series[-1]
+                if not entry.thickness_converged:
+                    warnings.warn(f"{miller} γ not converged within {thickness_tol} J/m² "
+                                  f"after {max_extra_layers} extra planes", stacklevel=2)
+            entries.append(entry)
+
+    gamma: dict[str, float] = {}
+    for e in entries:
+        key = ",".join(map(str, e.miller))
+        gamma[key] = min(gamma.get(key, math.inf), e.gamma)
+    converged = (bulk_conv_ok is not False) and all(
+        (e.result.relax_converged is not False) and (e.thickness_converged is not False)
+        and all(s.relax_converged is not False for s in e.thickness_series)
+        for e in entries)
+    result = SurfaceResult(bulk_formula=work.get_chemical_formula(), bulk_energy_per_atom=e_bulk,
+                           bulk_lattice=conv.lattice.matrix.tolist(), bulk_relaxed=relax_bulk,
+                           bulk_relax_converged=bulk_conv_ok, entries=entries, gamma=gamma,
+                           converged=converged)
+    if wulff:
+        result.wulff = wulff_shape(conv.lattice, gamma, plot_dir=plot_dir,
+                                   name=work.get_chemical_formula())
+        if result.wulff.get("plot"):
+            result.plots.append(result.wulff["plot"])
+    return result
+
+
+def wulff_shape(lattice, gamma: dict[str, float] | dict[Miller, float], *,
+                plot_dir: str | Path | None = None, name: str = "wulff") -> dict[str, Any]:
+    """Wulff shape from γ (J/m²) per Miller index via pymatgen's ``WulffShape``.
+
+    Returns area-weighted γ (J/m²), shape factor, anisotropy, area fractions and the
+    plot path (if ``plot_dir``).
+    """
+    from pymatgen.analysis.wulff import WulffShape
+
+    millers, energies = [], []
+    for k, v in gamma.items():
+        millers.append(parse_miller(k) if isinstance(k, str) else tuple(k))
+        energies.append(float(v))
+    ws = WulffShape(lattice, millers, energies)
+    out: dict[str, Any] = {
+        "weighted_surface_energy": float(ws.weighted_surface_energy),
+        "shape_factor": float(ws.shape_factor),
+        "anisotropy": float(ws.anisotropy),
+        "area_fraction": {",".join(map(str, k)): float(v)
+                          for k, v in ws.area_fraction_dict.items()},
+        "plot": None,
+    }
+    if plot_dir is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        ax = ws.get_plot()
+        path = Path(plot_dir) / f"{name}_wulff.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ax.figure.savefig(path, dpi=120)
+        plt.close(ax.figure)
+        out["plot"] = str(path)
+    return out
