@@ -26,7 +26,7 @@ from ase_surftune.backends.base import Block, ModelAdapter
 from ase_surftune.errors import HeadError, ModelLoadError
 
 # chgnet's BatchedGraph builds a tensor from a list of tensors on every forward pass
-warnings.filterwarnings("ignore", message="To copy construct from a tensor",
+warnings.filterwarnings("ignore", message="(To copy construct from a tensor|Converting a tensor with requires_grad)",
                         category=UserWarning, module=r"chgnet\.")
 
 #: names accepted by ``CHGNet.load`` (all bundled in the wheel).

@@ -1,0 +1,35 @@
+"""``surftune heads MODEL``: a model's heads and what data trained each."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("heads", help="list the heads of a model or bundle")
+    p.add_argument("model", help="model spec or bundle path")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ase_surftune.backends import load_model
+
+    bundle = load_model(args.model)
+    default = bundle.resolve_head(None)
+    rows = []
+    for h in bundle.heads:
+        info = bundle.head_info.get(h, {})
+        rows.append({"head": h, "default": h == default, **info})
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    for r in rows:
+        extra = {k: v for k, v in r.items() if k not in ("head", "default")}
+        trained = extra.get("trained_on") or extra.get("data") or "foundation (not fine-tuned)"
+        print(f"{'*' if r['default'] else ' '} {r['head']:20s} {trained}")
+        for k, v in extra.items():
+            if k not in ("trained_on", "data"):
+                print(f"    {k}: {v}")
+    return 0

@@ -1,0 +1,20 @@
+"""``surftune models``: model specs this installation understands."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list named models (CHGNet bundled, MACE-MP by download)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ase_surftune.backends import available_models
+
+    for name in available_models():
+        where = "bundled, offline" if name.startswith("chgnet") else "downloaded by mace-torch"
+        print(f"{name:24s} {where}")
+    print("also: mace:/path/file.model, /path/model.stbundle")
+    return 0
