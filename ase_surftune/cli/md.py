@@ -1,0 +1,64 @@
+"""``surftune md``: molecular dynamics with stability guards."""
+
+from __future__ import annotations
+
+import argparse
+
+OPTIONS = [
+    ("ensemble", str, "nve, nvt_langevin, nvt_bussi, nvt_nose_hoover, npt_isotropic, npt_mtk"),
+    ("steps", int, "MD steps (default 1000)"),
+    ("timestep", float, "fs (default 1.0)"),
+    ("temperature", float, "K (default 300)"),
+    ("temperature_end", float, "K; ramp the target linearly to this"),
+    ("friction", float, "Langevin friction, 1/fs (default 0.01)"),
+    ("taut", float, "thermostat time constant, fs (default 100)"),
+    ("pressure", float, "GPa (NPT, default 0)"),
+    ("taup", float, "barostat time constant, fs (default 1000)"),
+    ("seed", int, "random seed (default 42)"),
+    ("loginterval", int, "log every n steps (default 10)"),
+    ("traj_interval", int, "trajectory frame every m steps (default 100)"),
+    ("trajectory", str, "trajectory path, .traj or .extxyz (default next to input)"),
+    ("restart_from", str, "continue from the last frame of this trajectory"),
+    ("max_force", float, "guard: eV/Å (default 50)"),
+    ("min_distance", float, "guard: Å (default 0.5)"),
+    ("max_energy_drift", float, "guard (NVE): eV/atom (default 0.05)"),
+    ("escape_distance", float, "guard (slabs): Å (default 5)"),
+    ("guard_interval", int, "check distance/drift/escape every n steps (default 10)"),
+    ("progress", "bool", "progress bar (default on)"),
+]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from ase_surftune.cli._common import add_model_args
+    from ase_surftune.properties._cli import add_options
+
+    p = subparsers.add_parser("md", help="molecular dynamics with stability guards")
+    p.add_argument("structure", help="structure file readable by ase.io")
+    add_model_args(p)
+    add_options(p, OPTIONS)
+    p.add_argument("-o", "--output", default=None, help="JSON path (default next to input)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ase_surftune.cli._common import load_yaml, write_json
+    from ase_surftune.properties import run_md
+    from ase_surftune.properties._cli import (
+        make_calculator,
+        merge_options,
+        output_path,
+        read_structure,
+    )
+
+    opts = merge_options(args, load_yaml(args.config), [o[0] for o in OPTIONS], "md")
+    opts.setdefault("trajectory", str(output_path(args.structure, "md", ".extxyz")))
+    opts.setdefault("logfile", str(output_path(args.structure, "md", ".csv")))
+    atoms = read_structure(args.structure)
+    calc = make_calculator(args)
+    res = run_md(atoms, calc, plot=output_path(args.structure, "md", ".png"), **opts)
+    path = write_json(res.to_dict(), output_path(args.structure, "md", ".json", args.output))
+    if res.completed:
+        print(f"MD done: {res.steps_done} steps, <T> = {res.mean_temperature:.1f} K; {path}")
+        return 0
+    print(f"MD STOPPED after {res.steps_done} steps: {res.stop_reason}; {path}")
+    return 1

@@ -1,0 +1,80 @@
+"""``surftune neb``: migration barrier between two structures, along a band, or a vacancy hop."""
+
+from __future__ import annotations
+
+import argparse
+
+OPTIONS = [
+    ("n_images", int, "intermediate images (default 5)"),
+    ("interpolation", str, "idpp or linear (default idpp)"),
+    ("climb", "bool", "climbing image (default on)"),
+    ("method", str, "NEB tangent method (default improvedtangent)"),
+    ("k", float, "spring constant, eV/Å² (default 0.1)"),
+    ("fmax", float, "force threshold, eV/Å (default 0.05)"),
+    ("steps", int, "maximum optimizer steps (default 500)"),
+    ("optimizer", str, "FIRE, BFGS or LBFGS"),
+    ("relax_endpoints", "bool", "relax the end points first (default on)"),
+    ("vacancy", "bool", "one bulk file: nearest-neighbour vacancy hop in a supercell"),
+    ("supercell", "ints", "vacancy supercell: 1, 3 or 9 integers (default 2 2 2)"),
+    ("vacancy_index", int, "atom removed for the vacancy (default 0)"),
+]
+NEB_KEYS = ("n_images", "interpolation", "climb", "method", "k", "fmax", "steps", "optimizer",
+            "relax_endpoints")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from ase_surftune.cli._common import add_model_args
+    from ase_surftune.properties._cli import add_options
+
+    p = subparsers.add_parser("neb", help="NEB migration barrier")
+    p.add_argument("structures", nargs="+",
+                   help="initial and final files; or one multi-frame band file; or one "
+                        "bulk file with --vacancy")
+    add_model_args(p)
+    add_options(p, OPTIONS)
+    p.add_argument("-o", "--output", default=None, help="JSON path (default next to input)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ase_surftune.cli._common import load_yaml, write_json
+    from ase_surftune.errors import ConfigError
+    from ase_surftune.properties import neb_barrier, vacancy_migration
+    from ase_surftune.properties._cli import (
+        ints_to_supercell,
+        make_calculator,
+        merge_options,
+        output_path,
+        read_structure,
+    )
+
+    opts = merge_options(args, load_yaml(args.config), [o[0] for o in OPTIONS], "neb")
+    first = args.structures[0]
+    plot = output_path(first, "neb", ".png")
+    neb_opts = {k: v for k, v in opts.items() if k in NEB_KEYS}
+    calc = make_calculator(args)
+    if opts.get("vacancy"):
+        if len(args.structures) != 1:
+            raise ConfigError(f"--vacancy takes one bulk file, got {args.structures}")
+        extra = {}
+        if "supercell" in opts:
+            extra["supercell"] = ints_to_supercell(opts["supercell"])
+        if "vacancy_index" in opts:
+            extra["vacancy_index"] = opts["vacancy_index"]
+        res = vacancy_migration(read_structure(first), calc, plot=plot, **extra, **neb_opts)
+    elif len(args.structures) == 2:
+        res = neb_barrier(read_structure(first), read_structure(args.structures[1]), calc,
+                          plot=plot, **neb_opts)
+    elif len(args.structures) == 1:
+        band = read_structure(first, index=":")
+        if len(band) < 3:
+            raise ConfigError(f"band file {first!r} needs >= 3 frames, has {len(band)}; "
+                              f"give initial and final files instead")
+        neb_opts["interpolation"] = band[1:-1]
+        res = neb_barrier(band[0], band[-1], calc, plot=plot, **neb_opts)
+    else:
+        raise ConfigError(f"neb takes 1 or 2 structure files, got {len(args.structures)}")
+    path = write_json(res.to_dict(), output_path(first, "neb", ".json", args.output))
+    print(f"barrier forward {res.barrier_forward:.4f} eV, reverse {res.barrier_reverse:.4f} eV "
+          f"({'converged' if res.converged else 'NOT CONVERGED'}); results in {path}")
+    return 0 if res.converged else 1
