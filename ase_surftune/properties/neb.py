@@ -182,7 +182,10 @@ def neb_barrier(initial: Atoms, final: Atoms, calc: CalculatorLike, *, n_images:
         attach_calc(m, new_calc()) if factory else setattr(m, "calc", shared)
     opt = opt_cls(neb, logfile=None, trajectory=str(trajectory) if trajectory else None)
     converged = bool(opt.run(fmax=fmax, steps=steps))
-    resid = float(neb.get_residual())
+    try:
+        resid = float(neb.get_residual())
+    except ValueError:  # ASE keeps no residual for a lone climbing image
+        resid = float(np.sqrt((neb.get_forces() ** 2).sum(axis=1)).max())
     if not converged:
         warnings.warn(f"NEB did not converge in {steps} steps (residual {resid:.3g} eV/Å > "
                       f"{fmax})", NotConvergedWarning, stacklevel=2)

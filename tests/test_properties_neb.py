@@ -1,0 +1,101 @@
+"""NEB barriers with EMT: ASE's Au/Al(100) tutorial, vacancy hop, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ase.build import bulk, fcc100
+from ase.calculators.emt import EMT
+from ase.constraints import FixAtoms
+
+from ase_surftune.errors import ConfigError, InvalidStructureError
+from ase_surftune.properties import adatom_hop, neb_barrier, vacancy_migration
+from ase_surftune.properties._base import ForceCallCounter
+
+
+def _al100():
+    slab = fcc100("Al", size=(2, 2, 3))
+    slab.set_constraint(FixAtoms(mask=[a.tag > 1 for a in slab]))  # as in the ASE tutorial
+    return slab
+
+
+def test_au_on_al100_tutorial_barrier(tmp_path):
+    """ASE's NEB tutorial (Au adatom hollow→hollow on Al(100), EMT): barrier ≈ 0.37 eV."""
+    calc = EMT()
+    with ForceCallCounter(calc) as fc:
+        res = adatom_hop(_al100(), "Au", calc, site="hollow", height=1.7, vacuum=4.0,
+                         n_images=3, plot=tmp_path / "mep.png")
+    assert res.converged
+    assert res.barrier_forward == pytest.approx(0.37, abs=0.01)
+    assert res.barrier_reverse == pytest.approx(res.barrier_forward, abs=1e-3)  # symmetric hop
+    assert res.reaction_energy == pytest.approx(0.0, abs=1e-3)
+    assert len(res.energies) == len(res.reaction_coordinate) == 5
+    assert np.argmax(res.energies) == 2  # climbing image at the bridge site
+    assert res.method == "improvedtangent" and res.climb
+    assert res.info["hop_distance"] == pytest.approx(4.05 / np.sqrt(2), abs=0.02)
+    assert (tmp_path / "mep.png").is_file()
+    assert fc.count > 0
+    d = json.loads(json.dumps(res.to_dict()))
+    assert d["barrier_forward"] == pytest.approx(res.barrier_forward)
+
+
+def test_factory_and_linear_interpolation_agree():
+    """A fresh calculator per image (factory) gives the same barrier as a shared one."""
+    a = adatom_hop(_al100(), "Au", EMT, site="hollow", height=1.7, vacuum=4.0, n_images=3,
+                   interpolation="linear")
+    assert a.interpolation == "linear"
+    assert a.barrier_forward == pytest.approx(0.37, abs=0.01)
+
+
+def test_vacancy_hop_cu():
+    res = vacancy_migration(bulk("Cu", "fcc", a=3.59, cubic=True), EMT(), supercell=(2, 2, 2),
+                            n_images=3, fmax=0.05)
+    assert res.converged
+    assert res.info["n_atoms"] == 31
+    assert res.info["hop_distance"] == pytest.approx(3.59 / np.sqrt(2), abs=1e-6)
+    assert res.barrier_forward == pytest.approx(res.barrier_reverse, abs=1e-3)
+    assert 0.4 < res.barrier_forward < 1.2  # EMT Cu vacancy migration ~0.8 eV
+
+
+def test_user_band():
+    init = _al100()
+    from ase.build import add_adsorbate
+
+    init = init.copy()
+    add_adsorbate(init, "Au", 1.7, "hollow")
+    init.center(axis=2, vacuum=4.0)
+    final = init.copy()
+    final.positions[-1, 0] += init.cell[0, 0] / 2
+    mid = init.copy()
+    mid.positions[-1, 0] += init.cell[0, 0] / 4
+    res = neb_barrier(init, final, EMT(), interpolation=[mid], climb=True)
+    assert res.interpolation == "user" and res.n_images == 1
+    assert res.barrier_forward == pytest.approx(0.37, abs=0.02)
+
+
+def test_endpoints_must_match():
+    a = bulk("Cu", "fcc", a=3.6, cubic=True)
+    b = a.copy()
+    b[0].symbol = "Au"
+    with pytest.raises(InvalidStructureError, match="composition"):
+        neb_barrier(a, b, EMT())
+    c = a.copy()
+    c[0].symbol = "Au"
+    d = a.copy()
+    d[1].symbol = "Au"
+    with pytest.raises(InvalidStructureError, match="atom order"):
+        neb_barrier(c, d, EMT())
+    with pytest.raises(InvalidStructureError):
+        neb_barrier(a, a[:-1], EMT())
+
+
+def test_neb_bad_options():
+    a = bulk("Cu", "fcc", a=3.6, cubic=True)
+    with pytest.raises(ConfigError, match="interpolation"):
+        neb_barrier(a, a.copy(), EMT(), interpolation="spline")
+    with pytest.raises(ConfigError, match="method"):
+        neb_barrier(a, a.copy(), EMT(), method="bogus")
+    with pytest.raises(ConfigError, match="supercell"):
+        vacancy_migration(a, EMT(), supercell=(2, 2))
