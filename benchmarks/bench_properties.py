@@ -1,0 +1,134 @@
+"""Benchmark: ase_surftune property workflows vs matcalc, same CHGNet calculator.
+
+Runs side by side in one process, with one shared calculator instance:
+
+* Cu(111) surface energy (bulk + slab relaxation, BFGS, fmax 0.1 eV/Å)
+* Cu phonons, 2×2×2 supercell of the primitive cell, 0.015 Å displacement
+* Cu vacancy nearest-neighbour hop, 2×2×2 conventional supercell (31 atoms),
+  5 images, climbing image, improved tangent, BFGS, fmax 0.1 eV/Å, unrelaxed
+  end points for both (so both solve exactly the same band problem)
+
+and records wall time, number of force calls (``calc.calculate`` invocations) and
+the results. Target: wall-time ratio ours/matcalc ≤ 0.8, results within tolerance.
+
+matcalc is a benchmark-only dependency (the ``bench`` extra in setup.cfg). Install
+it with the torch pin so it cannot pull another torch::
+
+    /work/main/.venv/bin/pip install -c /work/main/constraints.txt matcalc
+
+(matcalc 0.7.0 needs no matgl/dgl; it added only scikit-learn, huggingface_hub and
+small HTTP helpers, leaving torch 2.13.0, chgnet and mace-torch unchanged.)
+
+Run::
+
+    /work/main/.venv/bin/python benchmarks/bench_properties.py [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+
+import numpy as np
+from ase.build import bulk
+
+from ase_surftune.properties import (
+    ForceCallCounter,
+    phonons,
+    surface_energies,
+    vacancy_migration,
+)
+
+
+def make_calc():
+    try:
+        from ase_surftune.calculator import SurfTuneCalculator
+
+        calc = SurfTuneCalculator(model="chgnet")
+        a = bulk("Cu")
+        a.calc = calc
+        a.get_potential_energy()
+        return calc, "SurfTuneCalculator(model='chgnet')"
+    except Exception as exc:  # pragma: no cover - fallback while the backend is in flux
+        warnings.warn(f"SurfTuneCalculator unusable ({exc}); using CHGNetCalculator")
+        from chgnet.model import CHGNet
+        from chgnet.model.dynamics import CHGNetCalculator
+
+        return CHGNetCalculator(model=CHGNet.load(), use_device="cpu"), "CHGNetCalculator"
+
+
+def timed(calc, fn):
+    with ForceCallCounter(calc) as fc:
+        t = time.perf_counter()
+        out = fn()
+        dt = time.perf_counter() - t
+    return out, dt, fc.count
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    from matcalc import NEBCalc, PhononCalc, SurfaceCalc
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    calc, calc_name = make_calc()
+    cu_conv = bulk("Cu", "fcc", a=3.6, cubic=True)
+    cu_prim = bulk("Cu", "fcc", a=3.6)
+    rows = []
+
+    # --- surface energy Cu(111)
+    ours, t_o, n_o = timed(calc, lambda: surface_energies(
+        cu_conv, calc, [(1, 1, 1)], min_slab_size=10.0, min_vacuum_size=20.0, fmax=0.1,
+        optimizer="BFGS"))
+    g_ours = ours.gamma["1,1,1"]
+    mc = SurfaceCalc(calc, relax_bulk=True, relax_slab=True, fmax=0.1, optimizer="BFGS")
+    theirs, t_m, n_m = timed(calc, lambda: mc.calc_slabs(
+        AseAtomsAdaptor.get_structure(cu_conv), (1, 1, 1), min_slab_size=10.0,
+        min_vacuum_size=20.0))
+    g_mc = min(r["surface_energy"] for r in theirs) * 16.021766208  # eV/Å² → J/m²
+    rows.append(("Cu(111) surface energy (J/m²)", t_o, n_o, t_m, n_m, g_ours, g_mc))
+
+    # --- phonons 2×2×2
+    ours, t_o, n_o = timed(calc, lambda: phonons(cu_prim, calc, supercell=2,
+                                                displacement=0.015, mesh=20))
+    mc = PhononCalc(calc, supercell_matrix=np.diag([2, 2, 2]), atom_disp=0.015,
+                    relax_structure=False, write_phonon=False, min_length=None)
+    theirs, t_m, n_m = timed(calc, lambda: mc.calc(AseAtomsAdaptor.get_structure(cu_prim)))
+    i300 = ours.thermal["temperature"].index(300.0)
+    cv_ours = ours.thermal["heat_capacity"][i300]
+    tp = theirs["thermal_properties"]
+    cv_mc = float(np.asarray(tp["heat_capacity"])[list(np.asarray(tp["temperatures"])).index(300.0)])
+    rows.append(("Cu phonons 2×2×2: Cv(300 K) (J/K/mol)", t_o, n_o, t_m, n_m, cv_ours, cv_mc))
+
+    # --- vacancy hop
+    ours, t_o, n_o = timed(calc, lambda: vacancy_migration(
+        cu_conv, calc, supercell=(2, 2, 2), n_images=5, fmax=0.1, optimizer="BFGS",
+        relax_endpoints=False, interpolation="linear"))
+    init, fin = ours.images[0], ours.images[-1]
+    mc = NEBCalc(calc, optimizer="BFGS", fmax=0.1, climb=True, method="improvedtangent")
+    ad = AseAtomsAdaptor
+    theirs, t_m, n_m = timed(calc, lambda: mc.calc_images(
+        ad.get_structure(init), ad.get_structure(fin), n_images=5))
+    rows.append(("Cu vacancy hop barrier (eV)", t_o, n_o, t_m, n_m, ours.barrier_forward,
+                 float(theirs["barrier"])))
+
+    out = {"calculator": calc_name, "rows": []}
+    print(f"calculator: {calc_name}")
+    print(f"{'case':42s} {'ours s':>8s} {'calls':>6s} {'matcalc s':>9s} {'calls':>6s} "
+          f"{'ratio':>6s} {'ours':>9s} {'matcalc':>9s}")
+    for name, t_o, n_o, t_m, n_m, v_o, v_m in rows:
+        print(f"{name:42s} {t_o:8.2f} {n_o:6d} {t_m:9.2f} {n_m:6d} {t_o / t_m:6.2f} "
+              f"{v_o:9.4f} {v_m:9.4f}")
+        out["rows"].append({"case": name, "ours_s": t_o, "ours_calls": n_o, "matcalc_s": t_m,
+                            "matcalc_calls": n_m, "ratio": t_o / t_m, "ours": v_o,
+                            "matcalc": v_m})
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(out, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
