@@ -1,0 +1,59 @@
+"""``surftune finetune config.yaml``: fine-tune a model as described by a YAML config."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "finetune", help="fine-tune CHGNet/MACE (full, frozen, scratch, linear)",
+        description="Fine-tune a universal potential on labelled structures. All settings "
+                    "live in the YAML config (see examples/finetune_*.yaml); the options "
+                    "below override it.")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("--output-dir", default=None, help="override output_dir")
+    p.add_argument("--epochs", type=int, default=None, help="override epochs")
+    p.add_argument("--strategy", default=None, help="override strategy")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--check", action="store_true",
+                   help="only validate the config and exit")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ase_surftune.finetune import finetune, load_config
+
+    overrides = {}
+    if args.output_dir is not None:
+        overrides["output_dir"] = args.output_dir
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.strategy is not None:
+        overrides["strategy"] = args.strategy
+    if args.resume:
+        overrides["resume"] = True
+    if args.no_progress:
+        overrides["progress"] = False
+    cfg = load_config(args.config, **overrides)
+    if args.check:
+        print(f"config OK: strategy {cfg.strategy}, model {cfg.model} ({cfg.backend})")
+        return 0
+    res = finetune(cfg)
+    m = res.metrics
+    print(f"strategy {m['strategy']} on {m['base_model']} (head {m['head']}): "
+          f"{m['parameters']['trainable']} trainable / {m['parameters']['frozen']} frozen "
+          f"parameters")
+    if m.get("reference_energies"):
+        shifts = ", ".join(f"{k} {v:+.4f}" for k, v in m["reference_energies"].items())
+        print(f"reference-energy shifts (eV/atom): {shifts}")
+    for split in ("valid", "test"):
+        if split in m["finetuned"]:
+            z, f = m["zero_shot"][split], m["finetuned"][split]
+            print(f"{split}: forces MAE {z['forces_mae']:.4f} -> {f['forces_mae']:.4f} eV/Å, "
+                  f"energy MAE {1000 * z['energy_mae_per_atom']:.2f} -> "
+                  f"{1000 * f['energy_mae_per_atom']:.2f} meV/atom (zero-shot -> fine-tuned)")
+    print(f"best model: {res.bundle_path}")
+    print(f"metrics: {res.output_dir / 'metrics.csv'}")
+    return 0

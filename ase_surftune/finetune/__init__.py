@@ -1,0 +1,15 @@
+"""Fine-tuning engine: one training loop, four strategies, both backends.
+
+>>> from ase_surftune.finetune import finetune
+>>> result = finetune("examples/finetune_frozen_chgnet.yaml")   # doctest: +SKIP
+>>> result.bundle_path, result.metrics["finetuned"]["valid"]["forces_mae"]  # doctest: +SKIP
+"""
+
+from ase_surftune.finetune.api import FinetuneResult, featurize_samples, finetune
+from ase_surftune.finetune.config import FinetuneConfig, load_config
+from ase_surftune.finetune.loop import TrainingInterrupted, train_loop
+from ase_surftune.finetune.strategies import STRATEGIES, Strategy, register_strategy
+
+__all__ = ["finetune", "FinetuneConfig", "FinetuneResult", "load_config", "train_loop",
+           "TrainingInterrupted", "Strategy", "STRATEGIES", "register_strategy",
+           "featurize_samples"]

@@ -1,0 +1,350 @@
+"""Fine-tuning engine (issue 3): strategies, loop, resume, bundles, config validation.
+
+Offline and small: EMT-labelled rattled 2×2×3 Cu/Au slabs, a tiny float64 MACE and the
+bundled CHGNet with a few steps.
+"""
+
+from __future__ import annotations
+
+import mace  # noqa: F401  (before e3nn)
+import numpy as np
+import pytest
+import torch
+import yaml
+from ase.calculators.singlepoint import SinglePointCalculator
+from conftest import build_tiny_mace, make_emt_slabs
+
+from ase_surftune.bundle import Bundle
+from ase_surftune.errors import ConfigError
+from ase_surftune.finetune import (STRATEGIES, FinetuneConfig, TrainingInterrupted, finetune,
+                                   load_config)
+
+SLABS = make_emt_slabs(12)
+TRAIN, VALID = SLABS[:8], SLABS[8:]
+
+
+@pytest.fixture(scope="module")
+def mace_file(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("m") / "tiny.model"
+    torch.save(build_tiny_mace(seed=0), path)
+    return str(path)
+
+
+def _mace_cfg(mace_file, out, **kw):
+    cfg = {"model": f"mace:{mace_file}", "epochs": 4, "batch_size": 2, "output_dir": str(out),
+           "progress": False, "plot": False, "optimizer": {"lr": 5e-3},
+           "scheduler": {"name": "none"}}
+    cfg.update(kw)
+    return cfg
+
+
+def _state(bundle_path):
+    return Bundle.load(bundle_path).adapter.model.state_dict()
+
+
+# --------------------------------------------------------------------------- strategies (MACE)
+
+
+@pytest.mark.parametrize("strategy", ["full", "frozen", "scratch"])
+def test_mace_strategies_lower_valid_force_error(mace_file, tmp_path, strategy):
+    extra = {"freeze": {"k": 1}} if strategy == "frozen" else {}
+    res = finetune(_mace_cfg(mace_file, tmp_path, strategy=strategy, **extra),
+                   train=TRAIN, valid=VALID)
+    m = res.metrics
+    before = m["initial"]["valid"]["forces_mae"]
+    after = m["finetuned"]["valid"]["forces_mae"]
+    assert after < 0.8 * before, (strategy, before, after)
+    if strategy != "scratch":
+        assert m["initial"] == m["zero_shot"]
+    assert m["parameters"]["total"] == m["parameters"]["trainable"] + m["parameters"]["frozen"]
+    for name in ("model.stbundle", "checkpoint.pt", "metrics.csv", "metrics.json",
+                 "config.yaml"):
+        assert (tmp_path / name).is_file(), name
+    assert len(res.history) == 4
+    assert set(m["reference_energies"]) == {"Cu", "Au"}
+
+
+def test_scratch_starts_from_new_random_weights(mace_file, tmp_path):
+    res = finetune(_mace_cfg(mace_file, tmp_path, strategy="scratch", epochs=1),
+                   train=TRAIN, valid=VALID)
+    assert res.metrics["initial"]["valid"] != res.metrics["zero_shot"]["valid"]
+
+
+def test_frozen_blocks_bit_identical_mace(mace_file, tmp_path):
+    base = torch.load(mace_file, weights_only=False).state_dict()
+    res = finetune(_mace_cfg(mace_file, tmp_path, strategy="frozen", epochs=2,
+                             freeze={"k": 2}, optimizer={"name": "adamw", "lr": 1e-2,
+                                                          "weight_decay": 0.1},
+                             ema_decay=0.9), train=TRAIN, valid=VALID)
+    frozen_blocks = res.metrics["frozen_blocks"]
+    assert frozen_blocks == ["embedding", "interaction_0"]
+    bundle = Bundle.load(res.bundle_path)
+    blocks = {b.name: b.parameter_names for b in bundle.adapter.blocks()}
+    new = bundle.adapter.model.state_dict()
+    frozen_names = [n for b in frozen_blocks for n in blocks[b]]
+    assert frozen_names
+    for n in frozen_names:
+        assert torch.equal(new[n], base[n]), n
+    changed = [n for n in blocks["readout"] + blocks["interaction_1"]
+               if not torch.equal(new[n], base[n])]
+    assert changed
+    counts = res.metrics["parameters"]
+    assert counts["frozen"] == sum(b["n_params"] for b in res.metrics["blocks"] if b["frozen"])
+
+
+def test_frozen_by_pattern(mace_file, tmp_path):
+    res = finetune(_mace_cfg(mace_file, tmp_path, strategy="frozen", epochs=1,
+                             freeze={"patterns": ["interaction_*"]}), train=TRAIN, valid=VALID)
+    assert res.metrics["frozen_blocks"] == ["interaction_0", "interaction_1"]
+
+
+def test_linear_recovers_known_scale(mace_file, tmp_path):
+    """Labels = 1.3 × the model (+ per-element offsets): the strategy finds a = 1.3."""
+    from ase_surftune.backends.mace import MACEAdapter
+
+    adapter = MACEAdapter.load_file(mace_file)
+    pred = adapter.predict(SLABS)
+    offsets = {29: -0.7, 79: 2.1}
+    labelled = []
+    for atoms, e, f in zip(SLABS, pred.energy, pred.forces):
+        a = atoms.copy()
+        e_ref = 1.3 * e + sum(offsets[int(z)] for z in a.numbers)
+        a.calc = SinglePointCalculator(a, energy=e_ref, forces=1.3 * f)
+        labelled.append(a)
+    res = finetune(_mace_cfg(mace_file, tmp_path, strategy="linear"),
+                   train=labelled[:8], valid=labelled[8:])
+    corr = res.metrics["linear_correction"]
+    assert abs(corr["scale"] - 1.3) < 1e-6
+    fin, zs = res.metrics["finetuned"]["valid"], res.metrics["zero_shot"]["valid"]
+    assert fin["forces_mae"] < 1e-6 < zs["forces_mae"]
+    assert fin["energy_mae_per_atom"] < 1e-6
+    # the bundle applies shifts + correction
+    bundle = Bundle.load(res.bundle_path)
+    p = bundle.predict(labelled[8:])
+    e_ref = [a.get_potential_energy() for a in labelled[8:]]
+    np.testing.assert_allclose(p.energy, e_ref, atol=1e-6)
+    assert res.history == []
+
+
+def test_alignment_off_keeps_raw_targets(mace_file, tmp_path):
+    res = finetune(_mace_cfg(mace_file, tmp_path, strategy="full", epochs=1,
+                             align_energies=False), train=TRAIN, valid=VALID)
+    assert res.metrics["reference_energies"] == {}
+    assert Bundle.load(res.bundle_path).reference_energies == {"Default": {}}
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+def test_same_seed_same_weights(mace_file, tmp_path):
+    kw = {"strategy": "full", "epochs": 1, "ema_decay": 0.8, "loss": {"kind": "huber",
+                                                                      "stress_weight": 1.0}}
+    r1 = finetune(_mace_cfg(mace_file, tmp_path / "a", **kw), train=TRAIN, valid=VALID)
+    r2 = finetune(_mace_cfg(mace_file, tmp_path / "b", **kw), train=TRAIN, valid=VALID)
+    s1, s2 = _state(r1.bundle_path), _state(r2.bundle_path)
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    r3 = finetune(_mace_cfg(mace_file, tmp_path / "c", seed=1, **kw), train=TRAIN, valid=VALID)
+    s3 = _state(r3.bundle_path)
+    assert not all(torch.equal(s1[k], s3[k]) for k in s1)
+
+
+def test_resume_after_mid_epoch_kill_equals_uninterrupted(mace_file, tmp_path):
+    kw = {"strategy": "full", "epochs": 3, "ema_decay": 0.9, "checkpoint_every_steps": 3,
+          "scheduler": {"name": "plateau", "patience": 0, "factor": 0.5},
+          "valid_fraction": 0.25}
+    ref = finetune(_mace_cfg(mace_file, tmp_path / "ref", **kw), train=SLABS[:10])
+    # 8 training structures / batch 2 = 4 steps per epoch; checkpoints at steps 3, 4
+    # (end of epoch 1) and 6; the "kill" after step 7 loses step 7.
+    with pytest.raises(TrainingInterrupted):
+        finetune(_mace_cfg(mace_file, tmp_path / "run", **kw), train=SLABS[:10],
+                 stop_after_step=7)
+    assert not (tmp_path / "run" / "model.stbundle").exists()
+    res = finetune(_mace_cfg(mace_file, tmp_path / "run", resume=True, **kw), train=SLABS[:10])
+    assert res.metrics["resumed_from"] == {"epoch": 1, "step_in_epoch": 2, "global_step": 6}
+    a, b = _state(ref.bundle_path), _state(res.bundle_path)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    import torch as _t
+
+    ck_ref = _t.load(tmp_path / "ref" / "checkpoint.pt", weights_only=False)
+    ck_res = _t.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert all(torch.equal(ck_ref["model"][k], ck_res["model"][k]) for k in ck_ref["model"])
+    drop = lambda h: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in h]  # noqa
+    assert drop(ref.history) == drop(res.history)
+
+
+def test_resume_with_changed_config_is_refused(mace_file, tmp_path):
+    kw = {"strategy": "full", "epochs": 1}
+    finetune(_mace_cfg(mace_file, tmp_path, **kw), train=TRAIN, valid=VALID)
+    with pytest.raises(ConfigError, match="different configuration"):
+        finetune(_mace_cfg(mace_file, tmp_path, resume=True, seed=5, **kw),
+                 train=TRAIN, valid=VALID)
+
+
+# --------------------------------------------------------------------------- bundles, files
+
+
+def test_bundle_round_trip_and_calculator(mace_file, tmp_path):
+    from ase_surftune.calculator import SurfTuneCalculator
+
+    res = finetune(_mace_cfg(mace_file, tmp_path, strategy="full", epochs=2, plot=True),
+                   train=TRAIN, valid=VALID)
+    assert (tmp_path / "loss_curve.png").is_file()
+    bundle = Bundle.load(res.bundle_path)
+    assert bundle.default_head == "Default"
+    assert bundle.reference_energies["Default"] == res.metrics["reference_energies"]
+    assert bundle.train_config["strategy"] == "full"
+    assert bundle.metrics["finetuned"] == res.metrics["finetuned"]
+    atoms = VALID[0].copy()
+    atoms.calc = SurfTuneCalculator(model=str(res.bundle_path))
+    e = atoms.get_potential_energy()
+    p = bundle.predict([VALID[0]])
+    assert e == pytest.approx(p.energy[0], abs=1e-8)
+    # the bundle's energies are in the reference (EMT) frame
+    mae = abs(e - VALID[0].get_potential_energy()) / len(atoms)
+    assert mae < 0.2
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert saved["strategy"] == "full"
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+
+
+def test_files_from_yaml_and_cli(mace_file, tmp_path, capsys):
+    from ase.io import write
+
+    from ase_surftune.cli import main
+
+    write(tmp_path / "train.xyz", TRAIN)
+    write(tmp_path / "valid.xyz", VALID)
+    cfg = _mace_cfg(mace_file, "out", strategy="full", epochs=1, train_file="train.xyz",
+                    valid_file="valid.xyz", test_file="valid.xyz")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    rc = main(["finetune", str(tmp_path / "c.yaml"), "--no-progress"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "model.stbundle" in out and "forces MAE" in out
+    assert (tmp_path / "out" / "model.stbundle").is_file()
+    summary = __import__("json").loads((tmp_path / "out" / "metrics.json").read_text())
+    assert summary["summary"]["n_test"] == 4
+    # a bad config: one clear message, exit code 2, nothing written
+    bad = dict(cfg, epochs="many", colour="blue", output_dir="out2")
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    rc = main(["finetune", str(tmp_path / "bad.yaml")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "epochs" in err and "colour: unknown key" in err
+    assert not (tmp_path / "out2").exists()
+
+
+# --------------------------------------------------------------------------- CHGNet
+
+
+@pytest.mark.parametrize("strategy", ["full", "frozen", "linear", "scratch"])
+def test_chgnet_strategies(tmp_path, strategy):
+    extra = {"freeze": {"k": 4}} if strategy == "frozen" else {}
+    epochs = 2 if strategy != "scratch" else 3
+    lr = 1e-3 if strategy != "scratch" else 5e-3
+    res = finetune({"model": "chgnet", "strategy": strategy, "epochs": epochs,
+                    "batch_size": 4, "output_dir": str(tmp_path), "progress": False,
+                    "plot": False, "optimizer": {"lr": lr}, "scheduler": {"name": "none"},
+                    **extra}, train=TRAIN, valid=VALID)
+    m = res.metrics
+    assert m["finetuned"]["valid"]["forces_mae"] < m["initial"]["valid"]["forces_mae"]
+    bundle = Bundle.load(res.bundle_path)
+    if strategy == "frozen":
+        from ase_surftune.backends.chgnet import CHGNetAdapter
+
+        base = CHGNetAdapter.load("0.3.0").model.state_dict()
+        new = bundle.adapter.model.state_dict()
+        names = [n for b in bundle.adapter.blocks() if b.name in m["frozen_blocks"]
+                 for n in b.parameter_names]
+        assert m["frozen_blocks"] == ["embedding", "interaction_0", "interaction_1",
+                                      "interaction_2"]
+        assert all(torch.equal(new[n], base[n]) for n in names)
+        assert m["parameters"]["frozen"] > 0 and m["parameters"]["trainable"] > 0
+    if strategy == "linear":
+        assert 0.5 < m["linear_correction"]["scale"] < 2.0
+
+
+# --------------------------------------------------------------------------- config validation
+
+
+def _err(cfg: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    return str(info.value)
+
+
+def test_config_defaults_and_registry():
+    cfg = FinetuneConfig()
+    assert cfg.strategy == "full" and cfg.align_energies is True
+    assert {"full", "frozen", "scratch", "linear"} <= set(STRATEGIES)
+
+
+@pytest.mark.parametrize("cfg, expected", [
+    ({"epocs": 3}, "epocs: unknown key"),
+    ({"loss": {"forces_weigth": 1}}, "loss.forces_weigth: unknown key"),
+    ({"epochs": "ten"}, "epochs: "),
+    ({"batch_size": 0}, "batch_size: "),
+    ({"optimizer": {"name": "sgd"}}, "optimizer.name"),
+    ({"loss": {"kind": "l1"}}, "loss.kind"),
+    ({"train_file": "/nonexistent/train.xyz"}, "train_file: file(s) not found"),
+    ({"valid_file": ["/nonexistent/v.xyz"]}, "valid_file: file(s) not found"),
+    ({"model": "mace:/nonexistent.model"}, "MACE model file not found"),
+    ({"model": "not-a-model"}, "unknown model 'not-a-model'"),
+    ({"strategy": "magic"}, "unknown strategy 'magic'"),
+    ({"strategy": "frozen"}, "strategy 'frozen' needs freeze"),
+    ({"strategy": "full", "freeze": {"k": 2}}, "only used by strategy 'frozen'"),
+    ({"strategy": "frozen", "freeze": {}}, "freeze: give 'k'"),
+    ({"dtype": "float64"}, "CHGNet runs in float32 only"),
+    ({"strategy": "linear", "ema_decay": 0.99}, "no gradient training"),
+    ({"ema_decay": 1.5}, "ema_decay"),
+    ({"loss": {"energy_weight": 0, "forces_weight": 0}}, "at least one"),
+    ({"strategy_options": {"x": 1}}, "takes no options"),
+    ({"device": "quantum"}, "not a torch device"),
+])
+def test_bad_config_one_clear_message(cfg, expected):
+    msg = _err(cfg)
+    assert expected in msg, msg
+    assert msg.startswith("Invalid fine-tuning config")
+
+
+def test_all_problems_in_one_message():
+    msg = _err({"epocs": 1, "batch_size": -1, "seed": "x"})
+    assert "3 problems" in msg and "epocs" in msg and "batch_size" in msg and "seed" in msg
+
+
+def test_missing_train_data_and_yaml_errors(tmp_path, mace_file):
+    with pytest.raises(ConfigError, match="train_file: required"):
+        finetune({"model": f"mace:{mace_file}", "output_dir": str(tmp_path / "o")})
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(tmp_path / "list.yaml")
+
+
+def test_model_dependent_errors_before_training(mace_file, tmp_path):
+    for freeze, expected in [({"k": 4}, "would freeze every block"),
+                             ({"patterns": ["nope*"]}, "matches no block")]:
+        out = tmp_path / str(len(expected))
+        with pytest.raises(ConfigError, match=expected):
+            finetune(_mace_cfg(mace_file, out, strategy="frozen", freeze=freeze),
+                     train=TRAIN, valid=VALID)
+        assert not (out / "checkpoint.pt").exists()
+    with pytest.raises(ConfigError, match="head: .*valid heads"):
+        finetune(_mace_cfg(mace_file, tmp_path / "h", head="nohead"), train=TRAIN, valid=VALID)
+
+
+def test_example_configs_validate():
+    from pathlib import Path
+
+    examples = sorted(Path(__file__).parent.parent.glob("examples/finetune_*.yaml"))
+    assert examples
+    for path in examples:
+        data = yaml.safe_load(path.read_text())
+        for key in ("train_file", "valid_file", "test_file"):
+            data.pop(key, None)
+        if str(data.get("model", "")).startswith("mace:"):
+            continue  # needs a local model file
+        FinetuneConfig.model_validate(data)
