@@ -1,0 +1,76 @@
+"""Calculator specs used by ``evaluate``, ``compare`` and ``learning-curve``.
+
+A *spec* is a plain string, so that work can be described, logged, cached and shipped to
+another process (a later issue runs these functions through ``concurrent.futures``):
+
+==================================  ===============================================
+``"emt"``, ``"gpaw"``               reference calculators (:mod:`ase_surftune.references`)
+``"chgnet"``, ``"mace:/x.model"``   models, as :func:`ase_surftune.backends.load_model`
+``"run/model.stbundle"``            a fine-tuned bundle (its default head)
+``"run/model.stbundle@surface"``    ``spec@head``: one head of a (multi-head) model
+==================================  ===============================================
+
+``spec@head`` is split at the *last* ``@`` unless the whole string names an existing
+file or the part after ``@`` contains a path separator (so paths containing ``@`` keep
+working). Live ASE calculators are accepted wherever a spec is, for in-process use.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ase.calculators.calculator import BaseCalculator
+
+from ase_surftune.errors import ConfigError
+
+__all__ = ["parse_spec", "make_calculator", "spec_label"]
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """``"model@head"`` -> ``("model", "head")``; ``"model"`` -> ``("model", None)``."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(f"calculator spec must be a non-empty string, got {spec!r}")
+    spec = spec.strip()
+    if "@" not in spec or Path(spec).exists():
+        return spec, None
+    model, head = spec.rsplit("@", 1)
+    if not model or not head or "/" in head or os.sep in head:
+        return spec, None
+    return model, head
+
+
+def spec_label(spec: Any) -> str:
+    """A short printable name for a spec or calculator (used in tables and file names)."""
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, (list, tuple)) and len(spec) == 2:  # (label, calculator)
+        return str(spec[0])
+    name = getattr(spec, "name", None) or type(spec).__name__
+    return str(name)
+
+
+def make_calculator(spec: Any, device: str = "cpu") -> BaseCalculator:
+    """An ASE calculator from a spec string, a ``(label, calculator)`` pair or a calculator.
+
+    Raises:
+        ConfigError: unknown reference name or malformed spec.
+        ModelLoadError / HeadError: the model or head cannot be loaded.
+    """
+    if isinstance(spec, (list, tuple)) and len(spec) == 2 and not isinstance(spec[1], str):
+        spec = spec[1]
+    if not isinstance(spec, (str, Path)):
+        if hasattr(spec, "get_potential_energy") or isinstance(spec, BaseCalculator):
+            return spec
+        raise ConfigError(f"expected a calculator spec or an ASE calculator, got "
+                          f"{type(spec).__name__}")
+    from ase_surftune.references import get_calculator
+
+    model, head = parse_spec(str(spec))
+    try:
+        return get_calculator(model, head=head, device=device)
+    except ValueError as exc:
+        if isinstance(exc, ConfigError) or type(exc).__module__.startswith("ase_surftune"):
+            raise
+        raise ConfigError(str(exc)) from exc

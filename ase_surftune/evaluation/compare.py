@@ -1,0 +1,498 @@
+"""Property comparison across models and heads: the property-level softening table.
+
+Every calculator — the reference and each model — goes through *the same* property code
+(:mod:`ase_surftune.properties`) with the same settings:
+
+1. relax the bulk (cell + positions) → ``lattice_a`` (Å; ``lattice_c`` too if non-cubic);
+2. surface energies of the relaxed bulk for each Miller index → ``gamma_hkl`` (J/m²);
+3. NEB migration barriers on the relaxed lattice → ``barrier_vacancy`` (bulk vacancy
+   hop) and/or ``barrier_adatom_100`` (adatom hollow→hollow on fcc(100)), eV;
+4. phonons of the relaxed bulk → ``phonon_mean_THz`` (q-weighted mean frequency over a
+   mesh, modes above ``freq_cutoff``) and ``phonon_max_THz``.
+
+For each property and model the table gives the value, its **ratio to the reference**
+(the property-level softening: < 1 for surface energies, barriers and frequencies means a
+too-soft PES) and its error (model − reference). The reference may be a calculator spec
+(``"emt"``, ``"gpaw"``, a model) or results measured earlier (the ``properties_*.json``
+written by :meth:`ComparisonReport.write`, or a ``comparison.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ase_surftune.errors import ConfigError
+
+__all__ = ["CompareConfig", "MeasuredProperties", "ComparisonReport", "measure_properties",
+           "compare", "load_compare_config", "PROPERTY_NAMES", "MIGRATIONS"]
+
+log = logging.getLogger(__name__)
+
+PROPERTY_NAMES = ("lattice", "surface", "neb", "phonons")
+MIGRATIONS = ("vacancy", "adatom-100")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LatticeSettings(_Strict):
+    """Bulk relaxation (cell + positions), used by every other property."""
+
+    fmax: float = Field(0.01, gt=0)
+    steps: int = Field(300, ge=1)
+    optimizer: Literal["FIRE", "BFGS", "LBFGS"] = "BFGS"
+
+
+class SurfaceSettings(_Strict):
+    miller: list[tuple[int, int, int]] = [(1, 1, 1), (1, 0, 0)]
+    min_slab_size: float = Field(8.0, gt=0)
+    min_vacuum_size: float = Field(10.0, ge=3.0)
+    relax: bool = True
+    fmax: float = Field(0.05, gt=0)
+    steps: int = Field(200, ge=1)
+
+    @field_validator("miller", mode="before")
+    @classmethod
+    def _parse(cls, v: Any) -> Any:
+        from ase_surftune.properties.surface import parse_miller
+
+        if isinstance(v, (str, int)) or (isinstance(v, (list, tuple)) and v
+                                          and all(isinstance(x, int) for x in v)):
+            v = [v]
+        try:
+            return [parse_miller(m) for m in v]
+        except Exception as exc:  # parse_miller raises ConfigError
+            raise ValueError(str(exc)) from None
+
+
+class NEBSettings(_Strict):
+    migrations: list[Literal["vacancy", "adatom-100"]] = ["vacancy"]
+    supercell: tuple[int, int, int] = (2, 2, 2)
+    n_images: int = Field(3, ge=1)
+    fmax: float = Field(0.05, gt=0)
+    steps: int = Field(200, ge=1)
+    climb: bool = True
+    slab_size: tuple[int, int, int] = (3, 3, 3)
+
+
+class PhononSettings(_Strict):
+    supercell: tuple[int, int, int] = (2, 2, 2)
+    displacement: float = Field(0.01, gt=0)
+    mesh: tuple[int, int, int] = (8, 8, 8)
+    freq_cutoff: float = Field(0.5, gt=0)
+
+
+class CompareConfig(_Strict):
+    """What ``compare`` measures and how (see ``examples/compare_cu.yaml``).
+
+    ``bulk_file`` (any ASE-readable structure) overrides ``element``/``crystal``/``a``,
+    which otherwise build ``ase.build.bulk(element, crystal, a=a, cubic=True)``.
+    """
+
+    element: str = "Cu"
+    crystal: str = "fcc"
+    a: float | None = Field(None, gt=0)
+    bulk_file: Path | None = None
+    properties: list[Literal["lattice", "surface", "neb", "phonons"]] = list(PROPERTY_NAMES)
+    lattice: LatticeSettings = Field(default_factory=LatticeSettings)
+    surface: SurfaceSettings = Field(default_factory=SurfaceSettings)
+    neb: NEBSettings = Field(default_factory=NEBSettings)
+    phonons: PhononSettings = Field(default_factory=PhononSettings)
+
+    def bulk(self):
+        """The starting bulk structure (Atoms)."""
+        if self.bulk_file is not None:
+            import ase.io
+
+            p = Path(self.bulk_file)
+            if not p.is_file():
+                raise ConfigError(f"bulk_file not found: {str(p)!r}")
+            return ase.io.read(str(p))
+        from ase.build import bulk
+
+        try:
+            return bulk(self.element, self.crystal, a=self.a, cubic=True)
+        except Exception as exc:
+            raise ConfigError(f"cannot build a {self.crystal} bulk of {self.element!r}: "
+                              f"{exc}") from None
+
+
+def load_compare_config(config: CompareConfig | dict[str, Any] | str | Path | None = None,
+                        **overrides: Any) -> CompareConfig:
+    """A validated :class:`CompareConfig` from a config object, dict or YAML path.
+
+    Raises:
+        ConfigError: every invalid or unknown key, in one message.
+    """
+    if isinstance(config, CompareConfig):
+        data = config.model_dump()
+    elif config is None:
+        data = {}
+    elif isinstance(config, dict):
+        data = dict(config)
+    else:
+        from ase_surftune.cli._common import load_yaml
+
+        data = load_yaml(config)
+        if data.get("bulk_file") is not None and not Path(data["bulk_file"]).is_absolute():
+            data["bulk_file"] = str(Path(config).parent / data["bulk_file"])
+    for key, val in overrides.items():
+        if val is None:
+            continue
+        if "." in key:
+            top, sub = key.split(".", 1)
+            data.setdefault(top, {})
+            if isinstance(data[top], BaseModel):
+                data[top] = data[top].model_dump()
+            data[top][sub] = val
+        else:
+            data[key] = val
+    try:
+        return CompareConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}"
+                             for e in exc.errors())
+        raise ConfigError(f"Invalid compare config: {problems}") from None
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+@dataclass
+class MeasuredProperties:
+    """Property values of one calculator, keyed e.g. ``lattice_a``, ``gamma_1,1,1``.
+
+    Attributes:
+        calculator: spec or label of the calculator.
+        values: property key → value (units in ``units``).
+        units, labels: key → unit string / human-readable name.
+        converged: key → whether the underlying relaxation/NEB converged.
+        details: key → small dict of supporting data (NEB energies, all γ...).
+        timings: key → wall time in s.
+        config: the :class:`CompareConfig` (as dict) it was measured with.
+    """
+
+    calculator: str
+    values: dict[str, float] = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    converged: dict[str, bool] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, key: str, value: float, unit: str, label: str, converged: bool = True,
+            **details: Any) -> None:
+        self.values[key] = float(value)
+        self.units[key] = unit
+        self.labels[key] = label
+        self.converged[key] = bool(converged)
+        if details:
+            self.details[key] = details
+
+    def to_dict(self) -> dict[str, Any]:
+        from ase_surftune.evaluation.tables import jsonable
+
+        return jsonable({"calculator": self.calculator, "values": self.values,
+                         "units": self.units, "labels": self.labels,
+                         "converged": self.converged, "details": self.details,
+                         "timings": self.timings, "config": self.config})
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MeasuredProperties:
+        if "values" not in d or "calculator" not in d:
+            raise ConfigError("reference results must hold 'calculator' and 'values' (the "
+                              "properties_*.json written by compare)")
+        return cls(calculator=str(d["calculator"]),
+                   values={k: (math.nan if v is None else float(v))
+                           for k, v in d["values"].items()},
+                   units=dict(d.get("units", {})), labels=dict(d.get("labels", {})),
+                   converged=dict(d.get("converged", {})), details=dict(d.get("details", {})),
+                   timings=dict(d.get("timings", {})), config=dict(d.get("config", {})))
+
+    @classmethod
+    def load(cls, path: str | Path) -> MeasuredProperties:
+        """From a ``properties_*.json`` or the ``reference`` of a ``comparison.json``."""
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"reference results file not found: {str(p)!r}")
+        d = json.loads(p.read_text())
+        if "reference" in d and isinstance(d["reference"], dict):
+            d = d["reference"]
+        return cls.from_dict(d)
+
+
+def _mesh_frequencies(ph: Any, mesh: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    ph.run_mesh(list(mesh), is_gamma_center=True)
+    md = ph.get_mesh_dict()
+    return np.asarray(md["frequencies"]), np.asarray(md["weights"], dtype=float)
+
+
+def measure_properties(calculator: Any, config: CompareConfig | dict | str | Path | None = None,
+                       *, label: str | None = None, device: str = "cpu",
+                       progress: bool = False, plot_dir: str | Path | None = None
+                       ) -> MeasuredProperties:
+    """Measure the configured properties with one calculator (spec, pair or calculator).
+
+    The same function measures the reference and every model, so differences come only
+    from the potential energy surfaces.
+    """
+    import warnings
+
+    from tqdm.auto import tqdm
+
+    from ase_surftune.evaluation._spec import make_calculator, spec_label
+    from ase_surftune.properties import (adatom_hop, phonons, relax, surface_energies,
+                                         vacancy_migration)
+    from ase_surftune.properties.relax import NotConvergedWarning
+
+    cfg = load_compare_config(config)
+    calc = make_calculator(calculator, device=device)
+    name = label or spec_label(calculator)
+    out = MeasuredProperties(calculator=name, config=cfg.model_dump(mode="json"))
+    bulk0 = cfg.bulk()
+    todo = ["lattice"] + [p for p in cfg.properties if p != "lattice"]
+    bar = tqdm(todo, desc=f"properties [{name}]", disable=not progress, unit="prop")
+    relaxed = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotConvergedWarning)
+        for prop in bar:
+            bar.set_postfix_str(prop)
+            t0 = time.perf_counter()
+            if prop == "lattice":
+                r = relax(bulk0, calc, relax_cell=True, fmax=cfg.lattice.fmax,
+                          steps=cfg.lattice.steps, optimizer=cfg.lattice.optimizer)
+                relaxed = r.atoms.copy()
+                relaxed.calc = None
+                a, b, c = relaxed.cell.cellpar()[:3]
+                if "lattice" in cfg.properties:
+                    out.add("lattice_a", a, "Å", "lattice a", r.converged,
+                            volume_per_atom=r.volume / len(relaxed),
+                            energy_per_atom=r.energy_per_atom)
+                    if abs(c - a) > 1e-3:
+                        out.add("lattice_c", c, "Å", "lattice c", r.converged)
+            elif prop == "surface":
+                s = cfg.surface
+                res = surface_energies(relaxed, calc, s.miller, min_slab_size=s.min_slab_size,
+                                       min_vacuum_size=s.min_vacuum_size, relax_bulk=False,
+                                       relax_slabs=s.relax, fmax=s.fmax, steps=s.steps)
+                for m in s.miller:
+                    key = ",".join(map(str, m))
+                    ents = [e for e in res.entries if tuple(e.miller) == tuple(m)]
+                    ok = all(e.result.relax_converged is not False for e in ents)
+                    out.add(f"gamma_{''.join(map(str, m))}", res.gamma[key], "J/m²",
+                            f"γ({''.join(map(str, m))})", ok,
+                            n_atoms=[e.result.n_atoms for e in ents],
+                            gamma_unrelaxed=min(e.result.gamma_unrelaxed for e in ents))
+            elif prop == "neb":
+                n = cfg.neb
+                kw = {"n_images": n.n_images, "fmax": n.fmax, "steps": n.steps,
+                      "climb": n.climb}
+                for mig in n.migrations:
+                    t1 = time.perf_counter()
+                    if mig == "vacancy":
+                        res = vacancy_migration(relaxed, calc, supercell=n.supercell,
+                                                relax_bulk=False, **kw)
+                        key, lab = "barrier_vacancy", "vacancy barrier"
+                    else:
+                        from ase.build import fcc100
+
+                        a_fcc = float(np.cbrt(4 * relaxed.get_volume() / len(relaxed)))
+                        slab = fcc100(cfg.element, size=n.slab_size, a=a_fcc, vacuum=6.0)
+                        res = adatom_hop(slab, cfg.element, calc, site="hollow",
+                                         fix_bottom_layers=1, **kw)
+                        key, lab = "barrier_adatom_100", "adatom hop (100)"
+                    out.add(key, res.barrier_forward, "eV", lab,
+                            bool(res.converged and res.endpoints_converged is not False),
+                            energies=res.energies, reaction_coordinate=res.reaction_coordinate,
+                            steps=res.steps)
+                    out.timings[key] = round(time.perf_counter() - t1, 3)
+            elif prop == "phonons":
+                p = cfg.phonons
+                plot = None if plot_dir is None else \
+                    str(Path(plot_dir) / f"phonons_{_safe(name)}.png")
+                res = phonons(relaxed, calc, supercell=p.supercell, displacement=p.displacement,
+                              mesh=p.mesh, plot=plot)
+                fr, w = _mesh_frequencies(res.phonon, p.mesh)
+                mask = np.abs(fr) > p.freq_cutoff
+                wm = np.broadcast_to(w[:, None], fr.shape) * mask
+                mean = float((fr * wm).sum() / wm.sum()) if wm.sum() else math.nan
+                out.add("phonon_mean_THz", mean, "THz", "mean phonon ω", not res.has_imaginary,
+                        min_frequency=res.min_frequency, plot=res.plot)
+                out.add("phonon_max_THz", float(fr.max()), "THz", "max phonon ω",
+                        not res.has_imaginary)
+            out.timings[prop] = round(time.perf_counter() - t0, 3)
+    return out
+
+
+def _safe(name: str) -> str:
+    from ase_surftune.evaluation.errors import _safe as s
+
+    return s(name)
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclass
+class ComparisonReport:
+    """The reference's and each model's properties, with ratios and errors."""
+
+    reference: str
+    reference_values: MeasuredProperties
+    models: list[MeasuredProperties]
+
+    @property
+    def labels(self) -> dict[str, str]:
+        out = dict(self.reference_values.labels)
+        for m in self.models:
+            for k, v in m.labels.items():
+                out.setdefault(k, v)
+        return out
+
+    def property_keys(self) -> list[str]:
+        keys = list(self.reference_values.values)
+        for m in self.models:
+            keys += [k for k in m.values if k not in keys]
+        return keys
+
+    def model_names(self) -> list[str]:
+        return [m.calculator for m in self.models]
+
+    def _model(self, name: str) -> MeasuredProperties:
+        for m in self.models:
+            if m.calculator == name:
+                return m
+        raise KeyError(f"no model {name!r}; have {self.model_names()}")
+
+    def value(self, key: str, model: str) -> float | None:
+        v = self._model(model).values.get(key)
+        return None if v is None or not math.isfinite(v) else v
+
+    def ratio(self, key: str, model: str) -> float | None:
+        """model / reference for property ``key`` (None if either is missing or ref = 0)."""
+        v, r = self.value(key, model), self.reference_values.values.get(key)
+        if v is None or r is None or not math.isfinite(r) or r == 0:
+            return None
+        return v / r
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Long format: one row per (property, model)."""
+        units = {**self.reference_values.units}
+        out = []
+        for key in self.property_keys():
+            ref = self.reference_values.values.get(key)
+            for m in self.models:
+                units.update({k: u for k, u in m.units.items() if k not in units})
+                v = self.value(key, m.calculator)
+                err = None if v is None or ref is None else v - ref
+                ratio = self.ratio(key, m.calculator)
+                out.append({"property": key, "label": self.labels.get(key, key),
+                            "unit": units.get(key, ""), "reference": ref,
+                            "model": m.calculator, "value": v, "ratio": ratio, "error": err,
+                            "relative_error": None if ratio is None else ratio - 1.0,
+                            "converged": m.converged.get(key)})
+        return out
+
+    def to_markdown(self) -> str:
+        """Wide table: property | unit | reference | per model: value, ratio, error."""
+        from ase_surftune.evaluation.tables import fmt
+
+        models = self.model_names()
+        head = ["property", "unit", f"{self.reference} (ref)"]
+        for m in models:
+            head += [m, "ratio", "error"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        units = {**self.reference_values.units}
+        for m in self.models:
+            units.update({k: u for k, u in m.units.items() if k not in units})
+        for key in self.property_keys():
+            ref = self.reference_values.values.get(key)
+            cells = [self.labels.get(key, key), units.get(key, ""), fmt(ref)]
+            for m in models:
+                v, r = self.value(key, m), self.ratio(key, m)
+                conv = self._model(m).converged.get(key, True)
+                cells += [fmt(v) + ("" if conv else " (nc)"), fmt(r, 3),
+                          fmt(None if v is None or ref is None else v - ref)]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reference": self.reference_values.to_dict(),
+                "models": [m.to_dict() for m in self.models], "table": self.rows()}
+
+    def write(self, output_dir: str | Path, *, plot: bool = True) -> dict[str, Path]:
+        """``comparison.json``/``.csv``/``.md``, ``comparison.png`` and one
+        ``properties_<calculator>.json`` per calculator (reusable as reference results)."""
+        from ase_surftune.evaluation.tables import write_csv, write_json
+
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"json": write_json(self.to_dict(), out / "comparison.json"),
+                 "csv": write_csv(self.rows(), out / "comparison.csv")}
+        (out / "comparison.md").write_text(self.to_markdown() + "\n")
+        paths["markdown"] = out / "comparison.md"
+        for mp in [self.reference_values, *self.models]:
+            write_json(mp.to_dict(), out / f"properties_{_safe(mp.calculator)}.json")
+        if plot:
+            from ase_surftune.evaluation.plots import plot_comparison
+
+            paths["figure"] = plot_comparison(self, out / "comparison.png")
+        return paths
+
+
+def _as_reference(reference: Any, cfg: CompareConfig, device: str, progress: bool,
+                  plot_dir: Any) -> MeasuredProperties:
+    if isinstance(reference, MeasuredProperties):
+        return reference
+    if isinstance(reference, dict):
+        return MeasuredProperties.from_dict(reference)
+    if isinstance(reference, (str, Path)) and str(reference).endswith(".json"):
+        mp = MeasuredProperties.load(reference)
+        if mp.config and mp.config != cfg.model_dump(mode="json"):
+            log.warning("reference results %s were measured with different settings",
+                        reference)
+        return mp
+    return measure_properties(reference, cfg, device=device, progress=progress,
+                              plot_dir=plot_dir)
+
+
+def compare(reference: Any, models: Sequence[Any],
+            config: CompareConfig | dict | str | Path | None = None, *,
+            device: str = "cpu", progress: bool = True, output_dir: str | Path | None = None,
+            **overrides: Any) -> ComparisonReport:
+    """Measure properties with the reference and every model; tabulate ratios and errors.
+
+    Args:
+        reference: a calculator spec (``"emt"``, ``"gpaw"``, a model), a calculator,
+            or reference results (a ``.json`` path, a dict or :class:`MeasuredProperties`).
+        models: specs (``"chgnet"``, ``"run/model.stbundle@surface"``...), calculators
+            or ``(label, calculator)`` pairs.
+        config: :class:`CompareConfig`, dict or YAML path; ``overrides`` set keys
+            (``properties=["surface"]``, ``"surface.miller"=[...]``).
+        output_dir: if given, write the report there (:meth:`ComparisonReport.write`).
+    """
+    cfg = load_compare_config(config, **overrides)
+    if isinstance(models, (str, Path)):
+        models = [models]
+    if not models:
+        raise ConfigError("give at least one model to compare with the reference")
+    plot_dir = None if output_dir is None else Path(output_dir)
+    ref = _as_reference(reference, cfg, device, progress, plot_dir)
+    measured = [measure_properties(m, cfg, device=device, progress=progress, plot_dir=plot_dir)
+                for m in models]
+    report = ComparisonReport(reference=ref.calculator, reference_values=ref, models=measured)
+    if output_dir is not None:
+        report.write(output_dir)
+    return report

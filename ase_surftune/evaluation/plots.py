@@ -1,0 +1,129 @@
+"""Figures (matplotlib, Agg backend): parity plots with the softening slope, the property
+ratio figure of ``compare`` and learning curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ase_surftune.evaluation.compare import ComparisonReport
+    from ase_surftune.evaluation.errors import ModelEvaluation
+    from ase_surftune.evaluation.learning_curve import LearningCurveResult
+
+__all__ = ["plot_parity", "plot_comparison", "plot_learning_curve"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=120, bbox_inches="tight")
+    _plt().close(fig)
+    return p
+
+
+def plot_parity(ev: ModelEvaluation, path: str | Path) -> Path:
+    """Energy-per-atom and force-component parity plots, coloured by group, with the
+    fitted softening slope s (y = s·x through the origin) drawn on the force panel."""
+    plt = _plt()
+    fig, (ax_e, ax_f) = plt.subplots(1, 2, figsize=(10, 4.5))
+    p = ev.parity
+    groups = list(dict.fromkeys(p["energy_groups"].tolist()))
+    for k, g in enumerate(groups):
+        me = p["energy_groups"] == g
+        mf = p["force_groups"] == g
+        ax_e.scatter(p["energy_ref"][me], p["energy_model"][me], s=12, color=f"C{k % 10}",
+                     label=g)
+        ax_f.scatter(p["forces_ref"][mf], p["forces_model"][mf], s=4, alpha=0.5,
+                     color=f"C{k % 10}", label=g)
+    for ax, x, y in ((ax_e, p["energy_ref"], p["energy_model"]),
+                     (ax_f, p["forces_ref"], p["forces_model"])):
+        if len(x):
+            lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+            pad = 0.05 * (hi - lo or 1.0)
+            ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=1, label="y = x")
+    s = ev.overall.softening_scale
+    if s is not None and len(p["forces_ref"]):
+        xr = np.array([p["forces_ref"].min(), p["forces_ref"].max()])
+        ax_f.plot(xr, s * xr, "r-", lw=1.5, label=f"slope s = {s:.3f}")
+    ax_e.set_xlabel("reference energy (eV/atom)")
+    ax_e.set_ylabel("model energy, aligned (eV/atom)")
+    ax_e.set_title(f"E MAE {1000 * ev.overall.energy_mae_per_atom:.1f} meV/atom")
+    ax_f.set_xlabel("reference force component (eV/Å)")
+    ax_f.set_ylabel("model force component (eV/Å)")
+    ax_f.set_title(f"F MAE {ev.overall.forces_mae:.3f} eV/Å")
+    ax_f.legend(fontsize=7, loc="upper left")
+    if len(groups) > 1:
+        ax_e.legend(fontsize=7, loc="upper left")
+    fig.suptitle(ev.model)
+    return _save(fig, path)
+
+
+def plot_comparison(report: ComparisonReport, path: str | Path) -> Path:
+    """Grouped bars of model/reference ratio per property (one bar per model), with
+    the ideal ratio 1 as a line; property values are written on the bars."""
+    plt = _plt()
+    keys = report.property_keys()
+    models = report.model_names()
+    n_m = max(len(models), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(keys) * (1 + 0.3 * n_m)), 4.5))
+    x = np.arange(len(keys))
+    width = 0.8 / n_m
+    for k, m in enumerate(models):
+        ratios = [report.ratio(key, m) for key in keys]
+        vals = [np.nan if r is None else r for r in ratios]
+        bars = ax.bar(x + (k - (n_m - 1) / 2) * width, vals, width, label=m, color=f"C{k % 10}")
+        for b, r in zip(bars, ratios):
+            if r is not None and np.isfinite(r):
+                ax.annotate(f"{r:.2f}", (b.get_x() + b.get_width() / 2, b.get_height()),
+                            ha="center", va="bottom", fontsize=7)
+    ax.axhline(1.0, color="k", ls="--", lw=1, label=f"reference ({report.reference})")
+    ax.set_xticks(x)
+    ax.set_xticklabels([report.labels.get(key, key) for key in keys], rotation=20, ha="right",
+                       fontsize=8)
+    ax.set_ylabel("model / reference")
+    ax.set_title("Property-level softening: ratio to the reference")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_learning_curve(result: LearningCurveResult, path: str | Path) -> Path:
+    """Test force MAE and softening scale against the number of training structures
+    (log x), one line per strategy (mean over seeds, error bars = spread), zero-shot
+    as a horizontal line."""
+    plt = _plt()
+    fig, (ax_f, ax_s) = plt.subplots(1, 2, figsize=(11, 4.5))
+    summary = result.summary()
+    for k, strat in enumerate(sorted({r["strategy"] for r in summary} - {"zero-shot"})):
+        rows = sorted((r for r in summary if r["strategy"] == strat), key=lambda r: r["n_train"])
+        n = [r["n_train"] for r in rows]
+        for ax, key in ((ax_f, "forces_mae"), (ax_s, "softening_scale")):
+            y = np.array([np.nan if r[key] is None else r[key] for r in rows], dtype=float)
+            err = np.array([0.0 if r.get(key + "_std") is None else r[key + "_std"]
+                            for r in rows], dtype=float)
+            ax.errorbar(n, y, yerr=err, marker="o", capsize=3, color=f"C{k % 10}", label=strat)
+    for r in summary:
+        if r["strategy"] == "zero-shot":
+            ax_f.axhline(r["forces_mae"], color="gray", ls=":", label="zero-shot")
+            if r["softening_scale"] is not None:
+                ax_s.axhline(r["softening_scale"], color="gray", ls=":", label="zero-shot")
+    ax_s.axhline(1.0, color="k", ls="--", lw=1)
+    for ax in (ax_f, ax_s):
+        ax.set_xscale("log")
+        ax.set_xlabel("training structures N")
+        ax.legend(fontsize=7)
+    ax_f.set_ylabel("test force MAE (eV/Å)")
+    ax_s.set_ylabel("test softening scale s")
+    fig.suptitle(f"Learning curves: {result.model}")
+    return _save(fig, path)
