@@ -148,13 +148,14 @@ class SurfTuneCalculator(Calculator):
             self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
 
     # ------------------------------------------------------------------ batched
-    def predict(self, atoms_list: Sequence[Atoms], batch_size: int = 16, *,
+    def predict(self, atoms_list: Sequence[Atoms], batch_size: int | str = 16, *,
                 compute_stress: bool = False, progress: bool = False) -> Prediction:
         """Evaluate many structures in batches; returns arrays.
 
         Args:
             atoms_list: structures of any sizes.
-            batch_size: structures per forward pass.
+            batch_size: structures per forward pass, or ``"auto"`` (by an atom budget;
+                batches that run out of memory are split and retried).
             compute_stress: also compute stresses (eV/Å³, 3×3 per structure).
             progress: show a progress bar.
 

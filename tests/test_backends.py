@@ -145,3 +145,27 @@ def test_mace_matches_mace_calculator(mace, tmp_path):
     p = mace.predict([atoms], "surface", compute_stress=True)
     assert p.energy[0] == pytest.approx(ref.get_potential_energy(), abs=1e-8)
     np.testing.assert_allclose(p.forces[0], ref.get_forces(), atol=1e-8)
+
+
+def test_auto_batches_respect_atom_budget_and_back_off_on_oom(mace, monkeypatch):
+    structs = [_slab(("Cu", "Au"), size=(2, 2, n), seed=n) for n in (2, 3, 4, 3, 2)]
+    plan = mace.plan_batches(structs, "auto", max_atoms=24)
+    assert sorted(i for b in plan for i in b) == list(range(5))
+    assert all(sum(len(structs[i]) for i in b) <= 24 for b in plan)
+    ref = mace.predict(structs, batch_size=1)
+    tried, done = [], []
+    real_forward = type(mace).forward
+
+    def flaky(self, graphs, head=None, **kw):  # pretend batches > 2 structures don't fit
+        tried.append(len(graphs))
+        if len(graphs) > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        done.append(len(graphs))
+        return real_forward(self, graphs, head, **kw)
+
+    monkeypatch.setattr(type(mace), "forward", flaky)
+    got = mace.predict(structs, batch_size=5)
+    assert tried[0] == 5 and max(done) <= 2 and sum(done) == 5
+    np.testing.assert_allclose(got.energy, ref.energy, atol=1e-10)
+    with pytest.raises(ValueError, match="batch_size"):
+        mace.predict(structs, batch_size=0)

@@ -197,50 +197,103 @@ class ModelAdapter(ABC):
         With ``training=True`` the force graph is kept so a force loss can backpropagate.
         """
 
+    #: atoms per batch used by ``batch_size="auto"`` on CPU (GPU: from free memory)
+    cpu_atoms_per_batch: ClassVar[int] = 1024
+    #: rough GPU memory per atom of a forward+force pass, bytes (conservative)
+    gpu_bytes_per_atom: ClassVar[int] = 2_000_000
+
+    def auto_atoms_per_batch(self) -> int:
+        """Atom budget of one batch for ``batch_size="auto"``.
+
+        CPU: :attr:`cpu_atoms_per_batch` (larger batches give no speed-up there).
+        CUDA: half of the free device memory divided by :attr:`gpu_bytes_per_atom`.
+        """
+        if self.device.type == "cuda" and torch.cuda.is_available():
+            free, _ = torch.cuda.mem_get_info(self.device)
+            return max(64, int(0.5 * free / self.gpu_bytes_per_atom))
+        return self.cpu_atoms_per_batch
+
+    def plan_batches(self, atoms_list: Sequence[Atoms], batch_size: int | str = 16,
+                     max_atoms: int | None = None) -> list[list[int]]:
+        """Indices of each batch: fixed ``batch_size``, or ``"auto"`` by an atom budget."""
+        if batch_size == "auto":
+            budget = max_atoms or self.auto_atoms_per_batch()
+            batches: list[list[int]] = [[]]
+            count = 0
+            for i, a in enumerate(atoms_list):
+                if batches[-1] and count + len(a) > budget:
+                    batches.append([])
+                    count = 0
+                batches[-1].append(i)
+                count += len(a)
+            return [b for b in batches if b]
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
+        n = len(atoms_list)
+        return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+
+    def _forward_backoff(self, graphs: list[Any], head: str, compute_stress: bool
+                         ) -> list[dict[str, torch.Tensor]]:
+        """Forward a batch; on out-of-memory split it in halves and retry."""
+        try:
+            return [self.forward(graphs, head, compute_stress=compute_stress)]
+        except (torch.cuda.OutOfMemoryError, MemoryError, RuntimeError) as exc:
+            if not _is_oom(exc):
+                raise
+            if len(graphs) == 1:
+                raise MemoryError(f"A single structure does not fit in memory on "
+                                  f"{self.device}: {exc}") from exc
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            half = len(graphs) // 2
+            return (self._forward_backoff(graphs[:half], head, compute_stress)
+                    + self._forward_backoff(graphs[half:], head, compute_stress))
+
     def predict(self, atoms_list: Sequence[Atoms], head: str | None = None, *,
-                batch_size: int = 16, compute_stress: bool = False,
-                progress: bool = False) -> Prediction:
-        """Evaluate many structures in batches of ``batch_size``.
+                batch_size: int | str = 16, compute_stress: bool = False,
+                progress: bool = False, max_atoms_per_batch: int | None = None) -> Prediction:
+        """Evaluate many structures in batches.
 
         Args:
             atoms_list: structures (any sizes, mixed compositions).
             head: head name, default :attr:`default_head`.
-            batch_size: structures per forward pass.
+            batch_size: structures per forward pass, or ``"auto"``: batches filled up to
+                an atom budget (:meth:`auto_atoms_per_batch`, or ``max_atoms_per_batch``).
+                Either way a batch that runs out of memory is split and retried.
             compute_stress: also return stresses (eV/Å³).
             progress: show a tqdm progress bar.
         """
         head = self.resolve_head(head)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        atoms_list = list(atoms_list)
         for a in atoms_list:
             self.check_atoms(a)
+        plan = self.plan_batches(atoms_list, batch_size, max_atoms_per_batch)
         energies: list[np.ndarray] = []
         forces: list[np.ndarray] = []
         stresses: list[np.ndarray] = []
-        n_atoms: list[int] = []
-        starts = range(0, len(atoms_list), batch_size)
+        iterator: Any = plan
         if progress:
             from tqdm.auto import tqdm
 
-            starts = tqdm(starts, desc=f"predict[{self.name}:{head}]", unit="batch")
+            iterator = tqdm(plan, desc=f"predict[{self.name}:{head}]", unit="batch")
         self.model.eval()
-        for start in starts:
-            chunk = atoms_list[start:start + batch_size]
+        for idx in iterator:
+            chunk = [atoms_list[i] for i in idx]
             graphs = [self.featurize(a) for a in chunk]
-            out = self.forward(graphs, head, compute_stress=compute_stress)
-            e = out["energy"].detach().cpu().double().numpy()
-            f = out["forces"].detach().cpu().double().numpy()
+            outs = self._forward_backoff(graphs, head, compute_stress)
+            e = torch.cat([o["energy"] for o in outs]).detach().cpu().double().numpy()
+            f = torch.cat([o["forces"] for o in outs]).detach().cpu().double().numpy()
             counts = [len(a) for a in chunk]
             energies.append(e)
             forces.extend(np.split(f, np.cumsum(counts)[:-1]))
-            n_atoms.extend(counts)
             if compute_stress:
-                stresses.append(out["stress"].detach().cpu().double().numpy())
+                stresses.append(torch.cat([o["stress"] for o in outs]).detach().cpu()
+                                .double().numpy())
         return Prediction(
             energy=np.concatenate(energies) if energies else np.zeros(0),
             forces=forces,
             stress=np.concatenate(stresses) if compute_stress and stresses else None,
-            n_atoms=np.asarray(n_atoms, dtype=int),
+            n_atoms=np.asarray([len(a) for a in atoms_list], dtype=int),
         )
 
     # ------------------------------------------------------------------ heads
@@ -274,3 +327,10 @@ class ModelAdapter(ABC):
             self.dtype = dtype
             self.model.to(dtype=dtype)
         return self
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    msg = str(exc).lower()
+    return "out of memory" in msg or "can't allocate memory" in msg
