@@ -1,0 +1,150 @@
+"""Run independent tasks through any ``concurrent.futures.Executor``.
+
+Sweeps (properties over many surfaces and models, labelling, evaluation of many files,
+learning-curve points) are lists of independent tasks. They go through
+:func:`map_tasks`, which accepts
+
+* ``None`` or ``"inline"`` — run in this process, one after another (the default);
+* ``"process"`` or ``"process:N"`` — a local ``ProcessPoolExecutor`` (spawned workers,
+  safe with torch);
+* any ``concurrent.futures.Executor`` — e.g. ``dask.distributed.Client(...).get_executor()``.
+
+Tasks must carry *specs* (model names, bundle paths, file paths) rather than live torch
+objects so that they pickle to remote workers. Results come back in task order; a task
+that raises is reported next to the others (:class:`TaskResult.error`) instead of
+killing the sweep.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+__all__ = ["InlineExecutor", "TaskResult", "get_executor", "map_tasks", "raise_failures"]
+
+
+class InlineExecutor(Executor):
+    """An Executor that runs each task immediately in the calling process."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        fut: Future[T] = Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - reported through the future
+            fut.set_exception(exc)
+        return fut
+
+
+@dataclass
+class TaskResult(Generic[T]):
+    """Outcome of one task: ``value`` on success, ``error`` (message) on failure."""
+
+    index: int
+    label: str
+    value: T | None = None
+    error: str | None = None
+    traceback: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        v = self.value.to_dict() if hasattr(self.value, "to_dict") else self.value
+        return {"index": self.index, "label": self.label, "ok": self.ok, "value": v,
+                "error": self.error}
+
+
+def get_executor(executor: Executor | str | None = None) -> tuple[Executor, bool]:
+    """Resolve an executor argument. Returns ``(executor, owned)``; owned ones get shut down."""
+    if executor is None or executor == "inline":
+        return InlineExecutor(), True
+    if isinstance(executor, Executor):
+        return executor, False
+    if isinstance(executor, str) and executor.startswith("process"):
+        workers = int(executor.split(":", 1)[1]) if ":" in executor else None
+        ctx = multiprocessing.get_context("spawn")
+        return ProcessPoolExecutor(max_workers=workers, mp_context=ctx), True
+    if isinstance(executor, str) and executor.startswith("dask"):
+        try:
+            from dask.distributed import Client, LocalCluster
+        except ImportError as exc:
+            raise ImportError("executor='dask' needs the [dask] extra: "
+                              "pip install 'dask[distributed]'") from exc
+        workers = int(executor.split(":", 1)[1]) if ":" in executor else 2
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               host="127.0.0.1", dashboard_address=None)
+        return _DaskOwned(Client(cluster), cluster), True
+    raise ValueError(f"Unknown executor {executor!r}: use None/'inline', 'process[:N]', "
+                     f"'dask[:N]' or a concurrent.futures.Executor")
+
+
+class _DaskOwned(Executor):
+    """A dask client's executor that also closes its client and cluster on shutdown."""
+
+    def __init__(self, client: Any, cluster: Any) -> None:
+        self._client, self._cluster = client, cluster
+        self._ex = client.get_executor()
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        return self._ex.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._ex.shutdown(wait=wait)
+        self._client.close()
+        self._cluster.close()
+
+
+def map_tasks(fn: Callable[..., T], tasks: Sequence[Any], executor: Executor | str | None = None,
+              *, labels: Sequence[str] | None = None, progress: bool = True,
+              desc: str = "tasks") -> list[TaskResult[T]]:
+    """Run ``fn(task)`` for every task (``fn(*task)`` if the task is a tuple).
+
+    Args:
+        fn: a picklable (module-level) function.
+        tasks: task arguments; keep them picklable (specs and paths, not live models).
+        executor: see the module docstring.
+        labels: a short label per task for reports (default ``str(task)``).
+        progress: show a tqdm bar as tasks complete.
+
+    Returns:
+        One :class:`TaskResult` per task, in task order.
+    """
+    ex, owned = get_executor(executor)
+    labels = list(labels) if labels is not None else [str(t)[:80] for t in tasks]
+    results: list[TaskResult[T]] = [TaskResult(i, labels[i]) for i in range(len(tasks))]
+    try:
+        futures: dict[Future, int] = {}
+        for i, task in enumerate(tasks):
+            args = task if isinstance(task, tuple) else (task,)
+            futures[ex.submit(fn, *args)] = i
+        done: Iterable[Future] = as_completed(futures)
+        if progress:
+            from tqdm.auto import tqdm
+
+            done = tqdm(done, total=len(futures), desc=desc, unit="task")
+        for fut in done:
+            i = futures[fut]
+            try:
+                results[i].value = fut.result()
+            except BaseException as exc:  # noqa: BLE001 - reported per task
+                results[i].error = f"{type(exc).__name__}: {exc}"
+                results[i].traceback = "".join(traceback.format_exception(exc))
+    finally:
+        if owned:
+            ex.shutdown(wait=True)
+    return results
+
+
+def raise_failures(results: Sequence[TaskResult[Any]]) -> None:
+    """Raise a RuntimeError summarising every failed task (no-op if all succeeded)."""
+    failed = [r for r in results if not r.ok]
+    if failed:
+        lines = "\n".join(f"  [{r.index}] {r.label}: {r.error}" for r in failed)
+        raise RuntimeError(f"{len(failed)} of {len(results)} tasks failed:\n{lines}")
