@@ -213,6 +213,49 @@ class MACEAdapter(ModelAdapter):
             res = {k: v.detach() for k, v in res.items()}
         return res
 
+    # ------------------------------------------------------------------ heads
+    def add_head(self, name: str, from_head: str | None = None,
+                 atomic_energies: dict[str, float] | None = None) -> None:
+        """Grow the model by head ``name``, initialised as a copy of ``from_head``.
+
+        Works on single-head and multi-head ``ScaleShiftMACE``/``MACE`` models (also on
+        models grown before). Readout output dimensions, the per-head isolated-atom
+        energies ``atomic_energies_fn.atomic_energies`` ([n_heads, n_elements]), the
+        ``scale_shift`` vectors and ``model.heads`` all grow by one; the backbone is
+        shared. See :func:`grow_mace_heads` for the numerics guarantee.
+
+        Args:
+            name: new head name (must not exist yet).
+            from_head: head whose readout, E0s and scale/shift are copied (default: the
+                first head).
+            atomic_energies: optional E0 values (eV) of the new head for some elements;
+                others keep ``from_head``'s.
+
+        Raises:
+            HeadError: ``name`` exists already, or ``from_head`` is unknown.
+            UnsupportedElementError: ``atomic_energies`` names an element outside the model.
+        """
+        from ase_surftune.errors import HeadError, UnsupportedElementError
+
+        if not isinstance(name, str) or not name:
+            raise HeadError(f"head name must be a non-empty string, got {name!r}")
+        if name in self.heads:
+            raise HeadError(f"Head {name!r} already exists; existing heads: {self.heads}")
+        src = self.resolve_head(from_head)
+        if atomic_energies:
+            bad = sorted(set(atomic_energies) - set(self.elements))
+            if bad:
+                raise UnsupportedElementError(
+                    f"atomic_energies for the new head {name!r} name element(s) {bad} that "
+                    f"model {self.name!r} does not cover; it covers {self.elements}")
+        grow_mace_heads(self.model, name, self.heads.index(src))
+        if atomic_energies:
+            ae = self.model.atomic_energies_fn.atomic_energies
+            with torch.no_grad():
+                for sym, val in atomic_energies.items():
+                    ae[-1, self.elements.index(sym)] = float(val)
+        self.model.to(device=self.device, dtype=self.dtype)
+
     # ------------------------------------------------------------------ persistence
     def to_payload(self) -> dict[str, Any]:
         import copy
@@ -225,3 +268,136 @@ class MACEAdapter(ModelAdapter):
                      dtype: torch.dtype | None = None) -> MACEAdapter:
         _import_mace()
         return cls(payload["model"], name=payload.get("name", "mace"), device=device, dtype=dtype)
+
+
+# --------------------------------------------------------------------------- head growth
+
+
+def _linear_blocks(linear: torch.nn.Module, n_heads: int, per_head_out: int,
+                   per_head_in: int | None = None) -> tuple[list[int], list[torch.Tensor]]:
+    """Describe an e3nn ``Linear`` of a readout as per-head weight blocks.
+
+    Returns ``(in_entries, blocks)``: the input entries the layer reads and, for each
+    head ``h``, the weight block ``blocks[h]`` of shape ``(rows, per_head_out)`` (rows
+    over the used input channels, in entry order). Two layouts are understood: our
+    block layout (``_surftune_blocks``: one instruction per head and input entry,
+    outputs ``k x0e`` per head) and mace's native one (all instructions end in a single
+    ``(H·k)x0e`` output; with ``per_head_in`` the input is ``(H·m)x0e`` and only the
+    block-diagonal part matters because ``mask_head`` zeroes the rest).
+    """
+    ins = list(linear.instructions)
+    w = linear.weight.detach()
+    mats, off = [], 0
+    for i in ins:
+        k = i.path_shape[0] * i.path_shape[1]
+        mats.append(w[off:off + k].reshape(i.path_shape))
+        off += k
+    if getattr(linear, "_surftune_blocks", False):
+        blocks = [torch.cat([m for i, m in zip(ins, mats) if i.i_out == h], dim=0)
+                  for h in range(n_heads)]
+        entries = [i.i_in for i in ins if i.i_out == 0]
+        return entries, blocks
+    if len(linear.irreps_out) != 1 or any(i.i_out != 0 for i in ins):
+        raise NotImplementedError(f"add_head: unexpected readout layout {linear}")
+    full = torch.cat(mats, dim=0)  # (rows, H*k)
+    if per_head_in is None:
+        blocks = [full[:, h * per_head_out:(h + 1) * per_head_out] for h in range(n_heads)]
+    else:
+        blocks = [full[h * per_head_in:(h + 1) * per_head_in,
+                       h * per_head_out:(h + 1) * per_head_out] for h in range(n_heads)]
+    return [i.i_in for i in ins], blocks
+
+
+def _block_linear(irreps_in: Any, entries_per_head: list[list[int]], per_head_out: int,
+                  blocks: list[torch.Tensor], dtype: torch.dtype) -> torch.nn.Module:
+    """An e3nn ``Linear`` whose output is one ``k x0e`` entry per head and whose head
+    ``h`` reads input entries ``entries_per_head[h]`` with weight ``blocks[h]``."""
+    from e3nn import o3
+
+    n_heads = len(blocks)
+    irreps_out = o3.Irreps("+".join([f"{per_head_out}x0e"] * n_heads))
+    instructions = [(i_in, h) for h in range(n_heads) for i_in in entries_per_head[h]]
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        lin = o3.Linear(irreps_in, irreps_out, instructions=instructions)
+    finally:
+        torch.set_default_dtype(prev)
+    flat = []
+    for h in range(n_heads):
+        rows, r0 = blocks[h], 0
+        for i_in in entries_per_head[h]:
+            m = irreps_in[i_in].mul
+            flat.append(rows[r0:r0 + m].reshape(-1))
+            r0 += m
+    with torch.no_grad():
+        lin.weight.copy_(torch.cat(flat).to(lin.weight.dtype))
+    lin._surftune_blocks = True
+    return lin
+
+
+def grow_mace_heads(model: torch.nn.Module, name: str, src: int) -> None:
+    """Add head ``name`` to a (Scale)Shift MACE model in place, copying head ``src``.
+
+    Readouts are rebuilt in a *per-head block* layout (one e3nn instruction per head
+    and per input entry): each head's readout computes exactly the same operations,
+    with the same shapes and normalisation, as a single-head readout. Hence
+
+    * growing a single-head model (any MACE-MP-like foundation) or a model grown
+      before leaves every existing head **bit-identical**;
+    * growing a mace-native multi-head model (e.g. trained by ``mace_run_train
+      --multiheads_finetuning``) keeps existing heads identical up to float rounding
+      (~1e-15 relative), because its readout normalisation ``1/sqrt(H·m)`` is
+      re-expressed per head.
+
+    mace's own ``remove_pt_head``/state-dict tools expect the native layout and do not
+    apply to grown models (ase_surftune never needs them).
+    """
+    import mace  # noqa: F401  (before e3nn)
+    from e3nn import o3
+    from mace.modules.blocks import LinearReadoutBlock, NonLinearReadoutBlock
+
+    heads = list(getattr(model, "heads", None) or ["Default"])
+    n = len(heads)
+    dtype = next(model.parameters()).dtype
+    readouts = list(model.readouts)
+    if getattr(model, "embedding_readout", None) is not None:
+        readouts.append(model.embedding_readout)
+    for ro in readouts:
+        if type(ro) is LinearReadoutBlock:
+            entries, blocks = _linear_blocks(ro.linear, n, 1)
+            ro.linear = _block_linear(ro.linear.irreps_in, [entries] * (n + 1), 1,
+                                      [*blocks, blocks[src].clone()], dtype)
+        elif type(ro) is NonLinearReadoutBlock:
+            m = ro.linear_1.irreps_out.num_irreps // n  # MLP scalars per head
+            entries, b1 = _linear_blocks(ro.linear_1, n, m)
+            ro.linear_1 = _block_linear(ro.linear_1.irreps_in, [entries] * (n + 1), m,
+                                        [*b1, b1[src].clone()], dtype)
+            native = not getattr(ro.linear_2, "_surftune_blocks", False)
+            _, b2 = _linear_blocks(ro.linear_2, n, 1, per_head_in=m if native else None)
+            if native and n > 1:  # native fan-in is n*m, per-head blocks have fan-in m
+                b2 = [b / n ** 0.5 for b in b2]
+            hid = o3.Irreps("+".join([f"{m}x0e"] * (n + 1)))
+            ro.linear_2 = _block_linear(hid, [[h] for h in range(n + 1)], 1,
+                                        [*b2, b2[src].clone()], dtype)
+            ro.hidden_irreps = o3.Irreps(f"{m * (n + 1)}x0e")
+            ro.non_linearity.irreps_in = ro.hidden_irreps
+            ro.non_linearity.irreps_out = ro.hidden_irreps
+            ro.num_heads = n + 1
+        else:
+            raise NotImplementedError(
+                f"add_head: readout type {type(ro).__name__} is not supported yet "
+                f"(supported: LinearReadoutBlock, NonLinearReadoutBlock)")
+    # per-head isolated-atom energies [n_heads, n_elements]
+    aef = model.atomic_energies_fn
+    ae = torch.atleast_2d(aef.atomic_energies)
+    aef.atomic_energies = torch.cat([ae, ae[src:src + 1].clone()], dim=0)
+    # per-head scale / shift
+    if hasattr(model, "scale_shift"):
+        ss = model.scale_shift
+        for attr in ("scale", "shift"):
+            v = torch.atleast_1d(getattr(ss, attr))
+            if v.numel() == 1 and n > 1:
+                v = v.expand(n).clone()
+            setattr(ss, attr, torch.cat([v, v[src:src + 1].clone()]))
+    model.heads = [*heads, name]

@@ -228,6 +228,8 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
     except HeadError as exc:
         raise ConfigError(f"Invalid fine-tuning config: head: {exc}") from None
     check_elements(train_atoms + valid_atoms + test_atoms, base.elements, base.name)
+    strategy.bind_data(train_atoms, valid_atoms, test_atoms)
+    base_head = head  # the base model's head the trained head starts from
     model = strategy.prepare(base, head)
     head = strategy.train_head(model, head)
     params = strategy.trainable_parameters(model)
@@ -245,11 +247,11 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
     vbs = cfg.valid_batch_size or max(cfg.batch_size, 8)
 
     # ---- zero-shot baseline (the base model, aligned on the training set)
-    e_base_train, f_base_train = predict_samples(base, head, s_train, vbs)
+    e_base_train, f_base_train = predict_samples(base, base_head, s_train, vbs)
     zs_shifts = (_residual_shifts(train_atoms, e_base_train) if cfg.align_energies
-                 else dict(bundle0.reference_energies.get(head, {})))
-    zs_bundle = Bundle(adapter=base, reference_energies={head: zs_shifts})
-    zero_shot = {name: _bundle_errors(zs_bundle, head, s, a, vbs, cfg.exclude_fixed_atoms)
+                 else dict(bundle0.reference_energies.get(base_head, {})))
+    zs_bundle = Bundle(adapter=base, reference_energies={base_head: zs_shifts})
+    zero_shot = {name: _bundle_errors(zs_bundle, base_head, s, a, vbs, cfg.exclude_fixed_atoms)
                  for name, s, a in (("valid", s_valid, valid_atoms), ("test", s_test, test_atoms))
                  if a}
 
@@ -298,7 +300,13 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
         p.requires_grad_(True)
 
     # ---- bundle and final metrics
-    bundle = Bundle(adapter=model, reference_energies={head: shifts}, corrections=corrections,
+    # heads other than the trained one keep the base bundle's calibration (multi-head)
+    keep = [h for h in model.heads if h != head and h in base.heads]
+    bundle = Bundle(adapter=model,
+                    reference_energies={**{h: dict(bundle0.reference_energies[h]) for h in keep
+                                           if h in bundle0.reference_energies}, head: shifts},
+                    corrections={**{h: bundle0.corrections[h] for h in keep
+                                    if h in bundle0.corrections}, **corrections},
                     default_head=head)
     finetuned = {name: _bundle_errors(bundle, head, s, a, vbs, cfg.exclude_fixed_atoms)
                  for name, s, a in (("valid", s_valid, valid_atoms), ("test", s_test, test_atoms))
@@ -323,11 +331,27 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
                        if loop_res.history else None)
     bundle.metrics = metrics
     bundle.train_config = cfg.model_dump(mode="json")
-    bundle.head_info = {head: {"strategy": cfg.strategy, "n_train": len(train_atoms),
-                               "train_hash": dataset_hash(train_atoms),
-                               "train_files": bundle.train_config.get("train_file")}}
+    train_files = bundle.train_config.get("train_file")
+    bundle.head_info = {
+        **{h: dict(bundle0.head_info[h]) for h in keep if h in bundle0.head_info},
+        **strategy.head_info(),
+        head: {"trained_on": train_files or "in-memory structures",
+               "n_configs": len(train_atoms), "strategy": cfg.strategy,
+               "n_train": len(train_atoms), "train_hash": dataset_hash(train_atoms),
+               "train_files": train_files}}
     bundle.provenance = {"base_model": base.name, "strategy": cfg.strategy,
                          "dataset_hash": dataset_hash(train_atoms)}
+    if cfg.forgetting.enabled:  # error- and property-level forgetting (issue 4)
+        from ase_surftune.finetune.forgetting import forgetting_report
+
+        metrics["forgetting"] = forgetting_report(
+            bundle0, bundle, head_pairs=strategy.head_pairs() or {head: head},
+            target_head=head, options=cfg.forgetting, elements=sorted(
+                {s for a in train_atoms for s in a.get_chemical_symbols()}),
+            target_before=zero_shot.get("valid") or zero_shot.get("test"),
+            target_after=finetuned.get("valid") or finetuned.get("test"),
+            output_dir=out_dir, seed=cfg.seed)
+        log.info("forgetting: %s", metrics["forgetting"]["summary"])
     bundle_path = bundle.save(out_dir / BUNDLE_NAME)
 
     import yaml

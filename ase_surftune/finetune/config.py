@@ -16,6 +16,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
                       model_validator)
 
 from ase_surftune.errors import ConfigError
+from ase_surftune.finetune.forgetting import ForgettingOptions
 
 __all__ = ["FinetuneConfig", "LossConfig", "OptimizerConfig", "SchedulerConfig",
            "FreezeConfig", "LinearConfig", "load_config", "infer_backend"]
@@ -105,6 +106,7 @@ class FinetuneConfig(_Strict):
     freeze: FreezeConfig | None = None
     linear: LinearConfig = Field(default_factory=LinearConfig)
     strategy_options: dict[str, Any] = Field(default_factory=dict)
+    forgetting: ForgettingOptions = Field(default_factory=lambda: ForgettingOptions())
     # ---- optimisation
     loss: LossConfig = Field(default_factory=LossConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
@@ -193,7 +195,7 @@ class FinetuneConfig(_Strict):
         """
         d = self.model_dump(mode="json", exclude={
             "epochs", "patience", "progress", "plot", "resume", "output_dir",
-            "checkpoint_every_steps", "num_threads", "valid_batch_size"})
+            "checkpoint_every_steps", "num_threads", "valid_batch_size", "forgetting"})
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 

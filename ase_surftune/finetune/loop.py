@@ -411,6 +411,8 @@ def train_loop(adapter: ModelAdapter, head: str,
             tgt = _targets(chunk, dtype, device)
             loss = compute_loss(out, tgt, cfg.loss, acc)
             if extra_loss is not None:
+                if hasattr(extra_loss, "step"):  # stateful hooks (replay) get the step
+                    extra_loss.step = st["global_step"]
                 extra = extra_loss(adapter, chunk, out)
                 if extra is not None:
                     loss = loss + extra

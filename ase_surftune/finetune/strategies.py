@@ -113,6 +113,19 @@ class Strategy:
                     f"(got {sorted(config.strategy_options)})"]
         return []
 
+    # ---------------------------------------------------------------- data
+    def bind_data(self, train: Any, valid: Any = (), test: Any = ()) -> None:
+        """Called with the run's structures before :meth:`prepare` (e.g. so that a
+        strategy can build replay data for the elements of the training set)."""
+
+    def head_pairs(self) -> dict[str, str]:
+        """``{trained model head: base model head it started from}`` (forgetting report)."""
+        return {}
+
+    def head_info(self) -> dict[str, dict[str, Any]]:
+        """Extra ``Bundle.head_info`` entries for heads other than the trained one."""
+        return {}
+
     # ---------------------------------------------------------------- model
     def prepare(self, adapter: ModelAdapter, head: str) -> ModelAdapter:
         """The adapter to train (a copy; ``adapter`` itself stays the zero-shot model)."""
