@@ -44,38 +44,58 @@ def _state(bundle_path):
 
 # --------------------------------------------------------------------------- strategies (MACE)
 
+#: settings shared by the module's reference full run and the resume test
+FULL_KW = {"strategy": "full", "epochs": 3, "ema_decay": 0.5, "checkpoint_every_steps": 3,
+           "optimizer": {"lr": 1e-2},
+           "scheduler": {"name": "plateau", "patience": 0, "factor": 0.5},
+           "loss": {"stress_weight": 1.0}, "plot": True}
 
-@pytest.mark.parametrize("strategy", ["full", "frozen", "scratch"])
-def test_mace_strategies_lower_valid_force_error(mace_file, tmp_path, strategy):
-    extra = {"freeze": {"k": 1}} if strategy == "frozen" else {}
-    res = finetune(_mace_cfg(mace_file, tmp_path, strategy=strategy, **extra),
-                   train=TRAIN, valid=VALID)
+
+@pytest.fixture(scope="module")
+def full_run(mace_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    return finetune(_mace_cfg(mace_file, out, **FULL_KW), train=TRAIN, valid=VALID)
+
+
+@pytest.fixture(scope="module")
+def frozen_run(mace_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("frozen")
+    return finetune(_mace_cfg(mace_file, out, strategy="frozen", epochs=3, freeze={"k": 2},
+                              optimizer={"name": "adamw", "lr": 1e-2, "weight_decay": 0.1},
+                              loss={"kind": "huber", "huber_delta": 0.05}, ema_decay=0.8),
+                    train=TRAIN, valid=VALID)
+
+
+@pytest.fixture(scope="module")
+def scratch_run(mace_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("scratch")
+    return finetune(_mace_cfg(mace_file, out, strategy="scratch", epochs=3,
+                              scheduler={"name": "cosine"}), train=TRAIN, valid=VALID)
+
+
+@pytest.mark.parametrize("run", ["full_run", "frozen_run", "scratch_run"])
+def test_mace_strategies_lower_valid_force_error(run, request):
+    res = request.getfixturevalue(run)
     m = res.metrics
     before = m["initial"]["valid"]["forces_mae"]
     after = m["finetuned"]["valid"]["forces_mae"]
-    assert after < 0.8 * before, (strategy, before, after)
-    if strategy != "scratch":
+    assert after < 0.9 * before, (run, before, after)
+    if run == "scratch_run":  # a new random model, not the base model
+        assert m["initial"]["valid"] != m["zero_shot"]["valid"]
+    else:
         assert m["initial"] == m["zero_shot"]
+        assert after < m["zero_shot"]["valid"]["forces_mae"]
     assert m["parameters"]["total"] == m["parameters"]["trainable"] + m["parameters"]["frozen"]
     for name in ("model.stbundle", "checkpoint.pt", "metrics.csv", "metrics.json",
                  "config.yaml"):
-        assert (tmp_path / name).is_file(), name
-    assert len(res.history) == 4
+        assert (res.output_dir / name).is_file(), name
+    assert len(res.history) == 3
     assert set(m["reference_energies"]) == {"Cu", "Au"}
 
 
-def test_scratch_starts_from_new_random_weights(mace_file, tmp_path):
-    res = finetune(_mace_cfg(mace_file, tmp_path, strategy="scratch", epochs=1),
-                   train=TRAIN, valid=VALID)
-    assert res.metrics["initial"]["valid"] != res.metrics["zero_shot"]["valid"]
-
-
-def test_frozen_blocks_bit_identical_mace(mace_file, tmp_path):
+def test_frozen_blocks_bit_identical_mace(mace_file, frozen_run):
     base = torch.load(mace_file, weights_only=False).state_dict()
-    res = finetune(_mace_cfg(mace_file, tmp_path, strategy="frozen", epochs=2,
-                             freeze={"k": 2}, optimizer={"name": "adamw", "lr": 1e-2,
-                                                          "weight_decay": 0.1},
-                             ema_decay=0.9), train=TRAIN, valid=VALID)
+    res = frozen_run
     frozen_blocks = res.metrics["frozen_blocks"]
     assert frozen_blocks == ["embedding", "interaction_0"]
     bundle = Bundle.load(res.bundle_path)
@@ -90,12 +110,24 @@ def test_frozen_blocks_bit_identical_mace(mace_file, tmp_path):
     assert changed
     counts = res.metrics["parameters"]
     assert counts["frozen"] == sum(b["n_params"] for b in res.metrics["blocks"] if b["frozen"])
+    assert counts["frozen"] > 0 and counts["trainable"] > 0
 
 
-def test_frozen_by_pattern(mace_file, tmp_path):
-    res = finetune(_mace_cfg(mace_file, tmp_path, strategy="frozen", epochs=1,
-                             freeze={"patterns": ["interaction_*"]}), train=TRAIN, valid=VALID)
-    assert res.metrics["frozen_blocks"] == ["interaction_0", "interaction_1"]
+def test_frozen_selection_by_pattern_and_k():
+    from ase_surftune.backends.mace import MACEAdapter
+    from ase_surftune.finetune.strategies import get_strategy
+
+    adapter = MACEAdapter(build_tiny_mace())
+    cfg = load_config({"model": "chgnet", "strategy": "frozen",
+                       "freeze": {"patterns": ["interaction_*", "readouts.0.*"], "k": 1}})
+    strat = get_strategy("frozen", cfg)
+    params = strat.trainable_parameters(adapter)
+    rep = strat.report(adapter)
+    assert rep["frozen_blocks"] == ["embedding", "interaction_0", "interaction_1"]
+    names = [n for n, _ in params]
+    assert names and all(n.startswith(("readouts.1", "scale_shift")) for n in names), names
+    assert all(not p.requires_grad for n, p in adapter.model.named_parameters()
+               if n not in names)
 
 
 def test_linear_recovers_known_scale(mace_file, tmp_path):
@@ -124,11 +156,12 @@ def test_linear_recovers_known_scale(mace_file, tmp_path):
     e_ref = [a.get_potential_energy() for a in labelled[8:]]
     np.testing.assert_allclose(p.energy, e_ref, atol=1e-6)
     assert res.history == []
+    assert bundle.corrections["Default"].scale == pytest.approx(1.3, abs=1e-6)
 
 
 def test_alignment_off_keeps_raw_targets(mace_file, tmp_path):
-    res = finetune(_mace_cfg(mace_file, tmp_path, strategy="full", epochs=1,
-                             align_energies=False), train=TRAIN, valid=VALID)
+    res = finetune(_mace_cfg(mace_file, tmp_path, strategy="linear", align_energies=False),
+                   train=TRAIN, valid=VALID)
     assert res.metrics["reference_energies"] == {}
     assert Bundle.load(res.bundle_path).reference_energies == {"Default": {}}
 
@@ -136,78 +169,61 @@ def test_alignment_off_keeps_raw_targets(mace_file, tmp_path):
 # --------------------------------------------------------------------------- determinism
 
 
-def test_same_seed_same_weights(mace_file, tmp_path):
-    kw = {"strategy": "full", "epochs": 1, "ema_decay": 0.8, "loss": {"kind": "huber",
-                                                                      "stress_weight": 1.0}}
-    r1 = finetune(_mace_cfg(mace_file, tmp_path / "a", **kw), train=TRAIN, valid=VALID)
-    r2 = finetune(_mace_cfg(mace_file, tmp_path / "b", **kw), train=TRAIN, valid=VALID)
-    s1, s2 = _state(r1.bundle_path), _state(r2.bundle_path)
-    assert all(torch.equal(s1[k], s2[k]) for k in s1)
-    r3 = finetune(_mace_cfg(mace_file, tmp_path / "c", seed=1, **kw), train=TRAIN, valid=VALID)
-    s3 = _state(r3.bundle_path)
-    assert not all(torch.equal(s1[k], s3[k]) for k in s1)
-
-
-def test_resume_after_mid_epoch_kill_equals_uninterrupted(mace_file, tmp_path):
-    kw = {"strategy": "full", "epochs": 3, "ema_decay": 0.9, "checkpoint_every_steps": 3,
-          "scheduler": {"name": "plateau", "patience": 0, "factor": 0.5},
-          "valid_fraction": 0.25}
-    ref = finetune(_mace_cfg(mace_file, tmp_path / "ref", **kw), train=SLABS[:10])
+def test_resume_after_mid_epoch_kill_equals_uninterrupted(mace_file, tmp_path, full_run):
+    """Same seed => same weights, and a killed + resumed run ends bit-identical."""
+    out = tmp_path / "run"
     # 8 training structures / batch 2 = 4 steps per epoch; checkpoints at steps 3, 4
     # (end of epoch 1) and 6; the "kill" after step 7 loses step 7.
     with pytest.raises(TrainingInterrupted):
-        finetune(_mace_cfg(mace_file, tmp_path / "run", **kw), train=SLABS[:10],
+        finetune(_mace_cfg(mace_file, out, **FULL_KW), train=TRAIN, valid=VALID,
                  stop_after_step=7)
-    assert not (tmp_path / "run" / "model.stbundle").exists()
-    res = finetune(_mace_cfg(mace_file, tmp_path / "run", resume=True, **kw), train=SLABS[:10])
-    assert res.metrics["resumed_from"] == {"epoch": 1, "step_in_epoch": 2, "global_step": 6}
-    a, b = _state(ref.bundle_path), _state(res.bundle_path)
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    import torch as _t
-
-    ck_ref = _t.load(tmp_path / "ref" / "checkpoint.pt", weights_only=False)
-    ck_res = _t.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
-    assert all(torch.equal(ck_ref["model"][k], ck_res["model"][k]) for k in ck_ref["model"])
-    drop = lambda h: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in h]  # noqa
-    assert drop(ref.history) == drop(res.history)
-
-
-def test_resume_with_changed_config_is_refused(mace_file, tmp_path):
-    kw = {"strategy": "full", "epochs": 1}
-    finetune(_mace_cfg(mace_file, tmp_path, **kw), train=TRAIN, valid=VALID)
+    assert not (out / "model.stbundle").exists()
+    # resuming under a different config is refused before any training
     with pytest.raises(ConfigError, match="different configuration"):
-        finetune(_mace_cfg(mace_file, tmp_path, resume=True, seed=5, **kw),
+        finetune(_mace_cfg(mace_file, out, resume=True, **dict(FULL_KW, seed=5)),
                  train=TRAIN, valid=VALID)
+    res = finetune(_mace_cfg(mace_file, out, resume=True, **FULL_KW), train=TRAIN, valid=VALID)
+    assert res.metrics["resumed_from"] == {"epoch": 1, "step_in_epoch": 2, "global_step": 6}
+    a, b = _state(full_run.bundle_path), _state(res.bundle_path)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ck_ref = torch.load(full_run.output_dir / "checkpoint.pt", weights_only=False)
+    ck_res = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert all(torch.equal(ck_ref["model"][k], ck_res["model"][k]) for k in ck_ref["model"])
+    assert all(torch.equal(ck_ref["ema"]["shadow"][k], ck_res["ema"]["shadow"][k])
+               for k in ck_ref["ema"]["shadow"])
+    drop = lambda h: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in h]  # noqa
+    assert drop(full_run.history) == drop(res.history)
+    assert res.metrics["finetuned"] == full_run.metrics["finetuned"]
 
 
 # --------------------------------------------------------------------------- bundles, files
 
 
-def test_bundle_round_trip_and_calculator(mace_file, tmp_path):
+def test_bundle_round_trip_and_calculator(full_run):
     from ase_surftune.calculator import SurfTuneCalculator
 
-    res = finetune(_mace_cfg(mace_file, tmp_path, strategy="full", epochs=2, plot=True),
-                   train=TRAIN, valid=VALID)
-    assert (tmp_path / "loss_curve.png").is_file()
+    res = full_run
+    assert (res.output_dir / "loss_curve.png").is_file()
     bundle = Bundle.load(res.bundle_path)
     assert bundle.default_head == "Default"
     assert bundle.reference_energies["Default"] == res.metrics["reference_energies"]
     assert bundle.train_config["strategy"] == "full"
     assert bundle.metrics["finetuned"] == res.metrics["finetuned"]
+    assert bundle.provenance["dataset_hash"]
     atoms = VALID[0].copy()
     atoms.calc = SurfTuneCalculator(model=str(res.bundle_path))
     e = atoms.get_potential_energy()
     p = bundle.predict([VALID[0]])
     assert e == pytest.approx(p.energy[0], abs=1e-8)
     # the bundle's energies are in the reference (EMT) frame
-    mae = abs(e - VALID[0].get_potential_energy()) / len(atoms)
-    assert mae < 0.2
-    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert abs(e - VALID[0].get_potential_energy()) / len(atoms) < 0.2
+    saved = yaml.safe_load((res.output_dir / "config.yaml").read_text())
     assert saved["strategy"] == "full"
     import csv
 
-    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
-    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    rows = list(csv.DictReader((res.output_dir / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert float(rows[-1]["valid_forces_mae"]) > 0
 
 
 def test_files_from_yaml_and_cli(mace_file, tmp_path, capsys):
@@ -220,6 +236,7 @@ def test_files_from_yaml_and_cli(mace_file, tmp_path, capsys):
     cfg = _mace_cfg(mace_file, "out", strategy="full", epochs=1, train_file="train.xyz",
                     valid_file="valid.xyz", test_file="valid.xyz")
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["finetune", str(tmp_path / "c.yaml"), "--check"]) == 0
     rc = main(["finetune", str(tmp_path / "c.yaml"), "--no-progress"])
     assert rc == 0
     out = capsys.readouterr().out
@@ -242,12 +259,11 @@ def test_files_from_yaml_and_cli(mace_file, tmp_path, capsys):
 @pytest.mark.parametrize("strategy", ["full", "frozen", "linear", "scratch"])
 def test_chgnet_strategies(tmp_path, strategy):
     extra = {"freeze": {"k": 4}} if strategy == "frozen" else {}
-    epochs = 2 if strategy != "scratch" else 3
-    lr = 1e-3 if strategy != "scratch" else 5e-3
-    res = finetune({"model": "chgnet", "strategy": strategy, "epochs": epochs,
-                    "batch_size": 4, "output_dir": str(tmp_path), "progress": False,
+    lr = 2e-3 if strategy != "scratch" else 5e-3
+    res = finetune({"model": "chgnet", "strategy": strategy, "epochs": 2,
+                    "batch_size": 3, "output_dir": str(tmp_path), "progress": False,
                     "plot": False, "optimizer": {"lr": lr}, "scheduler": {"name": "none"},
-                    **extra}, train=TRAIN, valid=VALID)
+                    **extra}, train=TRAIN[:6], valid=VALID[:2])
     m = res.metrics
     assert m["finetuned"]["valid"]["forces_mae"] < m["initial"]["valid"]["forces_mae"]
     bundle = Bundle.load(res.bundle_path)
