@@ -19,8 +19,11 @@ from ase_surftune.evaluation.compare import (CompareConfig, ComparisonReport,
                                              measure_properties)
 from ase_surftune.evaluation.errors import (ErrorStats, EvaluationReport, ModelEvaluation,
                                             evaluate, evaluate_model, predict_with)
+from ase_surftune.evaluation.learning_curve import (LearningCurveConfig, LearningCurveResult,
+                                                    learning_curve, load_learning_curve_config)
 
 __all__ = ["parse_spec", "make_calculator", "ErrorStats", "ModelEvaluation",
            "EvaluationReport", "evaluate", "evaluate_model", "predict_with", "CompareConfig",
            "MeasuredProperties", "ComparisonReport", "compare", "measure_properties",
-           "load_compare_config"]
+           "load_compare_config", "LearningCurveConfig", "LearningCurveResult",
+           "learning_curve", "load_learning_curve_config"]

@@ -1,0 +1,389 @@
+"""Learning curves: test error and softening scale against the number of training
+structures N, for each fine-tuning strategy, with a fixed test set and seeds.
+
+For every (strategy, N, seed) the driver fine-tunes on the first N structures of a
+seeded permutation of the training pool (so the subsets for one seed are nested),
+then evaluates the resulting bundle on the fixed test set with
+:func:`~ase_surftune.evaluation.errors.evaluate_model` (its own stored energy shifts,
+``align="none"``). The zero-shot base model is the N = 0 baseline (energies aligned with
+shifts fitted on the pool).
+
+Resumable: each finished run is appended (and fsync'ed) to ``results.jsonl`` in the
+output folder; a rerun skips finished runs, and an interrupted fine-tuning run continues
+from its own checkpoint (``finetune(resume=True)``). Adding N values, strategies or seeds
+to the config extends an existing curve; changing the data or any other setting is
+refused, because old and new points would not be comparable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ase_surftune.errors import ConfigError, DataError
+
+__all__ = ["LearningCurveConfig", "LearningCurveResult", "learning_curve",
+           "load_learning_curve_config"]
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.jsonl"
+MANIFEST_FILE = "manifest.json"
+
+
+class LearningCurveConfig(BaseModel):
+    """Settings of a learning curve (see ``examples/learning_curve_chgnet.yaml``).
+
+    ``finetune`` holds fine-tuning keys shared by every run (epochs, optimizer, loss,
+    batch_size...; see :class:`~ase_surftune.finetune.FinetuneConfig`);
+    ``strategy_options`` per-strategy overrides, e.g. ``{"frozen": {"freeze": {"k": 3}}}``.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    model: str = "chgnet"
+    strategies: list[str] = ["linear", "full"]
+    n_train: list[int] = [1, 2, 5, 10, 20, 50]
+    seeds: list[int] = [0]
+    train_file: Path | list[Path] | None = None
+    test_file: Path | list[Path] | None = None
+    valid_file: Path | list[Path] | None = None
+    finetune: dict[str, Any] = Field(default_factory=dict)
+    strategy_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    zero_shot: bool = True
+    high_force_quantile: float = Field(0.9, ge=0, lt=1)
+    output_dir: Path = Path("learning_curve_out")
+    progress: bool = True
+
+    @field_validator("n_train")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if not v or any(n < 1 for n in v):
+            raise ValueError(f"n_train must be a non-empty list of integers >= 1, got {v}")
+        return sorted(set(v))
+
+    @field_validator("strategies")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        from ase_surftune.finetune.strategies import STRATEGIES
+
+        unknown = [s for s in v if s not in STRATEGIES]
+        if not v or unknown:
+            raise ValueError(f"unknown strategies {unknown}; known: {sorted(STRATEGIES)}")
+        return list(dict.fromkeys(v))
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("give at least one seed")
+        return list(dict.fromkeys(v))
+
+    @field_validator("finetune")
+    @classmethod
+    def _no_data_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = sorted(set(v) & {"train_file", "valid_file", "test_file", "output_dir",
+                               "strategy", "seed", "model", "resume"})
+        if bad:
+            raise ValueError(f"keys {bad} are set by the learning-curve driver; put them at "
+                             f"the top level (model, strategies, seeds, *_file, output_dir)")
+        return v
+
+    def run_config(self, strategy: str, seed: int, output_dir: Path) -> dict[str, Any]:
+        """The fine-tuning config dict of one run."""
+        # the forgetting report (issue 4) costs more than a small run itself; learning
+        # curves measure test errors, so it is off unless finetune: {forgetting: ...} asks
+        d: dict[str, Any] = {"valid_fraction": 0.0, "plot": False,
+                             "forgetting": {"enabled": False}}
+        d.update(self.finetune)
+        d.update(self.strategy_options.get(strategy, {}))
+        d.update({"model": self.model, "strategy": strategy, "seed": seed,
+                  "output_dir": str(output_dir), "resume": True,
+                  "progress": self.progress and d.get("progress", True)})
+        return d
+
+
+def load_learning_curve_config(config: LearningCurveConfig | dict | str | Path,
+                               **overrides: Any) -> LearningCurveConfig:
+    """Validate a config (object, dict or YAML path; file paths relative to the YAML).
+
+    Every fine-tuning run's configuration is validated too, so a bad ``finetune`` or
+    ``strategy_options`` entry fails here, before any training.
+    """
+    if isinstance(config, LearningCurveConfig):
+        data = config.model_dump()
+    elif isinstance(config, dict):
+        data = dict(config)
+    else:
+        from ase_surftune.cli._common import load_yaml
+
+        data = load_yaml(config)
+        base = Path(config).resolve().parent
+        for key in ("train_file", "test_file", "valid_file", "output_dir"):
+            v = data.get(key)
+            if isinstance(v, str) and not Path(v).is_absolute():
+                data[key] = str(base / v)
+            elif isinstance(v, list):
+                data[key] = [str(base / x) if isinstance(x, str) and not Path(x).is_absolute()
+                             else x for x in v]
+        m = data.get("model")
+        if isinstance(m, str) and m.startswith("mace:") and not Path(m[5:]).is_absolute() \
+                and (base / m[5:]).is_file():
+            data["model"] = "mace:" + str(base / m[5:])
+        elif isinstance(m, str) and not Path(m).is_absolute() and (base / m).is_file():
+            data["model"] = str(base / m)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        cfg = LearningCurveConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}"
+                             for e in exc.errors())
+        raise ConfigError(f"Invalid learning-curve config: {problems}") from None
+    from ase_surftune.finetune import load_config
+
+    for strat in cfg.strategies:
+        try:
+            load_config(cfg.run_config(strat, cfg.seeds[0], cfg.output_dir / "check"))
+        except ConfigError as exc:
+            raise ConfigError(f"learning curve, strategy {strat!r}: {exc}") from None
+    return cfg
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class LearningCurveResult:
+    """Rows of (strategy, n_train, seed) → test metrics, plus where they are stored."""
+
+    model: str
+    rows: list[dict[str, Any]]
+    output_dir: Path
+    complete: bool = True
+    config: dict[str, Any] = field(default_factory=dict)
+
+    METRICS = ("forces_mae", "forces_rmse", "energy_mae_per_atom", "softening_scale",
+               "softening_scale_high_force")
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Mean and spread (std) over seeds per (strategy, n_train), sorted by N."""
+        groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for r in self.rows:
+            groups.setdefault((r["strategy"], r["n_train"]), []).append(r)
+        out = []
+        for (strat, n), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+            row: dict[str, Any] = {"strategy": strat, "n_train": n, "n_seeds": len(rs)}
+            for m in self.METRICS:
+                vals = [r[m] for r in rs if r.get(m) is not None]
+                row[m] = float(np.mean(vals)) if vals else None
+                row[m + "_std"] = float(np.std(vals)) if len(vals) > 1 else None
+            out.append(row)
+        return out
+
+    def to_markdown(self) -> str:
+        """Strategy × N table of test force MAE (eV/Å) and softening scale."""
+        from ase_surftune.evaluation.tables import fmt
+
+        summ = self.summary()
+        ns = sorted({r["n_train"] for r in summ})
+        strategies = list(dict.fromkeys(r["strategy"] for r in summ))
+        head = ["strategy"] + [f"N={n}" for n in ns]
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        for s in strategies:
+            cells = [s]
+            for n in ns:
+                r = next((x for x in summ if x["strategy"] == s and x["n_train"] == n), None)
+                cells.append("" if r is None else
+                             f"{fmt(r['forces_mae'])} (s {fmt(r['softening_scale'], 3)})")
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n\ncells: test force MAE in eV/Å (softening scale s)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "complete": self.complete, "config": self.config,
+                "rows": self.rows, "summary": self.summary()}
+
+    def write(self, output_dir: str | Path | None = None, plot: bool = True
+              ) -> dict[str, Path]:
+        from ase_surftune.evaluation.tables import write_csv, write_json
+
+        out = Path(output_dir or self.output_dir)
+        paths = {"json": write_json(self.to_dict(), out / "learning_curve.json"),
+                 "csv": write_csv(self.rows, out / "learning_curve.csv",
+                                  ["strategy", "n_train", "seed", *self.METRICS, "n_test",
+                                   "wall_time_s", "bundle"])}
+        if plot and self.rows:
+            from ase_surftune.evaluation.plots import plot_learning_curve
+
+            paths["figure"] = plot_learning_curve(self, out / "learning_curve.png")
+        return paths
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut off by an interruption
+                log.warning("%s: ignoring an incomplete line", path)
+    return rows
+
+
+def _append_row(path: Path, row: dict[str, Any]) -> None:
+    from ase_surftune.evaluation.tables import jsonable
+
+    with path.open("a") as fh:
+        fh.write(json.dumps(jsonable(row)) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _read(paths: Any) -> list[Atoms]:
+    from ase_surftune.data import read_labelled
+
+    if paths is None:
+        return []
+    return read_labelled([str(p) for p in (paths if isinstance(paths, list) else [paths])])
+
+
+def _fingerprint(cfg: LearningCurveConfig, pool: Sequence[Atoms], test: Sequence[Atoms],
+                 valid: Sequence[Atoms]) -> str:
+    from ase_surftune.data import dataset_hash
+
+    d = cfg.model_dump(mode="json", exclude={"n_train", "strategies", "seeds", "output_dir",
+                                              "progress", "train_file", "test_file",
+                                              "valid_file", "zero_shot"})
+    d["data"] = [dataset_hash(pool), dataset_hash(test), dataset_hash(valid) if valid else None]
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def learning_curve(config: LearningCurveConfig | dict | str | Path, *,
+                   train: Sequence[Atoms] | None = None, test: Sequence[Atoms] | None = None,
+                   valid: Sequence[Atoms] | None = None, resume: bool = True,
+                   max_runs: int | None = None, **overrides: Any) -> LearningCurveResult:
+    """Fine-tune for each strategy, N and seed; evaluate on the fixed test set.
+
+    Args:
+        config: :class:`LearningCurveConfig`, dict or YAML path.
+        train, test, valid: labelled structures in memory instead of the config's files
+            (``train`` is the pool the N structures are drawn from; ``valid``, if any, is
+            a fixed validation set for early stopping; without it each run trains for
+            ``epochs`` and keeps the best training loss).
+        resume: continue from ``results.jsonl`` in the output folder (default); False
+            starts over (the old results file is moved aside to ``results.jsonl.old``).
+        max_runs: stop after this many new fine-tuning runs (the result is then
+            ``complete=False``); for budgeted or staged runs.
+        **overrides: top-level config keys (``n_train=[...]``, ``output_dir=...``).
+
+    Returns:
+        :class:`LearningCurveResult`; also written to ``learning_curve.json/.csv/.png``.
+    """
+    from tqdm.auto import tqdm
+
+    from ase_surftune.evaluation.errors import evaluate_model, predict_with
+    from ase_surftune.finetune import finetune
+
+    cfg = load_learning_curve_config(config, **overrides)
+    pool = list(train) if train is not None else _read(cfg.train_file)
+    test_atoms = list(test) if test is not None else _read(cfg.test_file)
+    valid_atoms = list(valid) if valid is not None else _read(cfg.valid_file)
+    if not pool:
+        raise DataError("learning curve: no training pool (train_file or train=...)")
+    if not test_atoms:
+        raise DataError("learning curve: no test set (test_file or test=...)")
+    ns = [n for n in cfg.n_train if n <= len(pool)]
+    dropped = [n for n in cfg.n_train if n > len(pool)]
+    if dropped:
+        log.warning("learning curve: N=%s exceed the pool of %d structures; skipped",
+                    dropped, len(pool))
+    if not ns:
+        raise DataError(f"every N in {cfg.n_train} exceeds the pool of {len(pool)} structures")
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path, manifest_path = out / RESULTS_FILE, out / MANIFEST_FILE
+    fp = _fingerprint(cfg, pool, test_atoms, valid_atoms)
+    if not resume and results_path.exists():
+        results_path.replace(results_path.with_name(RESULTS_FILE + ".old"))
+    if results_path.exists() and manifest_path.is_file():
+        old = json.loads(manifest_path.read_text()).get("fingerprint")
+        if old != fp:
+            raise ConfigError(f"cannot resume the learning curve in {str(out)!r}: it was "
+                              f"started with other data or settings (only n_train, "
+                              f"strategies, seeds and progress may change); use another "
+                              f"output_dir or resume=False")
+    from ase_surftune.evaluation.tables import write_json
+
+    write_json({"fingerprint": fp, "config": cfg.model_dump(mode="json"),
+                "n_pool": len(pool), "n_test": len(test_atoms)}, manifest_path)
+    rows = _read_rows(results_path)
+    done = {(r["strategy"], r["n_train"], r["seed"]) for r in rows}
+
+    def key_ok(r: dict[str, Any]) -> bool:
+        return r["strategy"] == "zero-shot" or (r["strategy"] in cfg.strategies
+                                                and r["n_train"] in ns and r["seed"] in cfg.seeds)
+
+    ev_kw = {"high_force_quantile": cfg.high_force_quantile, "progress": False}
+    if cfg.zero_shot and ("zero-shot", 0, 0) not in done:
+        from ase_surftune.alignment import fit_element_shifts
+        from ase_surftune.data import get_labels
+        from ase_surftune.evaluation._spec import make_calculator
+
+        t0 = time.perf_counter()
+        calc = make_calculator(cfg.model)
+        e_pool = predict_with(calc, pool)[0]
+        shifts = fit_element_shifts(pool, np.array([get_labels(a)[0] for a in pool]) - e_pool)
+        ev = evaluate_model((cfg.model, calc), test_atoms, align=shifts, **ev_kw)
+        row = {"strategy": "zero-shot", "n_train": 0, "seed": 0,
+               **{m: getattr(ev.overall, m) for m in LearningCurveResult.METRICS},
+               "n_test": len(test_atoms), "wall_time_s": round(time.perf_counter() - t0, 3),
+               "bundle": None}
+        _append_row(results_path, row)
+        rows.append(row)
+        done.add(("zero-shot", 0, 0))
+
+    todo = [(s, n, seed) for seed in cfg.seeds for s in cfg.strategies for n in ns
+            if (s, n, seed) not in done]
+    complete = True
+    bar = tqdm(todo, desc="learning curve", disable=not cfg.progress, unit="run")
+    for i, (strat, n, seed) in enumerate(bar):
+        if max_runs is not None and i >= max_runs:
+            complete = False
+            break
+        bar.set_postfix_str(f"{strat} N={n} seed={seed}")
+        t0 = time.perf_counter()
+        perm = np.random.default_rng(seed).permutation(len(pool))
+        subset = [pool[j] for j in perm[:n]]
+        run_dir = out / "runs" / f"{strat}_N{n}_seed{seed}"
+        res = finetune(cfg.run_config(strat, seed, run_dir), train=subset, valid=valid_atoms,
+                       test=[])
+        ev = evaluate_model(str(res.bundle_path), test_atoms, align="none", **ev_kw)
+        row = {"strategy": strat, "n_train": n, "seed": seed,
+               **{m: getattr(ev.overall, m) for m in LearningCurveResult.METRICS},
+               "n_test": len(test_atoms), "wall_time_s": round(time.perf_counter() - t0, 3),
+               "bundle": str(res.bundle_path)}
+        _append_row(results_path, row)
+        rows.append(row)
+        log.info("learning curve %s N=%d seed=%d: test force MAE %.4f eV/Å, s = %s", strat,
+                 n, seed, row["forces_mae"], row["softening_scale"])
+    rows = [r for r in rows if key_ok(r)]
+    rows.sort(key=lambda r: (r["strategy"] != "zero-shot", r["strategy"], r["n_train"],
+                             r["seed"]))
+    result = LearningCurveResult(model=cfg.model, rows=rows, output_dir=out, complete=complete,
+                                 config=cfg.model_dump(mode="json"))
+    result.write()
+    return result
