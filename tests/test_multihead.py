@@ -1,0 +1,317 @@
+"""Multi-head fine-tuning (issue 4): head growth, replay, forgetting vs naive fine-tuning.
+
+The forgetting case is fully offline: a tiny MACE "foundation" is pre-trained on
+EMT bulk Cu/Au; the target data are Cu/Au(111) slabs at a *different level of theory*
+(EMT × 1.3, as surface data computed with another functional would be). Naive full
+fine-tuning on the slabs drags the bulk PES along (forgetting); multi-head fine-tuning
+keeps the foundation head anchored through pseudo-labelled replay.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+
+from _models import chgnet_adapter, tiny_mace
+from conftest import build_tiny_mace, make_emt_slabs
+from ase_surftune.backends.mace import MACEAdapter
+from ase_surftune.errors import ConfigError, HeadError, UnsupportedElementError
+from ase_surftune.finetune import finetune, load_config
+from ase_surftune.finetune.multihead import ReplayLoss, add_head
+from ase_surftune.finetune.replay import (ReplayOptions, build_replay, bulk_candidates,
+                                          pseudo_label, select_configs, structure_descriptor)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """2 shared cores: one torch thread is several times faster than two here."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def emt_label(configs, scale=1.0):
+    out = []
+    for a in configs:
+        a = a.copy()
+        a.calc = EMT()
+        e, f, s = a.get_potential_energy(), a.get_forces(), a.get_stress()
+        a.calc = SinglePointCalculator(a, energy=scale * e, forces=scale * f, stress=scale * s)
+        out.append(a)
+    return out
+
+
+def _same(p, q):
+    return (np.array_equal(p.energy, q.energy)
+            and all(np.array_equal(a, b) for a, b in zip(p.forces, q.forces)))
+
+
+def _probe():
+    s = make_emt_slabs(2, seed=5)
+    b = bulk_candidates(["Cu", "Au"], 3, seed=3)
+    return s + b
+
+
+# --------------------------------------------------------------------------- add_head
+
+
+def test_mace_add_head_keeps_existing_heads_bit_identical():
+    """L=1 model: linear readout (8x0e+8x1o input) and non-linear readout both grow."""
+    ad = tiny_mace()
+    probe = _probe()
+    ref = ad.predict(probe, compute_stress=True)
+    grown = MACEAdapter(copy.deepcopy(ad.model), name="g")
+    grown.add_head("surf")
+    assert grown.heads == ["Default", "surf"]
+    assert grown.model.atomic_energies_fn.atomic_energies.shape == (2, 2)
+    p = grown.predict(probe, "Default", compute_stress=True)
+    assert _same(p, ref) and np.array_equal(p.stress, ref.stress)
+    # the new head starts as an exact copy of the foundation head
+    assert _same(grown.predict(probe, "surf"), ref)
+    # grow again after a payload round trip (an already multi-head bundle)
+    again = MACEAdapter.from_payload(grown.to_payload())
+    again.add_head("surf2", from_head="surf")
+    assert again.heads == ["Default", "surf", "surf2"]
+    for h in ("Default", "surf", "surf2"):
+        assert _same(again.predict(probe, h), ref), h
+    # heads are independent: changing the new readout leaves the others alone
+    with torch.no_grad():
+        again.model.readouts[-1].linear_2.weight[-4:] += 0.3
+    assert _same(again.predict(probe, "Default"), ref)
+    assert not np.allclose(again.predict(probe, "surf2").energy, ref.energy)
+
+
+def test_mace_add_head_to_native_multihead_model():
+    """A mace-native multi-head model (pt_head + one more) grows to three heads;
+    existing heads agree to float rounding (energies exactly)."""
+    ad = tiny_mace(heads=("pt_head", "surface"))
+    probe = _probe()
+    ref = {h: ad.predict(probe, h) for h in ad.heads}
+    grown = MACEAdapter(copy.deepcopy(ad.model))
+    grown.add_head("surface2", from_head="surface", atomic_energies={"Cu": -3.7})
+    for h in ("pt_head", "surface"):
+        p = grown.predict(probe, h)
+        assert np.array_equal(p.energy, ref[h].energy)
+        assert max(np.abs(a - b).max() for a, b in zip(p.forces, ref[h].forces)) < 1e-12
+    e0 = grown.model.atomic_energies_fn.atomic_energies
+    assert e0.shape == (3, 2) and float(e0[2, 0]) == -3.7  # Cu row of the new head
+    assert float(e0[2, 1]) == float(e0[1, 1])               # Au copied from 'surface'
+
+
+def test_add_head_errors():
+    ad = tiny_mace()
+    with pytest.raises(HeadError, match="already exists"):
+        ad.add_head("Default")
+    with pytest.raises(UnsupportedElementError, match="Pt"):
+        ad.add_head("x", atomic_energies={"Pt": -5.0})
+    with pytest.raises(HeadError, match="valid heads"):
+        ad.add_head("x", from_head="nope")
+    with pytest.raises(HeadError, match="already exists"):
+        add_head(ad, "Default")
+
+
+def test_chgnet_add_head_unchanged_at_initialisation():
+    ad = chgnet_adapter()
+    probe = make_emt_slabs(2, seed=1)
+    ref = ad.predict(probe)
+    new = add_head(ad, "surface")
+    assert ad.heads == ["foundation"] and new.heads == ["foundation", "surface"]
+    assert _same(new.predict(probe, "foundation"), ref)
+    assert _same(new.predict(probe, "surface"), ref)
+
+
+# --------------------------------------------------------------------------- replay
+
+
+def test_replay_generation_selection_and_pseudo_labels():
+    pool = bulk_candidates(["Au", "Cu"], 12, seed=0, min_atoms=4)
+    formulas = {a.get_chemical_formula() for a in pool}
+    assert {"Cu4", "Au4", "Au2Cu2"} <= formulas  # ground states + B2 alloy (2x1x1... ok)
+    assert all(a.pbc.all() and len(a) >= 4 for a in pool)
+    x = np.stack([structure_descriptor(a, ["Cu", "Au"]) for a in pool])
+
+    def min_dist(idx):
+        d = [np.linalg.norm(x[i] - x[j]) for i in idx for j in idx if i < j]
+        return min(d)
+
+    fps = select_configs(pool, 4, "fps", seed=0, elements=["Cu", "Au"])
+    rnd = [select_configs(pool, 4, "random", seed=s) for s in range(5)]
+    assert len(set(fps)) == 4
+    assert min_dist(fps) >= np.median([min_dist(r) for r in rnd])
+    ad = tiny_mace()
+    lab = pseudo_label(ad, pool[:3])
+    pred = ad.predict(pool[:3])
+    assert [a.get_potential_energy() for a in lab] == pytest.approx(pred.energy, abs=0)
+    reps = build_replay(ad, ["Cu", "Au"], ReplayOptions(n=5, selection="random"), seed=3)
+    assert len(reps) == 5 and all("label_source" in a.info for a in reps)
+
+
+def test_replay_file_checks_elements(tmp_path):
+    from ase.build import bulk
+
+    ni = emt_label([bulk("Ni", cubic=True)])
+    path = tmp_path / "mptrj_subset.extxyz"
+    write(path, ni)
+    with pytest.raises(UnsupportedElementError, match="Ni"):
+        build_replay(tiny_mace(), ["Cu"], ReplayOptions(file=str(path)))
+
+
+def test_replay_batches_depend_only_on_step():
+    rl = ReplayLoss(list(range(10)), "Default", 3, 1.0, None, seed=4)
+    assert rl.batch_indices(7) == rl.batch_indices(7)
+    assert rl.batch_indices(7) != rl.batch_indices(8)
+
+
+def test_bad_multihead_config_is_rejected(tmp_path, tiny_mace_file):
+    base = {"model": f"mace:{tiny_mace_file}", "strategy": "multihead"}
+    with pytest.raises(ConfigError, match="head weights must be > 0"):
+        load_config({**base, "strategy_options": {"replay_weight": 0}})
+    with pytest.raises(ConfigError, match="head weights must be > 0"):
+        load_config({**base, "strategy_options": {"head_weight": -1.0}})
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config({**base, "strategy_options": {"replay": {"size": 3}}})
+    with pytest.raises(ConfigError, match="not found"):
+        load_config({**base, "strategy_options": {"replay": {"file": "/nope.extxyz"}}})
+    with pytest.raises(HeadError, match="already exists"):
+        finetune({**base, "strategy_options": {"new_head": "Default"}, "epochs": 1,
+                  "output_dir": str(tmp_path), "progress": False},
+                 train=make_emt_slabs(3), valid=make_emt_slabs(1, seed=9))
+
+
+# --------------------------------------------------------------------------- forgetting
+
+
+@pytest.fixture(scope="module")
+def emt_foundation(tmp_path_factory):
+    """A tiny MACE pre-trained on EMT bulk (the 'foundation') + an EMT bulk hold-out."""
+    d = tmp_path_factory.mktemp("fg")
+    torch.save(build_tiny_mace(), d / "tiny.model")
+    train = emt_label(bulk_candidates(["Cu", "Au"], 24, seed=1, rattle=0.08, strain=0.05))
+    hold = emt_label(bulk_candidates(["Cu", "Au"], 8, seed=2, rattle=0.08, strain=0.05))
+    write(d / "bulk_hold.extxyz", hold)
+    pre = finetune({"model": f"mace:{d / 'tiny.model'}", "strategy": "full", "epochs": 20,
+                    "batch_size": 4, "optimizer": {"lr": 0.01}, "scheduler": {"name": "none"},
+                    "valid_fraction": 0.0, "output_dir": str(d / "pre"), "progress": False,
+                    "plot": False, "forgetting": {"enabled": False}}, train=train)
+    slabs = emt_label(make_emt_slabs(10), scale=1.3)
+    common = {"model": str(pre.bundle_path), "epochs": 6, "batch_size": 2,
+              "optimizer": {"lr": 0.01}, "scheduler": {"name": "none"}, "patience": None,
+              "progress": False, "plot": False,
+              "forgetting": {"bulk_file": str(d / "bulk_hold.extxyz")}}
+    return {"dir": d, "slabs": slabs, "common": common, "bundle": pre.bundle_path}
+
+
+@pytest.fixture(scope="module")
+def naive_and_mhft(emt_foundation):
+    f = emt_foundation
+    out = {}
+    for strat, opts in (("full", {}),
+                        ("multihead", {"new_head": "surf", "replay_weight": 5.0,
+                                       "replay": {"n": 12}})):
+        out[strat] = finetune({**f["common"], "strategy": strat, "strategy_options": opts,
+                               "output_dir": str(f["dir"] / strat)},
+                              train=f["slabs"][:8], valid=f["slabs"][8:])
+    return out
+
+
+def test_naive_finetuning_forgets_and_mhft_does_not(naive_and_mhft):
+    naive = naive_and_mhft["full"].metrics["forgetting"]
+    mh = naive_and_mhft["multihead"].metrics["forgetting"]
+    # error level, on EMT-labelled bulk hold-out structures
+    nb = naive["heads"]["Default"]
+    assert nb["bulk_after"]["forces_mae"] > 1.2 * nb["bulk_before"]["forces_mae"]
+    assert "(forgetting)" in naive["summary"] and "surface force MAE −" in naive["summary"]
+    fb = mh["heads"]["Default"]
+    assert fb["started_from"] == "Default"
+    assert fb["bulk_after"]["forces_mae"] <= 1.10 * fb["bulk_before"]["forces_mae"]
+    assert fb["bulk_forces_mae_change_percent"] < nb["bulk_forces_mae_change_percent"] - 20
+    # the new head learns the target
+    assert mh["target"]["head"] == "surf"
+    assert mh["target"]["after"]["forces_mae"] < 0.8 * mh["target"]["before"]["forces_mae"]
+    assert mh["summary"].startswith("bulk force MAE") and "[head surf]" in mh["summary"]
+    # property level: lattice constant and bulk modulus per element, every head
+    for sym in ("Cu", "Au"):
+        props = mh["properties"][sym]
+        assert set(props) == {"original:Default", "Default", "surf"}
+        for p in props.values():
+            assert 3.0 < p["a"] < 4.6 and p["B_GPa"] > 0
+        # the anchored head keeps the original bulk modulus closer than naive FT
+        naive_dB = abs(naive["properties"][sym]["Default"]["B_change_percent"])
+        assert abs(props["Default"]["B_change_percent"]) < naive_dB
+    written = json.loads((naive_and_mhft["multihead"].output_dir / "forgetting.json").read_text())
+    assert written["summary"] == mh["summary"]
+
+
+def test_multihead_bundle_heads_calculator_and_cli(naive_and_mhft):
+    from ase_surftune.bundle import Bundle
+    from ase_surftune.calculator import SurfTuneCalculator
+
+    res = naive_and_mhft["multihead"]
+    b = Bundle.load(res.bundle_path)
+    assert b.heads == ["Default", "surf"] and b.resolve_head(None) == "surf"
+    assert b.head_info["surf"]["n_configs"] == 8 and b.head_info["surf"]["strategy"] == "multihead"
+    assert "replay" in b.head_info["Default"]["trained_on"]
+    slab = make_emt_slabs(1, seed=11)[0]
+    e = {}
+    for h in ("Default", "surf"):
+        a = slab.copy()
+        a.calc = SurfTuneCalculator(str(res.bundle_path), head=h)
+        e[h] = a.get_potential_energy()
+    assert e["Default"] != e["surf"]
+    out = subprocess.run([sys.executable, "-m", "ase_surftune", "heads", str(res.bundle_path)],
+                         capture_output=True, text=True, check=True).stdout
+    assert "surf" in out and "replay: pseudo-labelled bulk" in out
+
+
+def test_add_further_head_to_multihead_bundle(naive_and_mhft, tmp_path):
+    """A second surface system on an already multi-head bundle: heads grow to three,
+    the two existing heads are untouched at initialisation, and training runs."""
+    from ase_surftune.bundle import Bundle
+
+    b = Bundle.load(naive_and_mhft["multihead"].bundle_path)
+    probe = _probe()
+    ref = {h: b.adapter.predict(probe, h) for h in b.heads}
+    grown = add_head(b.adapter, "surf2", from_head="surf")
+    for h in ("Default", "surf"):
+        assert _same(grown.predict(probe, h), ref[h])
+    res = finetune({"model": str(naive_and_mhft["multihead"].bundle_path),
+                    "strategy": "multihead", "head": "Default", "epochs": 1, "batch_size": 2,
+                    "strategy_options": {"new_head": "surf2", "from_head": "surf",
+                                         "replay": {"n": 4}},
+                    "forgetting": {"eos": False}, "output_dir": str(tmp_path),
+                    "progress": False, "plot": False},
+                   train=make_emt_slabs(4, seed=21), valid=make_emt_slabs(2, seed=22))
+    nb = Bundle.load(res.bundle_path)
+    assert nb.heads == ["Default", "surf", "surf2"]
+    assert set(nb.head_info) == {"Default", "surf", "surf2"}
+    assert nb.head_info["surf"]["strategy"] == "multihead"  # kept from the first run
+    assert nb.reference_energies["surf"] == b.reference_energies["surf"]
+
+
+def test_chgnet_multihead_finetune(tmp_path):
+    slabs = make_emt_slabs(6, seed=3)
+    res = finetune({"model": "chgnet", "strategy": "multihead", "epochs": 1, "batch_size": 2,
+                    "strategy_options": {"new_head": "surface", "replay": {"n": 2,
+                                                                           "max_atoms": 8}},
+                    "forgetting": {"eos": False, "n_bulk": 2}, "output_dir": str(tmp_path),
+                    "progress": False, "plot": False},
+                   train=slabs[:4], valid=slabs[4:])
+    m = res.metrics
+    assert m["head"] == "surface" and m["multihead"]["heads"] == ["foundation", "surface"]
+    fg = m["forgetting"]
+    assert set(fg["heads"]) == {"foundation", "surface"}
+    # default bulk set is labelled by the original model: 'before' error is exactly 0
+    assert fg["heads"]["foundation"]["bulk_before"]["forces_mae"] < 1e-5
+    assert "drift" in fg["summary"]
+    b = res.load_bundle()
+    assert b.heads == ["foundation", "surface"]
