@@ -4,8 +4,8 @@ Runs side by side in one process, with one shared calculator instance:
 
 * Cu(111) surface energy (bulk + slab relaxation, BFGS, fmax 0.1 eV/Å)
 * Cu phonons, 2×2×2 supercell of the primitive cell, 0.015 Å displacement
-* Cu vacancy nearest-neighbour hop, 2×2×2 conventional supercell (31 atoms),
-  5 images, climbing image, improved tangent, BFGS, fmax 0.1 eV/Å, unrelaxed
+* Cu vacancy nearest-neighbour hop, 2×2×1 conventional supercell (15 atoms),
+  3 images, climbing image, improved tangent, BFGS, fmax 0.1 eV/Å, unrelaxed
   end points for both (so both solve exactly the same band problem)
 
 and records wall time, number of force calls (``calc.calculate`` invocations) and
@@ -42,6 +42,11 @@ from ase_surftune.properties import (
 )
 
 
+#: 2×2×1 conventional cells: 16 sites, 15 atoms with the vacancy (kept small because the
+#: shared 2-core machine makes CHGNet NEB on 31 atoms take tens of minutes)
+NEB_SUPERCELL = (2, 2, 1)
+
+
 def make_calc():
     try:
         from ase_surftune.calculator import SurfTuneCalculator
@@ -59,11 +64,12 @@ def make_calc():
         return CHGNetCalculator(model=CHGNet.load(), use_device="cpu"), "CHGNetCalculator"
 
 
-def timed(calc, fn):
+def timed(calc, fn, label=""):
     with ForceCallCounter(calc) as fc:
         t = time.perf_counter()
         out = fn()
         dt = time.perf_counter() - t
+    print(f"[{label}] {dt:.2f} s, {fc.count} force calls", flush=True)
     return out, dt, fc.count
 
 
@@ -82,21 +88,22 @@ def main() -> None:
     # --- surface energy Cu(111)
     ours, t_o, n_o = timed(calc, lambda: surface_energies(
         cu_conv, calc, [(1, 1, 1)], min_slab_size=10.0, min_vacuum_size=20.0, fmax=0.1,
-        optimizer="BFGS"))
+        optimizer="BFGS"), "ours surface")
     g_ours = ours.gamma["1,1,1"]
     mc = SurfaceCalc(calc, relax_bulk=True, relax_slab=True, fmax=0.1, optimizer="BFGS")
     theirs, t_m, n_m = timed(calc, lambda: mc.calc_slabs(
         AseAtomsAdaptor.get_structure(cu_conv), (1, 1, 1), min_slab_size=10.0,
-        min_vacuum_size=20.0))
+        min_vacuum_size=20.0), "matcalc surface")
     g_mc = min(r["surface_energy"] for r in theirs) * 16.021766208  # eV/Å² → J/m²
     rows.append(("Cu(111) surface energy (J/m²)", t_o, n_o, t_m, n_m, g_ours, g_mc))
 
     # --- phonons 2×2×2
     ours, t_o, n_o = timed(calc, lambda: phonons(cu_prim, calc, supercell=2,
-                                                displacement=0.015, mesh=20))
+                                                displacement=0.015, mesh=20), "ours phonons")
     mc = PhononCalc(calc, supercell_matrix=np.diag([2, 2, 2]), atom_disp=0.015,
                     relax_structure=False, write_phonon=False, min_length=None)
-    theirs, t_m, n_m = timed(calc, lambda: mc.calc(AseAtomsAdaptor.get_structure(cu_prim)))
+    theirs, t_m, n_m = timed(calc, lambda: mc.calc(AseAtomsAdaptor.get_structure(cu_prim)),
+                               "matcalc phonons")
     i300 = ours.thermal["temperature"].index(300.0)
     cv_ours = ours.thermal["heat_capacity"][i300]
     tp = theirs["thermal_properties"]
@@ -105,13 +112,13 @@ def main() -> None:
 
     # --- vacancy hop
     ours, t_o, n_o = timed(calc, lambda: vacancy_migration(
-        cu_conv, calc, supercell=(2, 2, 2), n_images=5, fmax=0.1, optimizer="BFGS",
-        relax_endpoints=False, interpolation="linear"))
+        cu_conv, calc, supercell=NEB_SUPERCELL, n_images=3, fmax=0.1, optimizer="BFGS",
+        relax_endpoints=False, interpolation="linear"), "ours NEB")
     init, fin = ours.images[0], ours.images[-1]
     mc = NEBCalc(calc, optimizer="BFGS", fmax=0.1, climb=True, method="improvedtangent")
     ad = AseAtomsAdaptor
     theirs, t_m, n_m = timed(calc, lambda: mc.calc_images(
-        ad.get_structure(init), ad.get_structure(fin), n_images=5))
+        ad.get_structure(init), ad.get_structure(fin), n_images=3), "matcalc NEB")
     rows.append(("Cu vacancy hop barrier (eV)", t_o, n_o, t_m, n_m, ours.barrier_forward,
                  float(theirs["barrier"])))
 

@@ -159,7 +159,13 @@ def resolve_calc(calc: CalculatorLike) -> BaseCalculator:
 
 
 def attach_calc(atoms: Atoms, calc: BaseCalculator) -> Atoms:
-    """Attach ``calc``; resets its cached results so reuse across structures is safe."""
+    """Attach ``calc``; resets its cached results so reuse across structures is safe.
+
+    Nothing is reset when ``calc`` is already attached to ``atoms`` (its cache then
+    belongs to this structure and saves a force call).
+    """
+    if atoms.calc is calc:
+        return atoms
     if hasattr(calc, "reset"):
         try:
             calc.reset()
