@@ -9,6 +9,7 @@ from ase_surftune.finetune.api import FinetuneResult, featurize_samples, finetun
 from ase_surftune.finetune.config import FinetuneConfig, load_config
 from ase_surftune.finetune.loop import TrainingInterrupted, train_loop
 from ase_surftune.finetune.strategies import STRATEGIES, Strategy, register_strategy
+from ase_surftune.finetune import distill as _distill  # noqa: F401,E402  (registers "distill")
 from ase_surftune.finetune import multihead as _multihead  # noqa: F401,E402  (registers "multihead")
 
 __all__ = ["finetune", "FinetuneConfig", "FinetuneResult", "load_config", "train_loop",

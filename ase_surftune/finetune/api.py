@@ -247,12 +247,17 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
     vbs = cfg.valid_batch_size or max(cfg.batch_size, 8)
 
     # ---- zero-shot baseline (the base model, aligned on the training set)
-    e_base_train, f_base_train = predict_samples(base, base_head, s_train, vbs)
+    if getattr(strategy, "shares_graphs", True):
+        b_train, b_valid, b_test = s_train, s_valid, s_test
+    else:  # e.g. distillation: the base (teacher) cannot read the trained model's graphs
+        b_train, b_valid, b_test = (featurize_samples(base, x, desc="featurize (base)", **kw)
+                                    for x in (train_atoms, valid_atoms, test_atoms))
+    e_base_train, f_base_train = predict_samples(base, base_head, b_train, vbs)
     zs_shifts = (_residual_shifts(train_atoms, e_base_train) if cfg.align_energies
                  else dict(bundle0.reference_energies.get(base_head, {})))
     zs_bundle = Bundle(adapter=base, reference_energies={base_head: zs_shifts})
     zero_shot = {name: _bundle_errors(zs_bundle, base_head, s, a, vbs, cfg.exclude_fixed_atoms)
-                 for name, s, a in (("valid", s_valid, valid_atoms), ("test", s_test, test_atoms))
+                 for name, s, a in (("valid", b_valid, valid_atoms), ("test", b_test, test_atoms))
                  if a}
 
     # ---- energy-reference alignment against the strategy's starting model

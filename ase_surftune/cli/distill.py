@@ -1,0 +1,40 @@
+"""``surftune distill config.yaml``: distil a fine-tuned bundle into a small, fast MACE."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "distill", help="train a small fast MACE student on a fine-tuned teacher's labels",
+        description="Sample configurations with the teacher (MD, rattled, strained), label "
+                    "them with it and train a small MACE student bundle. Settings live in "
+                    "the YAML config (see examples/distill_*.yaml).")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("--teacher", default=None, help="override the teacher bundle")
+    p.add_argument("--output-dir", default=None, help="override output_dir")
+    p.add_argument("--check", action="store_true", help="only validate the config and exit")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ase_surftune.finetune.distill import distill, load_distill_config
+
+    cfg = load_distill_config(args.config, teacher=args.teacher, output_dir=args.output_dir)
+    if args.check:
+        print(f"config OK: teacher {cfg.teacher}, {len(cfg.seeds)} seed file(s)")
+        return 0
+    res = distill(cfg)
+    r = res.report
+    e = r["student_vs_teacher"] or {}
+    print(f"student vs teacher (held-out): forces MAE {e.get('forces_mae', float('nan')):.4f} "
+          f"eV/Å, energy MAE {1000 * e.get('energy_mae_per_atom', float('nan')):.2f} meV/atom")
+    sp = r["speedup"]
+    print(f"speed-up per force call: {sp['speedup']:.1f}x ({1000 * sp['teacher_s_per_call']:.1f}"
+          f" -> {1000 * sp['student_s_per_call']:.1f} ms, {sp['structure']})")
+    for k, v in r["properties"].items():
+        print(f"{k}: teacher {v['teacher']:.4g}, student {v['student']:.4g} "
+              f"({v['difference_percent']:+.1f} %)")
+    print(f"student bundle: {res.bundle_path}")
+    return 0
