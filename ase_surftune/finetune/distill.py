@@ -420,12 +420,13 @@ def distill(config: DistillConfig | dict | str | Path, *, seeds: Sequence[Atoms]
     t_sample = time.perf_counter() - t0
     parts = split(labelled, (1 - cfg.valid_fraction - cfg.test_fraction, cfg.valid_fraction,
                              cfg.test_fraction), seed=cfg.seed)
-    train_cfg = {"epochs": 30, "batch_size": 4, "patience": 10, **cfg.training,
+    train_cfg = {"epochs": 30, "batch_size": 4, "patience": 10,
+                 "loss": {"energy_weight": 20.0, "forces_weight": 10.0}, **cfg.training,
                  "model": cfg.teacher, "strategy": "distill", "head": head,
                  "strategy_options": {"student": cfg.student.model_dump()},
                  "output_dir": str(out_dir), "seed": cfg.seed, "progress": cfg.progress,
                  "align_energies": True}
-    train_cfg.setdefault("forgetting", {"eos": True, "n_bulk": 4})
+    train_cfg.setdefault("forgetting", {"eos": False, "n_bulk": 4})
     res = finetune(train_cfg, train=parts.train, valid=parts.valid, test=parts.test)
     student = res.load_bundle()
     m = res.metrics
