@@ -315,3 +315,23 @@ def test_chgnet_multihead_finetune(tmp_path):
     assert "drift" in fg["summary"]
     b = res.load_bundle()
     assert b.heads == ["foundation", "surface"]
+
+
+def test_example_configs_validate(tmp_path):
+    """The shipped examples parse; only their data/model files are missing here."""
+    from pathlib import Path
+
+    import yaml
+
+    ex = Path(__file__).resolve().parents[1] / "examples"
+    for name in ("finetune_multihead_mace.yaml", "finetune_multihead_chgnet.yaml"):
+        data = yaml.safe_load((ex / name).read_text())
+        data.update(model="chgnet", dtype=None, output_dir=str(tmp_path))
+        data.pop("train_file", None)
+        data.pop("valid_file", None)
+        cfg = load_config(data)
+        assert cfg.strategy == "multihead" and cfg.forgetting.enabled
+    from ase_surftune.finetune.distill import DistillConfig
+
+    d = yaml.safe_load((ex / "distill_chgnet_teacher.yaml").read_text())
+    assert DistillConfig.model_validate(d).student.channels == 16
