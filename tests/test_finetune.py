@@ -256,14 +256,18 @@ def test_files_from_yaml_and_cli(mace_file, tmp_path, capsys):
 # --------------------------------------------------------------------------- CHGNet
 
 
+#: 8-atom slabs keep the CHGNet runs short (CHGNet is the slow backend on CPU)
+SMALL = make_emt_slabs(6, seed=1, size=(2, 2, 2))
+
+
 @pytest.mark.parametrize("strategy", ["full", "frozen", "linear", "scratch"])
 def test_chgnet_strategies(tmp_path, strategy):
     extra = {"freeze": {"k": 4}} if strategy == "frozen" else {}
     lr = 2e-3 if strategy != "scratch" else 5e-3
     res = finetune({"model": "chgnet", "strategy": strategy, "epochs": 2,
-                    "batch_size": 3, "output_dir": str(tmp_path), "progress": False,
+                    "batch_size": 2, "output_dir": str(tmp_path), "progress": False,
                     "plot": False, "optimizer": {"lr": lr}, "scheduler": {"name": "none"},
-                    **extra}, train=TRAIN[:6], valid=VALID[:2])
+                    **extra}, train=SMALL[:4], valid=SMALL[4:])
     m = res.metrics
     assert m["finetuned"]["valid"]["forces_mae"] < m["initial"]["valid"]["forces_mae"]
     bundle = Bundle.load(res.bundle_path)
