@@ -169,3 +169,14 @@ def test_auto_batches_respect_atom_budget_and_back_off_on_oom(mace, monkeypatch)
     np.testing.assert_allclose(got.energy, ref.energy, atol=1e-10)
     with pytest.raises(ValueError, match="batch_size"):
         mace.predict(structs, batch_size=0)
+
+
+def test_clone_is_independent(chg, mace):
+    atoms = _slab(("Cu", "Au"))
+    for ad in (chg, mace):
+        twin = ad.clone()
+        e = ad.predict([atoms]).energy[0]
+        assert twin.predict([atoms]).energy[0] == e
+        with torch.no_grad():
+            next(twin.model.parameters()).add_(0.1)
+        assert ad.predict([atoms]).energy[0] == e

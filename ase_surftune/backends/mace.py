@@ -12,6 +12,7 @@ this module imports ``mace`` first and never imports ``e3nn`` at module level.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import socket
@@ -50,6 +51,7 @@ MACE_FOUNDATION_NAMES: dict[str, str] = {
 CONNECT_TIMEOUT_S = 3.0
 
 
+@functools.lru_cache(maxsize=1)
 def _import_mace() -> Any:
     import mace  # noqa: F401  (must precede e3nn)
     from mace import data as mace_data
@@ -118,7 +120,7 @@ class MACEAdapter(ModelAdapter):
         super().__init__(model, name=name, device=device, dtype=dtype)
         if model_dtype != dtype:
             self.model.to(dtype=dtype)
-        self._mace_data, self._tg, self._torch_tools = _import_mace()
+        _import_mace()
         from mace.tools.utils import AtomicNumberTable
 
         self._z_table = AtomicNumberTable(self.atomic_numbers)
@@ -180,19 +182,20 @@ class MACEAdapter(ModelAdapter):
 
     # ------------------------------------------------------------------ compute
     def featurize(self, atoms: Atoms) -> Any:
-        config = self._mace_data.Configuration(
+        mace_data, _, torch_tools = _import_mace()
+        config = mace_data.Configuration(
             atomic_numbers=np.asarray(atoms.numbers),
             positions=np.asarray(atoms.positions, dtype=float),
             properties={}, property_weights={},
             cell=np.asarray(atoms.cell.array, dtype=float),
             pbc=tuple(bool(x) for x in atoms.pbc),
         )
-        with self._torch_tools.default_dtype(self.dtype):
-            return self._mace_data.AtomicData.from_config(
+        with torch_tools.default_dtype(self.dtype):
+            return mace_data.AtomicData.from_config(
                 config, z_table=self._z_table, cutoff=self.r_max, heads=self.heads)
 
     def collate(self, graphs: Sequence[Any], head: str) -> dict[str, torch.Tensor]:
-        batch = self._tg.Batch.from_data_list(list(graphs)).to(self.device)
+        batch = _import_mace()[1].Batch.from_data_list(list(graphs)).to(self.device)
         batch_dict = batch.to_dict()
         batch_dict["head"] = torch.full((len(graphs),), self.heads.index(head),
                                         dtype=torch.long, device=self.device)
