@@ -126,11 +126,21 @@ def eos_properties(bundle: Bundle, head: str, symbol: str, points: int = 7,
         cells.append(b)
     energies = bundle.predict(cells, head, batch_size=points).energy
     vols = [c.get_volume() for c in cells]
+    nan = {"a": float("nan"), "v0_per_atom": float("nan"), "B_GPa": float("nan")}
     try:
-        v0, _, b0 = EquationOfState(vols, energies, eos="birchmurnaghan").fit()
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            v0, _, b0 = EquationOfState(vols, energies, eos="birchmurnaghan").fit()
     except Exception as exc:  # noqa: BLE001  (no minimum in range, failed fit)
         log.warning("EOS fit for %s (head %s) failed: %s", symbol, head, exc)
-        return {"a": float("nan"), "v0_per_atom": float("nan"), "B_GPa": float("nan")}
+        return nan
+    if not (np.isfinite(v0) and 0.5 * v_ref < v0 < 2.0 * v_ref and np.isfinite(b0)):
+        log.warning("EOS of %s (head %s): no minimum near the reference volume "
+                    "(v0 = %.3g Å³ vs %.3g); lattice constant and B not reported",
+                    symbol, head, v0, v_ref)
+        return nan
     return {"a": float(a_ref * (v0 / v_ref) ** (1 / 3)), "v0_per_atom": float(v0 / len(at)),
             "B_GPa": float(b0 / GPa)}
 
