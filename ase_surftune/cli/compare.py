@@ -47,6 +47,6 @@ def run(args: argparse.Namespace) -> int:
                      progress=not args.no_progress, output_dir=args.output)
     print(report.to_markdown())
     print("\nratio = model / reference (< 1: softer than the reference); "
-          "(nc) = relaxation/NEB not converged")
+          "(nc) = relaxation/NEB not converged, or imaginary phonon modes")
     print(f"results: {args.output}/comparison.json, comparison.csv, comparison.png")
     return 0

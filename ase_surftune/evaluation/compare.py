@@ -83,6 +83,7 @@ class NEBSettings(_Strict):
     fmax: float = Field(0.05, gt=0)
     steps: int = Field(200, ge=1)
     climb: bool = True
+    relax_endpoints: bool = True
     slab_size: tuple[int, int, int] = (3, 3, 3)
 
 
@@ -298,7 +299,7 @@ def measure_properties(calculator: Any, config: CompareConfig | dict | str | Pat
             elif prop == "neb":
                 n = cfg.neb
                 kw = {"n_images": n.n_images, "fmax": n.fmax, "steps": n.steps,
-                      "climb": n.climb}
+                      "climb": n.climb, "relax_endpoints": n.relax_endpoints}
                 for mig in n.migrations:
                     t1 = time.perf_counter()
                     if mig == "vacancy":

@@ -1,0 +1,232 @@
+"""``surftune demo``: the whole story on the embedded default, in minutes, anywhere.
+
+1. label a handful of Cu slab/defect configurations (rattled (111)/(100) slabs, a bulk
+   vacancy, a (100) adatom) with the reference (EMT by default; ``gpaw`` for real PBE);
+2. zero-shot CHGNet vs the reference on held-out configurations: errors and the
+   softening scale s;
+3. fine-tune: linear correction, frozen (first 4 blocks fixed) and multi-head with
+   replay (full mode);
+4. the same property code for reference and every model: relaxed lattice constant,
+   Cu(111)/(100) surface energies, vacancy migration barrier, phonon frequencies;
+5. print the before/after table (property values, ratios to the reference) and the
+   softening scales; write JSON/CSV/Markdown and the plots to the output folder.
+
+``quick=True`` is a reduced version (fewer structures and epochs, smaller cells, no
+multi-head) used by the test suite.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+__all__ = ["DemoResult", "run_demo", "demo_structures"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DemoResult:
+    """What the demo measured and where it wrote it."""
+
+    output_dir: Path
+    models: dict[str, str]
+    evaluation: Any
+    comparison: Any
+    summary_rows: list[dict[str, Any]]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def summary_markdown(self) -> str:
+        from ase_surftune.evaluation.tables import fmt
+
+        keys = [k for k in self.summary_rows[0] if k not in ("model", "force_softening_s",
+                                                            "force_mae")]
+        labels = self.comparison.labels
+        head = ["model", "force MAE (eV/Å)", "force softening s"] + \
+            [f"{labels.get(k, k)} ratio" for k in keys]
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        for r in self.summary_rows:
+            lines.append("| " + " | ".join([r["model"], fmt(r["force_mae"]),
+                                            fmt(r["force_softening_s"], 3)]
+                                           + [fmt(r[k], 3) for k in keys]) + " |")
+        return "\n".join(lines)
+
+
+def demo_structures(n_per_kind: int, seed: int = 0, rattle: float = 0.06,
+                    small: bool = False) -> list[Atoms]:
+    """Rattled Cu structures: (111) and (100) slabs, a bulk vacancy, a (100) adatom."""
+    from ase.build import add_adsorbate, bulk, fcc100, fcc111
+
+    rng = np.random.default_rng(seed)
+    a = 3.6
+    layers = 3 if small else 4
+    out = []
+    for i in range(n_per_kind):
+        s111 = fcc111("Cu", (2, 2, layers), a=a, vacuum=6.0, periodic=True)
+        s100 = fcc100("Cu", (2, 2, layers), a=a, vacuum=6.0, periodic=True)
+        vac = bulk("Cu", "fcc", a=a, cubic=True).repeat((2, 2, 1) if small else (2, 2, 2))
+        del vac[0]
+        ad = fcc100("Cu", (2, 2, 3), a=a, vacuum=6.0, periodic=True)
+        add_adsorbate(ad, "Cu", 1.8, "hollow")
+        for kind, atoms in (("slab111", s111), ("slab100", s100), ("vacancy", vac),
+                            ("adatom100", ad)):
+            atoms = atoms.copy()
+            strain = 1 + rng.uniform(-0.02, 0.02)
+            atoms.set_cell(atoms.cell * strain, scale_atoms=True)
+            atoms.positions += rng.normal(scale=rattle * (1 + i % 2), size=atoms.positions.shape)
+            atoms.info["config_type"] = kind
+            out.append(atoms)
+    return out
+
+
+def run_demo(output: str | Path = "demo_out", *, reference: str = "emt", quick: bool = False,
+             model: str = "chgnet", progress: bool = True, num_threads: int | None = 1,
+             echo: Any = print) -> DemoResult:
+    """Run the demo; returns a :class:`DemoResult` and writes everything under ``output``.
+
+    Args:
+        output: output folder (labels, fine-tuned bundles, evaluation, comparison, plots).
+        reference: ``"emt"`` (instant, runs anywhere) or ``"gpaw"`` (PBE, ``[dft]`` extra).
+        quick: reduced run for tests (about a minute on 2 cores).
+        model: base model spec.
+        num_threads: torch threads during the demo (restored afterwards). 1 by default:
+            the demo's graphs are small, and on 2 shared cores one thread per process
+            was 4-5x faster per CHGNet call than two (measured); None keeps torch's.
+        echo: where the tables and stage headers go (``print`` by default).
+    """
+    import torch
+
+    old_threads = torch.get_num_threads()
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    try:
+        return _run(output, reference, quick, model, progress, echo)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _run(output: str | Path, reference: str, quick: bool, model: str, progress: bool,
+         echo: Any) -> DemoResult:
+    from ase_surftune.data import label, split
+    from ase_surftune.evaluation import compare, evaluate
+    from ase_surftune.evaluation.tables import write_json
+    from ase_surftune.finetune import finetune
+    from ase_surftune.finetune.strategies import STRATEGIES
+    from ase_surftune.references import get_reference_calculator
+
+    t_all = time.perf_counter()
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    def stage(name: str, t0: float) -> None:
+        timings[name] = round(time.perf_counter() - t0, 2)
+
+    # ---- 1. data labelled by the reference
+    t0 = time.perf_counter()
+    echo(f"[1/5] labelling Cu slab/defect structures with the reference ({reference})")
+    configs = demo_structures(2 if quick else 5, small=quick)
+    labelled = label(configs, get_reference_calculator(reference), out / f"labels_{reference}.xyz",
+                     progress=progress)
+    for a, c in zip(labelled, configs):
+        a.info["config_type"] = c.info["config_type"]
+    parts = split(labelled, (0.5, 0.0, 0.5) if quick else (0.6, 0.0, 0.4), seed=0)
+    train, test = parts.train, parts.test
+    stage("label", t0)
+
+    # ---- 2./3. fine-tuning
+    t0 = time.perf_counter()
+    echo(f"[2/5] fine-tuning {model} on {len(train)} structures (test set: {len(test)})")
+    epochs = 2 if quick else 20
+    common = {"model": model, "epochs": epochs, "batch_size": 4,
+              "valid_fraction": 0.0, "progress": progress, "plot": True, "seed": 0,
+              "optimizer": {"lr": 2e-3}, "scheduler": {"name": "none"},
+              "forgetting": {"enabled": False}}
+    runs: dict[str, dict[str, Any]] = {
+        "linear": {"strategy": "linear"},
+        "frozen": {"strategy": "frozen", "freeze": {"k": 4}},
+    }
+    if not quick and "multihead" in STRATEGIES:
+        runs["multihead"] = {"strategy": "multihead", "epochs": max(epochs // 2, 2),
+                             "strategy_options": {"new_head": "surface",
+                                                  "replay": {"n": 8}}}
+    models: dict[str, str] = {"zero-shot": model}
+    for name, extra in runs.items():
+        cfg = {**common, **extra, "output_dir": str(out / "finetune" / name)}
+        res = finetune(cfg, train=train, valid=[], test=test)
+        spec = str(res.bundle_path)
+        if name == "multihead":
+            spec += "@" + res.metrics.get("head", "surface")
+        models[name] = spec
+    stage("finetune", t0)
+
+    # ---- 4. error level: errors and softening scale on the held-out structures
+    t0 = time.perf_counter()
+    echo("[3/5] errors and softening scale on the held-out structures")
+    labelled_models = [(name, spec) for name, spec in models.items()]
+    from ase_surftune.evaluation._spec import make_calculator
+
+    ev = evaluate([(n, make_calculator(s)) for n, s in labelled_models], test,
+                  align="fit", progress=progress)
+    ev.write(out / "evaluate")
+    stage("evaluate", t0)
+
+    # ---- 5. property level
+    t0 = time.perf_counter()
+    echo("[4/5] properties with the reference and every model (same code for all)")
+    if quick:  # smoke-test sizes: every stage runs, numbers are indicative only
+        cfg = {"element": "Cu", "properties": ["lattice", "surface", "neb", "phonons"],
+               "lattice": {"fmax": 0.05, "steps": 30},
+               "surface": {"miller": ["111"], "min_slab_size": 5.0, "min_vacuum_size": 8.0,
+                           "relax": False},
+               "neb": {"migrations": ["vacancy"], "n_images": 1, "supercell": [2, 2, 1],
+                       "fmax": 0.1, "steps": 15, "relax_endpoints": False},
+               "phonons": {"supercell": [1, 1, 1], "mesh": [4, 4, 4]}}
+    else:
+        # one climbing image: the fcc vacancy hop is symmetric, its saddle is the midpoint
+        cfg = {"element": "Cu", "properties": ["lattice", "surface", "neb", "phonons"],
+               "lattice": {"fmax": 0.01, "steps": 100},
+               "surface": {"miller": ["111", "100"], "min_slab_size": 7.0,
+                           "min_vacuum_size": 8.0, "fmax": 0.05, "steps": 150},
+               "neb": {"migrations": ["vacancy"], "n_images": 1, "supercell": [2, 2, 2],
+                       "fmax": 0.05, "steps": 150},
+               "phonons": {"supercell": [2, 2, 2], "mesh": [8, 8, 8]}}
+    cmp = compare(reference, [(n, make_calculator(s)) for n, s in labelled_models], cfg,
+                  progress=progress, output_dir=out / "compare")
+    stage("compare", t0)
+
+    # ---- summary
+    rows = []
+    for m in ev.models:
+        row: dict[str, Any] = {"model": m.model, "force_mae": m.overall.forces_mae,
+                               "force_softening_s": m.overall.softening_scale}
+        for key in cmp.property_keys():
+            row[key] = cmp.ratio(key, m.model)
+        rows.append(row)
+    timings["total"] = round(time.perf_counter() - t_all, 2)
+    result = DemoResult(output_dir=out, models=models, evaluation=ev, comparison=cmp,
+                        summary_rows=rows, timings=timings)
+    echo("[5/5] results\n")
+    echo(f"Properties: each model vs the reference ({reference}); ratio < 1 = softer; "
+         f"(nc) = not converged or imaginary phonon modes\n")
+    echo(cmp.to_markdown())
+    echo("\nErrors on held-out structures (energies aligned per element)\n")
+    echo(ev.to_markdown(groups=False))
+    echo("\nSoftening before/after fine-tuning (force-level s and property ratios; 1 = "
+         "reference)\n")
+    summary = result.summary_markdown()
+    echo(summary)
+    (out / "demo_summary.md").write_text(
+        "# surftune demo\n\n## Properties\n\n" + cmp.to_markdown() + "\n\n## Errors\n\n"
+        + ev.to_markdown() + "\n\n## Softening\n\n" + summary + "\n")
+    write_json({"reference": reference, "quick": quick, "models": models, "summary": rows,
+                "timings": timings}, out / "demo_summary.json")
+    echo(f"\nwrote {out}/: demo_summary.md/.json, evaluate/ (parity plots), compare/ "
+         f"(comparison.png), finetune/ (bundles, loss curves); total {timings['total']:.0f} s")
+    return result
