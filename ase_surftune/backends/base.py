@@ -76,6 +76,9 @@ class ModelAdapter(ABC):
     supported_dtypes: ClassVar[tuple[torch.dtype, ...]] = (torch.float32, torch.float64)
     #: whether the backend needs a periodic cell (CHGNet does, MACE does not).
     needs_cell: ClassVar[bool] = False
+    #: a DistributedDataParallel wrapper of :attr:`model` during data-parallel training;
+    #: ``forward`` routes through it so gradients are averaged over ranks.
+    ddp: torch.nn.Module | None = None
 
     def __init__(self, model: torch.nn.Module, name: str, device: str = "cpu",
                  dtype: torch.dtype = torch.float32) -> None:
@@ -295,6 +298,20 @@ class ModelAdapter(ABC):
             stress=np.concatenate(stresses) if compute_stress and stresses else None,
             n_atoms=np.asarray([len(a) for a in atoms_list], dtype=int),
         )
+
+    def _forward_module(self) -> torch.nn.Module:
+        return self.ddp if self.ddp is not None else self.model
+
+    def wrap_ddp(self) -> None:
+        """Wrap :attr:`model` in DistributedDataParallel (process group must exist)."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index or 0] if self.device.type == "cuda" else None
+        self.ddp = DistributedDataParallel(self.model, device_ids=ids,
+                                           find_unused_parameters=True)
+
+    def unwrap_ddp(self) -> None:
+        self.ddp = None
 
     # ------------------------------------------------------------------ heads
     def add_head(self, name: str, from_head: str | None = None) -> None:

@@ -58,6 +58,11 @@ class CHGNetHeads(torch.nn.Module):
             {"mlp": copy.deepcopy(mlp), "composition_model": copy.deepcopy(comp)})
         self.head_names.append(name)
 
+    def forward(self, graphs: Sequence[Any], head: str, task: str = "ef") -> dict[str, Any]:
+        """CHGNet's forward pass through ``head``'s readout (used directly and by DDP)."""
+        with self.selected(head) as chgnet:
+            return chgnet(graphs, task=task)
+
     @contextlib.contextmanager
     def selected(self, head: str):
         """Temporarily route chgnet's readout through ``head``'s modules."""
@@ -158,8 +163,8 @@ class CHGNetAdapter(ModelAdapter):
         head = self.resolve_head(head)
         task = "efs" if compute_stress else "ef"
         graphs = [g.to(str(self.device)) for g in graphs]
-        with self.model.selected(head) as chgnet, torch.set_grad_enabled(True):
-            pred = chgnet(graphs, task=task)
+        with torch.set_grad_enabled(True):
+            pred = self._forward_module()(graphs, head=head, task=task)
         n_atoms = pred["atoms_per_graph"]
         energy = pred["e"] * n_atoms if self.chgnet.is_intensive else pred["e"]
         forces = torch.cat(pred["f"], dim=0)

@@ -206,7 +206,7 @@ class MACEAdapter(ModelAdapter):
         head = self.resolve_head(head)
         batch = self.collate(graphs, head)
         with torch.set_grad_enabled(True):
-            out = self.model(batch, training=training, compute_force=True,
+            out = self._forward_module()(batch, training=training, compute_force=True,
                              compute_stress=compute_stress)
         n_atoms = batch["ptr"][1:] - batch["ptr"][:-1]
         res = {"energy": out["energy"], "forces": out["forces"], "n_atoms": n_atoms}

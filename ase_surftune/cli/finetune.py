@@ -17,6 +17,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy", default=None, help="override strategy")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel (DDP) training; launch under torchrun: "
+                        "torchrun --standalone --nproc_per_node=N -m ase_surftune finetune "
+                        "CONFIG.yaml --distributed")
     p.add_argument("--check", action="store_true",
                    help="only validate the config and exit")
     p.set_defaults(func=run)
@@ -40,7 +44,16 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         print(f"config OK: strategy {cfg.strategy}, model {cfg.model} ({cfg.backend})")
         return 0
-    res = finetune(cfg)
+    res = finetune(cfg, distributed=args.distributed)
+    if args.distributed:
+        import torch.distributed as tdist
+
+        rank = tdist.get_rank() if tdist.is_initialized() else 0
+        from ase_surftune.finetune.distributed import shutdown_distributed
+
+        shutdown_distributed()
+        if rank != 0:
+            return 0
     m = res.metrics
     print(f"strategy {m['strategy']} on {m['base_model']} (head {m['head']}): "
           f"{m['parameters']['trainable']} trainable / {m['parameters']['frozen']} frozen "

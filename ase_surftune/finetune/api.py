@@ -160,7 +160,7 @@ def _shift_sum(shifts: dict[str, float], numbers: np.ndarray) -> float:
 def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
              train: Sequence[Atoms] | None = None, valid: Sequence[Atoms] | None = None,
              test: Sequence[Atoms] | None = None, stop_after_step: int | None = None,
-             **overrides: Any) -> FinetuneResult:
+             distributed: bool = False, **overrides: Any) -> FinetuneResult:
     """Fine-tune a model as described by ``config``; write the best model as a bundle.
 
     Args:
@@ -170,6 +170,8 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
             ``valid_fraction`` of ``train`` is split off (seeded).
         stop_after_step: debug hook that aborts with ``TrainingInterrupted`` after this
             many optimiser steps (simulates a kill; resume with ``resume=True``).
+        distributed: data-parallel training under torchrun (DDP; gloo on CPU, NCCL on
+            CUDA). Every rank returns the result; only rank 0 writes files.
         **overrides: config keys that override ``config`` (e.g. ``epochs=3``).
 
     Returns:
@@ -181,6 +183,18 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
     """
     t_start = time.perf_counter()
     cfg = load_config(config, **overrides)
+    dist = None
+    if distributed:
+        from ase_surftune.finetune.distributed import init_distributed
+
+        dist = init_distributed(cfg.device)
+        if dist.world_size > 1 and cfg.batch_size < dist.world_size:
+            raise ConfigError(f"batch_size {cfg.batch_size} is smaller than the number of "
+                              f"ranks ({dist.world_size}); the global batch is split across "
+                              f"ranks")
+        if cfg.device.startswith("cuda"):
+            cfg = cfg.model_copy(update={"device": f"cuda:{dist.local_rank}"})
+    main_rank = dist is None or dist.is_main
     if cfg.train_file is None and train is None:
         raise ConfigError("Invalid fine-tuning config: train_file: required (or pass "
                           "train=[...] to finetune())")
@@ -284,10 +298,15 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
     corrections = {}
     loop_res: LoopResult | None = None
     if strategy.trains:
-        loop_res = train_loop(model, head, params, s_train, s_valid, cfg, out_dir,
-                              resume_from=ck, extra_loss=strategy.extra_loss(),
-                              checkpoint_extra={"reference_energies": shifts},
-                              stop_after_step=stop_after_step)
+        if dist is not None:
+            model.wrap_ddp()
+        try:
+            loop_res = train_loop(model, head, params, s_train, s_valid, cfg, out_dir,
+                                  resume_from=ck, extra_loss=strategy.extra_loss(),
+                                  checkpoint_extra={"reference_energies": shifts},
+                                  stop_after_step=stop_after_step, dist=dist)
+        finally:
+            model.unwrap_ddp()
         model.model.load_state_dict(loop_res.best_state)
     else:  # linear: least-squares PES scale and per-element shifts on the aligned model
         from ase_surftune.correction import fit_linear_correction
@@ -346,6 +365,12 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
                "train_files": train_files}}
     bundle.provenance = {"base_model": base.name, "strategy": cfg.strategy,
                          "dataset_hash": dataset_hash(train_atoms)}
+    if not main_rank:  # rank 0 writes the bundle, metrics and reports
+        dist.barrier()
+        return FinetuneResult(bundle_path=out_dir / BUNDLE_NAME, output_dir=out_dir,
+                              metrics=metrics,
+                              history=loop_res.history if loop_res is not None else [],
+                              config=cfg)
     if cfg.forgetting.enabled:  # error- and property-level forgetting (issue 4)
         from ase_surftune.finetune.forgetting import forgetting_report
 
@@ -367,5 +392,7 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
     write_metrics(history, out_dir, {"summary": metrics})
     if cfg.plot and history:
         plot_history(history, out_dir / "loss_curve.png")
+    if dist is not None:
+        dist.barrier()
     return FinetuneResult(bundle_path=bundle_path, output_dir=out_dir, metrics=metrics,
                           history=history, config=cfg)

@@ -34,6 +34,7 @@ from ase_surftune.finetune.checkpoint import rng_states, save_checkpoint, set_rn
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase_surftune.backends.base import ModelAdapter
+    from ase_surftune.finetune.distributed import DistContext
     from ase_surftune.finetune.config import FinetuneConfig, LossConfig
 
 __all__ = ["Sample", "TrainingInterrupted", "LoopResult", "train_loop", "evaluate",
@@ -329,7 +330,8 @@ def train_loop(adapter: ModelAdapter, head: str,
                output_dir: str | Path, *, resume_from: dict[str, Any] | None = None,
                extra_loss: Callable[..., torch.Tensor | None] | None = None,
                checkpoint_extra: dict[str, Any] | None = None,
-               stop_after_step: int | None = None) -> LoopResult:
+               stop_after_step: int | None = None,
+               dist: DistContext | None = None) -> LoopResult:
     """Train ``params`` of ``adapter`` on cached samples; see the module docstring.
 
     Args:
@@ -347,6 +349,10 @@ def train_loop(adapter: ModelAdapter, head: str,
         checkpoint_extra: extra picklable data stored in every checkpoint.
         stop_after_step: debug hook: raise :class:`TrainingInterrupted` right after this
             global step (simulates a kill, used to test resume).
+        dist: data-parallel context (see :mod:`ase_surftune.finetune.distributed`): each
+            global batch is split across ranks, gradients are averaged by DDP (the adapter
+            must be wrapped with ``adapter.wrap_ddp()``), training metrics are summed over
+            ranks and only rank 0 writes checkpoints and metrics.
     """
     output_dir = Path(output_dir)
     ckpt_path = output_dir / "checkpoint.pt"
@@ -383,7 +389,11 @@ def train_loop(adapter: ModelAdapter, head: str,
         log.info("resuming from %s: epoch %d, step %d of the epoch", ckpt_path,
                  st["epoch"], st["step_in_epoch"])
 
+    main_rank = dist is None or dist.is_main
+
     def checkpoint() -> None:
+        if not main_rank:
+            return
         save_checkpoint(ckpt_path, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
@@ -400,16 +410,22 @@ def train_loop(adapter: ModelAdapter, head: str,
         order = _epoch_order(cfg.seed, epoch, len(train))
         acc = _Acc()
         acc.d = dict(st["acc"])
-        bar = tqdm(total=n_batches, initial=st["step_in_epoch"], disable=not cfg.progress,
+        bar = tqdm(total=n_batches, initial=st["step_in_epoch"],
+                   disable=not cfg.progress or not main_rank,
                    desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=True,
                    file=sys.stderr, dynamic_ncols=True)
         model.train()
         for b in range(st["step_in_epoch"], n_batches):
             chunk = [train[order[i]] for i in range(b * bs, min((b + 1) * bs, len(train)))]
+            weight = 1.0
+            if dist is not None:  # this rank's share of the global batch
+                chunk, weight = dist.shard(chunk)
             out = adapter.forward([s.graph for s in chunk], head, compute_stress=compute_stress,
                                   training=True)
             tgt = _targets(chunk, dtype, device)
-            loss = compute_loss(out, tgt, cfg.loss, acc)
+            loss = compute_loss(out, tgt, cfg.loss, acc if weight > 0 else None)
+            if weight != 1.0:
+                loss = loss * weight
             if extra_loss is not None:
                 if hasattr(extra_loss, "step"):  # stateful hooks (replay) get the step
                     extra_loss.step = st["global_step"]
@@ -436,6 +452,8 @@ def train_loop(adapter: ModelAdapter, head: str,
                 bar.close()
                 raise TrainingInterrupted(f"stopped after step {st['global_step']} (debug hook)")
 
+        if dist is not None:  # training errors over the whole global batch sequence
+            acc.d = dist.all_reduce_sum(acc.d)
         # ---- end of epoch: validate (with EMA weights if any)
         ctx = ema.swapped_in() if ema is not None else contextlib.nullcontext()
         with ctx:
@@ -477,7 +495,8 @@ def train_loop(adapter: ModelAdapter, head: str,
             log.info("early stopping after epoch %d (no improvement for %d epochs)",
                      epoch + 1, patience)
         checkpoint()
-        write_metrics(st["history"], output_dir)
+        if main_rank:
+            write_metrics(st["history"], output_dir)
 
     if st["best_state"] is None:  # zero epochs run (resume of a finished run, epochs=0)
         st["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
