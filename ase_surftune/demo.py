@@ -132,7 +132,8 @@ def _run(output: str | Path, reference: str, quick: bool, model: str, progress: 
     t0 = time.perf_counter()
     echo(f"[1/5] labelling Cu slab/defect structures with the reference ({reference})")
     configs = demo_structures(2 if quick else 5, small=quick)
-    labelled = label(configs, get_reference_calculator(reference), out / f"labels_{reference}.xyz",
+    labels_path = out / f"labels_{reference}{'_quick' if quick else ''}.xyz"
+    labelled = label(configs, get_reference_calculator(reference), labels_path,
                      progress=progress)
     for a, c in zip(labelled, configs):
         a.info["config_type"] = c.info["config_type"]

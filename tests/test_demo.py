@@ -29,7 +29,7 @@ def test_demo_quick(tmp_path, capsys):
     for r in rows.values():
         assert r["lattice_a"] == pytest.approx(1.0, abs=0.03)   # lattice constants agree
         assert 0.4 < r["gamma_111"] < 1.5 and 0.4 < r["barrier_vacancy"] < 1.5
-    for path in ("labels_emt.xyz", "demo_summary.md", "evaluate/evaluation.csv",
+    for path in ("labels_emt_quick.xyz", "demo_summary.md", "evaluate/evaluation.csv",
                  "evaluate/parity_zero-shot.png", "compare/comparison.png",
                  "compare/comparison.csv", "finetune/linear/model.stbundle",
                  "finetune/frozen/model.stbundle"):
