@@ -119,8 +119,15 @@ def plot_learning_curve(result: LearningCurveResult, path: str | Path) -> Path:
             if r["softening_scale"] is not None:
                 ax_s.axhline(r["softening_scale"], color="gray", ls=":", label="zero-shot")
     ax_s.axhline(1.0, color="k", ls="--", lw=1)
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ns = sorted({r["n_train"] for r in summary if r["strategy"] != "zero-shot"})
     for ax in (ax_f, ax_s):
         ax.set_xscale("log")
+        if ns:
+            ax.set_xticks(ns)
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("training structures N")
         ax.legend(fontsize=7)
     ax_f.set_ylabel("test force MAE (eV/Å)")
