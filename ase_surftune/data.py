@@ -585,9 +585,11 @@ def _compute(atoms: Atoms, calc: Calculator, properties: Sequence[str]) -> Atoms
     return out
 
 
-def label(configs: Sequence[Atoms], calc: Calculator, out_path: PathLike, resume: bool = True,
-          progress: bool = True, properties: Sequence[str] = ("energy", "forces", "stress"),
-          on_error: OnError = "raise", report: DataReport | None = None) -> list[Atoms]:
+def label(configs: Sequence[Atoms], calc: Calculator | str, out_path: PathLike,
+          resume: bool = True, progress: bool = True,
+          properties: Sequence[str] = ("energy", "forces", "stress"),
+          on_error: OnError = "raise", report: DataReport | None = None,
+          executor: Any = None) -> list[Atoms]:
     """Label structures with any ASE calculator, appending each result to an extxyz file.
 
     Each labelled frame is written, flushed and fsync'ed as soon as it is computed, with
@@ -602,7 +604,8 @@ def label(configs: Sequence[Atoms], calc: Calculator, out_path: PathLike, resume
 
     Args:
         configs: structures to label (any labels they carry are ignored).
-        calc: an ASE calculator (EMT, GPAW, VASP, ...), reused for every structure.
+        calc: an ASE calculator (EMT, GPAW, VASP, ...), reused for every structure, or a
+            spec string (``"emt"``, ``"gpaw"``, a model spec) resolved in each worker.
         out_path: extxyz file to write.
         resume: reuse matching frames already in ``out_path``; ``False`` overwrites it.
         progress: show a tqdm progress bar.
@@ -610,6 +613,10 @@ def label(configs: Sequence[Atoms], calc: Calculator, out_path: PathLike, resume
         on_error: ``"raise"`` when the calculator fails, or ``"skip"`` the structure
             (logged, recorded in ``report``; it is retried on the next resume).
         report: a :class:`DataReport` to append counts and skips to.
+        executor: ``None`` (this process), ``"process[:N]"`` or any
+            ``concurrent.futures.Executor`` (Dask...; see :mod:`ase_surftune.parallel`).
+            Results are still written one by one as they complete, so an interrupted
+            parallel run resumes too. The calculator (or spec) must pickle.
 
     Returns:
         Copies of the inputs (exact positions, constraints kept) with labels in a
@@ -641,16 +648,16 @@ def label(configs: Sequence[Atoms], calc: Calculator, out_path: PathLike, resume
     else:
         path.write_text("")
     todo = [i for i in range(len(configs)) if i not in done]
-    iterator: Iterable[int] = todo
+    iterator: Iterable[tuple[int, Atoms | None, BaseException | None]] = _label_results(
+        configs, todo, calc, tuple(properties), executor)
     if progress and todo:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(todo, desc=f"labelling {path.name}", unit="structure")
+        iterator = tqdm(iterator, total=len(todo), desc=f"labelling {path.name}",
+                        unit="structure")
     with open(path, "a") as fh:
-        for i in iterator:
-            try:
-                out = _compute(configs[i], calc, properties)
-            except Exception as exc:  # noqa: BLE001 - any calculator failure
+        for i, out, exc in iterator:
+            if exc is not None:
                 if on_error == "raise":
                     raise DataError(f"labelling configs[{i}] "
                                     f"({configs[i].get_chemical_formula()}) failed: "
@@ -671,6 +678,53 @@ def label(configs: Sequence[Atoms], calc: Calculator, out_path: PathLike, resume
     if file_order != sorted(done):
         _atomic_write(path, ordered)  # restore input order (e.g. after skips/resume)
     return ordered
+
+
+_CALC_CACHE: dict[str, Any] = {}
+
+
+def _resolve_calc(calc: Any) -> Any:
+    """A calculator instance for ``calc`` (spec strings are built once per process)."""
+    if not isinstance(calc, str):
+        return calc
+    if calc not in _CALC_CACHE:
+        from ase_surftune.references import get_calculator
+
+        _CALC_CACHE[calc] = get_calculator(calc)
+    return _CALC_CACHE[calc]
+
+
+def _label_task(atoms: Atoms, calc: Any, properties: tuple[str, ...]) -> Atoms:
+    """Label one structure (module level so that it pickles to executor workers)."""
+    return _compute(atoms, _resolve_calc(calc), properties)
+
+
+def _label_results(configs: Sequence[Atoms], todo: Sequence[int], calc: Any,
+                   properties: tuple[str, ...], executor: Any
+                   ) -> Iterator[tuple[int, Atoms | None, BaseException | None]]:
+    """Yield ``(index, labelled, error)`` as structures finish (in order when inline)."""
+    if executor is None:
+        for i in todo:
+            try:
+                yield i, _label_task(configs[i], calc, properties), None
+            except Exception as exc:  # noqa: BLE001 - any calculator failure
+                yield i, None, exc
+        return
+    from concurrent.futures import as_completed
+
+    from ase_surftune.parallel import get_executor
+
+    ex, owned = get_executor(executor)
+    try:
+        futures = {ex.submit(_label_task, configs[i], calc, properties): i for i in todo}
+        for fut in as_completed(futures):
+            try:
+                yield futures[fut], fut.result(), None
+            except Exception as exc:  # noqa: BLE001 - reported like a serial failure
+                yield futures[fut], None, exc
+    finally:
+        if owned:
+            ex.shutdown(wait=True, cancel_futures=True)
 
 
 def _relabel_copy(atoms: Atoms, frame: Atoms, index: int, h: str) -> Atoms:

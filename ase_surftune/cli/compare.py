@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--migration", action="append", default=None,
                    choices=("vacancy", "adatom-100"), help="NEB migration (repeatable)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--executor", default=None,
+                   help="process[:N] or dask[:N] to run the work in parallel (default: in "
+                        "process); see ase_surftune.parallel")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("-o", "--output", default="compare_out",
                    help="output folder (default: compare_out)")
@@ -44,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
                               properties=props, **{"surface.miller": args.miller,
                                                    "neb.migrations": args.migration})
     report = compare(args.reference, args.model or ["chgnet"], cfg, device=args.device,
+                     executor=args.executor,
                      progress=not args.no_progress, output_dir=args.output)
     print(report.to_markdown())
     print("\nratio = model / reference (< 1: softer than the reference); "

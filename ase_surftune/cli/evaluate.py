@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-plots", action="store_true", help="no parity plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--executor", default=None,
+                   help="process[:N] or dask[:N] to run the work in parallel (default: in "
+                        "process); see ase_surftune.parallel")
     p.add_argument("-o", "--output", default="evaluate_out",
                    help="output folder (default: evaluate_out)")
     p.set_defaults(func=run)
@@ -38,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from ase_surftune.evaluation import evaluate
 
     report = evaluate(args.model or ["chgnet"], args.data, align=args.align,
+                      executor=args.executor,
                       group_key=args.group_key, high_force_quantile=args.high_force_quantile,
                       exclude_fixed_atoms=args.exclude_fixed_atoms, stress=not args.no_stress,
                       device=args.device, progress=not args.no_progress)

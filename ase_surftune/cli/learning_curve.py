@@ -18,6 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--strategies", default=None, help="override strategies, e.g. linear,full")
     p.add_argument("--restart", action="store_true",
                    help="start over instead of resuming (old results kept as .old)")
+    p.add_argument("--executor", default=None,
+                   help="process[:N] or dask[:N] to run the work in parallel (default: in "
+                        "process); see ase_surftune.parallel")
     p.add_argument("--max-runs", type=int, default=None,
                    help="stop after this many new fine-tuning runs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -40,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if args.no_progress:
         overrides["progress"] = False
     res = learning_curve(args.config, resume=not args.restart, max_runs=args.max_runs,
+                         executor=args.executor,
                          **overrides)
     print(res.to_markdown())
     state = "complete" if res.complete else "PARTIAL (rerun to continue)"

@@ -18,12 +18,13 @@ from ase_surftune.evaluation.compare import (CompareConfig, ComparisonReport,
                                              MeasuredProperties, compare, load_compare_config,
                                              measure_properties)
 from ase_surftune.evaluation.errors import (ErrorStats, EvaluationReport, ModelEvaluation,
-                                            evaluate, evaluate_model, predict_with)
+                                            evaluate, evaluate_files, evaluate_model,
+                                            predict_with)
 from ase_surftune.evaluation.learning_curve import (LearningCurveConfig, LearningCurveResult,
                                                     learning_curve, load_learning_curve_config)
 
 __all__ = ["parse_spec", "make_calculator", "ErrorStats", "ModelEvaluation",
-           "EvaluationReport", "evaluate", "evaluate_model", "predict_with", "CompareConfig",
+           "EvaluationReport", "evaluate", "evaluate_files", "evaluate_model", "predict_with", "CompareConfig",
            "MeasuredProperties", "ComparisonReport", "compare", "measure_properties",
            "load_compare_config", "LearningCurveConfig", "LearningCurveResult",
            "learning_curve", "load_learning_curve_config"]

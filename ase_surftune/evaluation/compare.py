@@ -469,10 +469,16 @@ def _as_reference(reference: Any, cfg: CompareConfig, device: str, progress: boo
                               plot_dir=plot_dir)
 
 
+def _measure_task(model: Any, cfg: dict[str, Any], device: str,
+                  plot_dir: Path | None) -> MeasuredProperties:
+    """One model's measurements (module level so that it pickles to executor workers)."""
+    return measure_properties(model, cfg, device=device, progress=False, plot_dir=plot_dir)
+
+
 def compare(reference: Any, models: Sequence[Any],
             config: CompareConfig | dict | str | Path | None = None, *,
             device: str = "cpu", progress: bool = True, output_dir: str | Path | None = None,
-            **overrides: Any) -> ComparisonReport:
+            executor: Any = None, **overrides: Any) -> ComparisonReport:
     """Measure properties with the reference and every model; tabulate ratios and errors.
 
     Args:
@@ -483,6 +489,11 @@ def compare(reference: Any, models: Sequence[Any],
         config: :class:`CompareConfig`, dict or YAML path; ``overrides`` set keys
             (``properties=["surface"]``, ``"surface.miller"=[...]``).
         output_dir: if given, write the report there (:meth:`ComparisonReport.write`).
+        executor: where the models are measured: ``None`` (in this process), ``"process"``
+            / ``"process:N"`` (a local pool), or any ``concurrent.futures.Executor`` such as
+            ``dask.distributed.Client(...).get_executor()`` (see :mod:`ase_surftune.parallel`;
+            give models as spec strings so they pickle). A model whose measurement fails
+            is reported in the table (``details["error"]``) instead of stopping the others.
     """
     cfg = load_compare_config(config, **overrides)
     if isinstance(models, (str, Path)):
@@ -491,8 +502,20 @@ def compare(reference: Any, models: Sequence[Any],
         raise ConfigError("give at least one model to compare with the reference")
     plot_dir = None if output_dir is None else Path(output_dir)
     ref = _as_reference(reference, cfg, device, progress, plot_dir)
-    measured = [measure_properties(m, cfg, device=device, progress=progress, plot_dir=plot_dir)
-                for m in models]
+    from ase_surftune.parallel import map_tasks
+
+    cfg_d = cfg.model_dump(mode="json")
+    runs = map_tasks(_measure_task, [(m, cfg_d, device, plot_dir) for m in models], executor,
+                     labels=[str(m) for m in models], progress=progress, desc="compare models")
+    if not any(r.ok for r in runs):
+        raise RuntimeError(f"every model failed; first error: {runs[0].error}")
+    measured = []
+    for r in runs:
+        if r.ok:
+            measured.append(r.value)
+        else:
+            log.error("measuring %s failed: %s", r.label, r.error)
+            measured.append(MeasuredProperties(calculator=r.label, details={"error": r.error}))
     report = ComparisonReport(reference=ref.calculator, reference_values=ref, models=measured)
     if output_dir is not None:
         report.write(output_dir)

@@ -347,21 +347,51 @@ def evaluate_model(model: Any, data: Any, *, align: str | dict[str, float] = "fi
     return res
 
 
+def _evaluate_task(model: Any, configs: Any, kwargs: dict[str, Any]) -> ModelEvaluation:
+    """Module-level task for executors: one model on one data set."""
+    return evaluate_model(model, configs, **kwargs)
+
+
 def evaluate(models: Sequence[Any], data: Any, *, progress: bool = True,
-             **kwargs: Any) -> EvaluationReport:
+             executor: Any = None, **kwargs: Any) -> EvaluationReport:
     """:func:`evaluate_model` for each of ``models`` on the same data.
 
     ``kwargs`` go to :func:`evaluate_model` (``align``, ``group_key``, ...).
+    ``executor`` (``"process[:N]"``, a Dask client's executor, any
+    ``concurrent.futures.Executor``; default in-process) evaluates the models in parallel;
+    give them as spec strings so they pickle. Failures raise after all models ran, with
+    every failed model named.
     """
-    from tqdm.auto import tqdm
+    from ase_surftune.parallel import map_tasks, raise_failures
 
     if isinstance(models, (str, Path)):
         models = [models]
     if not models:
         raise ConfigError("give at least one model to evaluate")
     configs, desc = load_configs(data, kwargs.get("group_key", "config_type"))
-    out = [evaluate_model(m, configs, **kwargs)
-           for m in tqdm(list(models), desc="evaluate models", disable=not progress,
-                         unit="model")]
-    return EvaluationReport(models=out, data=desc, group_key=kwargs.get("group_key",
-                                                                         "config_type"))
+    runs = map_tasks(_evaluate_task, [(m, configs, kwargs) for m in models], executor,
+                     labels=[str(m) for m in models], progress=progress,
+                     desc="evaluate models")
+    raise_failures(runs)
+    return EvaluationReport(models=[r.value for r in runs], data=desc,
+                            group_key=kwargs.get("group_key", "config_type"))
+
+
+def _evaluate_file_task(models: Sequence[Any], path: str,
+                        kwargs: dict[str, Any]) -> EvaluationReport:
+    return evaluate(models, path, progress=False, **kwargs)
+
+
+def evaluate_files(models: Sequence[Any], files: Sequence[str | Path], *,
+                   executor: Any = None, progress: bool = True, **kwargs: Any) -> list[Any]:
+    """Evaluate ``models`` on each data file separately, one task per file.
+
+    Returns one :class:`~ase_surftune.parallel.TaskResult` per file, in order: ``value`` is
+    the file's :class:`EvaluationReport`, ``error`` says why a file failed (the other files
+    still run).
+    """
+    from ase_surftune.parallel import map_tasks
+
+    models = [models] if isinstance(models, (str, Path)) else list(models)
+    return map_tasks(_evaluate_file_task, [(models, str(f), kwargs) for f in files], executor,
+                     labels=[str(f) for f in files], progress=progress, desc="evaluate files")

@@ -271,10 +271,34 @@ def _fingerprint(cfg: LearningCurveConfig, pool: Sequence[Atoms], test: Sequence
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _fit_point(cfg_d: dict[str, Any], strat: str, n: int, seed: int, pool: list,
+               valid_atoms: list, test_atoms: list, run_dir: str,
+               ev_kw: dict[str, Any]) -> dict[str, Any]:
+    """One learning-curve point: fine-tune on N structures, evaluate on the test set.
+
+    Module level and free of live models so it runs in executor workers.
+    """
+    from ase_surftune.evaluation.errors import evaluate_model
+    from ase_surftune.finetune import finetune
+
+    t0 = time.perf_counter()
+    cfg = LearningCurveConfig.model_validate(cfg_d)
+    perm = np.random.default_rng(seed).permutation(len(pool))
+    subset = [pool[j] for j in perm[:n]]
+    res = finetune(cfg.run_config(strat, seed, Path(run_dir)), train=subset,
+                   valid=valid_atoms, test=[])
+    ev = evaluate_model(str(res.bundle_path), test_atoms, align="none", **ev_kw)
+    return {"strategy": strat, "n_train": n, "seed": seed,
+            **{m: getattr(ev.overall, m) for m in LearningCurveResult.METRICS},
+            "n_test": len(test_atoms), "wall_time_s": round(time.perf_counter() - t0, 3),
+            "bundle": str(res.bundle_path)}
+
+
 def learning_curve(config: LearningCurveConfig | dict | str | Path, *,
                    train: Sequence[Atoms] | None = None, test: Sequence[Atoms] | None = None,
                    valid: Sequence[Atoms] | None = None, resume: bool = True,
-                   max_runs: int | None = None, **overrides: Any) -> LearningCurveResult:
+                   max_runs: int | None = None, executor: Any = None,
+                   **overrides: Any) -> LearningCurveResult:
     """Fine-tune for each strategy, N and seed; evaluate on the fixed test set.
 
     Args:
@@ -287,6 +311,11 @@ def learning_curve(config: LearningCurveConfig | dict | str | Path, *,
             starts over (the old results file is moved aside to ``results.jsonl.old``).
         max_runs: stop after this many new fine-tuning runs (the result is then
             ``complete=False``); for budgeted or staged runs.
+        executor: run the fine-tuning points through ``"process[:N]"`` or any
+            ``concurrent.futures.Executor`` (Dask...; see :mod:`ase_surftune.parallel`);
+            default: one after another in this process. Each finished point is appended
+            to ``results.jsonl`` as it completes; a failed point is logged, skipped and
+            retried on the next resume.
         **overrides: top-level config keys (``n_train=[...]``, ``output_dir=...``).
 
     Returns:
@@ -359,27 +388,36 @@ def learning_curve(config: LearningCurveConfig | dict | str | Path, *,
     todo = [(s, n, seed) for seed in cfg.seeds for s in cfg.strategies for n in ns
             if (s, n, seed) not in done]
     complete = True
-    bar = tqdm(todo, desc="learning curve", disable=not cfg.progress, unit="run")
-    for i, (strat, n, seed) in enumerate(bar):
-        if max_runs is not None and i >= max_runs:
-            complete = False
-            break
-        bar.set_postfix_str(f"{strat} N={n} seed={seed}")
-        t0 = time.perf_counter()
-        perm = np.random.default_rng(seed).permutation(len(pool))
-        subset = [pool[j] for j in perm[:n]]
-        run_dir = out / "runs" / f"{strat}_N{n}_seed{seed}"
-        res = finetune(cfg.run_config(strat, seed, run_dir), train=subset, valid=valid_atoms,
-                       test=[])
-        ev = evaluate_model(str(res.bundle_path), test_atoms, align="none", **ev_kw)
-        row = {"strategy": strat, "n_train": n, "seed": seed,
-               **{m: getattr(ev.overall, m) for m in LearningCurveResult.METRICS},
-               "n_test": len(test_atoms), "wall_time_s": round(time.perf_counter() - t0, 3),
-               "bundle": str(res.bundle_path)}
-        _append_row(results_path, row)
-        rows.append(row)
-        log.info("learning curve %s N=%d seed=%d: test force MAE %.4f eV/Å, s = %s", strat,
-                 n, seed, row["forces_mae"], row["softening_scale"])
+    if max_runs is not None and len(todo) > max_runs:
+        todo, complete = todo[:max_runs], False
+    cfg_d = cfg.model_dump(mode="json")
+    tasks = [(cfg_d, strat, n, seed, pool, valid_atoms, test_atoms,
+              str(out / "runs" / f"{strat}_N{n}_seed{seed}"), ev_kw)
+             for strat, n, seed in todo]
+    from concurrent.futures import as_completed
+
+    from ase_surftune.parallel import get_executor
+
+    ex, owned = get_executor(executor)
+    try:
+        futures = {ex.submit(_fit_point, *t): t[1:4] for t in tasks}
+        for fut in tqdm(as_completed(futures), total=len(futures), desc="learning curve",
+                        disable=not cfg.progress, unit="run"):
+            strat, n, seed = futures[fut]
+            try:
+                row = fut.result()
+            except Exception as exc:  # noqa: BLE001 - one failed point must not stop the curve
+                complete = False
+                log.error("learning curve %s N=%d seed=%d failed: %s: %s", strat, n, seed,
+                          type(exc).__name__, exc)
+                continue
+            _append_row(results_path, row)  # as each run finishes: the curve resumes
+            rows.append(row)
+            log.info("learning curve %s N=%d seed=%d: test force MAE %.4f eV/Å, s = %s",
+                     strat, n, seed, row["forces_mae"], row["softening_scale"])
+    finally:
+        if owned:
+            ex.shutdown(wait=True)
     rows = [r for r in rows if key_ok(r)]
     rows.sort(key=lambda r: (r["strategy"] != "zero-shot", r["strategy"], r["n_train"],
                              r["seed"]))

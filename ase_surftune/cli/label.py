@@ -1,0 +1,46 @@
+"""``surftune label``: label structures with a reference calculator (or a model)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("label", help="label structures with EMT/GPAW/a model, writing as it "
+                       "goes; an interrupted run resumes")
+    p.add_argument("structures", nargs="+", help="structure files (any ase.io format)")
+    p.add_argument("-r", "--reference", default="emt",
+                   help="calculator spec: emt, gpaw or a model spec (default emt)")
+    p.add_argument("-o", "--output", required=True, help="extxyz file to write")
+    p.add_argument("--index", default=":", help="frames to read from each file (default :)")
+    p.add_argument("--restart", action="store_true", help="overwrite instead of resuming")
+    p.add_argument("--skip-failures", action="store_true",
+                   help="skip structures whose calculation fails (reported) instead of stopping")
+    p.add_argument("--executor", default=None,
+                   help="process[:N] or dask[:N] to label in parallel (default: in process)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ase.io import read
+
+    from ase_surftune.data import DataReport, label
+
+    configs = []
+    for f in args.structures:
+        if not Path(f).is_file():
+            raise FileNotFoundError(f"Structure file not found: {f!r}")
+        frames = read(f, index=args.index)
+        configs.extend(frames if isinstance(frames, list) else [frames])
+    report = DataReport()
+    done = label(configs, args.reference, args.output, resume=not args.restart,
+                 progress=not args.no_progress,
+                 on_error="skip" if args.skip_failures else "raise", report=report,
+                 executor=args.executor)
+    print(f"labelled {len(done)} of {len(configs)} structures with {args.reference} "
+          f"-> {args.output}")
+    for s in report.skipped:
+        print(f"  skipped {s.source}: {s.reason}")
+    return 0
