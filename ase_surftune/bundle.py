@@ -23,8 +23,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import io
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ import numpy as np
 import torch
 from ase.data import chemical_symbols
 
+from ase_surftune._io import atomic_torch_save
 from ase_surftune.backends.base import ModelAdapter, Prediction
 from ase_surftune.correction import LinearCorrection
 from ase_surftune.errors import BundleError, HeadError
@@ -162,17 +161,7 @@ class Bundle:
         outer = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION,
                  "backend": self.adapter.backend, "heads": self.heads,
                  "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(outer, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_torch_save(outer, path)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu",

@@ -127,6 +127,17 @@ def _as_voigt(stress: Any, where: str) -> np.ndarray:
     raise DataError(f"{where}: stress has shape {s.shape}; expected (6,), (9,) or (3, 3)")
 
 
+def free_atom_mask(atoms: Atoms) -> np.ndarray:
+    """(n,) bool: True for atoms not held by a ``FixAtoms`` constraint."""
+    from ase.constraints import FixAtoms
+
+    mask = np.ones(len(atoms), dtype=bool)
+    for c in atoms.constraints:
+        if isinstance(c, FixAtoms):
+            mask[c.get_indices()] = False
+    return mask
+
+
 def get_labels(atoms: Atoms) -> tuple[float, np.ndarray, np.ndarray | None]:
     """The labels of one configuration.
 

@@ -335,3 +335,22 @@ def test_example_configs_validate(tmp_path):
 
     d = yaml.safe_load((ex / "distill_chgnet_teacher.yaml").read_text())
     assert DistillConfig.model_validate(d).student.channels == 16
+
+
+def test_molecular_elements_are_left_out_of_bulk_sets():
+    """H/N/O (adsorbates in OC20-like data) have no bulk crystal; an fcc 'H crystal' at
+    bonding distance made CHGNet graphs with thousands of neighbours and ran out of memory."""
+    from ase_surftune.errors import ConfigError
+    from ase_surftune.finetune.replay import bulk_candidates, ground_state_bulk, has_bulk_state
+
+    assert not any(has_bulk_state(s) for s in ("H", "N", "O"))
+    assert all(has_bulk_state(s) for s in ("Cu", "C", "Ga", "Te"))
+    with pytest.raises(ConfigError, match="H has no bulk crystal"):
+        ground_state_bulk("H")
+    cands = bulk_candidates(["Cu", "H", "O", "Au"], 12)
+    assert {s for a in cands for s in a.get_chemical_symbols()} == {"Cu", "Au"}
+    for a in cands:  # physically sensible cells: no atoms closer than 1.5 Å
+        d = a.get_all_distances(mic=True) + 10 * np.eye(len(a))
+        assert d.min() > 1.5
+    with pytest.raises(ConfigError, match="none of"):
+        bulk_candidates(["H", "O"], 4)

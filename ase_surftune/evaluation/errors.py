@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
-from ase.constraints import FixAtoms
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from ase_surftune.errors import ConfigError, DataError
@@ -248,11 +247,9 @@ def _stats(e_ref_pa: np.ndarray, e_mod_pa: np.ndarray, f_ref: list[np.ndarray],
 
 
 def _free(atoms: Atoms) -> np.ndarray:
-    mask = np.ones(len(atoms), dtype=bool)
-    for c in atoms.constraints:
-        if isinstance(c, FixAtoms):
-            mask[c.get_indices()] = False
-    return mask
+    from ase_surftune.data import free_atom_mask
+
+    return free_atom_mask(atoms)
 
 
 def evaluate_model(model: Any, data: Any, *, align: str | dict[str, float] = "fit",

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import torch
 from ase import Atoms
-from ase.constraints import FixAtoms
 from ase.stress import voigt_6_to_full_3x3_stress
 
 from ase_surftune.errors import ConfigError, DataError, HeadError
@@ -74,11 +73,9 @@ def _labels(atoms: Atoms) -> tuple[float, np.ndarray, np.ndarray | None]:
 
 
 def _free_mask(atoms: Atoms) -> np.ndarray:
-    mask = np.ones(len(atoms), dtype=bool)
-    for c in atoms.constraints:
-        if isinstance(c, FixAtoms):
-            mask[c.get_indices()] = False
-    return mask
+    from ase_surftune.data import free_atom_mask
+
+    return free_atom_mask(atoms)
 
 
 def featurize_samples(adapter, configs: Sequence[Atoms], shifts: dict[str, float] | None = None,

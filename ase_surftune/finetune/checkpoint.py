@@ -7,15 +7,14 @@ kill at any moment leaves either the previous or the new checkpoint, never a tor
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ase_surftune._io import atomic_torch_save
 from ase_surftune.errors import ConfigError
 
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_states", "set_rng_states",
@@ -38,20 +37,7 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` atomically to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"format": CHECKPOINT_FORMAT, **state}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_torch_save({"format": CHECKPOINT_FORMAT, **state}, path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -65,7 +65,7 @@ def percent_change(before: float | None, after: float | None) -> float | None:
 def bulk_reference_set(bundle0: Bundle, head: str, elements: Sequence[str],
                        options: ForgettingOptions, seed: int = 0) -> tuple[list[Atoms], str]:
     """The held-out bulk set and a description of its labels."""
-    from ase_surftune.finetune.replay import bulk_candidates, pseudo_label
+    from ase_surftune.finetune.replay import bulk_candidates, bulk_elements, pseudo_label
 
     if options.bulk_file:
         from ase_surftune.data import read_labelled
@@ -74,6 +74,8 @@ def bulk_reference_set(bundle0: Bundle, head: str, elements: Sequence[str],
         allowed = set(bundle0.adapter.elements)
         configs = [a for a in configs if set(a.get_chemical_symbols()) <= allowed]
         return configs, f"reference labels: {options.bulk_file}"
+    if not bulk_elements(elements):
+        return [], "none: no element of the data has a bulk crystal"
     configs = bulk_candidates(elements, options.n_bulk, seed=seed + HOLDOUT_SEED_OFFSET)
     labelled = pseudo_label(bundle0.adapter, configs, head,
                             shifts=bundle0.reference_energies.get(head))
@@ -104,7 +106,7 @@ def _eos_cell(symbol: str) -> tuple[Atoms, float]:
 
     try:
         at = bulk(symbol, cubic=True)
-    except (ValueError, KeyError, RuntimeError, TypeError):
+    except (ValueError, KeyError, RuntimeError, TypeError, AssertionError):
         at = ground_state_bulk(symbol)
     return at, float(at.cell.lengths()[0])
 
@@ -195,7 +197,9 @@ def forgetting_report(bundle0: Bundle, bundle: Bundle, *, head_pairs: dict[str, 
                              (target_before or {}).get("forces_mae"),
                              (target_after or {}).get("forces_mae"))}
     if o.eos:
-        for sym in sorted(set(elements)):
+        from ase_surftune.finetune.replay import bulk_elements
+
+        for sym in bulk_elements(sorted(set(elements))):
             entry: dict[str, Any] = {}
             for base_head in sorted(set(head_pairs.values())):
                 entry[f"original:{base_head}"] = eos_properties(bundle0, base_head, sym,

@@ -63,15 +63,45 @@ class ReplayOptions(BaseModel):
 # --------------------------------------------------------------------------- structures
 
 
+#: ASE reference-state symmetries of elements that have no meaningful bulk crystal
+MOLECULAR_STATES = ("diatom", "atom")
+
+
+def has_bulk_state(symbol: str) -> bool:
+    """False for elements whose standard state is molecular or atomic (H, N, O, F, Cl,
+    noble gases...): a "bulk crystal" of them at bonding distances is unphysical and, with
+    a 5–6 Å cutoff, makes graphs with thousands of neighbours per atom."""
+    from ase.data import reference_states
+
+    state = reference_states[atomic_numbers[symbol]]
+    return state is not None and state.get("symmetry") not in MOLECULAR_STATES
+
+
+def bulk_elements(elements: Sequence[str]) -> list[str]:
+    """The elements of ``elements`` that have a bulk crystal (see :func:`has_bulk_state`)."""
+    keep = [s for s in elements if has_bulk_state(s)]
+    skipped = sorted(set(elements) - set(keep))
+    if skipped:
+        log.info("no bulk crystal for %s (molecular/atomic standard state): left out of the "
+                 "bulk replay/forgetting sets", skipped)
+    return keep
+
+
 def ground_state_bulk(symbol: str) -> Atoms:
     """The ground-state crystal of an element from ASE's reference states.
 
-    Elements without a usable periodic reference state (molecular crystals, ...) get an
-    fcc cell at the element's covalent-radius nearest-neighbour distance.
+    Elements whose reference structure needs a basis ASE does not build (Ga, Te...) get
+    an fcc cell at 2.2 × the covalent radius nearest-neighbour distance.
+
+    Raises:
+        ConfigError: the element has no bulk crystal (molecular or atomic standard state).
     """
+    if not has_bulk_state(symbol):
+        raise ConfigError(f"{symbol} has no bulk crystal (molecular/atomic standard state); "
+                          f"it cannot be used for bulk replay, EOS or bulk sampling")
     try:
         return bulk(symbol)
-    except (ValueError, KeyError, RuntimeError, TypeError):
+    except (ValueError, KeyError, RuntimeError, TypeError, AssertionError):
         from ase.data import covalent_radii
 
         z = atomic_numbers[symbol]
@@ -107,9 +137,11 @@ def bulk_candidates(elements: Sequence[str], n: int, *, strain: float = 0.04,
                     seed: int = 0) -> list[Atoms]:
     """``n`` strained and rattled bulk structures of ``elements`` (round-robin over the
     elemental ground states and, with several elements, their B2 alloys)."""
-    elements = sorted(set(elements), key=lambda s: atomic_numbers[s])
+    requested = sorted(set(elements), key=lambda s: atomic_numbers[s])
+    elements = bulk_elements(requested)
     if not elements:
-        raise ConfigError("replay: no elements to build bulk structures from")
+        raise ConfigError(f"replay: none of {requested} has a bulk crystal (molecular or "
+                          f"atomic standard states); pass a replay file instead")
     bases = [(s, _supercell(ground_state_bulk(s), min_atoms, max_atoms)) for s in elements]
     if include_alloys:
         for i, a in enumerate(elements):
