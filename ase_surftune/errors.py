@@ -38,3 +38,7 @@ class ConfigError(SurfTuneError, ValueError):
 
 class DataError(SurfTuneError, ValueError):
     """Labelled data are missing, inconsistent or malformed."""
+
+
+class TaskFailedError(SurfTuneError, RuntimeError):
+    """One or more tasks of a sweep failed (the message lists each with its error)."""

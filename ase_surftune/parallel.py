@@ -50,6 +50,7 @@ class TaskResult(Generic[T]):
     value: T | None = None
     error: str | None = None
     traceback: str | None = None
+    exception: BaseException | None = None
 
     @property
     def ok(self) -> bool:
@@ -135,6 +136,7 @@ def map_tasks(fn: Callable[..., T], tasks: Sequence[Any], executor: Executor | s
                 results[i].value = fut.result()
             except BaseException as exc:  # noqa: BLE001 - reported per task
                 results[i].error = f"{type(exc).__name__}: {exc}"
+                results[i].exception = exc
                 results[i].traceback = "".join(traceback.format_exception(exc))
     finally:
         if owned:
@@ -143,8 +145,12 @@ def map_tasks(fn: Callable[..., T], tasks: Sequence[Any], executor: Executor | s
 
 
 def raise_failures(results: Sequence[TaskResult[Any]]) -> None:
-    """Raise a RuntimeError summarising every failed task (no-op if all succeeded)."""
+    """Raise :class:`~ase_surftune.errors.TaskFailedError` listing every failed task
+    (chained to the first task's exception); no-op if all succeeded."""
+    from ase_surftune.errors import TaskFailedError
+
     failed = [r for r in results if not r.ok]
     if failed:
         lines = "\n".join(f"  [{r.index}] {r.label}: {r.error}" for r in failed)
-        raise RuntimeError(f"{len(failed)} of {len(results)} tasks failed:\n{lines}")
+        raise TaskFailedError(f"{len(failed)} of {len(results)} tasks failed:\n{lines}"
+                              ) from failed[0].exception
