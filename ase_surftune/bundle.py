@@ -114,7 +114,8 @@ class Bundle:
         return energy, forces, stress
 
     def predict(self, atoms_list: list, head: str | None = None, *,
-                batch_size: int | str = 16, compute_stress: bool = False, progress: bool = False,
+                batch_size: int | str = "auto", compute_stress: bool = False,
+                progress: bool = False,
                 correction: LinearCorrection | None | bool = True) -> Prediction:
         """Batched, calibrated predictions (eV, eV/Å, eV/Å³) for many structures."""
         head = self.resolve_head(head)

@@ -148,7 +148,7 @@ class SurfTuneCalculator(Calculator):
             self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
 
     # ------------------------------------------------------------------ batched
-    def predict(self, atoms_list: Sequence[Atoms], batch_size: int | str = 16, *,
+    def predict(self, atoms_list: Sequence[Atoms], batch_size: int | str = "auto", *,
                 compute_stress: bool = False, progress: bool = False) -> Prediction:
         """Evaluate many structures in batches; returns arrays.
 

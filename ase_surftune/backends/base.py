@@ -200,8 +200,10 @@ class ModelAdapter(ABC):
         With ``training=True`` the force graph is kept so a force loss can backpropagate.
         """
 
-    #: atoms per batch used by ``batch_size="auto"`` on CPU (GPU: from free memory)
-    cpu_atoms_per_batch: ClassVar[int] = 1024
+    #: atoms per batch used by ``batch_size="auto"`` on CPU (GPU: from free memory).
+    #: On CPU the models are compute-bound, so large batches do not pay (see
+    #: benchmarks/RESULTS.md); backends lower this where batching even slows down.
+    cpu_atoms_per_batch: ClassVar[int] = 512
     #: rough GPU memory per atom of a forward+force pass, bytes (conservative)
     gpu_bytes_per_atom: ClassVar[int] = 2_000_000
 
@@ -253,7 +255,7 @@ class ModelAdapter(ABC):
                     + self._forward_backoff(graphs[half:], head, compute_stress))
 
     def predict(self, atoms_list: Sequence[Atoms], head: str | None = None, *,
-                batch_size: int | str = 16, compute_stress: bool = False,
+                batch_size: int | str = "auto", compute_stress: bool = False,
                 progress: bool = False, max_atoms_per_batch: int | None = None) -> Prediction:
         """Evaluate many structures in batches.
 

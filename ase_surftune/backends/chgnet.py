@@ -86,6 +86,9 @@ class CHGNetAdapter(ModelAdapter):
     backend: ClassVar[str] = "chgnet"
     supported_dtypes: ClassVar[tuple[torch.dtype, ...]] = (torch.float32,)
     needs_cell: ClassVar[bool] = True
+    #: measured on 2 CPU cores: a batch of 2+ slabs costs more per atom than single calls
+    #: (16 × 45-atom slabs: 3.6 s one by one, 4.7 s in pairs, 19 s in one batch)
+    cpu_atoms_per_batch: ClassVar[int] = 64
 
     def __init__(self, model: CHGNetHeads, name: str = "chgnet", device: str = "cpu",
                  dtype: torch.dtype = torch.float32) -> None:
