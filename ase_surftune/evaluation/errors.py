@@ -169,7 +169,7 @@ def load_configs(data: str | Path | Sequence[Atoms] | Sequence[str | Path],
 
 
 def predict_with(calc: Any, configs: Sequence[Atoms], *, compute_stress: Sequence[bool] | bool
-                 = False, progress: bool = False, batch_size: int = 16
+                 = False, progress: bool = False, batch_size: int | str = "auto"
                  ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray | None]]:
     """Energies (eV), raw forces (eV/Å) and Voigt stresses (eV/Å³ or None) of ``calc``.
 
