@@ -316,9 +316,12 @@ class ModelAdapter(ABC):
         self.ddp = None
 
     # ------------------------------------------------------------------ heads
+    @abstractmethod
     def add_head(self, name: str, from_head: str | None = None) -> None:
-        """Add a new readout head initialised as a copy of ``from_head``."""
-        raise NotImplementedError(f"{self.backend} adapter does not support add_head yet")
+        """Add head ``name`` whose readout starts as an exact copy of ``from_head``'s.
+
+        Existing heads stay bit-identical. Raises HeadError if ``name`` exists.
+        """
 
     # ------------------------------------------------------------------ persistence
     @abstractmethod
