@@ -23,17 +23,12 @@ NEB_KEYS = ("n_images", "interpolation", "climb", "method", "k", "fmax", "steps"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ase_surftune.cli._common import add_model_args
-    from ase_surftune.properties._cli import add_options
+    from ase_surftune.properties._cli import register_command
 
-    p = subparsers.add_parser("neb", help="NEB migration barrier")
-    p.add_argument("structures", nargs="+",
-                   help="initial and final files; or one multi-frame band file; or one "
-                        "bulk file with --vacancy")
-    add_model_args(p)
-    add_options(p, OPTIONS)
-    p.add_argument("-o", "--output", default=None, help="JSON path (default next to input)")
-    p.set_defaults(func=run)
+    register_command(subparsers, "neb", "NEB migration barrier", OPTIONS, run,
+                     structure_help=("initial and final files; or one multi-frame band "
+                                     "file; or one bulk file with --vacancy"),
+                     many_structures=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,15 +19,10 @@ OPTIONS = [
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ase_surftune.cli._common import add_model_args
-    from ase_surftune.properties._cli import add_options
+    from ase_surftune.properties._cli import register_command
 
-    p = subparsers.add_parser("phonons", help="phonons with phonopy")
-    p.add_argument("structure", help="(relaxed) unit cell readable by ase.io")
-    add_model_args(p)
-    add_options(p, OPTIONS)
-    p.add_argument("-o", "--output", default=None, help="JSON path (default next to input)")
-    p.set_defaults(func=run)
+    register_command(subparsers, "phonons", "phonons with phonopy", OPTIONS, run,
+                     structure_help="(relaxed) unit cell readable by ase.io")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,15 +14,9 @@ OPTIONS = [
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ase_surftune.cli._common import add_model_args
-    from ase_surftune.properties._cli import add_options
+    from ase_surftune.properties._cli import register_command
 
-    p = subparsers.add_parser("relax", help="relax positions (and cell) of a structure")
-    p.add_argument("structure", help="structure file readable by ase.io")
-    add_model_args(p)
-    add_options(p, OPTIONS)
-    p.add_argument("-o", "--output", default=None, help="JSON path (default next to input)")
-    p.set_defaults(func=run)
+    register_command(subparsers, "relax", "relax positions (and cell) of a structure", OPTIONS, run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,15 +23,10 @@ OPTIONS = [
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ase_surftune.cli._common import add_model_args
-    from ase_surftune.properties._cli import add_options
+    from ase_surftune.properties._cli import register_command
 
-    p = subparsers.add_parser("surface", help="surface energies from a bulk structure")
-    p.add_argument("structure", help="bulk structure file readable by ase.io")
-    add_model_args(p)
-    add_options(p, OPTIONS)
-    p.add_argument("-o", "--output", default=None, help="JSON path (default next to input)")
-    p.set_defaults(func=run)
+    register_command(subparsers, "surface", "surface energies from a bulk structure", OPTIONS, run,
+                     structure_help="bulk structure file readable by ase.io")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -33,6 +33,26 @@ def add_options(parser: argparse.ArgumentParser, specs: Iterable[OptionSpec]) ->
     return keys
 
 
+def register_command(subparsers: argparse._SubParsersAction, name: str, help: str,
+                     specs: Iterable[OptionSpec], run: Any, *,
+                     structure_help: str = "structure file readable by ase.io",
+                     many_structures: bool = False) -> argparse.ArgumentParser:
+    """Add a property command: structure file(s), model/reference options, the
+    workflow's own options (mirroring its keyword arguments), ``-o`` and ``func=run``."""
+    from ase_surftune.cli._common import add_model_args
+
+    p = subparsers.add_parser(name, help=help)
+    if many_structures:
+        p.add_argument("structures", nargs="+", help=structure_help)
+    else:
+        p.add_argument("structure", help=structure_help)
+    add_model_args(p)
+    add_options(p, specs)
+    p.add_argument("-o", "--output", default=None, help="JSON path (default next to input)")
+    p.set_defaults(func=run)
+    return p
+
+
 def merge_options(args: argparse.Namespace, config: dict[str, Any], keys: Iterable[str],
                   command: str) -> dict[str, Any]:
     """YAML config overlaid by explicit CLI flags; unknown YAML keys are a ConfigError."""
