@@ -44,8 +44,9 @@ def get_optimizer(name: str):
 class RelaxResult(PropertyResult):
     """Outcome of :func:`relax`.
 
-    Energies in eV, forces in eV/Å, stress in eV/Å³ (Voigt, None if not computed),
-    volume in Å³. ``converged`` is False when ``steps`` ran out first.
+    Energies in eV, forces in eV/Å, volume in Å³, stress in eV/Å³ (Voigt; computed for
+    cell relaxations, otherwise given only if the calculator already had it, else None).
+    ``converged`` is False when ``steps`` ran out first.
     """
 
     atoms: Atoms
@@ -67,6 +68,14 @@ class RelaxResult(PropertyResult):
 def _max_force(obj) -> float:
     f = obj.get_forces()
     return float(np.sqrt((f**2).sum(axis=1)).max()) if len(f) else 0.0
+
+
+def _try_stress(atoms: Atoms) -> list[float] | None:
+    """Voigt stress (eV/Å³) of ``atoms``, or None for a calculator without stress."""
+    try:
+        return [float(x) for x in atoms.get_stress()]
+    except Exception:  # noqa: BLE001 - calculator without stress
+        return None
 
 
 def relax(atoms: Atoms, calc: BaseCalculator, *, fmax: float = 0.05, steps: int = 500,
@@ -97,6 +106,8 @@ def relax(atoms: Atoms, calc: BaseCalculator, *, fmax: float = 0.05, steps: int 
     opt_cls = get_optimizer(optimizer)
     work = atoms.copy() if copy else atoms
     attach_calc(work, calc)
+    if relax_cell:  # ask for stress first: one call then gives energy, forces and stress
+        _try_stress(work)
     e0 = float(work.get_potential_energy())
     target = work
     if relax_cell:
@@ -115,12 +126,17 @@ def relax(atoms: Atoms, calc: BaseCalculator, *, fmax: float = 0.05, steps: int 
         warnings.warn(msg, NotConvergedWarning, stacklevel=2)
         logger.warning(msg)
     energy = float(work.get_potential_energy())
+    # stress of the final structure: computed for cell relaxations (the filter needed it),
+    # otherwise only reported if the calculator already has it -- a slab relaxation
+    # should not pay an extra call for a number nobody asked for
     stress = None
     if all(work.pbc):
-        try:
-            stress = [float(s) for s in work.get_stress()]
-        except Exception:  # calculator without stress
-            stress = None
+        if relax_cell:
+            stress = _try_stress(work)
+        else:
+            cached = work.calc.get_property("stress", work, allow_calculation=False) \
+                if hasattr(work.calc, "get_property") else None
+            stress = [float(x) for x in cached] if cached is not None else None
     return RelaxResult(atoms=work, energy_initial=e0, energy=energy,
                        energy_per_atom=energy / len(work), fmax=fmax,
                        max_force=_max_force(target), steps=int(opt.nsteps),

@@ -261,13 +261,36 @@ def _to_atoms(structure) -> Atoms:
     return atoms
 
 
+def _center_along_c(atoms: Atoms) -> Atoms:
+    """Make the slab contiguous across the periodic c boundary and centre it in its vacuum.
+
+    Replaces pymatgen's ``center_slab``, which runs a neighbour search per slab and
+    was most of the cost of a small surface-energy run.
+    """
+    frac = atoms.get_scaled_positions(wrap=True)
+    fs = np.sort(frac[:, 2])
+    gaps = np.diff(np.concatenate([fs, [fs[0] + 1.0]]))
+    i = int(np.argmax(gaps))
+    bottom = fs[(i + 1) % len(fs)]  # first atom above the largest gap
+    c = (frac[:, 2] - bottom) % 1.0
+    extent = c.max()
+    frac[:, 2] = c + (1.0 - extent) / 2.0
+    atoms.set_scaled_positions(frac)
+    return atoms
+
+
 def _generate(conv, miller: Miller, min_slab_size: float, min_vacuum_size: float,
               symmetric_only: bool, lll_reduce: bool) -> list:
+    """Stoichiometric (and, if asked, symmetric) terminations from pymatgen's SlabGenerator.
+
+    The c vector is left as SlabGenerator's shortest lattice vector out of the plane
+    (not searched to be normal): the slab then has the fewest planes that reach
+    ``min_slab_size``, and every geometric quantity here projects on the plane normal.
+    """
     from pymatgen.core.surface import SlabGenerator
 
     gen = SlabGenerator(conv, miller, min_slab_size, min_vacuum_size, lll_reduce=lll_reduce,
-                        center_slab=True, primitive=True, max_normal_search=max(map(abs, miller)),
-                        reorient_lattice=True)
+                        center_slab=False, primitive=True, reorient_lattice=True)
     slabs = gen.get_slabs()
     if symmetric_only:
         slabs = [s for s in slabs if s.is_symmetric()]
@@ -277,6 +300,25 @@ def _generate(conv, miller: Miller, min_slab_size: float, min_vacuum_size: float
         logger.warning("%s: skipped %d non-stoichiometric termination(s)", miller,
                        len(slabs) - len(stoich))
     return stoich
+
+
+def _bulk_energy_per_atom(relaxed: Atoms, relaxed_energy: float | None, conv,
+                          calc: BaseCalculator, tol: float = 1e-5) -> float:
+    """Bulk energy per atom (eV) on exactly the lattice the slabs are cut from.
+
+    The conventional standard cell is the relaxed bulk symmetrised by spglib. When it has
+    the same atom count and lattice parameters (within ``tol`` relative) the relaxed
+    energy is that lattice's energy up to second order in a strain below ``tol``, and
+    no extra calculation is made; otherwise the conventional cell is evaluated.
+    """
+    if relaxed_energy is not None and len(conv) == len(relaxed):
+        mine = np.asarray(relaxed.cell.cellpar())
+        theirs = np.asarray(conv.lattice.parameters)
+        if np.all(np.abs(mine - theirs) <= tol * np.maximum(np.abs(theirs), 1.0)):
+            return float(relaxed_energy) / len(relaxed)
+    conv_atoms = _to_atoms(conv)
+    attach_calc(conv_atoms, calc)
+    return float(conv_atoms.get_potential_energy()) / len(conv_atoms)
 
 
 def _plane_spacing(conv, miller: Miller) -> float:
@@ -330,15 +372,14 @@ def surface_energies(bulk: Atoms, calc: BaseCalculator,
 
     bulk_conv_ok: bool | None = None
     work = bulk.copy()
+    e_relaxed: float | None = None
     if relax_bulk:
         rb = relax(work, calc, fmax=fmax, steps=steps, optimizer=optimizer, relax_cell=True)
         work = rb.atoms
         bulk_conv_ok = rb.converged
+        e_relaxed = rb.energy
     conv = SpacegroupAnalyzer(_to_structure(work), symprec=0.01).get_conventional_standard_structure()
-    conv_atoms = _to_atoms(conv)
-    attach_calc(conv_atoms, calc)
-    # bulk reference on exactly the lattice the slabs are cut from
-    e_bulk = float(conv_atoms.get_potential_energy()) / len(conv_atoms)
+    e_bulk = _bulk_energy_per_atom(work, e_relaxed, conv, calc)
 
     entries: list[SurfaceEntry] = []
     for miller in millers:
@@ -353,7 +394,7 @@ def surface_energies(bulk: Atoms, calc: BaseCalculator,
             shift = float(pslab.shift)
 
             def compute(ps, shift=shift, miller=miller) -> SlabEnergy:
-                return slab_surface_energy(_to_atoms(ps), calc, e_bulk, relax_slab=relax_slabs,
+                return slab_surface_energy(_center_along_c(_to_atoms(ps)), calc, e_bulk, relax_slab=relax_slabs,
                                            fix_bottom_layers=fix_bottom_layers, fmax=fmax,
                                            steps=steps, optimizer=optimizer, miller=miller,
                                            shift=shift)
