@@ -21,7 +21,9 @@ def get_reference_calculator(name: str, **kwargs: Any) -> BaseCalculator:
     Args:
         name: ``"emt"`` (instant, Cu/Ag/Au/Ni/Pd/Pt/Al/H/C/N/O) or ``"gpaw"``
             (PBE plane waves; kwargs override the defaults ``mode=PW(350)``,
-            ``kpts={"density": 3.0}``, ``xc="PBE"``, ``occupations=FermiDirac(0.1)``).
+            ``kpts={"density": 3.0}``, ``xc="PBE"``, ``occupations=FermiDirac(0.1)``,
+            ``symmetry={"point_group": False}`` so that one calculator can follow
+            displaced and relaxing structures).
     """
     key = name.lower()
     if key == "emt":
@@ -36,8 +38,12 @@ def get_reference_calculator(name: str, **kwargs: Any) -> BaseCalculator:
                 "GPAW is not installed. Install the [dft] extra: "
                 "apt-get install -y libxc-dev libopenblas-dev && "
                 "CC=g++ pip install gpaw gpaw-data") from exc
+        # point-group symmetry off: GPAW refuses to move atoms in a way that breaks the
+        # symmetry it started with (SymmetryBrokenError), which every phonon displacement,
+        # NEB band and rattled relaxation does when one calculator is reused
         params: dict[str, Any] = {"mode": PW(350), "xc": "PBE", "kpts": {"density": 3.0},
-                                  "occupations": FermiDirac(0.1), "txt": None}
+                                  "occupations": FermiDirac(0.1), "txt": None,
+                                  "symmetry": {"point_group": False}}
         params.update(kwargs)
         return GPAW(**params)
     raise ValueError(f"Unknown reference calculator {name!r}; choose from {REFERENCE_NAMES}")

@@ -78,7 +78,10 @@ class SurfaceSettings(_Strict):
 
 class NEBSettings(_Strict):
     migrations: list[Literal["vacancy", "adatom-100"]] = ["vacancy"]
-    supercell: tuple[int, int, int] = (2, 2, 2)
+    #: of the (relaxed, cubic) bulk cell: three ints, or a 3×3 integer matrix, e.g.
+    #: [[0,1,1],[1,0,1],[1,1,0]] for the 8-site fcc cell (2×2×2 primitive cells)
+    supercell: tuple[int, int, int] | tuple[tuple[int, int, int], tuple[int, int, int],
+                                             tuple[int, int, int]] = (2, 2, 2)
     n_images: int = Field(3, ge=1)
     fmax: float = Field(0.05, gt=0)
     steps: int = Field(200, ge=1)

@@ -25,6 +25,22 @@ from ase_surftune.properties._base import (
 logger = logging.getLogger(__name__)
 
 
+def _new_phonopy(atoms: Atoms, P: np.ndarray, primitive_matrix: Any, symprec: float) -> Any:
+    """A ``Phonopy`` object for the unit cell ``atoms`` and supercell matrix ``P``.
+
+    phonopy ≥ 4 warns whenever ``"auto"`` resolves to a non-identity primitive matrix;
+    here ``"auto"`` is the documented choice, so that warning is not repeated per call.
+    """
+    import warnings
+
+    from phonopy import Phonopy
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="primitive_matrix defaulted to 'auto'")
+        return Phonopy(_phonopy_atoms(atoms), supercell_matrix=P,
+                       primitive_matrix=primitive_matrix, symprec=symprec)
+
+
 def parse_supercell(value: Any) -> np.ndarray:
     """Supercell matrix from an int n, three ints (diagonal) or a 3×3 integer matrix.
 
@@ -169,8 +185,6 @@ def phonons(atoms: Atoms, calc: BaseCalculator, *, supercell: Any = (2, 2, 2),
         phonopy_params: if given, save ``phonopy_params.yaml`` (displacements and
             forces) there, usable later as a reference.
     """
-    from phonopy import Phonopy
-
     check_atoms(atoms, need_cell=True)
     P = parse_supercell(supercell)
     displacement = check_positive("displacement", displacement)
@@ -179,8 +193,7 @@ def phonons(atoms: Atoms, calc: BaseCalculator, *, supercell: Any = (2, 2, 2),
     imaginary_tol = check_positive("imaginary_tol", imaginary_tol, allow_zero=True)
     for name, v in (("t_min", t_min), ("t_max", t_max), ("t_step", t_step)):
         check_positive(name, v, allow_zero=name == "t_min")
-    ph = Phonopy(_phonopy_atoms(atoms), supercell_matrix=P, primitive_matrix=primitive_matrix,
-                 symprec=symprec)
+    ph = _new_phonopy(atoms, P, primitive_matrix, symprec)
     ph.generate_displacements(distance=displacement)
     ph.forces = compute_forces(ph, calc, progress=progress)
     ph.produce_force_constants()
@@ -286,8 +299,7 @@ def _reference_phonopy(reference: Any, atoms: Atoms | None, P, displacement, pri
 
         if atoms is None:
             raise ConfigError("a FORCE_SETS reference needs the unit cell `atoms`")
-        ph = Phonopy(_phonopy_atoms(atoms), supercell_matrix=P,
-                     primitive_matrix=primitive_matrix, symprec=symprec)
+        ph = _new_phonopy(atoms, P, primitive_matrix, symprec)
         try:
             ds = parse_FORCE_SETS(natom=len(ph.supercell), filename=str(path))
         except Exception as exc:
@@ -298,8 +310,7 @@ def _reference_phonopy(reference: Any, atoms: Atoms | None, P, displacement, pri
     if is_calculator(reference):
         if atoms is None:
             raise ConfigError("a calculator reference needs the unit cell `atoms`")
-        ph = Phonopy(_phonopy_atoms(atoms), supercell_matrix=P,
-                     primitive_matrix=primitive_matrix, symprec=symprec)
+        ph = _new_phonopy(atoms, P, primitive_matrix, symprec)
         ph.generate_displacements(distance=displacement)
         ph.forces = compute_forces(ph, reference)
         return ph, type(reference).__name__
