@@ -57,6 +57,29 @@ def test_relax_optimizers(opt):
     assert res.converged and res.optimizer == opt
 
 
+def test_cached_cell_filter_follows_the_same_path_as_ase():
+    """The filter cache changes the cost, not the relaxation: same steps, cell, energy."""
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import BFGS
+
+    from ase_surftune.properties.relax import CachedFrechetCellFilter
+
+    start = bulk("Cu", "fcc", a=3.75, cubic=True)
+    start.rattle(0.02, seed=1)
+    runs = []
+    for cls in (FrechetCellFilter, CachedFrechetCellFilter):
+        atoms = start.copy()
+        atoms.calc = EMT()
+        opt = BFGS(cls(atoms), logfile=None)
+        opt.run(fmax=1e-3, steps=100)
+        runs.append((opt.nsteps, atoms.cell.array.copy(), atoms.get_potential_energy()))
+    assert runs[0][0] == runs[1][0]
+    assert np.allclose(runs[0][1], runs[1][1], atol=1e-10)
+    assert runs[0][2] == pytest.approx(runs[1][2], abs=1e-10)
+    # EMT's Cu lattice constant (ASE's EMT: a ≈ 3.59 Å)
+    assert np.cbrt(np.linalg.det(runs[1][1])) == pytest.approx(3.59, abs=0.01)
+
+
 def test_relax_bad_optimizer():
     with pytest.raises(ConfigError, match="'GD'"):
         relax(bulk("Cu"), EMT(), optimizer="GD")

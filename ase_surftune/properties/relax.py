@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import BaseCalculator
+from ase.filters import FrechetCellFilter
 
 from ase_surftune.errors import ConfigError
 from ase_surftune.properties._base import (
@@ -27,6 +28,29 @@ OPTIMIZERS = ("FIRE", "BFGS", "LBFGS")
 
 class NotConvergedWarning(UserWarning):
     """A relaxation or NEB stopped at its step limit before reaching ``fmax``."""
+
+
+class CachedFrechetCellFilter(FrechetCellFilter):
+    """ASE's ``FrechetCellFilter`` that does not redo its cell gradient for the same state.
+
+    ASE optimizers ask the filter for forces several times per step (step, convergence
+    check, log); each time the filter recomputes nine matrix-exponential Fréchet
+    derivatives in scipy, which on a 4-atom cell costs as much as the force call itself.
+    The result is reused while the atoms' positions and cell are unchanged.
+    """
+
+    _key: tuple | None = None
+    _cached: tuple[np.ndarray, np.ndarray] | None = None
+
+    def get_forces(self, **kwargs):
+        key = (self.atoms.positions.tobytes(), np.asarray(self.atoms.cell).tobytes(),
+               tuple(sorted(kwargs.items())))
+        if key != self._key or self._cached is None:
+            forces = super().get_forces(**kwargs)
+            self._key, self._cached = key, (forces.copy(), np.array(self.stress))
+        else:
+            self.stress = self._cached[1].copy()
+        return self._cached[0].copy()
 
 
 def get_optimizer(name: str):
@@ -111,9 +135,7 @@ def relax(atoms: Atoms, calc: BaseCalculator, *, fmax: float = 0.05, steps: int 
     e0 = float(work.get_potential_energy())
     target = work
     if relax_cell:
-        from ase.filters import FrechetCellFilter
-
-        target = FrechetCellFilter(work)
+        target = CachedFrechetCellFilter(work)
     traj = str(trajectory) if trajectory is not None else None
     opt = opt_cls(target, logfile=logfile, trajectory=traj)
     converged = bool(opt.run(fmax=fmax, steps=steps))
