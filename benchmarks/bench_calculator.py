@@ -106,18 +106,23 @@ def main() -> None:
         structs = slabs(size, args.n_predict, seed=100)
         for name, calc in [("CHGNet", ours_chg), ("MACE (small-size)", ours_mace)]:
             calc.predict(structs[:4], batch_size=4)  # warm-up
-            loop, batched = [], []
+            loop: list[float] = []
+            batched: dict[object, list[float]] = {16: [], "auto": []}
             for _ in range(max(1, args.repeats // 4)):
                 t = time.perf_counter()
                 for a in structs:
                     calc.predict([a], batch_size=1)
                 loop.append(time.perf_counter() - t)
-                t = time.perf_counter()
-                calc.predict(structs, batch_size=16)
-                batched.append(time.perf_counter() - t)
-            tb, tl = statistics.median(batched), statistics.median(loop)
-            rows.append((f"{name} predict {len(structs)}x {label} (batch 16) vs loop", tb, tl, tb / tl, 0.33))
-            _print_row(rows[-1])
+                for bs, times in batched.items():
+                    t = time.perf_counter()
+                    calc.predict(structs, batch_size=bs)
+                    times.append(time.perf_counter() - t)
+            tl = statistics.median(loop)
+            for bs, times in batched.items():
+                tb = statistics.median(times)
+                rows.append((f"{name} predict {len(structs)}x {label} (batch {bs}) vs loop",
+                             tb, tl, tb / tl, 0.33))
+                _print_row(rows[-1])
 
     print("\nsummary")
     for row in rows:

@@ -110,6 +110,7 @@ def worker_mace_ours(args) -> dict:
                        dtype=torch.float64, **MACE_ARCH)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     torch.save(model, Path(args.out) / "bench.model")
+    n_params = sum(p.numel() for p in model.parameters())
     res = finetune({"model": f"mace:{Path(args.out) / 'bench.model'}", "strategy": "full",
                     "epochs": args.epochs, "batch_size": args.batch_size,
                     "output_dir": args.out, "progress": False, "plot": False,
@@ -118,7 +119,7 @@ def worker_mace_ours(args) -> dict:
                     "loss": {"forces_weight": 100.0}},
                    train=slabs[:args.n_train], valid=slabs[args.n_train:])
     return {"wall_s": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb(),
-            "epoch_times": [r["epoch_time_s"] for r in res.history]}
+            "epoch_times": [r["epoch_time_s"] for r in res.history], "n_params": n_params}
 
 
 def worker_mace_run_train(args) -> dict:
@@ -137,7 +138,12 @@ def worker_mace_run_train(args) -> dict:
     cmd = [str(Path(PY).parent / "mace_run_train"), "--name", "bench", "--seed", "0",
            "--work_dir", str(out), "--train_file", str(out / "train.xyz"),
            "--valid_file", str(out / "valid.xyz"), "--E0s", "{29: -3.0, 79: -3.2}",
-           "--model", "MACE", "--hidden_irreps", f"{a['channels']}x0e",
+           # the same architecture as build_mace (ScaleShiftMACE, residual interaction
+           # blocks throughout); mace's "MACE" model would use a cheaper first block
+           "--model", "ScaleShiftMACE",
+           "--interaction_first", "RealAgnosticResidualInteractionBlock",
+           "--interaction", "RealAgnosticResidualInteractionBlock",
+           "--hidden_irreps", f"{a['channels']}x0e",
            "--MLP_irreps", "16x0e", "--r_max", str(a["r_max"]),
            "--num_interactions", str(a["num_interactions"]),
            "--correlation", str(a["correlation"]), "--max_ell", str(a["max_ell"]),
@@ -153,7 +159,14 @@ def worker_mace_run_train(args) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
     ru = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
-    return {"wall_s": time.perf_counter() - t0, "peak_rss_mb": ru}
+    wall = time.perf_counter() - t0
+    import mace  # noqa: F401
+    import torch
+
+    models = sorted(out.glob("*.model"))
+    n_params = sum(p.numel() for p in torch.load(models[0], weights_only=False).parameters()) \
+        if models else None
+    return {"wall_s": wall, "peak_rss_mb": ru, "n_params": n_params}
 
 
 WORKERS = {"chgnet-ours": worker_chgnet_ours, "chgnet-trainer": worker_chgnet_trainer,
@@ -183,6 +196,8 @@ def speed(args, ours: str, theirs: str) -> dict:
                      "peak_rss_mb": max(r1["peak_rss_mb"], rk["peak_rss_mb"])}
         if "epoch_times" in rk:
             res[name]["loop_epoch_times_s"] = rk["epoch_times"]
+        if rk.get("n_params") is not None:
+            res[name]["n_params"] = rk["n_params"]
         print(name, json.dumps(res[name]), flush=True)
     res["ratio_ours_over_theirs"] = res[ours]["epoch_s"] / res[theirs]["epoch_s"]
     res["setup"] = {"n_train": args.n_train, "n_valid": args.n_valid,
