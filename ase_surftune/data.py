@@ -436,12 +436,18 @@ class Split(NamedTuple):
 
 
 def split(configs: Sequence[Atoms], fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
-          seed: int = 0) -> Split:
+          seed: int = 0, stratify: str | None = None) -> Split:
     """Random train/valid/test split by fraction, reproducible for a given ``seed``.
 
     Fractions must be non-negative and sum to 1. Validation and test sizes are
     ``round(fraction * n)``; training gets the rest. Order inside each part follows the
     input order.
+
+    Args:
+        stratify: an ``atoms.info`` key (e.g. ``"config_type"``): split each group by the
+            fractions on its own, so that every kind of structure is represented in each
+            part as far as its size allows (a small data set split at random can put all
+            slabs in training and all defects in the test set).
     """
     fr = np.asarray(fractions, dtype=float)
     if fr.shape != (3,) or np.any(fr < 0) or not np.isclose(fr.sum(), 1.0):
@@ -451,17 +457,27 @@ def split(configs: Sequence[Atoms], fractions: tuple[float, float, float] = (0.8
     n = len(configs)
     if n == 0:
         raise DataError("cannot split an empty list of configurations")
-    perm = np.random.default_rng(seed).permutation(n)
-    n_valid = int(round(fr[1] * n))
-    n_test = min(int(round(fr[2] * n)), n - n_valid)
-    valid_idx = np.sort(perm[:n_valid])
-    test_idx = np.sort(perm[n_valid:n_valid + n_test])
-    train_idx = np.sort(perm[n_valid + n_test:])
+    rng = np.random.default_rng(seed)
+    if stratify is None:
+        groups = [np.arange(n)]
+    else:
+        by_key: dict[str, list[int]] = {}
+        for i, a in enumerate(configs):
+            by_key.setdefault(_group(a, stratify), []).append(i)
+        groups = [np.asarray(v) for v in by_key.values()]
+    train_idx, valid_idx, test_idx = [], [], []
+    for members in groups:
+        perm = members[rng.permutation(len(members))]
+        n_valid = int(round(fr[1] * len(members)))
+        n_test = min(int(round(fr[2] * len(members))), len(members) - n_valid)
+        valid_idx += perm[:n_valid].tolist()
+        test_idx += perm[n_valid:n_valid + n_test].tolist()
+        train_idx += perm[n_valid + n_test:].tolist()
     if fr[0] > 0 and len(train_idx) == 0:
         raise DataError(f"split of {n} configuration(s) with fractions {tuple(fractions)} "
                         f"leaves the training set empty")
-    return Split([configs[i] for i in train_idx], [configs[i] for i in valid_idx],
-                 [configs[i] for i in test_idx])
+    return Split([configs[i] for i in sorted(train_idx)], [configs[i] for i in sorted(valid_idx)],
+                 [configs[i] for i in sorted(test_idx)])
 
 
 def _group(atoms: Atoms, group_key: str) -> str:

@@ -189,7 +189,10 @@ def _run(output: str | Path, reference: str, quick: bool, model: str, progress: 
     labelled = label(configs, ref_calc, labels_path, progress=progress)
     for a, c in zip(labelled, configs):
         a.info["config_type"] = c.info["config_type"]
-    parts = split(labelled, (0.5, 0.0, 0.5) if quick or dft else (0.6, 0.0, 0.4), seed=0)
+    # stratified: every kind of structure (slab111, slab100, vacancy, adatom) is in both
+    # the training and the held-out set
+    parts = split(labelled, (0.5, 0.0, 0.5) if quick or dft else (0.6, 0.0, 0.4), seed=0,
+                  stratify="config_type")
     train, test = parts.train, parts.test
     stage("label", t0)
 

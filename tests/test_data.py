@@ -281,6 +281,23 @@ def test_split_fractions_reproducible():
         split(data, (0.5, 0.2, 0.2))
 
 
+def test_split_stratified_keeps_every_kind_in_each_part():
+    data = []
+    for kind, n in (("slab", 6), ("vacancy", 4), ("adatom", 2)):
+        for i in range(n):
+            a = _emt_labelled(_slab(seed=len(data), size=(1, 1, 2)))
+            a.info["config_type"] = kind
+            data.append(a)
+    s = split(data, (0.5, 0.0, 0.5), seed=0, stratify="config_type")
+    kinds = lambda part: sorted(a.info["config_type"] for a in part)  # noqa: E731
+    assert kinds(s.train) == kinds(s.test) == ["adatom"] + ["slab"] * 3 + ["vacancy"] * 2
+    ids = lambda part: [id(a) for a in part]  # noqa: E731
+    assert sorted(ids(s.train) + ids(s.test)) == sorted(ids(data))
+    # without stratify the default split is unchanged by the new option
+    assert ids(split(data, (0.5, 0.0, 0.5), seed=0).train) == \
+        ids(split(data, (0.5, 0.0, 0.5), seed=0, stratify=None).train)
+
+
 def test_split_by_group_holdout_surfaces():
     data = _dataset()
     parts = split_by_group(data, holdout=["Surfaces/*"], valid_fraction=0.25, seed=0)
