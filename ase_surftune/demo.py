@@ -128,6 +128,7 @@ def demo_structures(n_per_kind: int, seed: int = 0, rattle: float = 0.06,
         for kind, atoms in (("slab111", s111), ("slab100", s100), ("vacancy", vac),
                             ("adatom100", ad)):
             atoms = atoms.copy()
+            atoms.info.pop("adsorbate_info", None)  # a dict extxyz cannot store (warns)
             strain = 1 + rng.uniform(-0.02, 0.02)
             atoms.set_cell(atoms.cell * strain, scale_atoms=True)
             atoms.positions += rng.normal(scale=rattle * (1 + i % 2), size=atoms.positions.shape)
