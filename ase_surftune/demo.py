@@ -1,7 +1,8 @@
 """``surftune demo``: the whole story on the embedded default, in minutes, anywhere.
 
 1. label a handful of Cu slab/defect configurations (rattled (111)/(100) slabs, a bulk
-   vacancy, a (100) adatom) with the reference (EMT by default; ``gpaw`` for real PBE);
+   vacancy, a (100) adatom, strained bulk) with the reference (EMT by default; ``gpaw``
+   for real PBE);
 2. zero-shot CHGNet vs the reference on held-out configurations: errors and the
    softening scale s;
 3. fine-tune: linear correction, frozen (first 4 blocks fixed) and multi-head with
@@ -110,8 +111,15 @@ class DemoResult:
 
 
 def demo_structures(n_per_kind: int, seed: int = 0, rattle: float = 0.06,
-                    small: bool = False) -> list[Atoms]:
-    """Rattled Cu structures: (111) and (100) slabs, a bulk vacancy, a (100) adatom."""
+                    small: bool = False, with_bulk: bool = True) -> list[Atoms]:
+    """Rattled Cu structures: (111) and (100) slabs, a bulk vacancy, a (100) adatom, bulk.
+
+    The bulk cells (``config_type="bulk"``: the 4-atom cubic cell, ±1 % strain, rattled)
+    give training the slab-vs-bulk energy difference that a surface energy is; without
+    them fine-tuning lowers force errors but cannot move γ. They come last, from their
+    own random stream, so the other structures (and labels cached for them) are the
+    same with and without them.
+    """
     from ase.build import add_adsorbate, bulk, fcc100, fcc111
 
     rng = np.random.default_rng(seed)
@@ -133,6 +141,14 @@ def demo_structures(n_per_kind: int, seed: int = 0, rattle: float = 0.06,
             atoms.set_cell(atoms.cell * strain, scale_atoms=True)
             atoms.positions += rng.normal(scale=rattle * (1 + i % 2), size=atoms.positions.shape)
             atoms.info["config_type"] = kind
+            out.append(atoms)
+    if with_bulk:
+        rng_bulk = np.random.default_rng(seed + 1)
+        for i in range(n_per_kind):
+            atoms = bulk("Cu", "fcc", a=a * (1 + rng_bulk.uniform(-0.01, 0.01)), cubic=True)
+            atoms.positions += rng_bulk.normal(scale=rattle * (1 + i % 2),
+                                               size=atoms.positions.shape)
+            atoms.info["config_type"] = "bulk"
             out.append(atoms)
     return out
 
@@ -190,8 +206,8 @@ def _run(output: str | Path, reference: str, quick: bool, model: str, progress: 
     labelled = label(configs, ref_calc, labels_path, progress=progress)
     for a, c in zip(labelled, configs):
         a.info["config_type"] = c.info["config_type"]
-    # stratified: every kind of structure (slab111, slab100, vacancy, adatom) is in both
-    # the training and the held-out set
+    # stratified: every kind of structure (slab111, slab100, vacancy, adatom, bulk) is in
+    # both the training and the held-out set
     parts = split(labelled, (0.5, 0.0, 0.5) if quick or dft else (0.6, 0.0, 0.4), seed=0,
                   stratify="config_type")
     train, test = parts.train, parts.test
