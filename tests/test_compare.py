@@ -91,3 +91,17 @@ def test_cli_compare(report, tmp_path, capsys):
     assert rows[0].startswith("property,label,unit,reference,model,value,ratio")
     assert float(rows[1].split(",")[6]) == pytest.approx(1.0, abs=1e-9)
     assert main(["compare", "--properties", "elastic", "-o", str(tmp_path / "d")]) == 2
+
+
+def test_unconverged_reference_is_flagged_in_the_table():
+    """A reference value from a run that did not converge is marked (nc), like a model's."""
+    from ase_surftune.evaluation.compare import MeasuredProperties
+
+    ref = MeasuredProperties(calculator="dft")
+    ref.add("lattice_a", 3.6, "Å", "lattice a", converged=False)
+    rep = compare(ref, [("emt", EMT())], {"properties": ["lattice"]}, progress=False)
+    row = next(line for line in rep.to_markdown().splitlines() if line.startswith("| lattice a"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == "3.6000 (nc)"
+    assert not cells[3].endswith("(nc)")  # EMT's own relaxation converged
+    assert float(cells[4]) == pytest.approx(3.59 / 3.6, abs=0.005)

@@ -423,7 +423,9 @@ class ComparisonReport:
             units.update({k: u for k, u in m.units.items() if k not in units})
         for key in self.property_keys():
             ref = self.reference_values.values.get(key)
-            cells = [self.labels.get(key, key), units.get(key, ""), fmt(ref)]
+            ref_ok = self.reference_values.converged.get(key, True)
+            cells = [self.labels.get(key, key), units.get(key, ""),
+                     fmt(ref) + ("" if ref_ok else " (nc)")]
             for m in models:
                 v, r = self.value(key, m), self.ratio(key, m)
                 conv = self._model(m).converged.get(key, True)

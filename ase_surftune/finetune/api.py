@@ -127,7 +127,7 @@ def _errors(configs: Sequence[Atoms], energies: np.ndarray, forces: Sequence[np.
 
 
 def _bundle_errors(bundle, head: str, samples: list[Sample], configs: Sequence[Atoms],
-                   batch_size: int, exclude_fixed_atoms: bool) -> dict[str, float]:
+                   batch_size: int | str, exclude_fixed_atoms: bool) -> dict[str, float]:
     e_raw, f_raw = predict_samples(bundle.adapter, head, samples, batch_size)
     es, fs = [], []
     for atoms, e, f in zip(configs, e_raw, f_raw):
@@ -255,7 +255,7 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
     s_valid = featurize_samples(model, valid_atoms, desc="featurize valid", **kw)
     s_test = featurize_samples(model, test_atoms, desc="featurize test", **kw)
     t_feat = time.perf_counter() - t0
-    vbs = cfg.valid_batch_size or max(cfg.batch_size, 8)
+    vbs: int | str = cfg.valid_batch_size or "auto"
 
     # ---- zero-shot baseline (the base model, aligned on the training set)
     if getattr(strategy, "shares_graphs", True):

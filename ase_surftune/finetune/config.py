@@ -113,6 +113,7 @@ class FinetuneConfig(_Strict):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     epochs: int = Field(50, ge=1)
     batch_size: int = Field(4, ge=1)
+    #: structures per validation batch; None = "auto" (the backend's atom budget)
     valid_batch_size: int | None = Field(None, ge=1)
     patience: int | None = Field(10, ge=1)
     ema_decay: float | None = Field(None, gt=0, lt=1)
