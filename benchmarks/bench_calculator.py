@@ -69,6 +69,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--calls", type=int, default=5, help="structures per timing")
     ap.add_argument("--n-predict", type=int, default=64, help="structures for predict")
+    ap.add_argument("--skip-overhead", action="store_true", help="only the predict part")
+    ap.add_argument("--predict-sizes", default="45,96", help="slab sizes for predict")
     args = ap.parse_args()
 
     import mace  # noqa: F401  (before e3nn)
@@ -92,7 +94,8 @@ def main() -> None:
     ours_mace = SurfTuneCalculator(f"mace:{mace_file}")
     bare_mace = MACECalculator(model_paths=str(mace_file), device="cpu", default_dtype="float32")
 
-    for size, label in [((3, 3, 5), "45-atom"), ((4, 4, 6), "96-atom")]:
+    sizes = [((3, 3, 5), "45-atom"), ((4, 4, 6), "96-atom")]
+    for size, label in ([] if args.skip_overhead else sizes):
         structs = slabs(size, args.calls)
         for name, ours, bare in [("CHGNet", ours_chg, bare_chg),
                                  ("MACE (small-size)", ours_mace, bare_mace)]:
@@ -102,10 +105,15 @@ def main() -> None:
             rows.append((f"{name} {label} slab, per call", t_ours, t_bare, t_ours / t_bare, 1.02))
             _print_row(rows[-1])
 
-    for size, label in [((3, 3, 5), "45-atom"), ((4, 4, 6), "96-atom")]:
+    wanted = {s.strip() for s in args.predict_sizes.split(",")}
+    for size, label in [(sz, lb) for sz, lb in sizes if lb.split("-")[0] in wanted]:
         structs = slabs(size, args.n_predict, seed=100)
         for name, calc in [("CHGNet", ours_chg), ("MACE (small-size)", ours_mace)]:
-            calc.predict(structs[:4], batch_size=4)  # warm-up
+            # warm-up of every batch shape timed below: the first passes at a new batch
+            # size are several times slower (allocator growth), and the loop's size-1
+            # passes were already warm from the overhead section
+            for bs in (1, 16, "auto"):
+                calc.predict(structs[:16], batch_size=bs)
             loop: list[float] = []
             batched: dict[object, list[float]] = {16: [], "auto": []}
             for _ in range(max(1, args.repeats // 4)):
