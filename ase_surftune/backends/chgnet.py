@@ -129,7 +129,9 @@ class CHGNetAdapter(ModelAdapter):
     supported_dtypes: ClassVar[tuple[torch.dtype, ...]] = (torch.float32,)
     needs_cell: ClassVar[bool] = True
     #: measured on 2 CPU cores: a batch of 2+ slabs costs more per atom than single calls
-    #: (16 × 45-atom slabs: 3.6 s one by one, 4.7 s in pairs, 19 s in one batch)
+    #: (a 45-atom force pass allocates ~500 MB; batches multiply that working set, and
+    #: the first passes at a new batch size are several times slower still), so on CPU
+    #: "auto" keeps about one slab per batch
     cpu_atoms_per_batch: ClassVar[int] = 64
 
     def __init__(self, model: CHGNetHeads, name: str = "chgnet", device: str = "cpu",
