@@ -26,7 +26,7 @@ import torch
 from ase import Atoms
 
 from ase_surftune.backends.base import Block, ModelAdapter
-from ase_surftune.errors import ModelLoadError
+from ase_surftune.errors import HeadError, ModelLoadError
 
 #: our names for MACE-MP foundation models -> mace-torch's ``mace_mp(model=...)`` names
 MACE_FOUNDATION_NAMES: dict[str, str] = {
@@ -235,10 +235,11 @@ class MACEAdapter(ModelAdapter):
                 others keep ``from_head``'s.
 
         Raises:
-            HeadError: ``name`` exists already, or ``from_head`` is unknown.
+            HeadError: ``name`` exists already, ``from_head`` is unknown, or the model's
+                readout layout is one this method cannot grow.
             UnsupportedElementError: ``atomic_energies`` names an element outside the model.
         """
-        from ase_surftune.errors import HeadError, UnsupportedElementError
+        from ase_surftune.errors import UnsupportedElementError
 
         if not isinstance(name, str) or not name:
             raise HeadError(f"head name must be a non-empty string, got {name!r}")
@@ -301,7 +302,8 @@ def _linear_blocks(linear: torch.nn.Module, n_heads: int, per_head_out: int,
         entries = [i.i_in for i in ins if i.i_out == 0]
         return entries, blocks
     if len(linear.irreps_out) != 1 or any(i.i_out != 0 for i in ins):
-        raise NotImplementedError(f"add_head: unexpected readout layout {linear}")
+        raise HeadError(f"cannot add a head: this MACE readout has an unexpected layout "
+                        f"({linear}); supported are single-output linear readouts")
     full = torch.cat(mats, dim=0)  # (rows, H*k)
     if per_head_in is None:
         blocks = [full[:, h * per_head_out:(h + 1) * per_head_out] for h in range(n_heads)]
@@ -388,8 +390,8 @@ def grow_mace_heads(model: torch.nn.Module, name: str, src: int) -> None:
             ro.non_linearity.irreps_out = ro.hidden_irreps
             ro.num_heads = n + 1
         else:
-            raise NotImplementedError(
-                f"add_head: readout type {type(ro).__name__} is not supported yet "
+            raise HeadError(
+                f"cannot add a head: readout type {type(ro).__name__} is not supported "
                 f"(supported: LinearReadoutBlock, NonLinearReadoutBlock)")
     # per-head isolated-atom energies [n_heads, n_elements]
     aef = model.atomic_energies_fn
