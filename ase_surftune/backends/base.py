@@ -221,20 +221,25 @@ class ModelAdapter(ABC):
     def plan_batches(self, atoms_list: Sequence[Atoms], batch_size: int | str = 16,
                      max_atoms: int | None = None) -> list[list[int]]:
         """Indices of each batch: fixed ``batch_size``, or ``"auto"`` by an atom budget."""
+        return self.plan_batches_by_size([len(a) for a in atoms_list], batch_size, max_atoms)
+
+    def plan_batches_by_size(self, n_atoms: Sequence[int], batch_size: int | str = 16,
+                             max_atoms: int | None = None) -> list[list[int]]:
+        """:meth:`plan_batches` from the structures' atom counts alone."""
         if batch_size == "auto":
             budget = max_atoms or self.auto_atoms_per_batch()
             batches: list[list[int]] = [[]]
             count = 0
-            for i, a in enumerate(atoms_list):
-                if batches[-1] and count + len(a) > budget:
+            for i, n in enumerate(n_atoms):
+                if batches[-1] and count + n > budget:
                     batches.append([])
                     count = 0
                 batches[-1].append(i)
-                count += len(a)
+                count += n
             return [b for b in batches if b]
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
-        n = len(atoms_list)
+        n = len(n_atoms)
         return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
 
     def _forward_backoff(self, graphs: list[Any], head: str, compute_stress: bool

@@ -221,18 +221,8 @@ def _eval_batches(adapter: ModelAdapter, samples: Sequence[Sample],
     the same slabs in batches of 4 took 0.7–0.8 s (measured), and validation runs once
     per epoch, so the larger batch never amortised.
     """
-    if batch_size != "auto":
-        return [list(r) for r in _batches(len(samples), int(batch_size))]
-    budget = adapter.auto_atoms_per_batch()
-    out: list[list[int]] = [[]]
-    count = 0
-    for i, s in enumerate(samples):
-        if out[-1] and count + s.n_atoms > budget:
-            out.append([])
-            count = 0
-        out[-1].append(i)
-        count += s.n_atoms
-    return [b for b in out if b]
+    return adapter.plan_batches_by_size(
+        [s.n_atoms for s in samples], batch_size if batch_size == "auto" else int(batch_size))
 
 
 def evaluate(adapter: ModelAdapter, head: str, samples: Sequence[Sample],
