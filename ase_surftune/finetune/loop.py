@@ -209,10 +209,6 @@ def compute_loss(out: dict[str, torch.Tensor], tgt: dict[str, torch.Tensor],
     return loss
 
 
-def _batches(n: int, batch_size: int) -> list[range]:
-    return [range(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
-
-
 def _eval_batches(adapter: ModelAdapter, samples: Sequence[Sample],
                   batch_size: int | str) -> list[list[int]]:
     """Batches for evaluation: a fixed size, or ``"auto"`` by the adapter's atom budget.
