@@ -21,6 +21,7 @@ from ase_surftune.properties._base import (
     check_positive,
     vacuum_size,
 )
+from ase_surftune.threads import single_threaded_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +150,7 @@ def _open_writer(path: Path | None, append: bool):
     return w, (lambda: None)
 
 
+@single_threaded_numpy
 def run_md(atoms: Atoms | None, calc: BaseCalculator, ensemble: str = "nvt_langevin", *,
            steps: int = 1000, timestep: float = 1.0, temperature: float = 300.0,
            temperature_end: float | None = None, friction: float = 0.01,

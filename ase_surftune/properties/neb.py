@@ -26,6 +26,7 @@ from ase_surftune.properties._base import (
     resolve_calc,
 )
 from ase_surftune.properties.relax import NotConvergedWarning, get_optimizer, relax
+from ase_surftune.threads import single_threaded_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ def _freeze(atoms: Atoms) -> Atoms:
     return atoms
 
 
+@single_threaded_numpy
 def neb_barrier(initial: Atoms, final: Atoms, calc: CalculatorLike, *, n_images: int = 5,
                 interpolation: str | Sequence[Atoms] = "idpp", climb: bool = True,
                 method: str = "improvedtangent", k: float = 0.1, fmax: float = 0.05,
@@ -235,6 +237,7 @@ def _supercell_matrix(supercell) -> np.ndarray:
     return parse_supercell(supercell)
 
 
+@single_threaded_numpy
 def vacancy_migration(bulk: Atoms, calc: CalculatorLike, *, supercell=(2, 2, 2),
                       vacancy_index: int = 0, neighbour_index: int | None = None,
                       relax_bulk: bool = False, **neb_kwargs) -> NEBResult:
@@ -292,6 +295,7 @@ def _shortest_surface_vector(slab: Atoms, top: Sequence[int]) -> np.ndarray:
     return min(cands, key=np.linalg.norm)
 
 
+@single_threaded_numpy
 def adatom_hop(slab: Atoms, adsorbate: str, calc: CalculatorLike, *,
                site: str | tuple[float, float] = "hollow", height: float = 1.7,
                hop: tuple[float, float] | None = None, vacuum: float | None = None,

@@ -20,6 +20,7 @@ from ase_surftune.properties._base import (
     check_int,
     check_positive,
 )
+from ase_surftune.threads import single_threaded_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ def _try_stress(atoms: Atoms) -> list[float] | None:
         return None
 
 
+@single_threaded_numpy
 def relax(atoms: Atoms, calc: BaseCalculator, *, fmax: float = 0.05, steps: int = 500,
           optimizer: str = "FIRE", relax_cell: bool = False,
           trajectory: str | Path | None = None, logfile: str | None = None,

@@ -26,6 +26,7 @@ from ase_surftune.properties._base import (
     vacuum_size,
 )
 from ase_surftune.properties.relax import RelaxResult, relax
+from ase_surftune.threads import single_threaded_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +154,7 @@ class SlabEnergy(PropertyResult):
         return self.gamma_relaxed if self.gamma_relaxed is not None else self.gamma_unrelaxed
 
 
+@single_threaded_numpy
 def slab_surface_energy(slab: Atoms, calc: BaseCalculator, bulk_energy_per_atom: float, *,
                         relax_slab: bool = True, fix_bottom_layers: int = 0,
                         fmax: float = 0.05, steps: int = 500, optimizer: str = "FIRE",
@@ -325,6 +327,7 @@ def _plane_spacing(conv, miller: Miller) -> float:
     return float(conv.lattice.d_hkl(miller))
 
 
+@single_threaded_numpy
 def surface_energies(bulk: Atoms, calc: BaseCalculator,
                      miller_indices: Sequence[Sequence[int]] = ((1, 1, 1),), *,
                      min_slab_size: float = 10.0, min_vacuum_size: float = 15.0,

@@ -1,0 +1,112 @@
+"""Keep numpy's OpenBLAS threads from competing with torch's during ASE workflows.
+
+numpy and scipy wheels bundle OpenBLAS, whose worker threads busy-wait for a while after
+every threaded BLAS call. ASE optimizers and filters make such calls between force calls
+(``FrechetCellFilter`` takes matrix exponentials, BFGS diagonalises its Hessian), so on a
+small CPU the next torch forward pass shares its cores with spinning OpenBLAS threads.
+Measured on 2 cores: a CHGNet stress call on a 4-atom Cu cell took 0.11-0.15 s right after
+a cell-filter step instead of 0.05 s, and a whole Cu(111) surface-energy run took 0.60 s
+instead of 0.33 s. The linear algebra ASE and phonopy do here is tiny (3N×3N), so one
+BLAS thread costs nothing measurable.
+
+The workflows whose force calls alternate with ASE's linear algebra (relaxations, surface
+energies, NEB, MD) run under :func:`numpy_blas_threads`. Phonons do not: their forces
+come in one batch, and phonopy's mesh diagonalisation afterwards gains a little from
+more threads. Use it in your own ASE scripts the same way::
+
+    from ase_surftune.threads import numpy_blas_threads
+
+    with numpy_blas_threads():
+        BFGS(FrechetCellFilter(atoms)).run(fmax=0.02)
+
+Only the OpenBLAS copies bundled with numpy and scipy are limited: torch's own thread
+pool, and BLAS libraries that DFT codes link themselves (GPAW's, for example), are left
+alone. Set ``SURFTUNE_NUMPY_BLAS_THREADS`` to a number to use that many threads instead,
+or to ``off`` to leave numpy's BLAS untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = ["numpy_blas_threads", "single_threaded_numpy"]
+
+ENV_VAR = "SURFTUNE_NUMPY_BLAS_THREADS"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_lock = threading.Lock()
+_controllers: list[Any] | None = None
+
+
+def _bundled_openblas() -> list[Any]:
+    """threadpoolctl controllers of the OpenBLAS libraries numpy and scipy load."""
+    global _controllers
+    with _lock:
+        if _controllers is None:
+            import numpy
+            import scipy.linalg  # noqa: F401  (loads scipy's own OpenBLAS copy)
+            from threadpoolctl import ThreadpoolController
+
+            site = Path(numpy.__file__).resolve().parent.parent
+            roots = [site / name for name in ("numpy", "numpy.libs", "scipy", "scipy.libs")]
+
+            def bundled(path: str) -> bool:
+                p = Path(path).resolve()
+                return p.name.startswith("libscipy_openblas") or any(
+                    p.is_relative_to(r) for r in roots)
+
+            _controllers = [lc for lc in ThreadpoolController().lib_controllers
+                            if lc.internal_api == "openblas" and bundled(lc.filepath)]
+        return _controllers
+
+
+def _threads_from_env(default: int) -> int | None:
+    value = os.environ.get(ENV_VAR, "").strip().lower()
+    if not value:
+        return default
+    if value in ("off", "none", "no", "false"):
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"{ENV_VAR} must be a positive integer or 'off', got {value!r}") from None
+    if n < 1:
+        raise ValueError(f"{ENV_VAR} must be a positive integer or 'off', got {value!r}")
+    return n
+
+
+@contextlib.contextmanager
+def numpy_blas_threads(n: int = 1) -> Iterator[None]:
+    """Limit numpy's and scipy's bundled OpenBLAS to ``n`` threads inside the block.
+
+    The previous thread counts are restored on exit; blocks nest. The environment variable
+    ``SURFTUNE_NUMPY_BLAS_THREADS`` overrides ``n`` (a number, or ``off`` to do nothing).
+    """
+    n_eff = _threads_from_env(n)
+    libs = _bundled_openblas() if n_eff is not None else []
+    old = [lc.num_threads for lc in libs]
+    for lc in libs:
+        lc.set_num_threads(n_eff)
+    try:
+        yield
+    finally:
+        for lc, k in zip(libs, old):
+            lc.set_num_threads(k)
+
+
+def single_threaded_numpy(fn: F) -> F:
+    """Decorator: run ``fn`` under :func:`numpy_blas_threads` (one BLAS thread)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with numpy_blas_threads():
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
