@@ -68,6 +68,13 @@ def test_cli_phonons(tmp_path):
     assert main(["phonons", str(p), "--reference", "emt", "--supercell", "2", "--mesh", "6",
                  "--band-npoints", "11", "--reference-forces", str(ref)]) == 0
     assert _json(tmp_path / "cu_phonons.json")["softening"]["ratio"] == pytest.approx(1.0)
+    (tmp_path / "cu_phonons.png").unlink()
+    assert main(["phonons", str(p), "--reference", "emt", "--supercell", "2", "--mesh", "6",
+                 "--no-bands", "--no-dos"]) == 0
+    data = _json(tmp_path / "cu_phonons.json")
+    assert data["band_frequencies"] == [] and data["dos"] == []
+    assert data["thermal"]["heat_capacity"][-1] > 20  # J/(K mol), near 3R at 1000 K
+    assert not (tmp_path / "cu_phonons.png").exists()  # nothing to draw
 
 
 def test_cli_md(cu, tmp_path):

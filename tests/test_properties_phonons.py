@@ -40,6 +40,19 @@ def test_cu_emt_dispersion(cu_phonons):
     assert data["has_imaginary"] is False and "phonon" not in data
 
 
+def test_thermal_only_run_matches_the_full_one(cu_phonons):
+    full, _ = cu_phonons
+    res = phonons(bulk("Cu", "fcc", a=3.59), EMT(), supercell=3, mesh=8, bands=False,
+                  dos=False)
+    assert res.band_frequencies == [] and res.band_labels == [] and res.dos == []
+    for key in ("free_energy", "entropy", "heat_capacity"):
+        np.testing.assert_allclose(res.thermal[key], full.thermal[key], rtol=1e-12)
+    assert not res.has_imaginary and res.min_frequency > -0.05
+    with pytest.raises(ConfigError, match="plot needs bands"):
+        phonons(bulk("Cu", "fcc", a=3.59), EMT(), supercell=2, mesh=4, dos=False,
+                plot="x.png")
+
+
 def test_softening_ratio_of_model_against_itself(cu_phonons, tmp_path):
     res, d = cu_phonons
     atoms = bulk("Cu", "fcc", a=3.59)

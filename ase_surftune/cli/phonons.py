@@ -13,6 +13,8 @@ OPTIONS = [
     ("t_max", float, "K (default 1000)"),
     ("t_step", float, "K (default 10)"),
     ("imaginary_tol", float, "THz; below -tol a mode is imaginary (default 0.05)"),
+    ("bands", "bool", "band structure along seekpath's path (default on)"),
+    ("dos", "bool", "total DOS on the q-mesh (default on); the plot needs bands and DOS"),
     ("reference_forces", str, "FORCE_SETS or phonopy_params.yaml of a reference: also "
                               "compute the frequency softening ratio"),
 ]
@@ -44,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
         opts["mesh"] = opts["mesh"][0]
     atoms = read_structure(args.structure)
     calc = make_calculator(args)
-    res = phonons(atoms, calc, plot=output_path(args.structure, "phonons", ".png"),
+    want_plot = opts.get("bands", True) and opts.get("dos", True)
+    res = phonons(atoms, calc,
+                  plot=output_path(args.structure, "phonons", ".png") if want_plot else None,
                   phonopy_params=output_path(args.structure, "phonopy_params", ".yaml"),
                   **opts)
     data = res.to_dict()

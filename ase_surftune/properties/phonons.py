@@ -166,9 +166,9 @@ def phonons(atoms: Atoms, calc: BaseCalculator, *, supercell: Any = (2, 2, 2),
             displacement: float = 0.01, primitive_matrix: Any = "auto",
             mesh: Any = (20, 20, 20), band_npoints: int = 51, t_min: float = 0.0,
             t_max: float = 1000.0, t_step: float = 10.0, imaginary_tol: float = 0.05,
-            symprec: float = 1e-5, plot: str | Path | None = None,
-            phonopy_params: str | Path | None = None, progress: bool = False,
-            ) -> PhononResult:
+            symprec: float = 1e-5, bands: bool = True, dos: bool = True,
+            plot: str | Path | None = None, phonopy_params: str | Path | None = None,
+            progress: bool = False) -> PhononResult:
     """Phonon bands, DOS and thermal properties with phonopy and an ASE calculator.
 
     Args:
@@ -181,7 +181,12 @@ def phonons(atoms: Atoms, calc: BaseCalculator, *, supercell: Any = (2, 2, 2),
         band_npoints: q-points per segment of seekpath's band path.
         t_min, t_max, t_step: temperature grid in K.
         imaginary_tol: THz; frequencies below ``-imaginary_tol`` count as imaginary.
-        plot: PNG path for bands + DOS.
+        bands: compute the band structure along seekpath's path (about 50 ms for a
+            1-atom cell); without it the band fields of the result are empty and only
+            the q-mesh is searched for imaginary modes.
+        dos: compute the total DOS (tetrahedron method on ``mesh``; about 50 ms on a
+            20×20×20 mesh); without it the DOS fields are empty.
+        plot: PNG path for bands + DOS (needs ``bands`` and ``dos``).
         phonopy_params: if given, save ``phonopy_params.yaml`` (displacements and
             forces) there, usable later as a reference.
     """
@@ -193,25 +198,35 @@ def phonons(atoms: Atoms, calc: BaseCalculator, *, supercell: Any = (2, 2, 2),
     imaginary_tol = check_positive("imaginary_tol", imaginary_tol, allow_zero=True)
     for name, v in (("t_min", t_min), ("t_max", t_max), ("t_step", t_step)):
         check_positive(name, v, allow_zero=name == "t_min")
+    if plot is not None and not (bands and dos):
+        raise ConfigError("plot needs bands=True and dos=True (it draws both)")
     ph = _new_phonopy(atoms, P, primitive_matrix, symprec)
     ph.generate_displacements(distance=displacement)
     ph.forces = compute_forces(ph, calc, progress=progress)
     ph.produce_force_constants()
     return _analyse(ph, atoms.get_chemical_formula(), P, displacement, mesh, band_npoints,
-                    t_min, t_max, t_step, imaginary_tol, plot, phonopy_params)
+                    t_min, t_max, t_step, imaginary_tol, plot, phonopy_params,
+                    bands=bands, dos=dos)
 
 
 def _analyse(ph, formula, P, displacement, mesh, band_npoints, t_min, t_max, t_step,
-             imaginary_tol, plot, phonopy_params) -> PhononResult:
-    ph.auto_band_structure(npoints=band_npoints)
-    bs = ph.get_band_structure_dict()
-    labels = getattr(ph.band_structure, "labels", None)
-    conns = getattr(ph.band_structure, "path_connections", None)
-    ticks = _band_ticks(bs, labels, conns)
+             imaginary_tol, plot, phonopy_params, *, bands: bool = True,
+             dos: bool = True) -> PhononResult:
+    if bands:
+        ph.auto_band_structure(npoints=band_npoints)
+        bs = ph.get_band_structure_dict()
+        labels = getattr(ph.band_structure, "labels", None)
+        conns = getattr(ph.band_structure, "path_connections", None)
+        ticks = _band_ticks(bs, labels, conns)
+    else:
+        bs, ticks = {"qpoints": [], "distances": [], "frequencies": []}, []
     ph.run_mesh(mesh, is_gamma_center=True)
     md = ph.get_mesh_dict()
-    ph.run_total_dos()
-    dd = ph.get_total_dos_dict()
+    if dos:
+        ph.run_total_dos()
+        dd = ph.get_total_dos_dict()
+    else:
+        dd = {"frequency_points": [], "total_dos": []}
     ph.run_thermal_properties(t_min=t_min, t_max=t_max, t_step=t_step,
                               exclude_gamma_acoustic=True)
     tp = ph.get_thermal_properties_dict()
@@ -227,8 +242,7 @@ def _analyse(ph, formula, P, displacement, mesh, band_npoints, t_min, t_max, t_s
                 if w < -imaginary_tol:
                     imag.append({"q": [float(x) for x in q], "band": b, "frequency": float(w),
                                  "source": "band"})
-    fmin = float(min(np.min(md["frequencies"]),
-                     min(np.min(f) for f in bs["frequencies"])))
+    fmin = float(min([np.min(md["frequencies"])] + [np.min(f) for f in bs["frequencies"]]))
     if imag:
         logger.warning("%s: %d imaginary modes (min %.3f THz)", formula, len(imag), fmin)
     res = PhononResult(
