@@ -95,6 +95,25 @@ def test_batched_forward_equals_single(chg, mace):
             np.testing.assert_allclose(batched.stress[i], single.stress[0], atol=1e-5)
 
 
+def test_mace_collate_equals_mace_batching(mace):
+    """The per-key collate gives exactly mace's Batch.from_data_list dictionary."""
+    from ase_surftune.backends.mace import _import_mace, collate_atomic_data
+
+    structs = [_slab(("Cu", "Au"), seed=s) for s in range(2)] + [
+        bulk("Cu", cubic=True), fcc111("Au", (2, 2, 3), vacuum=5.0), bulk("Au")]
+    graphs = [mace.featurize(a) for a in structs]
+    ref = _import_mace()[1].Batch.from_data_list(graphs).to_dict()
+    ours = collate_atomic_data(graphs)
+    assert sorted(ours) == sorted(ref)
+    for key, value in ref.items():
+        assert ours[key].dtype == value.dtype and torch.equal(ours[key], value), key
+    # edge indices point into the right graph: offset by the preceding node counts
+    ptr = ours["ptr"]
+    src_graph = ours["batch"][ours["edge_index"][0]]
+    dst_graph = ours["batch"][ours["edge_index"][1]]
+    assert torch.equal(src_graph, dst_graph) and int(ptr[-1]) == sum(map(len, structs))
+
+
 def test_mace_heads_differ_and_select(mace):
     atoms = _slab(("Cu", "Au"))
     e_pt = mace.predict([atoms], "pt_head").energy[0]

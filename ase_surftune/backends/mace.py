@@ -51,6 +51,44 @@ MACE_FOUNDATION_NAMES: dict[str, str] = {
 CONNECT_TIMEOUT_S = 3.0
 
 
+def collate_atomic_data(graphs: Sequence[Any]) -> dict[str, torch.Tensor] | None:
+    """``Batch.from_data_list(graphs).to_dict()`` for mace ``AtomicData``, done per key.
+
+    mace's generic batching walks every key of every graph in Python (12 ms for four
+    16-atom slabs, about a tenth of a small model's training step). Here each key is
+    concatenated once, with the same rules: ``*index*``/``*face*`` keys are offset by the
+    preceding graphs' node counts and joined along their last dimension, 0-d tensors are
+    stacked, everything else is joined along dimension 0; ``batch`` and ``ptr`` are
+    added. Returns ``None`` when a graph holds anything but tensors, or its node count is
+    unknown, so that the caller can fall back to mace's batching.
+    """
+    first = graphs[0]
+    keys = first.keys
+    n_nodes = [g.num_nodes for g in graphs]
+    if any(n is None for n in n_nodes) or any(g.keys != keys for g in graphs[1:]):
+        return None
+    out: dict[str, torch.Tensor] = {}
+    for key in keys:
+        items = [g[key] for g in graphs]
+        if not all(isinstance(t, torch.Tensor) for t in items):
+            return None
+        x0 = items[0]
+        if x0.dim() == 0:
+            out[key] = torch.stack(items)
+            continue
+        if x0.dtype != torch.bool and first.__inc__(key, x0) != 0:
+            offset, shifted = 0, []
+            for g, t in zip(graphs, items):
+                shifted.append(t + offset if offset else t)
+                offset += g.__inc__(key, t)
+            items = shifted
+        out[key] = torch.cat(items, dim=first.__cat_dim__(key, x0))
+    counts = torch.tensor(n_nodes, dtype=torch.long)
+    out["batch"] = torch.repeat_interleave(torch.arange(len(graphs)), counts)
+    out["ptr"] = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(counts, 0)])
+    return out
+
+
 @functools.lru_cache(maxsize=1)
 def _import_mace() -> Any:
     import mace  # noqa: F401  (must precede e3nn)
@@ -195,8 +233,10 @@ class MACEAdapter(ModelAdapter):
                 config, z_table=self._z_table, cutoff=self.r_max, heads=self.heads)
 
     def collate(self, graphs: Sequence[Any], head: str) -> dict[str, torch.Tensor]:
-        batch = _import_mace()[1].Batch.from_data_list(list(graphs)).to(self.device)
-        batch_dict = batch.to_dict()
+        batch_dict = collate_atomic_data(graphs)
+        if batch_dict is None:  # something mace's generic batching must handle
+            batch_dict = _import_mace()[1].Batch.from_data_list(list(graphs)).to_dict()
+        batch_dict = {k: v.to(self.device) for k, v in batch_dict.items()}
         batch_dict["head"] = torch.full((len(graphs),), self.heads.index(head),
                                         dtype=torch.long, device=self.device)
         return batch_dict
