@@ -3,13 +3,19 @@
 Runs side by side in one process, with one shared calculator instance:
 
 * Cu(111) surface energy (bulk + slab relaxation, BFGS, fmax 0.1 eV/Å)
-* Cu phonons, 2×2×2 supercell of the primitive cell, 0.015 Å displacement
+* Cu phonons, 2×2×2 supercell of the primitive cell, 0.015 Å displacement, on matcalc's
+  q-mesh: thermal properties only, then also band structure and DOS (same work both sides)
 * Cu vacancy nearest-neighbour hop, 2×2×1 conventional supercell (15 atoms),
   3 images, climbing image, improved tangent, BFGS, fmax 0.1 eV/Å, unrelaxed
   end points for both (so both solve exactly the same band problem)
 
 and records the median wall time over ``--repeats`` rounds (alternating which side goes
 first), the number of force calls (``calc.calculate`` invocations) and the results. Target: wall-time ratio ours/matcalc ≤ 0.8, results within tolerance.
+
+Our relaxation, surface and NEB workflows limit numpy's bundled OpenBLAS to one thread
+while they run (:mod:`ase_surftune.threads`); matcalc does not. To see how much of the
+ratio that accounts for, run once more with ``OPENBLAS_NUM_THREADS=1`` in the environment,
+which gives both sides one BLAS thread (the header prints the thread counts in force).
 
 matcalc is a benchmark-only dependency (the ``bench`` extra in setup.cfg). Install
 it with the torch pin so it cannot pull another torch::
@@ -29,10 +35,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import time
 import warnings
 
 import numpy as np
+import torch
 from ase.build import bulk
 
 from ase_surftune.properties import (
@@ -124,19 +132,45 @@ def main() -> None:
     g_mc = min(r["surface_energy"] for r in theirs) * 16.021766208  # eV/Å² → J/m²
     rows.append(("Cu(111) surface energy (J/m²)", t_o, n_o, t_m, n_m, g_ours, g_mc))
 
-    # --- phonons 2×2×2
+    # --- phonons 2×2×2, the same work on both sides. matcalc's PhononCalc computes thermal
+    # properties on phonopy's default q-mesh (length 100 → 48×48×48 for Cu) and, when asked,
+    # writes the band structure (101 points per segment) and total DOS to files, its only
+    # way to give them. Row 1: thermal properties only; row 2: also bands and DOS.
+    cu_prim_pmg = AseAtomsAdaptor.get_structure(cu_prim)
     mc_ph = PhononCalc(calc, supercell_matrix=np.diag([2, 2, 2]), atom_disp=0.015,
                        relax_structure=False, write_phonon=False, min_length=None)
+    mc_mesh = [int(n) for n in mc_ph.calc(cu_prim_pmg)["phonon"].mesh.mesh_numbers]
+
+    def cv300(temps, cv) -> float:
+        return float(np.asarray(cv)[list(np.asarray(temps)).index(300.0)])
+
     ours, t_o, n_o, theirs, t_m, n_m = paired(
         calc,
-        lambda: phonons(cu_prim, calc, supercell=2, displacement=0.015, mesh=20),
-        lambda: mc_ph.calc(AseAtomsAdaptor.get_structure(cu_prim)),
+        lambda: phonons(cu_prim, calc, supercell=2, displacement=0.015, mesh=mc_mesh,
+                        bands=False, dos=False),
+        lambda: mc_ph.calc(cu_prim_pmg),
         "phonons", args.repeats)
-    i300 = ours.thermal["temperature"].index(300.0)
-    cv_ours = ours.thermal["heat_capacity"][i300]
     tp = theirs["thermal_properties"]
-    cv_mc = float(np.asarray(tp["heat_capacity"])[list(np.asarray(tp["temperatures"])).index(300.0)])
-    rows.append(("Cu phonons 2×2×2: Cv(300 K) (J/K/mol)", t_o, n_o, t_m, n_m, cv_ours, cv_mc))
+    rows.append((f"Cu phonons 2×2×2, thermal only, mesh {mc_mesh[0]}³: Cv(300 K) (J/K/mol)",
+                 t_o, n_o, t_m, n_m,
+                 cv300(ours.thermal["temperature"], ours.thermal["heat_capacity"]),
+                 cv300(tp["temperatures"], tp["heat_capacity"])))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mc_ph_full = PhononCalc(calc, supercell_matrix=np.diag([2, 2, 2]), atom_disp=0.015,
+                                relax_structure=False, write_phonon=False, min_length=None,
+                                write_band_structure=f"{tmp}/band.yaml",
+                                write_total_dos=f"{tmp}/dos.dat")
+        ours, t_o, n_o, theirs, t_m, n_m = paired(
+            calc,
+            lambda: phonons(cu_prim, calc, supercell=2, displacement=0.015, mesh=mc_mesh,
+                            band_npoints=101),
+            lambda: mc_ph_full.calc(cu_prim_pmg),
+            "phonons+bands+dos", args.repeats)
+        tp = theirs["thermal_properties"]
+        rows.append(("  … + bands (101 pts/segment) + DOS: Cv(300 K)", t_o, n_o, t_m, n_m,
+                     cv300(ours.thermal["temperature"], ours.thermal["heat_capacity"]),
+                     cv300(tp["temperatures"], tp["heat_capacity"])))
 
     # --- vacancy hop: matcalc gets exactly our (unrelaxed) end points
     ref = vacancy_migration(cu_conv, calc, supercell=NEB_SUPERCELL, n_images=3, fmax=0.1,
@@ -155,12 +189,17 @@ def main() -> None:
     rows.append(("Cu vacancy hop barrier (eV)", t_o, n_o, t_m, n_m, ours.barrier_forward,
                  float(theirs["barrier"])))
 
-    out = {"calculator": calc_name, "rows": []}
-    print(f"calculator: {calc_name}")
-    print(f"{'case':42s} {'ours s':>8s} {'calls':>6s} {'matcalc s':>9s} {'calls':>6s} "
+    from threadpoolctl import threadpool_info
+
+    blas = sorted({i["num_threads"] for i in threadpool_info() if i["internal_api"] == "openblas"})
+    out = {"calculator": calc_name, "numpy_openblas_threads_outside_workflows": blas,
+           "torch_threads": torch.get_num_threads(), "rows": []}
+    print(f"calculator: {calc_name}; numpy OpenBLAS threads outside our workflows: {blas}; "
+          f"torch threads: {torch.get_num_threads()}")
+    print(f"{'case':62s} {'ours s':>8s} {'calls':>6s} {'matcalc s':>9s} {'calls':>6s} "
           f"{'ratio':>6s} {'ours':>9s} {'matcalc':>9s}")
     for name, t_o, n_o, t_m, n_m, v_o, v_m in rows:
-        print(f"{name:42s} {t_o:8.2f} {n_o:6d} {t_m:9.2f} {n_m:6d} {t_o / t_m:6.2f} "
+        print(f"{name:62s} {t_o:8.2f} {n_o:6d} {t_m:9.2f} {n_m:6d} {t_o / t_m:6.2f} "
               f"{v_o:9.4f} {v_m:9.4f}")
         out["rows"].append({"case": name, "ours_s": t_o, "ours_calls": n_o, "matcalc_s": t_m,
                             "matcalc_calls": n_m, "ratio": t_o / t_m, "ours": v_o,
