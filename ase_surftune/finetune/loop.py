@@ -492,8 +492,11 @@ def train_loop(adapter: ModelAdapter, head: str,
                "valid_stress_mae": vm.get("stress_mae"), "best": improved,
                "epoch_time_s": round(time.perf_counter() - t0, 4)}
         st["history"] = [*st["history"], row]
-        bar.set_postfix(loss=f"{row['train_loss']:.4g}", val=f"{vloss:.4g}",
-                        val_F_mae=f"{vm.get('forces_mae') or 0:.4f}")
+        if valid:
+            bar.set_postfix(loss=f"{row['train_loss']:.4g}", val=f"{vloss:.4g}",
+                            val_F_mae=f"{vm.get('forces_mae') or 0:.4f}")
+        else:  # no validation set: the epoch's training loss selects the best model
+            bar.set_postfix(loss=f"{row['train_loss']:.4g}", no_valid="best by train loss")
         bar.close()
         st["epoch"] += 1
         st["step_in_epoch"] = 0
