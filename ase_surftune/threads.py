@@ -23,6 +23,11 @@ Only the OpenBLAS copies bundled with numpy and scipy are limited: torch's own t
 pool, and BLAS libraries that DFT codes link themselves (GPAW's, for example), are left
 alone. Set ``SURFTUNE_NUMPY_BLAS_THREADS`` to a number to use that many threads instead,
 or to ``off`` to leave numpy's BLAS untouched.
+
+Workflows run from worker threads (a thread-pool executor) get the same bookkeeping, but
+whether OpenBLAS honours a count set from a worker thread depends on its build; with the
+pthreads builds in numpy's wheels it did not after the main thread had set one. Process
+executors (``parallel.map_tasks(..., executor="process")``) are unaffected.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ ENV_VAR = "SURFTUNE_NUMPY_BLAS_THREADS"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _controllers: list[Any] | None = None
 
 
@@ -82,23 +87,40 @@ def _threads_from_env(default: int) -> int | None:
     return n
 
 
+_active: list[tuple[object, int]] = []  # (token, threads) of the blocks now open
+_saved: list[int] = []  # thread counts before the first open block
+
+
 @contextlib.contextmanager
 def numpy_blas_threads(n: int = 1) -> Iterator[None]:
     """Limit numpy's and scipy's bundled OpenBLAS to ``n`` threads inside the block.
 
-    The previous thread counts are restored on exit; blocks nest. The environment variable
-    ``SURFTUNE_NUMPY_BLAS_THREADS`` overrides ``n`` (a number, or ``off`` to do nothing).
+    Blocks nest and may be open in several threads at once (a thread-pool executor running
+    workflows side by side): the most recently opened block that is still open sets the
+    count, and the counts from before the first block come back when the last one closes.
+    The environment variable ``SURFTUNE_NUMPY_BLAS_THREADS`` overrides ``n`` (a number,
+    or ``off`` to do nothing).
     """
     n_eff = _threads_from_env(n)
-    libs = _bundled_openblas() if n_eff is not None else []
-    old = [lc.num_threads for lc in libs]
-    for lc in libs:
-        lc.set_num_threads(n_eff)
+    if n_eff is None:
+        yield
+        return
+    libs = _bundled_openblas()
+    token = object()
+    with _lock:
+        if not _active:
+            _saved[:] = [lc.num_threads for lc in libs]
+        _active.append((token, n_eff))
+        for lc in libs:
+            lc.set_num_threads(n_eff)
     try:
         yield
     finally:
-        for lc, k in zip(libs, old):
-            lc.set_num_threads(k)
+        with _lock:
+            _active[:] = [entry for entry in _active if entry[0] is not token]
+            counts = [_active[-1][1]] * len(libs) if _active else list(_saved)
+            for lc, k in zip(libs, counts):
+                lc.set_num_threads(k)
 
 
 def single_threaded_numpy(fn: F) -> F:

@@ -90,3 +90,52 @@ def test_env_var_overrides_or_switches_off(two_blas_threads, monkeypatch):
             with numpy_blas_threads():
                 pass
     assert set(_blas_threads()) == {2}
+
+
+class _FakeBLAS:
+    """Stands in for a threadpoolctl controller: one process-wide thread count."""
+
+    def __init__(self, n: int) -> None:
+        self.num_threads = n
+
+    def set_num_threads(self, n: int) -> None:
+        self.num_threads = n
+
+
+def test_blocks_open_in_two_threads_restore_the_original(monkeypatch):
+    """A closes before B: B keeps its limit, and the original count comes back after B.
+
+    The bookkeeping is tested on a stand-in library: OpenBLAS's own answer to a thread
+    count set from a worker thread depends on its build (with the pthreads builds that
+    numpy wheels bundle, a count set from a worker thread after the main thread set one
+    did not show in get_num_threads), so a worker-thread workflow may simply run with
+    numpy's count unchanged.
+    """
+    import threading
+
+    monkeypatch.delenv(threads.ENV_VAR, raising=False)
+    fake = _FakeBLAS(2)
+    monkeypatch.setattr(threads, "_bundled_openblas", lambda: [fake])
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen: dict[str, int] = {}
+
+    def thread_a():
+        with numpy_blas_threads():
+            a_in.set()
+            b_in.wait(5)
+        a_out.set()
+
+    def thread_b():
+        a_in.wait(5)
+        with numpy_blas_threads(3):
+            b_in.set()
+            a_out.wait(5)
+            seen["b_after_a_closed"] = fake.num_threads
+
+    workers = [threading.Thread(target=thread_a), threading.Thread(target=thread_b)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(10)
+    assert seen["b_after_a_closed"] == 3
+    assert fake.num_threads == 2
