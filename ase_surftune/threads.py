@@ -6,8 +6,8 @@ every threaded BLAS call. ASE optimizers and filters make such calls between for
 small CPU the next torch forward pass shares its cores with spinning OpenBLAS threads.
 Measured on 2 cores: a CHGNet stress call on a 4-atom Cu cell took 0.11-0.15 s right after
 a cell-filter step instead of 0.05 s, and a whole Cu(111) surface-energy run took 0.60 s
-instead of 0.33 s. The linear algebra ASE and phonopy do here is tiny (3N×3N), so one
-BLAS thread costs nothing measurable.
+instead of 0.33 s. The linear algebra ASE does between force calls is tiny (3N×3N), so
+one BLAS thread costs nothing measurable.
 
 The workflows whose force calls alternate with ASE's linear algebra (relaxations, surface
 energies, NEB, MD) run under :func:`numpy_blas_threads`. Phonons do not: their forces
@@ -46,7 +46,7 @@ ENV_VAR = "SURFTUNE_NUMPY_BLAS_THREADS"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_lock = threading.RLock()
+_lock = threading.Lock()
 _controllers: list[Any] | None = None
 
 
@@ -78,10 +78,7 @@ def _threads_from_env(default: int) -> int | None:
         return default
     if value in ("off", "none", "no", "false"):
         return None
-    try:
-        n = int(value)
-    except ValueError:
-        raise ValueError(f"{ENV_VAR} must be a positive integer or 'off', got {value!r}") from None
+    n = int(value) if value.isdigit() else 0
     if n < 1:
         raise ValueError(f"{ENV_VAR} must be a positive integer or 'off', got {value!r}")
     return n

@@ -15,7 +15,7 @@ Medians over --repeats rounds, alternating which contender goes first.
 CHGNet: chgnet ≥ 0.4's Trainer does not rebuild graphs every epoch (its StructureData
 caches each converted graph with functools.cache), so both loops run the same CHGNet
 forward and force double-backward on the same cached graphs; the worker measures the
-Trainer's graph-building time per epoch to show it.
+Trainer's graph-building time (all of it in the first epoch) to show it.
 
 OC20: zero-shot CHGNet vs the linear, frozen and full strategies on real RPBE DFT
 trajectories: train on frames of some trajectories, report force MAE (free atoms,
@@ -93,8 +93,8 @@ def worker_chgnet_trainer(args) -> dict:
     from pymatgen.io.ase import AseAtomsAdaptor
     from torch.utils.data import DataLoader
 
-    # time spent building graphs (StructureData converts each structure on every access,
-    # i.e. every epoch): the most that caching graphs across epochs can save
+    # time spent building graphs: the most that caching graphs across epochs could save
+    # (it all falls in the first epoch: StructureData.__getitem__ is functools.cache'd)
     graph_s = [0.0]
     get_item = StructureData.__getitem__
 

@@ -54,8 +54,8 @@ CONNECT_TIMEOUT_S = 3.0
 def collate_atomic_data(graphs: Sequence[Any]) -> dict[str, torch.Tensor] | None:
     """``Batch.from_data_list(graphs).to_dict()`` for mace ``AtomicData``, done per key.
 
-    mace's generic batching walks every key of every graph in Python (12 ms for four
-    16-atom slabs, about a tenth of a small model's training step). Here each key is
+    mace's generic batching walks every key of every graph in Python (1.95 ms for four
+    16-atom slabs, against 0.38 ms here, measured on 2 CPU cores). Here each key is
     concatenated once, with the same rules: ``*index*``/``*face*`` keys are offset by the
     preceding graphs' node counts and joined along their last dimension, 0-d tensors are
     stacked, everything else is joined along dimension 0; ``batch`` and ``ptr`` are
