@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 import torch
 
@@ -21,6 +22,26 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_stream(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(fh)`` on a unique temporary file next to ``path``, fsync, rename.
+
+    Like :func:`atomic_torch_save` for any binary format (zip archives, JSON...).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -8,14 +8,28 @@ A bundle holds
 * the default head, what data trained each head, the training config, metrics and
   provenance (base model, data hash, date, package versions).
 
-File format (``*.stbundle`` by convention, any name works): a ``torch.save`` archive of
-``{"format": "ase_surftune-bundle", "format_version": 1, "sha256": ..., "payload": bytes}``
-where ``payload`` is itself a ``torch.save`` archive of the bundle dict. The checksum
-detects corrupt or truncated files; writing goes through a temporary file and an atomic
-rename, so an interrupted save never leaves a half-written bundle behind.
+File format (``*.stbundle`` by convention, any name works), version 2: a zip archive of
 
-Bundles contain pickled Python objects (as mace ``.model`` files do): load only bundles
-you trust.
+* ``manifest.json`` — ``{"format": "ase_surftune-bundle", "format_version": 2,
+  "backend": ..., "heads": [...], "members": {name: sha256_hex}}``;
+* ``meta.json`` — everything but the weights, as JSON (the adapter payload without its
+  ``state_dict``, shifts, corrections, head info, config, metrics, provenance);
+* ``tensors.safetensors`` — the adapter's ``state_dict`` in the safetensors format.
+
+Loading a version-2 bundle never executes code: JSON and safetensors cannot describe
+code, the model is rebuilt by the backend's own constructors from plain configuration,
+and the sha256 of every member is checked against the manifest *before* that member
+is parsed. What the checksum proves: the members were not corrupted or truncated since
+the manifest was written (disk, transfer, partial copy). What it does not prove: who
+wrote the file or that it is benign; anyone can write a manifest that matches their
+own members. It is not a signature. Safety does not depend on it.
+
+Version 1 (ase_surftune < 0.2, a pickled ``torch.save`` archive) can run arbitrary code
+when read. It loads only with ``trust=True`` (CLI ``--trust-pickle``); re-save it with
+:meth:`Bundle.save` to convert it to version 2.
+
+Writing goes through a uniquely named temporary file, fsync and an atomic rename, so an
+interrupted save never leaves a half-written bundle behind.
 """
 
 from __future__ import annotations
@@ -23,6 +37,8 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import io
+import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,14 +47,19 @@ import numpy as np
 import torch
 from ase.data import chemical_symbols
 
-from ase_surftune._io import atomic_torch_save
-from ase_surftune.backends.base import ModelAdapter, Prediction
+from ase_surftune._io import atomic_write_stream
+from ase_surftune.backends.base import ModelAdapter, Prediction, check_payload
 from ase_surftune.correction import LinearCorrection
-from ase_surftune.errors import BundleError, HeadError
+from ase_surftune.errors import BundleError, HeadError, UnsafeLoadError
 
 BUNDLE_FORMAT = "ase_surftune-bundle"
-BUNDLE_FORMAT_VERSION = 1
+BUNDLE_FORMAT_VERSION = 2
+#: the pickled format of ase_surftune < 0.2 (loads only with ``trust=True``)
+LEGACY_FORMAT_VERSION = 1
 BUNDLE_SUFFIX = ".stbundle"
+_MANIFEST, _META, _TENSORS = "manifest.json", "meta.json", "tensors.safetensors"
+#: a manifest is a few hundred bytes; anything far larger is not ours
+_MAX_MANIFEST_BYTES = 1 << 20
 
 
 def package_versions() -> dict[str, str]:
@@ -148,53 +169,66 @@ class Bundle:
         }
 
     def save(self, path: str | Path) -> Path:
-        """Write the bundle atomically (temporary file + rename). Returns the path."""
+        """Write the bundle atomically in the safe format (version 2). Returns the path.
+
+        Raises:
+            BundleError: the adapter payload breaks the contract of
+                :meth:`ModelAdapter.to_payload` (non-JSON values), or the metadata holds
+                objects that have no JSON form.
+        """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         prov = dict(self.provenance)
         prov.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat())
         prov.setdefault("package_versions", package_versions())
         prov.setdefault("base_model", self.adapter.name)
         self.provenance = prov
-        inner = io.BytesIO()
-        torch.save(self.to_dict(), inner)
-        payload = inner.getvalue()
-        outer = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION,
-                 "backend": self.adapter.backend, "heads": self.heads,
-                 "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}
-        return atomic_torch_save(outer, path)
+        d = self.to_dict()
+        adapter_payload = dict(d["adapter"])
+        try:
+            check_payload(adapter_payload)
+        except TypeError as exc:
+            raise BundleError(f"cannot save bundle {str(path)!r}: {exc}") from exc
+        state = adapter_payload.pop("state_dict", None) or {}
+        d["adapter"] = adapter_payload
+        members = {_META: _json_bytes(d, str(path)), _TENSORS: _safetensors_bytes(state)}
+        manifest = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION,
+                    "backend": self.adapter.backend, "heads": self.heads,
+                    "members": {k: hashlib.sha256(v).hexdigest() for k, v in members.items()}}
+
+        def write(fh: Any) -> None:
+            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED) as zf:
+                zf.writestr(_MANIFEST, json.dumps(manifest, indent=1))
+                for name, data in members.items():
+                    zf.writestr(name, data)
+
+        return atomic_write_stream(path, write)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu",
-             dtype: torch.dtype | None = None) -> Bundle:
-        """Read a bundle written by :meth:`save`.
+             dtype: torch.dtype | None = None, *, trust: bool = False) -> Bundle:
+        """Read a bundle written by :meth:`save` without executing code.
+
+        Args:
+            path: the bundle file.
+            device, dtype: where and in which precision to put the model.
+            trust: also read legacy version-1 bundles, which are pickles and can run
+                arbitrary code. Only for files from a source you trust.
 
         Raises:
-            BundleError: missing, truncated, corrupt or foreign file, or unknown version.
+            BundleError: missing, truncated, corrupt (checksum) or foreign file, or an
+                unknown version.
+            UnsafeLoadError: a legacy pickled bundle and ``trust`` is False.
         """
         from ase_surftune.backends import adapter_class
 
         path = Path(path)
-        if not path.is_file():
-            raise BundleError(f"Bundle file not found: {str(path)!r}")
+        d, state = read_bundle_file(path, trust=trust)
         try:
-            outer = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise BundleError(f"Bundle {str(path)!r} is corrupt or truncated "
-                              f"({type(exc).__name__}: {exc})") from exc
-        if not isinstance(outer, dict) or outer.get("format") != BUNDLE_FORMAT:
-            raise BundleError(f"{str(path)!r} is not an ase_surftune bundle")
-        if outer.get("format_version") != BUNDLE_FORMAT_VERSION:
-            raise BundleError(f"Bundle {str(path)!r} has format version "
-                              f"{outer.get('format_version')!r}; this ase_surftune reads "
-                              f"version {BUNDLE_FORMAT_VERSION}")
-        payload = outer.get("payload", b"")
-        if hashlib.sha256(payload).hexdigest() != outer.get("sha256"):
-            raise BundleError(f"Bundle {str(path)!r} failed its checksum: the file is corrupt")
-        try:
-            d = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
-            adapter = adapter_class(d["adapter"]["backend"]).from_payload(
-                d["adapter"], device=device, dtype=dtype)
+            payload = dict(d["adapter"])
+            if state is not None:
+                payload["state_dict"] = state
+            adapter = adapter_class(payload["backend"]).from_payload(
+                payload, device=device, dtype=dtype)
         except BundleError:
             raise
         except Exception as exc:
@@ -217,18 +251,8 @@ class Bundle:
 
     @staticmethod
     def is_bundle_file(path: str | Path) -> bool:
-        """Cheap check whether ``path`` looks like a bundle (zip archive with our key)."""
-        import zipfile
-
-        p = Path(path)
-        if not p.is_file() or not zipfile.is_zipfile(p):
-            return False
-        try:
-            with zipfile.ZipFile(p) as zf:
-                names = zf.namelist()
-            return any(n.endswith("data.pkl") for n in names) and p.suffix != ".model"
-        except zipfile.BadZipFile:
-            return False
+        """Cheap check whether ``path`` looks like a bundle (either version); reads no data."""
+        return bundle_file_version(path) is not None
 
     def summary(self) -> dict[str, Any]:
         """Plain-dict description: model, heads (with training data), shifts, corrections."""
@@ -240,3 +264,168 @@ class Bundle:
             "corrections": {h: c.to_dict() for h, c in self.corrections.items()},
             "provenance": self.provenance,
         }
+
+
+# --------------------------------------------------------------------------- file format
+
+
+def bundle_file_version(path: str | Path) -> int | None:
+    """2 for a safe bundle, 1 for a legacy pickled one, None for anything else.
+
+    Looks only at the zip directory and the small JSON manifest; never unpickles.
+    """
+    p = Path(path)
+    if not p.is_file() or not zipfile.is_zipfile(p):
+        return None
+    try:
+        with zipfile.ZipFile(p) as zf:
+            names = zf.namelist()
+            if _MANIFEST in names:
+                manifest = _read_manifest(zf, p)
+                return int(manifest["format_version"])
+    except (zipfile.BadZipFile, BundleError, OSError, ValueError, KeyError, TypeError):
+        return None
+    if p.suffix != ".model" and any(n.endswith("data.pkl") for n in names):
+        return LEGACY_FORMAT_VERSION
+    return None
+
+
+def read_bundle_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest (format, version, backend, heads, member checksums) of a v2 bundle.
+
+    Raises:
+        BundleError: not a version-2 bundle, or an unreadable manifest.
+    """
+    p = Path(path)
+    try:
+        with zipfile.ZipFile(p) as zf:
+            return _read_manifest(zf, p)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise BundleError(f"{str(p)!r} is not an ase_surftune bundle "
+                          f"({type(exc).__name__}: {exc})") from exc
+
+
+def _read_manifest(zf: zipfile.ZipFile, path: Path) -> dict[str, Any]:
+    try:
+        info = zf.getinfo(_MANIFEST)
+    except KeyError:
+        raise BundleError(f"{str(path)!r} is not an ase_surftune bundle "
+                          f"(no {_MANIFEST})") from None
+    if info.file_size > _MAX_MANIFEST_BYTES:
+        raise BundleError(f"{str(path)!r}: {_MANIFEST} is implausibly large "
+                          f"({info.file_size} bytes); not an ase_surftune bundle")
+    try:
+        manifest = json.loads(zf.read(info).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
+        raise BundleError(f"Bundle {str(path)!r} is corrupt: unreadable {_MANIFEST} "
+                          f"({type(exc).__name__}: {exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{str(path)!r} is not an ase_surftune bundle")
+    if manifest.get("format_version") != BUNDLE_FORMAT_VERSION:
+        raise BundleError(f"Bundle {str(path)!r} has format version "
+                          f"{manifest.get('format_version')!r}; this ase_surftune reads "
+                          f"version {BUNDLE_FORMAT_VERSION} (and {LEGACY_FORMAT_VERSION} "
+                          f"with trust=True)")
+    return manifest
+
+
+def read_bundle_file(path: Path, *, trust: bool = False
+                     ) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+    """``(bundle dict, state_dict)`` of a bundle file, checksums verified first.
+
+    For a legacy bundle (only with ``trust``) the state dict is inside the bundle dict
+    and ``None`` is returned in its place.
+    """
+    if not path.is_file():
+        raise BundleError(f"Bundle file not found: {str(path)!r}")
+    if not zipfile.is_zipfile(path):
+        raise BundleError(f"Bundle {str(path)!r} is corrupt, truncated or not an "
+                          f"ase_surftune bundle (not a zip archive)")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            if _MANIFEST not in names:
+                if any(n.endswith("data.pkl") for n in names):
+                    return _read_legacy(path, trust), None
+                raise BundleError(f"{str(path)!r} is not an ase_surftune bundle")
+            manifest = _read_manifest(zf, path)
+            members = manifest.get("members")
+            if not isinstance(members, dict) or set(members) != {_META, _TENSORS}:
+                raise BundleError(f"Bundle {str(path)!r} is corrupt: its manifest lists "
+                                  f"members {members!r}, expected {[_META, _TENSORS]}")
+            data = {}
+            for name, digest in members.items():
+                raw = zf.read(name)  # bytes only; nothing is parsed before the check
+                if hashlib.sha256(raw).hexdigest() != digest:
+                    raise BundleError(f"Bundle {str(path)!r} failed its checksum ({name} "
+                                      f"differs from the manifest): the file is corrupt")
+                data[name] = raw
+    except (zipfile.BadZipFile, KeyError, OSError, EOFError) as exc:
+        raise BundleError(f"Bundle {str(path)!r} is corrupt or truncated "
+                          f"({type(exc).__name__}: {exc})") from exc
+    try:
+        d = json.loads(data[_META].decode("utf-8"))
+        from safetensors.torch import load as st_load
+
+        state = st_load(data[_TENSORS])
+    except Exception as exc:
+        raise BundleError(f"Bundle {str(path)!r} is corrupt ({type(exc).__name__}: "
+                          f"{exc})") from exc
+    if not isinstance(d, dict) or not isinstance(d.get("adapter"), dict):
+        raise BundleError(f"Bundle {str(path)!r} is corrupt: {_META} has no adapter")
+    return d, state
+
+
+def _read_legacy(path: Path, trust: bool) -> dict[str, Any]:
+    """Unpickle a version-1 bundle; only reached with ``trust=True``."""
+    if not trust:
+        raise UnsafeLoadError(
+            f"{str(path)!r} is a legacy (version-1) ase_surftune bundle stored with Python "
+            f"pickle, and reading a pickle can run arbitrary code. If you trust the file's "
+            f"source, load it with trust=True (CLI: --trust-pickle) and re-save it with "
+            f"Bundle.save() to convert it to the safe format")
+    try:
+        outer = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise BundleError(f"Bundle {str(path)!r} is corrupt or truncated "
+                          f"({type(exc).__name__}: {exc})") from exc
+    if not isinstance(outer, dict) or outer.get("format") != BUNDLE_FORMAT \
+            or outer.get("format_version") != LEGACY_FORMAT_VERSION:
+        raise BundleError(f"{str(path)!r} is not an ase_surftune bundle")
+    payload = outer.get("payload", b"")
+    if hashlib.sha256(payload).hexdigest() != outer.get("sha256"):
+        raise BundleError(f"Bundle {str(path)!r} failed its checksum: the file is corrupt")
+    try:
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise BundleError(f"Bundle {str(path)!r} is corrupt ({type(exc).__name__}: "
+                          f"{exc})") from exc
+
+
+def _json_default(obj: Any) -> Any:
+    """JSON form of the NumPy/Path values that metrics and configs commonly hold."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"{type(obj).__name__} has no JSON form")
+
+
+def _json_bytes(d: dict[str, Any], where: str) -> bytes:
+    try:
+        return json.dumps(d, default=_json_default).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"cannot save bundle {where!r}: its metadata holds a value that "
+                          f"cannot be stored as JSON ({exc})") from exc
+
+
+def _safetensors_bytes(state: dict[str, torch.Tensor]) -> bytes:
+    from safetensors.torch import save as st_save
+
+    # own, contiguous CPU copies: safetensors refuses tensors that share memory
+    return st_save({k: v.detach().cpu().clone().contiguous() for k, v in state.items()})
+

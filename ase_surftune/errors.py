@@ -42,3 +42,8 @@ class DataError(SurfTuneError, ValueError):
 
 class TaskFailedError(SurfTuneError, RuntimeError):
     """One or more tasks of a sweep failed (the message lists each with its error)."""
+
+
+class UnsafeLoadError(BundleError, ModelLoadError):
+    """A file can only be read with Python pickle (which can run arbitrary code) and the
+    caller did not pass ``trust=True`` (CLI: ``--trust-pickle``)."""

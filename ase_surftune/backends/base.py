@@ -9,7 +9,17 @@ An adapter owns one ``torch.nn.Module`` and knows how to
   (eV/Å³, ASE sign convention) for a chosen head;
 * list its heads, supported elements, cutoff and an ordered list of parameter
   *blocks* (input embedding → interactions → readouts) for frozen fine-tuning;
-* serialise itself into a picklable payload for :mod:`ase_surftune.bundle`.
+* serialise itself into a payload for :mod:`ase_surftune.bundle`.
+
+Payload contract (every adapter, every backend): :meth:`ModelAdapter.to_payload`
+returns a ``dict`` whose values are JSON-able — ``str``, ``int``, ``float``, ``bool``,
+``None``, ``list`` and ``dict`` with ``str`` keys, nested freely — except under the
+top-level key ``"state_dict"``, which is a ``dict[str, torch.Tensor]``. It holds the
+``"backend"`` name. :meth:`ModelAdapter.from_payload` rebuilds an identical adapter from
+that dict (with the backend's own constructors: nothing in a payload names code to
+import or run). Bundles store the JSON part as JSON and the state dict as safetensors,
+so loading never unpickles; :meth:`Bundle.save <ase_surftune.bundle.Bundle.save>`
+enforces the contract with :func:`check_payload`.
 
 Everything above the adapters (calculator, fine-tuning loop, evaluation) only talks
 to this interface, so CHGNet and MACE are compared on equal terms.
@@ -331,7 +341,11 @@ class ModelAdapter(ABC):
     # ------------------------------------------------------------------ persistence
     @abstractmethod
     def to_payload(self) -> dict[str, Any]:
-        """A picklable dict from which :meth:`from_payload` rebuilds an identical adapter."""
+        """A dict from which :meth:`from_payload` rebuilds an identical adapter.
+
+        JSON-able values only, except ``"state_dict"``: ``dict[str, torch.Tensor]``
+        (see the module docstring and :func:`check_payload`).
+        """
 
     @classmethod
     @abstractmethod
@@ -354,6 +368,51 @@ class ModelAdapter(ABC):
             self.dtype = dtype
             self.model.to(dtype=dtype)
         return self
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def check_payload(payload: dict[str, Any]) -> None:
+    """Enforce the payload contract of :meth:`ModelAdapter.to_payload`.
+
+    Raises:
+        TypeError: naming the first offending key path and its type.
+    """
+    if not isinstance(payload, dict):
+        raise TypeError(f"an adapter payload must be a dict, got {type(payload).__name__}")
+    if not isinstance(payload.get("backend"), str):
+        raise TypeError("an adapter payload must name its 'backend' (a str)")
+    state = payload.get("state_dict")
+    if state is not None:
+        if not isinstance(state, dict):
+            raise TypeError(f"payload['state_dict'] must be a dict of tensors, got "
+                            f"{type(state).__name__}")
+        for k, v in state.items():
+            if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+                raise TypeError(f"payload['state_dict'][{k!r}] must map a str to a "
+                                f"torch.Tensor, got {type(k).__name__} -> {type(v).__name__}")
+
+    def walk(obj: Any, where: str) -> None:
+        if isinstance(obj, _JSON_SCALARS) and not isinstance(obj, np.generic):
+            return
+        if isinstance(obj, list):
+            for i, v in enumerate(obj):
+                walk(v, f"{where}[{i}]")
+            return
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                if not isinstance(k, str):
+                    raise TypeError(f"payload{where} has a non-str key {k!r}")
+                walk(v, f"{where}[{k!r}]")
+            return
+        raise TypeError(f"payload{where} is a {type(obj).__module__}.{type(obj).__name__}; "
+                        f"adapter payloads may hold only str/int/float/bool/None/list/dict "
+                        f"(tensors only under 'state_dict')")
+
+    for key, value in payload.items():
+        if key != "state_dict":
+            walk(value, f"[{key!r}]")
 
 
 def _is_oom(exc: BaseException) -> bool:

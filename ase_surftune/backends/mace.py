@@ -7,6 +7,16 @@ with a message that says how to pass a local file instead.
 
 Import order matters: ``mace`` must be imported before ``e3nn`` under torch 2.13, so
 this module imports ``mace`` first and never imports ``e3nn`` at module level.
+
+Importing mace sets ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` process-wide, which would
+switch off torch's safe ``torch.load`` default for this process and its children.
+Every import of mace in ase_surftune goes through :func:`import_mace`, which restores
+the variable to what it was (unset if it was unset).
+
+Bundles store a MACE model as its construction config (from mace's own
+``extract_config_mace_model``, encoded as JSON with allow-listed mace classes and
+gates) plus its state dict, and rebuild it with mace's constructors: no pickle.
+A user's ``.model`` file *is* a pickle and loads only with ``trust=True``.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ import torch
 from ase import Atoms
 
 from ase_surftune.backends.base import Block, ModelAdapter
-from ase_surftune.errors import HeadError, ModelLoadError
+from ase_surftune.errors import BundleError, HeadError, ModelLoadError
 
 #: our names for MACE-MP foundation models -> mace-torch's ``mace_mp(model=...)`` names
 MACE_FOUNDATION_NAMES: dict[str, str] = {
@@ -89,11 +99,39 @@ def collate_atomic_data(graphs: Sequence[Any]) -> dict[str, torch.Tensor] | None
     return out
 
 
+_UNSAFE_ENV = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+
+
+@contextlib.contextmanager
+def preserve_torch_load_env() -> Any:
+    """Restore ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` on exit (mace's imports set it to 1)."""
+    before = os.environ.get(_UNSAFE_ENV)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(_UNSAFE_ENV, None)
+        else:
+            os.environ[_UNSAFE_ENV] = before
+
+
+def import_mace() -> None:
+    """Import mace (before e3nn) and the mace modules ase_surftune uses, without letting
+    mace switch off torch's safe ``torch.load`` default for the process or its children.
+
+    Use this instead of ``import mace`` everywhere (library, tests, benchmarks).
+    """
+    _import_mace()
+
+
 @functools.lru_cache(maxsize=1)
 def _import_mace() -> Any:
-    import mace  # noqa: F401  (must precede e3nn)
-    from mace import data as mace_data
-    from mace.tools import torch_geometric, torch_tools
+    with preserve_torch_load_env():
+        import mace  # noqa: F401  (must precede e3nn)
+        import mace.calculators  # noqa: F401  (sets the variable again on import)
+        import mace.tools.scripts_utils  # noqa: F401
+        from mace import data as mace_data
+        from mace.tools import torch_geometric, torch_tools
 
     return mace_data, torch_geometric, torch_tools
 
@@ -166,11 +204,28 @@ class MACEAdapter(ModelAdapter):
     # ------------------------------------------------------------------ loading
     @classmethod
     def load_file(cls, path: str | Path, device: str = "cpu",
-                  dtype: torch.dtype | None = None, name: str | None = None) -> MACEAdapter:
-        """Load a MACE ``.model`` file (a pickled ``torch.nn.Module``)."""
+                  dtype: torch.dtype | None = None, name: str | None = None, *,
+                  trust: bool = False) -> MACEAdapter:
+        """Load a MACE ``.model`` file (a pickled ``torch.nn.Module``).
+
+        Reading a pickle can run arbitrary code, so this needs ``trust=True`` (CLI
+        ``--trust-pickle``). Save the model as a bundle to share it safely.
+
+        Raises:
+            UnsafeLoadError: ``trust`` is False.
+            ModelLoadError: missing or unreadable file, or not a MACE model.
+        """
+        from ase_surftune.errors import UnsafeLoadError
+
         p = Path(path)
         if not p.is_file():
             raise ModelLoadError(f"MACE model file not found: {str(p)!r}")
+        if not trust:
+            raise UnsafeLoadError(
+                f"{str(p)!r} is a MACE .model file, a Python pickle, and reading a pickle "
+                f"can run arbitrary code. If you trust the file's source, load it with "
+                f"trust=True (CLI: --trust-pickle); to share a model safely, save it as an "
+                f"ase_surftune bundle (Bundle(adapter).save('model.stbundle'))")
         _import_mace()
         try:
             model = torch.load(p, map_location="cpu", weights_only=False)
@@ -183,10 +238,14 @@ class MACEAdapter(ModelAdapter):
 
     @classmethod
     def load_foundation(cls, name: str, device: str = "cpu",
-                        dtype: torch.dtype | None = None) -> MACEAdapter:
-        """Load a named MACE-MP foundation model through mace-torch's downloader."""
+                        dtype: torch.dtype | None = None, *,
+                        trust: bool = False) -> MACEAdapter:
+        """Load a named MACE-MP foundation model through mace-torch's downloader.
+
+        The checkpoints are pickles, so this needs ``trust=True`` like :meth:`load_file`.
+        """
         path = resolve_foundation_checkpoint(name)
-        return cls.load_file(path, device=device, dtype=dtype, name=name)
+        return cls.load_file(path, device=device, dtype=dtype, name=name, trust=trust)
 
     # ------------------------------------------------------------------ metadata
     @property
@@ -302,16 +361,150 @@ class MACEAdapter(ModelAdapter):
 
     # ------------------------------------------------------------------ persistence
     def to_payload(self) -> dict[str, Any]:
-        import copy
-
+        """Construction config (JSON) + state dict; see :func:`mace_model_config`."""
         return {"backend": self.backend, "name": self.name,
-                "model": copy.deepcopy(self.model).to("cpu")}
+                **mace_model_config(self.model),
+                "state_dict": {k: v.detach().cpu().clone()
+                               for k, v in self.model.state_dict().items()}}
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any], device: str = "cpu",
                      dtype: torch.dtype | None = None) -> MACEAdapter:
-        _import_mace()
-        return cls(payload["model"], name=payload.get("name", "mace"), device=device, dtype=dtype)
+        model = build_mace_from_config(payload)
+        model.load_state_dict(payload["state_dict"], strict=True)
+        return cls(model, name=payload.get("name", "mace"), device=device, dtype=dtype)
+
+
+# --------------------------------------------------------------------------- safe storage
+
+#: model classes a bundle may name (rebuilt with ``mace.modules.<name>(**config)``)
+_MODEL_CLASSES = ("ScaleShiftMACE", "MACE")
+
+
+def _encode_config_value(key: str, value: Any) -> Any:
+    """JSON form of one value of mace's ``extract_config_mace_model`` output."""
+    from e3nn import o3
+    from mace import modules
+
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, np.generic):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+        return {"__array__": arr.tolist(), "dtype": str(arr.dtype)}
+    if isinstance(value, o3.Irreps):
+        return {"__irreps__": str(value)}
+    if isinstance(value, (list, tuple)):
+        return [_encode_config_value(key, v) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: _encode_config_value(key, v) for k, v in value.items()}
+    for table in ("interaction_classes", "readout_classes"):
+        for name, klass in getattr(modules, table).items():
+            if value is klass:
+                return {"__mace_class__": name, "table": table}
+    for name, fn in modules.gate_dict.items():
+        if fn is not None and value is fn:
+            return {"__gate__": name}
+    raise BundleError(f"cannot store this MACE model safely: its config entry {key!r} is a "
+                      f"{type(value).__name__} ({value!r}) that has no JSON form")
+
+
+def _decode_config_value(value: Any) -> Any:
+    from e3nn import o3
+    from mace import modules
+
+    if isinstance(value, list):
+        return [_decode_config_value(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "__array__" in value:
+        return np.asarray(value["__array__"], dtype=np.dtype(str(value["dtype"])))
+    if "__irreps__" in value:
+        return o3.Irreps(str(value["__irreps__"]))
+    if "__mace_class__" in value:
+        table = {"interaction_classes": modules.interaction_classes,
+                 "readout_classes": modules.readout_classes}.get(value.get("table"))
+        if table is None or value["__mace_class__"] not in table:
+            raise BundleError(f"unknown MACE class {value!r} in a bundle")
+        return table[value["__mace_class__"]]
+    if "__gate__" in value:
+        if value["__gate__"] not in modules.gate_dict:
+            raise BundleError(f"unknown MACE gate {value['__gate__']!r} in a bundle")
+        return modules.gate_dict[value["__gate__"]]
+    return {k: _decode_config_value(v) for k, v in value.items()}
+
+
+def _is_grown(model: torch.nn.Module) -> bool:
+    """Whether :func:`grow_mace_heads` changed the readout layout of ``model``."""
+    return any(getattr(m, "_surftune_blocks", False) for m in model.modules())
+
+
+def mace_model_config(model: torch.nn.Module) -> dict[str, Any]:
+    """JSON-able description from which :func:`build_mace_from_config` rebuilds ``model``.
+
+    ``{"model_class", "dtype", "config", "heads", "grown"}``: the config comes from
+    mace's ``extract_config_mace_model``. A model grown by :meth:`MACEAdapter.add_head`
+    is described as its first head's single-head model plus the list of heads to grow
+    (the per-head block layout of grown readouts does not depend on the native head
+    count, so replaying the growth gives the same parameter shapes).
+
+    Raises:
+        BundleError: a model class or config value without a safe JSON form.
+    """
+    _import_mace()
+    from mace.tools.scripts_utils import extract_config_mace_model
+
+    cls_name = type(model).__name__
+    if cls_name not in _MODEL_CLASSES:
+        raise BundleError(f"cannot store a {cls_name} safely; supported MACE model classes: "
+                          f"{list(_MODEL_CLASSES)}")
+    config = extract_config_mace_model(model) if cls_name == "ScaleShiftMACE" else None
+    if config is None or "error" in config:
+        raise BundleError(f"cannot store this {cls_name} safely: mace's "
+                          f"extract_config_mace_model does not describe it")
+    if config.get("cueq_config") is not None:
+        raise BundleError("cannot store a cuequivariance MACE model safely; convert it to "
+                          "e3nn first (mace.cli.convert_cueq_e3nn)")
+    heads = list(getattr(model, "heads", None) or ["Default"])
+    grown = _is_grown(model)
+    if grown:  # describe the first head as a single-head model, growth is replayed
+        config["heads"] = heads[:1]
+        config["atomic_energies"] = np.atleast_2d(config["atomic_energies"])[0]
+        for key in ("atomic_inter_scale", "atomic_inter_shift"):
+            config[key] = float(np.atleast_1d(config[key])[0])
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    return {"model_class": cls_name, "dtype": dtype, "heads": heads, "grown": grown,
+            "config": {k: _encode_config_value(k, v) for k, v in config.items()}}
+
+
+def build_mace_from_config(payload: dict[str, Any]) -> torch.nn.Module:
+    """Rebuild the (untrained) module described by :func:`mace_model_config`."""
+    _import_mace()
+    from mace import modules
+
+    cls_name = payload.get("model_class")
+    if cls_name not in _MODEL_CLASSES:
+        raise BundleError(f"unknown MACE model class {cls_name!r}; supported: "
+                          f"{list(_MODEL_CLASSES)}")
+    dtype = {"float32": torch.float32, "float64": torch.float64}.get(payload.get("dtype"))
+    if dtype is None:
+        raise BundleError(f"unknown MACE dtype {payload.get('dtype')!r}")
+    config = {k: _decode_config_value(v) for k, v in payload["config"].items()}
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        model = getattr(modules, cls_name)(**config)
+    finally:
+        torch.set_default_dtype(prev)
+    heads = list(payload["heads"])
+    if payload.get("grown"):
+        for h in heads[1:]:
+            grow_mace_heads(model, h, 0)
+    model.heads = heads
+    return model
 
 
 # --------------------------------------------------------------------------- head growth
@@ -398,7 +591,7 @@ def grow_mace_heads(model: torch.nn.Module, name: str, src: int) -> None:
     mace's own ``remove_pt_head``/state-dict tools expect the native layout and do not
     apply to grown models (ase_surftune never needs them).
     """
-    import mace  # noqa: F401  (before e3nn)
+    _import_mace()  # (before e3nn)
     from e3nn import o3
     from mace.modules.blocks import LinearReadoutBlock, NonLinearReadoutBlock
 

@@ -32,7 +32,9 @@ def build_mace(elements: Sequence[str], *, r_max: float = 5.0, channels: int = 1
         scale, shift: per-atom interaction energy scale and shift (eV).
         seed: torch seed for the weights.
     """
-    import mace  # noqa: F401  (must be imported before e3nn under torch 2.13)
+    from ase_surftune.backends.mace import import_mace
+
+    import_mace()  # (must precede e3nn under torch 2.13; keeps torch's safe load default)
     from e3nn import o3
     from mace import modules
 

@@ -260,10 +260,10 @@ def _scratch_chgnet(adapter: ModelAdapter) -> ModelAdapter:
 
 
 def _scratch_mace(adapter: ModelAdapter) -> ModelAdapter:
-    import mace  # noqa: F401  (before e3nn)
-    from mace.tools.scripts_utils import extract_config_mace_model
+    from ase_surftune.backends.mace import MACEAdapter, import_mace
 
-    from ase_surftune.backends.mace import MACEAdapter
+    import_mace()  # (before e3nn; keeps torch's safe load default)
+    from mace.tools.scripts_utils import extract_config_mace_model
 
     model = adapter.model
     cfg = extract_config_mace_model(model)
