@@ -205,14 +205,15 @@ class Bundle:
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu",
-             dtype: torch.dtype | None = None, *, trust: bool = False) -> Bundle:
+             dtype: torch.dtype | None = None, *, trust: bool | None = None) -> Bundle:
         """Read a bundle written by :meth:`save` without executing code.
 
         Args:
             path: the bundle file.
             device, dtype: where and in which precision to put the model.
             trust: also read legacy version-1 bundles, which are pickles and can run
-                arbitrary code. Only for files from a source you trust.
+                arbitrary code. Only for files from a source you trust. ``None``:
+                whether a :func:`ase_surftune.trust.trust_pickle` block is active.
 
         Raises:
             BundleError: missing, truncated, corrupt (checksum) or foreign file, or an
@@ -329,7 +330,7 @@ def _read_manifest(zf: zipfile.ZipFile, path: Path) -> dict[str, Any]:
     return manifest
 
 
-def read_bundle_file(path: Path, *, trust: bool = False
+def read_bundle_file(path: Path, *, trust: bool | None = None
                      ) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
     """``(bundle dict, state_dict)`` of a bundle file, checksums verified first.
 
@@ -376,9 +377,11 @@ def read_bundle_file(path: Path, *, trust: bool = False
     return d, state
 
 
-def _read_legacy(path: Path, trust: bool) -> dict[str, Any]:
-    """Unpickle a version-1 bundle; only reached with ``trust=True``."""
-    if not trust:
+def _read_legacy(path: Path, trust: bool | None) -> dict[str, Any]:
+    """Unpickle a version-1 bundle; only with ``trust=True``."""
+    from ase_surftune.trust import pickle_trusted
+
+    if not pickle_trusted(trust):
         raise UnsafeLoadError(
             f"{str(path)!r} is a legacy (version-1) ase_surftune bundle stored with Python "
             f"pickle, and reading a pickle can run arbitrary code. If you trust the file's "

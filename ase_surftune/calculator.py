@@ -16,6 +16,7 @@ the ASE plugin ``"surftune"``.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,22 +32,45 @@ from ase_surftune.backends.base import Prediction
 from ase_surftune.bundle import Bundle
 from ase_surftune.correction import LinearCorrection
 
-_CACHE: dict[tuple[str, str, str], Bundle] = {}
+#: bundles shared between calculators, least recently used first
+_CACHE: OrderedDict[tuple[Any, ...], Bundle] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
+#: how many loaded models the calculator cache keeps
+CACHE_SIZE = 8
 
 
-def _shared_bundle(spec: str, device: str, dtype: torch.dtype | None) -> Bundle:
-    """Load a model once per (spec, device, dtype) and share it between calculators.
+def _cache_key(spec: str, device: str, dtype: torch.dtype | None) -> tuple[Any, ...]:
+    """``(spec, device, dtype)`` plus, for a file, its resolved path, mtime and size, so
+    that a file rewritten in place (re-training into the same path) is loaded anew."""
+    path = Path(spec[5:] if spec.lower().startswith("mace:") else spec)
+    try:
+        st = path.stat()
+    except (OSError, ValueError):
+        return (spec, str(device), str(dtype))
+    if not path.is_file():
+        return (spec, str(device), str(dtype))
+    return (spec, str(device), str(dtype), str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
+def _shared_bundle(spec: str, device: str, dtype: torch.dtype | None,
+                   trust: bool | None = None) -> Bundle:
+    """Load a model once per (spec, file version, device, dtype) and share it.
 
     Calculators only run inference, so sharing weights is safe and makes "one
-    calculator per NEB image" cheap. Fine-tuning code uses :func:`load_model`, which
-    always returns a fresh copy.
+    calculator per NEB image" cheap; heads are selected per call without touching the
+    shared module. The cache keeps the :data:`CACHE_SIZE` most recently used models.
+    Fine-tuning code uses :func:`load_model`, which always returns a fresh copy.
     """
-    key = (str(spec), str(device), str(dtype))
+    key = _cache_key(str(spec), device, dtype)
     with _CACHE_LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = load_model(spec, device=device, dtype=dtype)
-        return _CACHE[key]
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+        bundle = load_model(spec, device=device, dtype=dtype, trust=trust)
+        _CACHE[key] = bundle
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
+        return bundle
 
 
 def _as_correction(c: Any) -> LinearCorrection | None:
@@ -69,6 +93,8 @@ class SurfTuneCalculator(Calculator):
             bundle's own correction for the head; ``False`` disables any correction.
         device: torch device (``"cpu"``, ``"cuda"``...).
         dtype: ``"float32"`` or ``"float64"``; default: the model's own.
+        trust: allow pickle-based model files (MACE ``.model``, legacy bundles); see
+            :mod:`ase_surftune.trust`. Reading a pickle can run arbitrary code.
         **kwargs: passed to :class:`ase.calculators.calculator.Calculator`.
     """
 
@@ -77,13 +103,13 @@ class SurfTuneCalculator(Calculator):
     def __init__(self, model: Any = "chgnet", head: str | None = None,
                  correction: LinearCorrection | dict | bool | None = None,
                  device: str = "cpu", dtype: str | torch.dtype | None = None,
-                 **kwargs: Any) -> None:
+                 trust: bool | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         tdtype = parse_dtype(dtype)
         if isinstance(model, (str, Path)):
-            self.bundle = _shared_bundle(str(model), device, tdtype)
+            self.bundle = _shared_bundle(str(model), device, tdtype, trust)
         else:
-            self.bundle = load_model(model, device=device, dtype=tdtype)
+            self.bundle = load_model(model, device=device, dtype=tdtype, trust=trust)
         self.model_spec = model if isinstance(model, (str, Path)) else self.bundle.adapter.name
         self.adapter = self.bundle.adapter
         self._head = self.bundle.resolve_head(head)

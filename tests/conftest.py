@@ -8,12 +8,12 @@ Reusable by every test module:
 * ``emt_slabs`` — session fixture: ``make_emt_slabs(12)`` (copy before mutating).
 * ``tiny_mace_model`` — factory fixture: ``tiny_mace_model(seed=0, dtype=torch.float64)``
   returns a fresh 8-channel, L=0, 2-interaction ScaleShiftMACE for Cu and Au.
-* ``tiny_mace_file`` — session fixture: that model saved as a ``.model`` file.
+* ``tiny_mace_file`` — session fixture: that model saved as a (safe) bundle file, usable
+  as ``"mace:<path>"`` or ``"<path>"``; :func:`save_tiny_mace` writes one.
 """
 
 from __future__ import annotations
 
-import mace  # noqa: F401  (must be imported before e3nn under torch 2.13)
 import numpy as np
 import pytest
 import torch
@@ -21,6 +21,10 @@ from ase import Atoms
 from ase.build import fcc111
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
+
+from ase_surftune.backends.mace import import_mace
+
+import_mace()  # before e3nn under torch 2.13; keeps torch's safe load default
 
 
 def make_emt_slabs(n: int = 12, seed: int = 0, size=(2, 2, 3), rattle: float = 0.08,
@@ -59,8 +63,15 @@ def tiny_mace_model():
     return build_tiny_mace
 
 
+def save_tiny_mace(path, model=None, **kwargs) -> str:
+    """Save ``model`` (default: ``build_tiny_mace(**kwargs)``) as a safe bundle file."""
+    from ase_surftune.backends.mace import MACEAdapter
+    from ase_surftune.bundle import Bundle
+
+    model = build_tiny_mace(**kwargs) if model is None else model
+    return str(Bundle(MACEAdapter(model, name="tiny-mace")).save(path))
+
+
 @pytest.fixture(scope="session")
 def tiny_mace_file(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("models") / "tiny.model"
-    torch.save(build_tiny_mace(), path)
-    return str(path)
+    return save_tiny_mace(tmp_path_factory.mktemp("models") / "tiny.stbundle")

@@ -18,8 +18,9 @@ from ase_surftune.finetune import finetune
 
 
 def _config(tmp_path, emt_slabs, tiny_mace_model):
-    model_path = tmp_path / "tiny.model"
-    torch.save(tiny_mace_model(seed=3), model_path)
+    from conftest import save_tiny_mace
+
+    model_path = save_tiny_mace(tmp_path / "tiny.stbundle", tiny_mace_model(seed=3))
     write(tmp_path / "train.xyz", emt_slabs[:8])   # equal-size slabs: exact batch split
     write(tmp_path / "valid.xyz", emt_slabs[8:10])
     cfg = {"model": f"mace:{model_path}", "strategy": "full", "train_file": "train.xyz",

@@ -6,13 +6,12 @@ bundled CHGNet with a few steps.
 
 from __future__ import annotations
 
-import mace  # noqa: F401  (before e3nn)
 import numpy as np
 import pytest
 import torch
 import yaml
 from ase.calculators.singlepoint import SinglePointCalculator
-from conftest import build_tiny_mace, make_emt_slabs
+from conftest import build_tiny_mace, make_emt_slabs, save_tiny_mace
 
 from ase_surftune.bundle import Bundle
 from ase_surftune.errors import ConfigError
@@ -25,9 +24,7 @@ TRAIN, VALID = SLABS[:8], SLABS[8:]
 
 @pytest.fixture(scope="module")
 def mace_file(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("m") / "tiny.model"
-    torch.save(build_tiny_mace(seed=0), path)
-    return str(path)
+    return save_tiny_mace(tmp_path_factory.mktemp("m") / "tiny.stbundle", seed=0)
 
 
 def _mace_cfg(mace_file, out, **kw):
@@ -94,7 +91,7 @@ def test_mace_strategies_lower_valid_force_error(run, request):
 
 
 def test_frozen_blocks_bit_identical_mace(mace_file, frozen_run):
-    base = torch.load(mace_file, weights_only=False).state_dict()
+    base = Bundle.load(mace_file).adapter.model.state_dict()
     res = frozen_run
     frozen_blocks = res.metrics["frozen_blocks"]
     assert frozen_blocks == ["embedding", "interaction_0"]
@@ -186,8 +183,8 @@ def test_resume_after_mid_epoch_kill_equals_uninterrupted(mace_file, tmp_path, f
     assert res.metrics["resumed_from"] == {"epoch": 1, "step_in_epoch": 2, "global_step": 6}
     a, b = _state(full_run.bundle_path), _state(res.bundle_path)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    ck_ref = torch.load(full_run.output_dir / "checkpoint.pt", weights_only=False)
-    ck_res = torch.load(out / "checkpoint.pt", weights_only=False)
+    ck_ref = torch.load(full_run.output_dir / "checkpoint.pt", weights_only=True)
+    ck_res = torch.load(out / "checkpoint.pt", weights_only=True)
     assert all(torch.equal(ck_ref["model"][k], ck_res["model"][k]) for k in ck_ref["model"])
     assert all(torch.equal(ck_ref["ema"]["shadow"][k], ck_res["ema"]["shadow"][k])
                for k in ck_ref["ema"]["shadow"])

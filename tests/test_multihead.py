@@ -22,7 +22,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 
 from _models import chgnet_adapter, tiny_mace
-from conftest import build_tiny_mace, make_emt_slabs
+from conftest import build_tiny_mace, make_emt_slabs, save_tiny_mace
 from ase_surftune.backends.mace import MACEAdapter
 from ase_surftune.errors import ConfigError, HeadError, UnsupportedElementError
 from ase_surftune.finetune import finetune, load_config
@@ -195,11 +195,11 @@ def test_bad_multihead_config_is_rejected(tmp_path, tiny_mace_file):
 def emt_foundation(tmp_path_factory):
     """A tiny MACE pre-trained on EMT bulk (the 'foundation') + an EMT bulk hold-out."""
     d = tmp_path_factory.mktemp("fg")
-    torch.save(build_tiny_mace(), d / "tiny.model")
+    save_tiny_mace(d / "tiny.stbundle")
     train = emt_label(bulk_candidates(["Cu", "Au"], 24, seed=1, rattle=0.08, strain=0.05))
     hold = emt_label(bulk_candidates(["Cu", "Au"], 8, seed=2, rattle=0.08, strain=0.05))
     write(d / "bulk_hold.extxyz", hold)
-    pre = finetune({"model": f"mace:{d / 'tiny.model'}", "strategy": "full", "epochs": 20,
+    pre = finetune({"model": f"mace:{d / 'tiny.stbundle'}", "strategy": "full", "epochs": 20,
                     "batch_size": 4, "optimizer": {"lr": 0.01}, "scheduler": {"name": "none"},
                     "valid_fraction": 0.0, "output_dir": str(d / "pre"), "progress": False,
                     "plot": False, "forgetting": {"enabled": False}}, train=train)

@@ -6,12 +6,17 @@ Model specs understood by :func:`load_model`:
 ``"chgnet"``                   bundled CHGNet 0.3.0 (the embedded default)
 ``"chgnet-0.2.0"``             bundled CHGNet 0.2.0 (also ``chgnet-0.3.0``,
                                ``chgnet-r2scan``, ``chgnet:0.2.0``)
-``"mace:/path/file.model"``    a local MACE model file (multi-head files too)
+``"mace:/path/file.model"``    a local MACE model file (multi-head files too),
+                               or a bundle holding a MACE model
 ``"mace-mp-0-medium"``         MACE-MP foundation models via mace-torch's
                                downloader (see ``MACE_FOUNDATION_NAMES``)
 ``"/path/model.stbundle"``     an ase_surftune model bundle
 ``"/path/file.model"``         a local MACE model file
 =============================  ==============================================
+
+MACE ``.model`` files, MACE-MP checkpoints and legacy (version-1) bundles are Python
+pickles; they load only with ``trust=True`` (CLI ``--trust-pickle``). Bundles
+(version 2) and the bundled CHGNet weights never need it.
 """
 
 from __future__ import annotations
@@ -66,13 +71,14 @@ def available_models() -> list[str]:
 
 
 def load_adapter(spec: str, device: str = "cpu",
-                 dtype: str | torch.dtype | None = None) -> ModelAdapter:
+                 dtype: str | torch.dtype | None = None, *,
+                 trust: bool | None = None) -> ModelAdapter:
     """Load the bare backend adapter for a named model or model file (not a bundle)."""
-    return load_model(spec, device=device, dtype=dtype).adapter
+    return load_model(spec, device=device, dtype=dtype, trust=trust).adapter
 
 
 def load_model(spec: Any, device: str = "cpu",
-               dtype: str | torch.dtype | None = None) -> Bundle:
+               dtype: str | torch.dtype | None = None, *, trust: bool | None = None) -> Bundle:
     """Resolve a model spec to a :class:`~ase_surftune.bundle.Bundle`.
 
     Zero-shot models come back as a bundle with no shifts or corrections, so callers
@@ -82,10 +88,15 @@ def load_model(spec: Any, device: str = "cpu",
         spec: a name, ``mace:``-prefixed path, file path, Bundle or ModelAdapter.
         device: torch device string.
         dtype: ``"float32"``/``"float64"``; default: the model's own.
+        trust: allow formats that are Python pickles (MACE ``.model`` files, MACE-MP
+            checkpoints, legacy bundles). Reading a pickle can run arbitrary code: pass
+            True only for files from a source you trust. ``None``: whether a
+            :func:`ase_surftune.trust.trust_pickle` block is active.
 
     Raises:
         ModelLoadError: unknown name, missing file, offline download.
         BundleError: a corrupt/truncated bundle.
+        UnsafeLoadError: a pickle-based file and ``trust`` is False.
     """
     from ase_surftune.backends.base import ModelAdapter
     from ase_surftune.bundle import Bundle
@@ -108,21 +119,31 @@ def load_model(spec: Any, device: str = "cpu",
         return Bundle(adapter=CHGNetAdapter.load(version, device=device, dtype=tdtype))
     if low.startswith("mace:"):
         from ase_surftune.backends.mace import MACEAdapter
+        from ase_surftune.bundle import BUNDLE_FORMAT_VERSION, bundle_file_version
 
-        return Bundle(adapter=MACEAdapter.load_file(spec[5:], device=device, dtype=tdtype))
+        if bundle_file_version(spec[5:]) == BUNDLE_FORMAT_VERSION:  # a safe MACE bundle
+            bundle = Bundle.load(spec[5:], device=device, dtype=tdtype, trust=trust)
+            if bundle.adapter.backend != "mace":
+                raise ModelLoadError(f"{spec!r}: the bundle holds a {bundle.adapter.backend} "
+                                     f"model, not a MACE one")
+            return bundle
+        return Bundle(adapter=MACEAdapter.load_file(spec[5:], device=device, dtype=tdtype,
+                                                    trust=trust))
     from ase_surftune.backends.mace import MACE_FOUNDATION_NAMES
 
     if low in MACE_FOUNDATION_NAMES or low.startswith("mace-mp:"):
         from ase_surftune.backends.mace import MACEAdapter
 
-        return Bundle(adapter=MACEAdapter.load_foundation(low, device=device, dtype=tdtype))
+        return Bundle(adapter=MACEAdapter.load_foundation(low, device=device, dtype=tdtype,
+                                                          trust=trust))
     path = Path(spec)
     if path.is_file():
         if path.suffix == ".model":
             from ase_surftune.backends.mace import MACEAdapter
 
-            return Bundle(adapter=MACEAdapter.load_file(path, device=device, dtype=tdtype))
-        return Bundle.load(path, device=device, dtype=tdtype)
+            return Bundle(adapter=MACEAdapter.load_file(path, device=device, dtype=tdtype,
+                                                        trust=trust))
+        return Bundle.load(path, device=device, dtype=tdtype, trust=trust)
     raise ModelLoadError(
         f"Unknown model {spec!r}: not a known name and no such file. Known names: "
         f"{available_models()}; or pass 'mace:/path/file.model' or a bundle path")

@@ -107,19 +107,23 @@ class CHGNetHeads(torch.nn.Module):
 
     @contextlib.contextmanager
     def selected(self, head: str):
-        """Temporarily route chgnet's readout through ``head``'s modules."""
+        """CHGNet routed through ``head``'s readout, without mutating the shared module.
+
+        For the first head this is :attr:`chgnet` itself. For another head it is a
+        shallow view: a copy of the CHGNet object whose submodule table names ``head``'s
+        ``mlp``/``composition_model`` and otherwise the very same submodules and
+        parameters. The shared module is never modified, so calculators using different
+        heads of one cached model can run in several threads at once, and gradients
+        reach the shared parameters as before.
+        """
         if head == self.head_names[0]:
             yield self.chgnet
             return
-        orig_mlp, orig_comp = self.chgnet.mlp, self.chgnet.composition_model
         mlp, comp = self.readout_modules(head)
-        # Bypass nn.Module.__setattr__ registration bookkeeping issues by using it normally;
-        # restored in ``finally`` so the module tree is unchanged afterwards.
-        self.chgnet.mlp, self.chgnet.composition_model = mlp, comp
-        try:
-            yield self.chgnet
-        finally:
-            self.chgnet.mlp, self.chgnet.composition_model = orig_mlp, orig_comp
+        view = copy.copy(self.chgnet)  # new object; __dict__ copied shallowly
+        view._modules = {**self.chgnet._modules, "mlp": mlp, "composition_model": comp}
+        view.training = self.chgnet.training
+        yield view
 
 
 class CHGNetAdapter(ModelAdapter):

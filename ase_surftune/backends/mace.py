@@ -205,22 +205,24 @@ class MACEAdapter(ModelAdapter):
     @classmethod
     def load_file(cls, path: str | Path, device: str = "cpu",
                   dtype: torch.dtype | None = None, name: str | None = None, *,
-                  trust: bool = False) -> MACEAdapter:
+                  trust: bool | None = None) -> MACEAdapter:
         """Load a MACE ``.model`` file (a pickled ``torch.nn.Module``).
 
         Reading a pickle can run arbitrary code, so this needs ``trust=True`` (CLI
-        ``--trust-pickle``). Save the model as a bundle to share it safely.
+        ``--trust-pickle``, or a :func:`ase_surftune.trust.trust_pickle` block). Save
+        the model as a bundle to share it safely.
 
         Raises:
             UnsafeLoadError: ``trust`` is False.
             ModelLoadError: missing or unreadable file, or not a MACE model.
         """
         from ase_surftune.errors import UnsafeLoadError
+        from ase_surftune.trust import pickle_trusted
 
         p = Path(path)
         if not p.is_file():
             raise ModelLoadError(f"MACE model file not found: {str(p)!r}")
-        if not trust:
+        if not pickle_trusted(trust):
             raise UnsafeLoadError(
                 f"{str(p)!r} is a MACE .model file, a Python pickle, and reading a pickle "
                 f"can run arbitrary code. If you trust the file's source, load it with "
@@ -239,7 +241,7 @@ class MACEAdapter(ModelAdapter):
     @classmethod
     def load_foundation(cls, name: str, device: str = "cpu",
                         dtype: torch.dtype | None = None, *,
-                        trust: bool = False) -> MACEAdapter:
+                        trust: bool | None = None) -> MACEAdapter:
         """Load a named MACE-MP foundation model through mace-torch's downloader.
 
         The checkpoints are pickles, so this needs ``trust=True`` like :meth:`load_file`.

@@ -49,8 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from ase_surftune.trust import trust_pickle
+
     try:
-        return int(args.func(args) or 0)
+        with trust_pickle(bool(getattr(args, "trust_pickle", False))):
+            return int(args.func(args) or 0)
     except SurfTuneError as exc:
         print(f"surftune {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -33,9 +33,19 @@ def add_model_args(parser: argparse.ArgumentParser, *, reference: bool = True) -
                              "mace-mp-0-medium or a bundle path (default: chgnet)")
     parser.add_argument("--head", default=None, help="head of a multi-head model")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    add_trust_arg(parser)
     if reference:
         parser.add_argument("--reference", default=None, metavar="NAME",
                             help="use a reference calculator instead of a model: emt, gpaw")
+
+
+def add_trust_arg(parser: argparse.ArgumentParser) -> None:
+    """``--trust-pickle``: allow model files that are Python pickles (every command that
+    takes a model spec has it; ``main`` applies it with :func:`ase_surftune.trust.trust_pickle`)."""
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow model files that are Python pickles (MACE .model files, "
+                             "legacy version-1 bundles). Reading a pickle can run arbitrary "
+                             "code: use only for files from a source you trust")
 
 
 def write_json(data: Any, path: str | Path) -> Path:

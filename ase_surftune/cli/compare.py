@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ase_surftune.cli._common import add_trust_arg
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -35,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("-o", "--output", default="compare_out",
                    help="output folder (default: compare_out)")
+    add_trust_arg(p)
     p.set_defaults(func=run)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ase_surftune.cli._common import add_trust_arg
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -22,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="torch threads (default 1: fastest for the demo's small cells on "
                         "shared cores; 0 = torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_trust_arg(p)
     p.set_defaults(func=run)
 
 

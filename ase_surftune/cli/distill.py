@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ase_surftune.cli._common import add_trust_arg
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -15,6 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", default=None, help="override the teacher bundle")
     p.add_argument("--output-dir", default=None, help="override output_dir")
     p.add_argument("--check", action="store_true", help="only validate the config and exit")
+    add_trust_arg(p)
     p.set_defaults(func=run)
 
 

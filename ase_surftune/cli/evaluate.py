@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ase_surftune.cli._common import add_trust_arg
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -34,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "process); see ase_surftune.parallel")
     p.add_argument("-o", "--output", default="evaluate_out",
                    help="output folder (default: evaluate_out)")
+    add_trust_arg(p)
     p.set_defaults(func=run)
 
 

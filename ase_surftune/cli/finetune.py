@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ase_surftune.cli._common import add_trust_arg
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -23,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "CONFIG.yaml --distributed")
     p.add_argument("--check", action="store_true",
                    help="only validate the config and exit")
+    add_trust_arg(p)
     p.set_defaults(func=run)
 
 

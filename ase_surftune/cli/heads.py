@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
+from ase_surftune.cli._common import add_trust_arg
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("heads", help="list the heads of a model or bundle")
     p.add_argument("model", help="model spec or bundle path")
     p.add_argument("--json", action="store_true", help="print JSON")
+    add_trust_arg(p)
     p.set_defaults(func=run)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ase_surftune.cli._common import add_trust_arg
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("label", help="label structures with EMT/GPAW/a model, writing as it "
@@ -20,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--executor", default=None,
                    help="process[:N] or dask[:N] to label in parallel (default: in process)")
     p.add_argument("--no-progress", action="store_true")
+    add_trust_arg(p)
     p.set_defaults(func=run)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ase_surftune.cli._common import add_trust_arg
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -24,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-runs", type=int, default=None,
                    help="stop after this many new fine-tuning runs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_trust_arg(p)
     p.set_defaults(func=run)
 
 

@@ -222,14 +222,22 @@ def infer_backend(spec: str) -> str:
     if p.is_file():
         if p.suffix == ".model":
             return "mace"
-        try:
-            import torch
+        from ase_surftune.bundle import LEGACY_FORMAT_VERSION, bundle_file_version, \
+            read_bundle_manifest
+        from ase_surftune.errors import BundleError
 
-            outer = torch.load(p, map_location="cpu", weights_only=False)
-            return str(outer["backend"])
-        except Exception as exc:  # noqa: BLE001
+        # inspect without unpickling: the zip directory and the JSON manifest only
+        version = bundle_file_version(p)
+        if version == LEGACY_FORMAT_VERSION:
+            raise ValueError(f"{spec!r} is a legacy (version-1) bundle, a Python pickle that "
+                             f"cannot be inspected safely; if you trust it, convert it once "
+                             f"with Bundle.load({spec!r}, trust=True).save(...) and use the "
+                             f"new file")
+        try:
+            return str(read_bundle_manifest(p)["backend"])
+        except (BundleError, KeyError) as exc:
             raise ValueError(f"{spec!r} is neither a MACE .model file nor a model "
-                             f"bundle ({type(exc).__name__})") from exc
+                             f"bundle ({exc})") from exc
     raise ValueError(f"unknown model {spec!r}: not a known name and no such file; known "
                      f"names: {available_models()}, or 'mace:/path/file.model', or a "
                      f"bundle path")
