@@ -40,8 +40,9 @@ CACHE_SIZE = 8
 
 
 def _cache_key(spec: str, device: str, dtype: torch.dtype | None) -> tuple[Any, ...]:
-    """``(spec, device, dtype)`` plus, for a file, its resolved path, mtime and size, so
-    that a file rewritten in place (re-training into the same path) is loaded anew."""
+    """``(spec, device, dtype)`` plus, for a file, its resolved path, inode, mtime and
+    size, so that a file rewritten in place (re-training into the same path) is loaded
+    anew."""
     path = Path(spec[5:] if spec.lower().startswith("mace:") else spec)
     try:
         st = path.stat()
@@ -49,7 +50,9 @@ def _cache_key(spec: str, device: str, dtype: torch.dtype | None) -> tuple[Any, 
         return (spec, str(device), str(dtype))
     if not path.is_file():
         return (spec, str(device), str(dtype))
-    return (spec, str(device), str(dtype), str(path.resolve()), st.st_mtime_ns, st.st_size)
+    # an atomic save (temp file + rename) always gives the path a new inode
+    return (spec, str(device), str(dtype), str(path.resolve()), st.st_ino, st.st_mtime_ns,
+            st.st_size)
 
 
 def _shared_bundle(spec: str, device: str, dtype: torch.dtype | None,

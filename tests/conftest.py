@@ -14,6 +14,8 @@ Reusable by every test module:
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -24,6 +26,9 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from ase_surftune.backends.mace import import_mace
 
+#: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD as the test run found it (test_security checks that
+#: importing mace leaves it so)
+ENV_BEFORE_MACE = os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
 import_mace()  # before e3nn under torch 2.13; keeps torch's safe load default
 
 

@@ -206,7 +206,8 @@ class MACEAdapter(ModelAdapter):
     def load_file(cls, path: str | Path, device: str = "cpu",
                   dtype: torch.dtype | None = None, name: str | None = None, *,
                   trust: bool | None = None) -> MACEAdapter:
-        """Load a MACE ``.model`` file (a pickled ``torch.nn.Module``).
+        """Load a MACE ``.model`` file (a pickled ``torch.nn.Module``), or the MACE model
+        of a (safe) bundle file.
 
         Reading a pickle can run arbitrary code, so this needs ``trust=True`` (CLI
         ``--trust-pickle``, or a :func:`ase_surftune.trust.trust_pickle` block). Save
@@ -219,9 +220,17 @@ class MACEAdapter(ModelAdapter):
         from ase_surftune.errors import UnsafeLoadError
         from ase_surftune.trust import pickle_trusted
 
+        from ase_surftune.bundle import BUNDLE_FORMAT_VERSION, Bundle, bundle_file_version
+
         p = Path(path)
         if not p.is_file():
             raise ModelLoadError(f"MACE model file not found: {str(p)!r}")
+        if bundle_file_version(p) == BUNDLE_FORMAT_VERSION:  # a safe bundle: no trust needed
+            adapter = Bundle.load(p, device=device, dtype=dtype).adapter
+            if not isinstance(adapter, cls):
+                raise ModelLoadError(f"{str(p)!r}: the bundle holds a {adapter.backend} "
+                                     f"model, not a MACE one")
+            return adapter
         if not pickle_trusted(trust):
             raise UnsafeLoadError(
                 f"{str(p)!r} is a MACE .model file, a Python pickle, and reading a pickle "
@@ -372,6 +381,10 @@ class MACEAdapter(ModelAdapter):
     @classmethod
     def from_payload(cls, payload: dict[str, Any], device: str = "cpu",
                      dtype: torch.dtype | None = None) -> MACEAdapter:
+        if isinstance(payload.get("model"), torch.nn.Module):
+            # a legacy (version-1) bundle, unpickled because the caller trusted it
+            model = payload["model"]
+            return cls(model, name=payload.get("name", "mace"), device=device, dtype=dtype)
         model = build_mace_from_config(payload)
         model.load_state_dict(payload["state_dict"], strict=True)
         return cls(model, name=payload.get("name", "mace"), device=device, dtype=dtype)
