@@ -16,6 +16,7 @@ call recomputes. Each timing is the median of interleaved repeats.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -73,7 +74,9 @@ def main() -> None:
     ap.add_argument("--predict-sizes", default="45,96", help="slab sizes for predict")
     args = ap.parse_args()
 
-    import mace  # noqa: F401  (before e3nn)
+    from ase_surftune.backends.mace import import_mace
+
+    import_mace()  # before e3nn; keeps torch's safe load default
     from chgnet.model.dynamics import CHGNetCalculator
     from mace.calculators import MACECalculator
 
@@ -91,7 +94,8 @@ def main() -> None:
     mace_file = tmp / "mace_small_like.model"
     torch.save(build_mace(["Cu"], channels=128, max_L=0, r_max=6.0, correlation=3,
                           max_ell=3, num_bessel=10, dtype=torch.float32), mace_file)
-    ours_mace = SurfTuneCalculator(f"mace:{mace_file}")
+    ours_mace = SurfTuneCalculator(f"mace:{mace_file}", trust=True)  # our own fresh file
+    os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"  # mace's calculator unpickles it
     bare_mace = MACECalculator(model_paths=str(mace_file), device="cpu", default_dtype="float32")
 
     sizes = [((3, 3, 5), "45-atom"), ((4, 4, 6), "96-atom")]

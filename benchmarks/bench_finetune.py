@@ -146,8 +146,12 @@ MACE_ARCH = {"channels": 16, "max_L": 0, "num_interactions": 2, "correlation": 2
 
 
 def worker_mace_ours(args) -> dict:
-    import mace  # noqa: F401
     import torch
+
+    from ase_surftune.backends.mace import MACEAdapter, import_mace
+    from ase_surftune.bundle import Bundle
+
+    import_mace()  # before e3nn; keeps torch's safe load default
 
     from ase_surftune.backends.mace_builders import build_mace
     from ase_surftune.finetune import finetune
@@ -158,9 +162,9 @@ def worker_mace_ours(args) -> dict:
     model = build_mace(["Cu", "Au"], atomic_energies={"Cu": -3.0, "Au": -3.2},
                        dtype=torch.float64, **MACE_ARCH)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    torch.save(model, Path(args.out) / "bench.model")
+    Bundle(MACEAdapter(model)).save(Path(args.out) / "bench.stbundle")
     n_params = sum(p.numel() for p in model.parameters())
-    res = finetune({"model": f"mace:{Path(args.out) / 'bench.model'}", "strategy": "full",
+    res = finetune({"model": f"mace:{Path(args.out) / 'bench.stbundle'}", "strategy": "full",
                     "epochs": args.epochs, "batch_size": args.batch_size,
                     "output_dir": args.out, "progress": False, "plot": False,
                     "patience": None, "scheduler": {"name": "plateau"},
@@ -210,9 +214,11 @@ def worker_mace_run_train(args) -> dict:
         raise RuntimeError(proc.stderr[-3000:])
     ru = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
     wall = time.perf_counter() - t0
-    import mace  # noqa: F401
     import torch
 
+    from ase_surftune.backends.mace import import_mace
+
+    import_mace()  # before e3nn; keeps torch's safe load default
     # end of each epoch from the log's timestamps ("... INFO: Epoch N: ...")
     import datetime
     import re

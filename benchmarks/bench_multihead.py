@@ -17,7 +17,6 @@ import time
 import warnings
 from pathlib import Path
 
-import mace  # noqa: F401  (before e3nn)
 import numpy as np
 import torch
 
@@ -44,8 +43,11 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp())
     if args.backend == "mace":
-        model_path = tmp / "small.model"
-        torch.save(build_mace(["Cu", "Au"], channels=32, max_L=1, r_max=5.0), model_path)
+        from ase_surftune.backends.mace import MACEAdapter
+        from ase_surftune.bundle import Bundle
+
+        model_path = Bundle(MACEAdapter(build_mace(["Cu", "Au"], channels=32, max_L=1,
+                                                   r_max=5.0))).save(tmp / "small.stbundle")
         spec = f"mace:{model_path}"
     else:
         spec = "chgnet"

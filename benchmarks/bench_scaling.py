@@ -41,9 +41,10 @@ def main() -> None:
     ap.add_argument("--oc20", default=None, help="folder with OC20 .traj files (optional)")
     args = ap.parse_args()
 
-    import mace  # noqa: F401
     from ase_surftune.backends.chgnet import CHGNetAdapter
-    from ase_surftune.backends.mace import MACEAdapter
+    from ase_surftune.backends.mace import MACEAdapter, import_mace
+
+    import_mace()  # before e3nn; keeps torch's safe load default
     from ase_surftune.backends.mace_builders import build_mace
 
     structs = structures(args.n)
