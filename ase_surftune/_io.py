@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
@@ -16,19 +16,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
 
     A crash or kill mid-write leaves the previous file (or nothing), never a truncated one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_stream(path, lambda fh: torch.save(obj, fh))
 
 
 def atomic_write_stream(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
