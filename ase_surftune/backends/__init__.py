@@ -119,9 +119,9 @@ def load_model(spec: Any, device: str = "cpu",
         return Bundle(adapter=CHGNetAdapter.load(version, device=device, dtype=tdtype))
     if low.startswith("mace:"):
         from ase_surftune.backends.mace import MACEAdapter
-        from ase_surftune.bundle import BUNDLE_FORMAT_VERSION, bundle_file_version
+        from ase_surftune.bundle import bundle_file_version
 
-        if bundle_file_version(spec[5:]) == BUNDLE_FORMAT_VERSION:  # a safe MACE bundle
+        if bundle_file_version(spec[5:]) is not None:  # a bundle holding a MACE model
             bundle = Bundle.load(spec[5:], device=device, dtype=tdtype, trust=trust)
             if bundle.adapter.backend != "mace":
                 raise ModelLoadError(f"{spec!r}: the bundle holds a {bundle.adapter.backend} "

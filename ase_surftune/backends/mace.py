@@ -220,13 +220,13 @@ class MACEAdapter(ModelAdapter):
         from ase_surftune.errors import UnsafeLoadError
         from ase_surftune.trust import pickle_trusted
 
-        from ase_surftune.bundle import BUNDLE_FORMAT_VERSION, Bundle, bundle_file_version
+        from ase_surftune.bundle import Bundle, bundle_file_version
 
         p = Path(path)
         if not p.is_file():
             raise ModelLoadError(f"MACE model file not found: {str(p)!r}")
-        if bundle_file_version(p) == BUNDLE_FORMAT_VERSION:  # a safe bundle: no trust needed
-            adapter = Bundle.load(p, device=device, dtype=dtype).adapter
+        if bundle_file_version(p) is not None:  # a bundle (v1 needs trust, as Bundle.load says)
+            adapter = Bundle.load(p, device=device, dtype=dtype, trust=trust).adapter
             if not isinstance(adapter, cls):
                 raise ModelLoadError(f"{str(p)!r}: the bundle holds a {adapter.backend} "
                                      f"model, not a MACE one")
