@@ -24,8 +24,8 @@ the manifest was written (disk, transfer, partial copy). What it does not prove:
 wrote the file or that it is benign; anyone can write a manifest that matches their
 own members. It is not a signature. Safety does not depend on it.
 
-Version 1 (ase_surftune < 0.2, a pickled ``torch.save`` archive) can run arbitrary code
-when read. It loads only with ``trust=True`` (CLI ``--trust-pickle``); re-save it with
+Version 1 (earlier ase_surftune 0.1 releases, a pickled ``torch.save`` archive) can run
+arbitrary code when read. It loads only with ``trust=True`` (CLI ``--trust-pickle``); re-save it with
 :meth:`Bundle.save` to convert it to version 2.
 
 Writing goes through a uniquely named temporary file, fsync and an atomic rename, so an
@@ -54,7 +54,7 @@ from ase_surftune.errors import BundleError, HeadError, UnsafeLoadError
 
 BUNDLE_FORMAT = "ase_surftune-bundle"
 BUNDLE_FORMAT_VERSION = 2
-#: the pickled format of ase_surftune < 0.2 (loads only with ``trust=True``)
+#: the pickled format of earlier ase_surftune 0.1 releases (loads only with ``trust=True``)
 LEGACY_FORMAT_VERSION = 1
 BUNDLE_SUFFIX = ".stbundle"
 _MANIFEST, _META, _TENSORS = "manifest.json", "meta.json", "tensors.safetensors"
