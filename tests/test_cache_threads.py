@@ -102,3 +102,16 @@ def test_two_heads_from_two_threads(two_head_chgnet):
         got = {h: f.result() for h, f in futs.items()}
     for h in got:
         np.testing.assert_allclose(got[h], ref[h] * 4, rtol=0, atol=1e-5)
+
+
+def test_mace_loads_are_independent_copies(tmp_path):
+    """Bundle loads reuse a built template for speed but never share weights with it."""
+    path = Bundle(tiny_mace(seed=4)).save(tmp_path / "m.stbundle")
+    a, b = Bundle.load(path).adapter, Bundle.load(path).adapter
+    pa, pb = next(a.model.parameters()), next(b.model.parameters())
+    assert a.model is not b.model and pa.data_ptr() != pb.data_ptr()
+    e_b = b.predict([_slab()]).energy[0]
+    with torch.no_grad():
+        pa.add_(1.0)
+    assert b.predict([_slab()]).energy[0] == e_b
+    assert Bundle.load(path).adapter.predict([_slab()]).energy[0] == e_b

@@ -22,11 +22,15 @@ A user's ``.model`` file *is* a pickle and loads only with ``trust=True``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import io
+import json
 import os
 import socket
+import threading
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -495,8 +499,36 @@ def mace_model_config(model: torch.nn.Module) -> dict[str, Any]:
             "config": {k: _encode_config_value(k, v) for k, v in config.items()}}
 
 
+#: modules already built from a config, least recently used first (see below)
+_TEMPLATES: OrderedDict[str, torch.nn.Module] = OrderedDict()
+_TEMPLATES_LOCK = threading.Lock()
+_N_TEMPLATES = 4
+
+
 def build_mace_from_config(payload: dict[str, Any]) -> torch.nn.Module:
-    """Rebuild the (untrained) module described by :func:`mace_model_config`."""
+    """Rebuild the (untrained) module described by :func:`mace_model_config`.
+
+    Building a MACE model compiles its e3nn tensor products (TorchScript, opt_einsum):
+    12 s for the tiny test model and 17 s for a MACE-MP-medium-like one on 2 CPU cores,
+    against 1.2-1.5 s to unpickle one. So the first build of an architecture in a
+    process is kept as a template (the last :data:`_N_TEMPLATES`) and later loads
+    deep-copy it (~1 s); the caller then loads the weights.
+    """
+    key = json.dumps({k: v for k, v in payload.items() if k not in ("state_dict", "name")},
+                     sort_keys=True)
+    with _TEMPLATES_LOCK:
+        template = _TEMPLATES.get(key)
+        if template is None:
+            template = _build_mace_from_config(payload)
+            _TEMPLATES[key] = template
+            while len(_TEMPLATES) > _N_TEMPLATES:
+                _TEMPLATES.popitem(last=False)
+        else:
+            _TEMPLATES.move_to_end(key)
+        return copy.deepcopy(template)
+
+
+def _build_mace_from_config(payload: dict[str, Any]) -> torch.nn.Module:
     _import_mace()
     from mace import modules
 
