@@ -42,3 +42,27 @@ class DataError(SurfTuneError, ValueError):
 
 class TaskFailedError(SurfTuneError, RuntimeError):
     """One or more tasks of a sweep failed (the message lists each with its error)."""
+
+
+class LockedError(SurfTuneError, RuntimeError):
+    """An output folder or label file is in use by another process (message names its PID)."""
+
+
+class OutputExistsError(SurfTuneError, FileExistsError):
+    """An output folder already holds a run and neither resume nor overwrite was asked for."""
+
+
+class TrainingDivergedError(SurfTuneError, RuntimeError):
+    """Training produced a non-finite loss or weights (message names the epoch and step)."""
+
+
+class NonFiniteOutputError(SurfTuneError, ArithmeticError):
+    """A model returned NaN/inf energy, forces or stress."""
+
+
+class MissingDependencyError(SurfTuneError, ImportError):
+    """An optional extra is not installed (message names the ``pip install`` to run)."""
+
+
+class SizeLimitError(SurfTuneError, ValueError):
+    """A requested structure is larger than a documented limit (message gives the estimate)."""

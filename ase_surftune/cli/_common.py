@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +39,9 @@ def add_model_args(parser: argparse.ArgumentParser, *, reference: bool = True) -
 
 def write_json(data: Any, path: str | Path) -> Path:
     """Write JSON atomically (temp file then rename) and return the path."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default))
-    tmp.replace(p)
-    return p
+    from ase_surftune._io import atomic_write_json
+
+    return atomic_write_json(path, data, default=_json_default)
 
 
 def _json_default(obj: Any) -> Any:

@@ -14,6 +14,7 @@ import torch
 from ase import Atoms
 from ase.stress import voigt_6_to_full_3x3_stress
 
+from ase_surftune._io import atomic_write_text
 from ase_surftune.errors import ConfigError, DataError, HeadError
 from ase_surftune.finetune.checkpoint import load_checkpoint
 from ase_surftune.finetune.config import FinetuneConfig, load_config
@@ -383,8 +384,8 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
 
     import yaml
 
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"),
-                                                        sort_keys=False))
+    atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"),
+                                                              sort_keys=False))
     history = loop_res.history if loop_res is not None else []
     write_metrics(history, out_dir, {"summary": metrics})
     if cfg.plot and history:

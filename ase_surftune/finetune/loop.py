@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -288,17 +286,14 @@ def _epoch_order(seed: int, epoch: int, n: int) -> list[int]:
 def write_metrics(history: list[dict[str, Any]], output_dir: Path,
                   extra: dict[str, Any] | None = None) -> None:
     """``metrics.csv`` (one row per epoch) and ``metrics.json`` (rows + summary), atomically."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = output_dir / "metrics.csv.tmp"
-    with tmp.open("w", newline="") as fh:
+    from ase_surftune._io import atomic_write_json, atomic_writer
+
+    with atomic_writer(output_dir / "metrics.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
         w.writeheader()
         for row in history:
             w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in METRIC_COLUMNS})
-    os.replace(tmp, output_dir / "metrics.csv")
-    tmp = output_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps({"epochs": history, **(extra or {})}, indent=2, default=str))
-    os.replace(tmp, output_dir / "metrics.json")
+    atomic_write_json(output_dir / "metrics.json", {"epochs": history, **(extra or {})})
 
 
 def plot_history(history: list[dict[str, Any]], path: Path) -> Path | None:

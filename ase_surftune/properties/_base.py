@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -64,10 +63,9 @@ class PropertyResult:
 
     def to_json(self, path: str | Path) -> Path:
         """Write :meth:`to_dict` as indented JSON and return the path."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(self.to_dict(), indent=2))
-        return p
+        from ase_surftune._io import atomic_write_json
+
+        return atomic_write_json(path, self.to_dict(), default=None)
 
 
 class ForceCallCounter:
