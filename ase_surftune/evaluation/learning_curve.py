@@ -109,7 +109,7 @@ class LearningCurveConfig(BaseModel):
         d.update(self.finetune)
         d.update(self.strategy_options.get(strategy, {}))
         d.update({"model": self.model, "strategy": strategy, "seed": seed,
-                  "output_dir": str(output_dir), "resume": True,
+                  "output_dir": str(output_dir), "resume": "auto",
                   "progress": self.progress and d.get("progress", True)})
         return d
 

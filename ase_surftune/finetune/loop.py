@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ase_surftune.errors import TrainingDivergedError
 from ase_surftune.finetune.checkpoint import rng_states, save_checkpoint, set_rng_states
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -319,7 +320,10 @@ def plot_history(history: list[dict[str, Any]], path: Path) -> Path | None:
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("valid force MAE (eV/Å)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    from ase_surftune._io import atomic_writer
+
+    with atomic_writer(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=110)
     plt.close(fig)
     return path
 
@@ -435,6 +439,13 @@ def train_loop(adapter: ModelAdapter, head: str,
                 extra = extra_loss(adapter, chunk, out)
                 if extra is not None:
                     loss = loss + extra
+            if not bool(torch.isfinite(loss.detach())):
+                bar.close()
+                raise TrainingDivergedError(
+                    f"non-finite training loss ({float(loss.detach())}) at epoch {epoch + 1}, "
+                    f"step {b + 1} of {n_batches} (global step {st['global_step'] + 1}); no "
+                    f"model saved from it. Lower optimizer.lr (now "
+                    f"{optimizer.param_groups[0]['lr']:g}), set clip_grad, or check the labels")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.clip_grad is not None:
@@ -465,6 +476,13 @@ def train_loop(adapter: ModelAdapter, head: str,
             else:
                 vm = {"loss": acc.mean("loss")}
             vloss = float(vm["loss"])
+            if not math.isfinite(vloss):
+                bar.close()
+                raise TrainingDivergedError(
+                    f"non-finite {'validation' if valid else 'training'} loss ({vloss}) after "
+                    f"epoch {epoch + 1} (global step {st['global_step']}); the weights diverged. "
+                    f"Lower optimizer.lr (now {optimizer.param_groups[0]['lr']:g}) or set "
+                    f"clip_grad")
             improved = vloss < st["best_loss"]
             if improved:
                 st["best_loss"], st["best_epoch"] = vloss, epoch + 1
