@@ -18,8 +18,17 @@ def load_yaml(path: str | Path | None) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"Config file not found: {str(p)!r}")
-    with p.open() as fh:
-        data = yaml.safe_load(fh) or {}
+    try:
+        with p.open(encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(exc, "problem", None) or str(exc).split("\n")[0]
+        raise ConfigError(f"Config {str(p)!r} is not valid YAML{at}: {problem}; fix the "
+                          f"syntax (indentation, 'key: value', matching quotes/brackets)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"Config {str(p)!r} is not a text (UTF-8) YAML file") from None
     if not isinstance(data, dict):
         raise ConfigError(f"Config {str(p)!r} must be a YAML mapping, got {type(data).__name__}")
     return data

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,16 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ase.io import read
-
-    from ase_surftune.data import DataReport, label
+    from ase_surftune.data import DataReport, label, read_structures
 
     configs = []
     for f in args.structures:
-        if not Path(f).is_file():
-            raise FileNotFoundError(f"Structure file not found: {f!r}")
-        frames = read(f, index=args.index)
-        configs.extend(frames if isinstance(frames, list) else [frames])
+        configs.extend(read_structures(f, index=args.index))
     report = DataReport()
     done = label(configs, args.reference, args.output, resume=not args.restart,
                  progress=not args.no_progress,
