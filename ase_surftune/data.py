@@ -758,10 +758,21 @@ def label(configs: Sequence[Atoms], calc: Calculator | str, out_path: PathLike,
     if path.is_dir():
         raise DataError(f"{path}: is a folder; give a file name for the labels (e.g. "
                         f"{path / 'labels.xyz'})")
+    from ase_surftune.parallel import check_executor
+
+    check_executor(executor)
+    configs = list(configs)
+    for i, a in enumerate(configs):  # DFT on overlapping atoms wastes hours, then fails
+        if not np.all(np.isfinite(a.positions)):
+            raise DataError(f"configs[{i}] ({a.get_chemical_formula()}): NaN/inf positions; "
+                            f"fix or remove it")
+        check_min_distance(a, f"configs[{i}] ({a.get_chemical_formula()})")
+    if isinstance(calc, str) and executor is None:
+        _resolve_calc(calc)  # an unknown spec fails here, before any file is touched
     path.parent.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(path.with_name(f".{path.name}.lock"), f"label file {str(path)!r}"):
         clean_orphan_temps(path.parent, names=[path.name])
-        return _label_locked(list(configs), calc, path, resume, progress, properties,
+        return _label_locked(configs, calc, path, resume, progress, properties,
                              on_error, report, executor)
 
 

@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["InlineExecutor", "TaskResult", "get_executor", "map_tasks", "raise_failures"]
+__all__ = ["InlineExecutor", "TaskResult", "check_executor", "get_executor", "map_tasks", "raise_failures"]
 
 
 class InlineExecutor(Executor):
@@ -62,19 +62,40 @@ class TaskResult(Generic[T]):
                 "error": self.error}
 
 
+def check_executor(executor: Executor | str | None) -> None:
+    """Validate an executor argument without starting anything (cheap; call it up front).
+
+    Raises:
+        ConfigError: an unknown spec or a worker count that is not a positive integer.
+        MissingDependencyError: ``dask[:N]`` without dask installed.
+    """
+    from ase_surftune.errors import ConfigError, MissingDependencyError
+
+    if executor is None or executor == "inline" or isinstance(executor, Executor):
+        return
+    kind, _, n = str(executor).partition(":") if isinstance(executor, str) else ("", "", "")
+    if kind not in ("process", "dask"):
+        raise ConfigError(f"Unknown executor {executor!r}: use None/'inline', 'process[:N]', "
+                          f"'dask[:N]' or a concurrent.futures.Executor")
+    if n and not (n.isdigit() and int(n) > 0):
+        raise ConfigError(f"executor {executor!r}: the worker count after ':' must be a "
+                          f"positive integer, e.g. '{kind}:4'")
+    if kind == "dask":
+        import importlib.util
+
+        if importlib.util.find_spec("dask") is None:
+            raise MissingDependencyError(
+                f"executor {executor!r} needs dask.distributed, which is not installed; "
+                f"install the extra: pip install 'ase_surftune[dask]'")
+
+
 def get_executor(executor: Executor | str | None = None) -> tuple[Executor, bool]:
     """Resolve an executor argument. Returns ``(executor, owned)``; owned ones get shut down."""
+    check_executor(executor)
     if executor is None or executor == "inline":
         return InlineExecutor(), True
     if isinstance(executor, Executor):
         return executor, False
-    if isinstance(executor, str) and executor.split(":", 1)[0] in ("process", "dask"):
-        kind, _, n = executor.partition(":")
-        if n and not (n.isdigit() and int(n) > 0):
-            from ase_surftune.errors import ConfigError
-
-            raise ConfigError(f"executor {executor!r}: the worker count after ':' must be a "
-                              f"positive integer, e.g. '{kind}:4'")
     if isinstance(executor, str) and executor.split(":", 1)[0] == "process":
         workers = int(executor.split(":", 1)[1]) if ":" in executor else None
         ctx = multiprocessing.get_context("spawn")

@@ -48,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
 USER_ERRORS: tuple[type[BaseException], ...] = (SurfTuneError, OSError)
 
 
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line (a multi-problem message joins its lines with ';')."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+    head, rest = lines[0], lines[1:]
+    return head + (" " + "; ".join(rest) if rest else "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``surftune``; every expected failure is one line ``surftune CMD: error: …``
     on stderr with exit status 2 (``-v`` adds the traceback); Ctrl-C exits with 130."""
@@ -67,9 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as exc:
         if args.verbose:
             traceback.print_exc()
-        msg = " ".join(str(exc).split("\n")[0].split()) if not isinstance(exc, SurfTuneError) \
-            else str(exc)
-        print(f"surftune {args.command}: error: {msg}", file=sys.stderr)
+        print(f"surftune {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"surftune {args.command}: interrupted", file=sys.stderr)

@@ -275,8 +275,11 @@ def _claim_output_dir(cfg: FinetuneConfig, out_dir: Path, stack: contextlib.Exit
                                            f"output folder {str(out_dir)!r}"))
         clean_orphan_temps(out_dir)
 
-    lock()
     ckpt_path = out_dir / CHECKPOINT_NAME
+    if cfg.resume is True and not out_dir.is_dir():
+        raise ConfigError(f"cannot resume: output folder {str(out_dir)!r} does not exist; "
+                          f"run without --resume (resume: false) to start a new run")
+    lock()
     held = [n for n in RUN_FILES if (out_dir / n).exists()]
     if cfg.resume is True and not ckpt_path.is_file():
         what = f"it holds {held} but no checkpoint" if held else "it holds no run"

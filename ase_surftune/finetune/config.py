@@ -141,10 +141,11 @@ class FinetuneConfig(_Strict):
             return v
         paths = v if isinstance(v, list) else [v]
         if not paths:
-            raise ValueError("empty list of files")
+            raise ValueError("empty list of files; give at least one file")
         missing = [str(p) for p in paths if not Path(p).is_file()]
         if missing:
-            raise ValueError(f"file(s) not found: {missing}")
+            raise ValueError(f"file(s) not found: {missing}; check the path (relative paths "
+                             f"are resolved against the YAML file's folder)")
         return v
 
     @field_validator("output_dir")
@@ -167,7 +168,7 @@ class FinetuneConfig(_Strict):
         try:
             torch.device(v)
         except (RuntimeError, ValueError) as exc:
-            raise ValueError(f"not a torch device: {v!r}") from exc
+            raise ValueError(f"not a torch device: {v!r}; use cpu, cuda or cuda:N") from exc
         return v
 
     @field_validator("strategy")
@@ -197,7 +198,7 @@ class FinetuneConfig(_Strict):
         problems += STRATEGIES[self.strategy].check_config(self, backend)
         if self.resume is not False and self.overwrite:
             problems.append("resume and overwrite exclude each other: resume continues the "
-                            "run in output_dir, overwrite moves it aside")
+                            "run in output_dir, overwrite moves it aside; give only one")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -240,7 +241,8 @@ def infer_backend(spec: str) -> str:
         return "chgnet"
     if low.startswith("mace:"):
         if not Path(spec[5:]).is_file():
-            raise ValueError(f"MACE model file not found: {spec[5:]!r}")
+            raise ValueError(f"MACE model file not found: {spec[5:]!r}; give an existing "
+                             f"file as mace:/path/file.model")
         return "mace"
     if low.startswith(("mace-", "mace-mp:")):
         if low in available_models() or low.startswith("mace-mp:"):
@@ -268,7 +270,7 @@ def _format_errors(exc: ValidationError, source: str) -> str:
         loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
         typ = err["type"]
         if typ == "extra_forbidden":
-            msg = "unknown key"
+            msg = "unknown key (check the spelling; examples/finetune_*.yaml lists the keys)"
         else:
             msg = err["msg"].removeprefix("Value error, ")
         if typ not in ("extra_forbidden", "missing") and "input" in err \
