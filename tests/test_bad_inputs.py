@@ -446,20 +446,24 @@ def _ft(**kw: Any) -> Callable[[Path], Any]:
     return fn
 
 
-def _hold_lock(tmp: Path) -> None:
-    """Take the folder lock in another process (as a running run would)."""
+def _lock_in_other_process(lock_file: Path) -> None:
+    """Hold ``lock_file`` from another process (as a running run would) until the test ends."""
     import subprocess
     import sys
 
-    (tmp / "run").mkdir(exist_ok=True)
-    code = ("import sys, time\nfrom ase_surftune._io import exclusive_lock\n"
-            f"with exclusive_lock({str(tmp / 'run' / '.surftune.lock')!r}, 'x'):\n"
+    code = ("import sys\nfrom ase_surftune._io import exclusive_lock\n"
+            f"with exclusive_lock({str(lock_file)!r}, 'x'):\n"
             "    print('locked', flush=True)\n    sys.stdin.read()\n")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout.readline().strip() == "locked"
     _LOCK_HOLDERS.append(proc)
+
+
+def _hold_lock(tmp: Path) -> None:
+    (tmp / "run").mkdir(exist_ok=True)
+    _lock_in_other_process(tmp / "run" / ".surftune.lock")
 
 
 _LOCK_HOLDERS: list[Any] = []
@@ -558,17 +562,7 @@ CASES += [
 
 def _label_locked(tmp: Path) -> None:
     _structures(tmp)
-    import subprocess
-    import sys
-
-    code = ("import sys\nfrom ase_surftune._io import exclusive_lock\n"
-            f"with exclusive_lock({str(tmp / '.o.xyz.lock')!r}, 'x'):\n"
-            "    print('locked', flush=True)\n    sys.stdin.read()\n")
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=env)
-    assert proc.stdout.readline().strip() == "locked"
-    _LOCK_HOLDERS.append(proc)
+    _lock_in_other_process(tmp / ".o.xyz.lock")
 
 
 CASES.append(Case("cli-label-second-writer", lambda t: ["label", str(t / "in.xyz"), "-o",

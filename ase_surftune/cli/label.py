@@ -13,7 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="calculator spec: emt, gpaw or a model spec (default emt)")
     p.add_argument("-o", "--output", required=True, help="extxyz file to write")
     p.add_argument("--index", default=":", help="frames to read from each file (default :)")
-    p.add_argument("--restart", action="store_true", help="overwrite instead of resuming")
+    p.add_argument("--restart", action="store_true",
+                   help="start afresh instead of resuming; the old file is kept as "
+                        "OUTPUT.old-<time>")
     p.add_argument("--skip-failures", action="store_true",
                    help="skip structures whose calculation fails (reported) instead of stopping")
     p.add_argument("--executor", default=None,
