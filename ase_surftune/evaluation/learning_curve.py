@@ -246,8 +246,9 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
 def _append_row(path: Path, row: dict[str, Any]) -> None:
     from ase_surftune.evaluation.tables import jsonable
 
-    with path.open("a") as fh:
-        fh.write(json.dumps(jsonable(row)) + "\n")
+    torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    with path.open("a") as fh:  # after a line cut off by a kill, start a fresh line
+        fh.write(("\n" if torn else "") + json.dumps(jsonable(row)) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
 
