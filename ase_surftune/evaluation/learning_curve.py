@@ -349,6 +349,10 @@ def learning_curve(config: LearningCurveConfig | dict | str | Path, *,
     fp = _fingerprint(cfg, pool, test_atoms, valid_atoms)
     if not resume and results_path.exists():
         results_path.replace(results_path.with_name(RESULTS_FILE + ".old"))
+    if not resume and (out / "runs").is_dir():  # fresh runs; the old ones are kept aside
+        from ase_surftune._io import move_aside
+
+        move_aside(out / "runs")
     if results_path.exists() and manifest_path.is_file():
         old = json.loads(manifest_path.read_text()).get("fingerprint")
         if old != fp:

@@ -259,7 +259,8 @@ def _claim_output_dir(cfg: FinetuneConfig, out_dir: Path, stack: contextlib.Exit
     """Lock ``out_dir`` for this run and decide new run vs resume; returns (run id, checkpoint).
 
     A folder that holds a run (any of :data:`RUN_FILES`) is refused to a new run unless
-    ``overwrite`` (the old run is moved aside to ``NAME.old-<time>``). ``resume=True``
+    ``overwrite`` (the old run is moved aside to ``NAME.old-<time>``); ``resume="auto"``
+    continues a checkpoint if there is one and otherwise does the same as ``overwrite``. ``resume=True``
     without a checkpoint is an error, as is a checkpoint of another run (run id in
     ``run.json``) or of another configuration (fingerprint; see
     :meth:`FinetuneConfig.fingerprint` for what may change).
@@ -305,7 +306,7 @@ def _claim_output_dir(cfg: FinetuneConfig, out_dir: Path, stack: contextlib.Exit
                               f"already run {done} epochs (epochs may be extended, not cut)")
         return str(ck.get("run_id") or run_id or uuid.uuid4().hex), ck
     if held:
-        if not cfg.overwrite:
+        if not (cfg.overwrite or cfg.resume == "auto"):
             raise OutputExistsError(
                 f"output folder {str(out_dir)!r} already holds a run ({', '.join(held)}); "
                 f"pass --resume (resume: true) to continue it, --overwrite (overwrite: true) "
@@ -347,11 +348,18 @@ def _finetune_run(cfg: FinetuneConfig, out_dir: Path, ck: dict[str, Any] | None,
         _read(cfg, cfg.test_file) if cfg.test_file is not None else [])
     if not train_atoms:
         raise DataError("no training structures")
+    from ase_surftune.data import dataset_hash
+
+    train_hash = dataset_hash(train_atoms)
+    if ck is not None and ck.get("train_hash") not in (None, train_hash):
+        raise ConfigError(f"cannot resume from {str(out_dir / CHECKPOINT_NAME)!r}: it was "
+                          f"trained on other data (dataset hash differs); give the same "
+                          f"training structures, or start a new run with --overwrite")
 
     # ---- model
     from ase_surftune.backends import load_model
     from ase_surftune.bundle import Bundle
-    from ase_surftune.data import check_elements, dataset_hash
+    from ase_surftune.data import check_elements
 
     bundle0 = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
     base = bundle0.adapter
@@ -422,7 +430,8 @@ def _finetune_run(cfg: FinetuneConfig, out_dir: Path, ck: dict[str, Any] | None,
             loop_res = train_loop(model, head, params, s_train, s_valid, cfg, out_dir,
                                   resume_from=ck, extra_loss=strategy.extra_loss(),
                                   checkpoint_extra={"reference_energies": shifts,
-                                                    "run_id": run_id},
+                                                    "run_id": run_id,
+                                                    "train_hash": train_hash},
                                   stop_after_step=stop_after_step, dist=dist)
         finally:
             model.unwrap_ddp()
@@ -481,10 +490,10 @@ def _finetune_run(cfg: FinetuneConfig, out_dir: Path, ck: dict[str, Any] | None,
         **strategy.head_info(),
         head: {"trained_on": train_files or "in-memory structures",
                "n_configs": len(train_atoms), "strategy": cfg.strategy,
-               "n_train": len(train_atoms), "train_hash": dataset_hash(train_atoms),
+               "n_train": len(train_atoms), "train_hash": train_hash,
                "train_files": train_files}}
     bundle.provenance = {"base_model": base.name, "strategy": cfg.strategy,
-                         "dataset_hash": dataset_hash(train_atoms)}
+                         "dataset_hash": train_hash}
     if not main_rank:  # rank 0 writes the bundle, metrics and reports
         dist.barrier()
         return FinetuneResult(bundle_path=out_dir / BUNDLE_NAME, output_dir=out_dir,

@@ -126,7 +126,8 @@ class FinetuneConfig(_Strict):
     # ---- output
     output_dir: Path = Path("finetune_out")
     #: True: continue from output_dir/checkpoint.pt (an error if there is none);
-    #: "auto": continue if there is a checkpoint, else start a new run
+    #: "auto": continue if there is a checkpoint, else start a new run (an old run in
+    #: output_dir is moved aside, as with overwrite)
     resume: bool | Literal["auto"] = False
     #: a new run into a folder holding a run moves the old one aside (``NAME.old-<time>``)
     overwrite: bool = False
