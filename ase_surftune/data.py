@@ -70,15 +70,74 @@ def check_min_distance(atoms: Atoms, where: str, error: type[Exception] = DataEr
     ``min_distance`` Å; the message names the pair and the distance."""
     if len(atoms) < 2 and not atoms.pbc.any():
         return
-    from ase.neighborlist import neighbor_list
+    pair = _closest_pair_below(atoms, min_distance)
+    if pair is not None:
+        i, j, d = pair
+        raise error(f"{where}: atoms {i} and {j} are {d:.3f} Å apart (closer than the "
+                    f"minimum {min_distance} Å): overlapping atoms; remove the duplicate or "
+                    f"fix the positions (Å)")
 
-    i, j, d = neighbor_list("ijd", atoms, min_distance, self_interaction=False)
-    if len(d):
-        k = int(np.argmin(d))
-        raise error(f"{where}: atoms {int(i[k])} and {int(j[k])} are {float(d[k]):.3f} Å "
-                    f"apart ({len(d) // 2 or 1} pair(s) closer than the minimum "
-                    f"{min_distance} Å): overlapping atoms; remove the duplicate or fix "
-                    f"the positions (Å)")
+
+def _closest_pair_below(atoms: Atoms, r: float) -> tuple[int, int, float] | None:
+    """The closest pair (i, j, distance Å) of atoms closer than ``r``, images included.
+
+    A KD-tree over the atoms plus the periodic images of those within ``r`` of a cell
+    face (about 1 ms for 2000 atoms, where ``ase.neighborlist`` took ~0.5 s: it runs on
+    every calculator call). Cells thinner than ``2 r`` fall back to ``neighbor_list``.
+    """
+    import itertools
+
+    from scipy.spatial import cKDTree
+
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    n = len(atoms)
+    if pbc.any():
+        cell = atoms.cell.array
+        if atoms.cell.rank < 3:
+            heights = np.zeros(3)
+        else:
+            vol = abs(np.linalg.det(cell))
+            heights = np.array([vol / np.linalg.norm(np.cross(cell[(k + 1) % 3],
+                                                               cell[(k + 2) % 3]))
+                                for k in range(3)])
+        if np.any(heights[pbc] < 2 * r):
+            from ase.neighborlist import neighbor_list
+
+            i, j, d = neighbor_list("ijd", atoms, r, self_interaction=False)
+            if not len(d):
+                return None
+            k = int(np.argmin(d))
+            return int(i[k]), int(j[k]), float(d[k])
+        frac = atoms.cell.scaled_positions(atoms.positions)
+        frac[:, pbc] %= 1.0
+        pos = frac @ cell
+        low, high = frac * heights < r, (1.0 - frac) * heights < r
+        pts, idx = [pos], [np.arange(n)]
+        ranges = [(-1, 0, 1) if p else (0,) for p in pbc]
+        for shift in itertools.product(*ranges):
+            if shift == (0, 0, 0):
+                continue
+            m = np.ones(n, dtype=bool)
+            for ax, s_ax in enumerate(shift):
+                if s_ax == 1:
+                    m &= low[:, ax]
+                elif s_ax == -1:
+                    m &= high[:, ax]
+            if m.any():
+                pts.append(pos[m] + np.asarray(shift, dtype=float) @ cell)
+                idx.append(np.nonzero(m)[0])
+        pts_a, idx_a = np.concatenate(pts), np.concatenate(idx)
+    else:
+        pts_a, idx_a = atoms.positions, np.arange(n)
+    pairs = cKDTree(pts_a).query_pairs(r, output_type="ndarray")
+    if not len(pairs):
+        return None
+    pairs = pairs[(pairs[:, 0] < n) | (pairs[:, 1] < n)]
+    if not len(pairs):
+        return None
+    d = np.linalg.norm(pts_a[pairs[:, 0]] - pts_a[pairs[:, 1]], axis=1)
+    k = int(np.argmin(d))
+    return int(idx_a[pairs[k, 0]]), int(idx_a[pairs[k, 1]]), float(d[k])
 
 OnError = Literal["raise", "skip"]
 PathLike = str | os.PathLike[str]
