@@ -64,6 +64,12 @@ class DistContext:
         tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
         return dict(zip(all_keys, t.tolist()))
 
+    def any_rank(self, flag: bool, device: Any = "cpu") -> bool:
+        """True if ``flag`` is set on any rank (one small all-reduce; every rank must call)."""
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
+        return bool(t.item() > 0)
+
     def barrier(self) -> None:
         tdist.barrier()
 

@@ -439,10 +439,14 @@ def train_loop(adapter: ModelAdapter, head: str,
                 extra = extra_loss(adapter, chunk, out)
                 if extra is not None:
                     loss = loss + extra
-            if not bool(torch.isfinite(loss.detach())):
+            bad = not bool(torch.isfinite(loss.detach()))
+            if dist is not None:  # every rank stops together (no rank left in an all-reduce)
+                bad = dist.any_rank(bad, loss.device)
+            if bad:
                 bar.close()
                 raise TrainingDivergedError(
-                    f"non-finite training loss ({float(loss.detach())}) at epoch {epoch + 1}, "
+                    f"non-finite training loss ({'this rank: ' if dist else ''}"
+                    f"{float(loss.detach())}) at epoch {epoch + 1}, "
                     f"step {b + 1} of {n_batches} (global step {st['global_step'] + 1}); no "
                     f"model saved from it. Lower optimizer.lr (now "
                     f"{optimizer.param_groups[0]['lr']:g}), set clip_grad, or check the labels")
