@@ -170,6 +170,7 @@ class SurfTuneCalculator(Calculator):
         energy, forces, stress = self.bundle.postprocess(
             self._head, energy, forces, atoms.numbers, stress,
             correction=self.correction or False)
+        _check_finite(energy, forces, stress, atoms, self.model_spec)
         self.results["energy"] = energy
         self.results["free_energy"] = energy
         self.results["forces"] = forces
@@ -199,6 +200,20 @@ class SurfTuneCalculator(Calculator):
     def get_forces_and_energy(self, atoms: Atoms) -> tuple[np.ndarray, float]:
         """Convenience: (forces eV/Å, energy eV) for one structure."""
         return self.get_forces(atoms), self.get_potential_energy(atoms)
+
+
+def _check_finite(energy: float, forces: np.ndarray, stress: np.ndarray | None,
+                  atoms: Atoms, model: Any) -> None:
+    """Raise :class:`NonFiniteOutputError` rather than hand NaN/inf to an optimiser or MD."""
+    bad = [name for name, v in (("energy", energy), ("forces", forces), ("stress", stress))
+           if v is not None and not np.all(np.isfinite(v))]
+    if bad:
+        from ase_surftune.errors import NonFiniteOutputError
+
+        raise NonFiniteOutputError(
+            f"model {str(model)!r} returned non-finite {' and '.join(bad)} for "
+            f"{atoms.get_chemical_formula()}; check the structure (overlapping or far "
+            f"out-of-distribution atoms) or the model's weights")
 
 
 def _register_with_ase() -> None:

@@ -58,6 +58,87 @@ log = logging.getLogger(__name__)
 #: Group name given to configurations that carry no group key.
 DEFAULT_GROUP = "default"
 
+#: Smallest interatomic distance (Å) accepted anywhere (training data, model inputs).
+#: The shortest physical bond (H2) is 0.74 Å; closer pairs are overlapping atoms (a
+#: duplicated atom, a unit error) on which models return NaN or meaningless numbers.
+MIN_INTERATOMIC_DISTANCE = 0.5
+
+
+def check_min_distance(atoms: Atoms, where: str, error: type[Exception] = DataError,
+                       min_distance: float = MIN_INTERATOMIC_DISTANCE) -> None:
+    """Raise ``error`` if two atoms (periodic images included) are closer than
+    ``min_distance`` Å; the message names the pair and the distance."""
+    if len(atoms) < 2 and not atoms.pbc.any():
+        return
+    pair = _closest_pair_below(atoms, min_distance)
+    if pair is not None:
+        i, j, d = pair
+        raise error(f"{where}: atoms {i} and {j} are {d:.3f} Å apart (closer than the "
+                    f"minimum {min_distance} Å): overlapping atoms; remove the duplicate or "
+                    f"fix the positions (Å)")
+
+
+def _closest_pair_below(atoms: Atoms, r: float) -> tuple[int, int, float] | None:
+    """The closest pair (i, j, distance Å) of atoms closer than ``r``, images included.
+
+    A KD-tree over the atoms plus the periodic images of those within ``r`` of a cell
+    face (about 1 ms for 2000 atoms, where ``ase.neighborlist`` took ~0.5 s: it runs on
+    every calculator call). Cells thinner than ``2 r`` fall back to ``neighbor_list``.
+    """
+    import itertools
+
+    from scipy.spatial import cKDTree
+
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    n = len(atoms)
+    if pbc.any():
+        cell = atoms.cell.array
+        if atoms.cell.rank < 3:
+            heights = np.zeros(3)
+        else:
+            vol = abs(np.linalg.det(cell))
+            heights = np.array([vol / np.linalg.norm(np.cross(cell[(k + 1) % 3],
+                                                               cell[(k + 2) % 3]))
+                                for k in range(3)])
+        if np.any(heights[pbc] < 2 * r):
+            from ase.neighborlist import neighbor_list
+
+            i, j, d = neighbor_list("ijd", atoms, r, self_interaction=False)
+            if not len(d):
+                return None
+            k = int(np.argmin(d))
+            return int(i[k]), int(j[k]), float(d[k])
+        frac = atoms.cell.scaled_positions(atoms.positions)
+        frac[:, pbc] %= 1.0
+        pos = frac @ cell
+        low, high = frac * heights < r, (1.0 - frac) * heights < r
+        pts, idx = [pos], [np.arange(n)]
+        ranges = [(-1, 0, 1) if p else (0,) for p in pbc]
+        for shift in itertools.product(*ranges):
+            if shift == (0, 0, 0):
+                continue
+            m = np.ones(n, dtype=bool)
+            for ax, s_ax in enumerate(shift):
+                if s_ax == 1:
+                    m &= low[:, ax]
+                elif s_ax == -1:
+                    m &= high[:, ax]
+            if m.any():
+                pts.append(pos[m] + np.asarray(shift, dtype=float) @ cell)
+                idx.append(np.nonzero(m)[0])
+        pts_a, idx_a = np.concatenate(pts), np.concatenate(idx)
+    else:
+        pts_a, idx_a = atoms.positions, np.arange(n)
+    pairs = cKDTree(pts_a).query_pairs(r, output_type="ndarray")
+    if not len(pairs):
+        return None
+    pairs = pairs[(pairs[:, 0] < n) | (pairs[:, 1] < n)]
+    if not len(pairs):
+        return None
+    d = np.linalg.norm(pts_a[pairs[:, 0]] - pts_a[pairs[:, 1]], axis=1)
+    k = int(np.argmin(d))
+    return int(idx_a[pairs[k, 0]]), int(idx_a[pairs[k, 1]]), float(d[k])
+
 OnError = Literal["raise", "skip"]
 PathLike = str | os.PathLike[str]
 
@@ -180,7 +261,8 @@ def _set_labels(atoms: Atoms, energy: float, forces: np.ndarray | None,
 def validate_config(atoms: Atoms, require_forces: bool = True, where: str | None = None) -> None:
     """Check that one configuration is usable as training data.
 
-    Checks: at least one atom; finite positions (Å) and cell; an energy label (eV) that is
+    Checks: at least one atom; finite positions (Å) and cell; no two atoms closer than
+    :data:`MIN_INTERATOMIC_DISTANCE`; an energy label (eV) that is
     finite; forces (eV/Å) of shape ``(n_atoms, 3)`` and finite (required unless
     ``require_forces=False``); stress (eV/Å³), if present, of Voigt/3x3 shape and finite.
 
@@ -200,6 +282,7 @@ def validate_config(atoms: Atoms, require_forces: bool = True, where: str | None
         raise DataError(f"{where}: non-finite (NaN/inf) positions")
     if not np.all(np.isfinite(atoms.cell.array)):
         raise DataError(f"{where}: non-finite (NaN/inf) cell")
+    check_min_distance(atoms, where)
     results = getattr(atoms.calc, "results", None) or {}
     e = results.get("energy", results.get("free_energy"))
     if e is None:
@@ -293,7 +376,26 @@ def _iter_frames(path: Path, index: Any, fmt: str | None) -> Iterator[Atoms]:
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - ase.io raises many unrelated types
-        raise DataError(f"{path}: cannot parse ({type(exc).__name__}: {exc})") from exc
+        hint = ("it is binary, not text" if isinstance(exc, UnicodeDecodeError)
+                else f"{type(exc).__name__}: {exc}")
+        raise DataError(f"{path}: cannot parse ({hint}); give a structure file ase.io "
+                        f"reads (extxyz, traj, POSCAR, CIF...) or name its format") from exc
+
+
+def read_structures(path: PathLike, index: Any = ":", format: str | None = None
+                    ) -> list[Atoms]:
+    """Unlabelled structures from any file :mod:`ase.io` reads.
+
+    Raises:
+        DataError: missing, empty, binary or unparsable file (names the file and why).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"structure file not found: {str(p)!r}")
+    frames = list(_iter_frames(p, index, format))
+    if not frames:
+        raise DataError(f"{p}: no structures read (index={index!r})")
+    return frames
 
 
 def read_labelled(path_or_paths: PathLike | Sequence[PathLike], index: Any = ":",
@@ -558,41 +660,88 @@ def dataset_hash(configs: Iterable[Atoms]) -> str:
 # --------------------------------------------------------------------------- labelling
 
 
-def _read_done(path: Path) -> list[Atoms]:
-    """Complete frames of a partly written extxyz file; a truncated tail is cut off.
+def _read_done(path: Path, *, repair: bool = True,
+               report: DataReport | None = None) -> list[Atoms]:
+    """Readable frames of a partly written extxyz label file.
 
-    If the last frame is incomplete (the run was killed mid-write), the file is rewritten
-    without it, so that appending continues from a clean frame boundary.
+    Only a torn *final* frame (a write cut off by a kill: too few lines or no final
+    newline) is cut from the file (``repair=True``). A damaged frame in the middle is
+    reported (``report``, log warning) and skipped; the valid frames after it are kept and
+    the file is not rewritten, so no label is ever lost. Frames are found by their atom
+    count line; where that line itself is garbage, the reader resynchronises on the next
+    line that starts a readable frame.
+
+    Raises:
+        DataError: the file is not text (e.g. binary bytes): refusing to touch it.
     """
     if not path.exists() or path.stat().st_size == 0:
         return []
-    text = path.read_text()
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not a text extxyz label file ({exc.reason} at byte "
+                        f"{exc.start}); refusing to append to it: use another output path")
     frames: list[Atoms] = []
-    good_end = 0
     lines = text.splitlines(keepends=True)
-    pos, i = 0, 0
+    offsets = np.cumsum([0] + [len(x) for x in lines])
+    i, torn_at = 0, None
     while i < len(lines):
         try:
             nat = int(lines[i].strip())
         except ValueError:
+            nat = -1
+        block = lines[i:i + nat + 2] if nat >= 0 else []
+        if nat >= 0 and (len(block) < nat + 2 or not block[-1].endswith("\n")):
+            if i + nat + 2 >= len(lines):  # runs to the end of the file: a torn last frame
+                torn_at = i
+                break
+        atoms = None
+        if nat >= 0 and len(block) == nat + 2:
+            try:
+                atoms = ase.io.read(io.StringIO("".join(block)), format="extxyz")
+            except Exception:  # noqa: BLE001 - a damaged frame is skipped, not fatal
+                atoms = None
+        if atoms is not None:
+            frames.append(atoms)
+            i += nat + 2
+            continue
+        # a damaged frame: skip to the next line that starts a readable frame
+        j = i + 1
+        while j < len(lines) and not _starts_frame(lines, j):
+            j += 1
+        msg = f"unreadable frame at lines {i + 1}-{j} skipped (kept the frames after it)"
+        if j >= len(lines) and not text.endswith("\n"):
+            torn_at = i
             break
-        block = lines[i:i + nat + 2]
-        if len(block) < nat + 2 or not block[-1].endswith("\n"):
-            break
-        chunk = "".join(block)
-        try:
-            atoms = ase.io.read(io.StringIO(chunk), format="extxyz")
-        except Exception:  # noqa: BLE001 - a damaged frame ends the readable part
-            break
-        frames.append(atoms)
-        pos += len(chunk)
-        good_end = pos
-        i += nat + 2
-    if good_end < len(text):
-        log.warning("%s: dropping an incomplete/unreadable tail after %d complete frame(s)",
-                    path, len(frames))
-        path.write_text(text[:good_end])
+        if report is not None:
+            report.add_skip(str(path), len(frames), msg)
+        else:
+            log.warning("%s: %s", path, msg)
+        i = j
+    if torn_at is not None and repair:
+        log.warning("%s: cutting a torn final frame (line %d on) after %d frame(s)", path,
+                    torn_at + 1, len(frames))
+        with open(path, "r+b") as fh:
+            fh.truncate(len(text[:int(offsets[torn_at])].encode("utf-8")))
+            fh.flush()
+            os.fsync(fh.fileno())
     return frames
+
+
+def _starts_frame(lines: list[str], i: int) -> bool:
+    """True if ``lines[i]`` is an atom count followed by a readable extxyz frame."""
+    try:
+        nat = int(lines[i].strip())
+    except ValueError:
+        return False
+    block = lines[i:i + nat + 2]
+    if nat < 0 or len(block) < nat + 2:
+        return False
+    try:
+        ase.io.read(io.StringIO("".join(block)), format="extxyz")
+    except Exception:  # noqa: BLE001
+        return False
+    return True
 
 
 def _compute(atoms: Atoms, calc: Calculator, properties: Sequence[str]) -> Atoms:
@@ -634,7 +783,10 @@ def label(configs: Sequence[Atoms], calc: Calculator | str, out_path: PathLike,
         calc: an ASE calculator (EMT, GPAW, VASP, ...), reused for every structure, or a
             spec string (``"emt"``, ``"gpaw"``, a model spec) resolved in each worker.
         out_path: extxyz file to write.
-        resume: reuse matching frames already in ``out_path``; ``False`` overwrites it.
+        resume: reuse matching frames already in ``out_path`` (a torn final frame is cut,
+            a damaged frame in the middle is reported and skipped, never the frames after
+            it); ``False`` starts afresh, moving an existing file aside to
+            ``NAME.old-<time>`` (labels may have cost hours).
         progress: show a tqdm progress bar.
         properties: which of energy/forces/stress to compute.
         on_error: ``"raise"`` when the calculator fails, or ``"skip"`` the structure
@@ -649,20 +801,48 @@ def label(configs: Sequence[Atoms], calc: Calculator | str, out_path: PathLike,
         Copies of the inputs (exact positions, constraints kept) with labels in a
         SinglePointCalculator, in input order (skipped ones omitted).
 
+    The label file is locked (``.NAME.lock``, fcntl) while labelling: a second
+    ``label`` on the same file gets :class:`~ase_surftune.errors.LockedError`.
+
     Raises:
         DataError: the calculator fails (``on_error="raise"``), or ``out_path`` holds
             frames that match none of ``configs`` (refusing to overwrite labels that may
             have been expensive; use another path or ``resume=False``).
     """
+    from ase_surftune._io import clean_orphan_temps, exclusive_lock
+
     _check_on_error(on_error)
     report = report if report is not None else DataReport()
     path = Path(out_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; give a file name for the labels (e.g. "
+                        f"{path / 'labels.xyz'})")
+    from ase_surftune.parallel import check_executor
+
+    check_executor(executor)
     configs = list(configs)
+    for i, a in enumerate(configs):  # DFT on overlapping atoms wastes hours, then fails
+        if not np.all(np.isfinite(a.positions)):
+            raise DataError(f"configs[{i}] ({a.get_chemical_formula()}): NaN/inf positions; "
+                            f"fix or remove it")
+        check_min_distance(a, f"configs[{i}] ({a.get_chemical_formula()})")
+    if isinstance(calc, str) and executor is None:
+        _resolve_calc(calc)  # an unknown spec fails here, before any file is touched
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(path.with_name(f".{path.name}.lock"), f"label file {str(path)!r}"):
+        clean_orphan_temps(path.parent, names=[path.name])
+        return _label_locked(configs, calc, path, resume, progress, properties,
+                             on_error, report, executor)
+
+
+def _label_locked(configs: list[Atoms], calc: Calculator | str, path: Path, resume: bool,
+                  progress: bool, properties: Sequence[str], on_error: OnError,
+                  report: DataReport, executor: Any) -> list[Atoms]:
+    """:func:`label` while holding the label file's lock."""
     hashes = [structure_hash(a) for a in configs]
     done: dict[int, Atoms] = {}
     if resume:
-        by_hash = {f.info.get("structure_hash"): f for f in _read_done(path)}
+        by_hash = {f.info.get("structure_hash"): f for f in _read_done(path, report=report)}
         foreign = set(by_hash) - set(hashes)
         if foreign:
             raise DataError(f"{path}: holds {len(foreign)} frame(s) that match none of the "
@@ -672,8 +852,11 @@ def label(configs: Sequence[Atoms], calc: Calculator | str, out_path: PathLike,
                 done[i] = _relabel_copy(configs[i], by_hash[h], i, h)
         if done:
             log.info("%s: resuming, %d of %d already labelled", path, len(done), len(configs))
-    else:
-        path.write_text("")
+    elif path.exists() and path.stat().st_size > 0:  # --restart: keep the old labels
+        from ase_surftune._io import move_aside
+
+        old = move_aside(path)
+        log.warning("%s: restarting; the previous labels are kept in %s", path, old)
     todo = [i for i in range(len(configs)) if i not in done]
     iterator: Iterable[tuple[int, Atoms | None, BaseException | None]] = _label_results(
         configs, todo, calc, tuple(properties), executor)
@@ -701,7 +884,7 @@ def label(configs: Sequence[Atoms], calc: Calculator | str, out_path: PathLike,
     report.n_read += len(configs)
     report.n_kept += len(done)
     ordered = [done[i] for i in sorted(done)]
-    file_order = [f.info.get("label_index") for f in _read_done(path)]
+    file_order = [f.info.get("label_index") for f in _read_done(path, repair=False)]
     if file_order != sorted(done):
         _atomic_write(path, ordered)  # restore input order (e.g. after skips/resume)
     return ordered
@@ -766,6 +949,7 @@ def _relabel_copy(atoms: Atoms, frame: Atoms, index: int, h: str) -> Atoms:
 
 
 def _atomic_write(path: Path, configs: Sequence[Atoms]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    ase.io.write(str(tmp), list(configs), format="extxyz")
-    os.replace(tmp, path)
+    from ase_surftune._io import atomic_writer
+
+    with atomic_writer(path, "w") as fh:
+        ase.io.write(fh, list(configs), format="extxyz")

@@ -231,7 +231,7 @@ def _run(output: str | Path, reference: str, quick: bool, model: str, progress: 
                                                   "replay": {"n": 8}}}
     models: dict[str, str] = {"zero-shot": model}
     for name, extra in runs.items():
-        cfg = {**common, **extra, "output_dir": str(out / "finetune" / name)}
+        cfg = {**common, **extra, "output_dir": str(out / "finetune" / name), "resume": "auto"}
         res = finetune(cfg, train=train, valid=[], test=test)
         spec = str(res.bundle_path)
         if name == "multihead":

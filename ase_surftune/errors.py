@@ -47,3 +47,27 @@ class TaskFailedError(SurfTuneError, RuntimeError):
 class UnsafeLoadError(BundleError, ModelLoadError):
     """A file can only be read with Python pickle (which can run arbitrary code) and the
     caller did not pass ``trust=True`` (CLI: ``--trust-pickle``)."""
+
+
+class LockedError(SurfTuneError, RuntimeError):
+    """An output folder or label file is in use by another process (message names its PID)."""
+
+
+class OutputExistsError(SurfTuneError, FileExistsError):
+    """An output folder already holds a run and neither resume nor overwrite was asked for."""
+
+
+class TrainingDivergedError(SurfTuneError, RuntimeError):
+    """Training produced a non-finite loss or weights (message names the epoch and step)."""
+
+
+class NonFiniteOutputError(SurfTuneError, ArithmeticError):
+    """A model returned NaN/inf energy, forces or stress."""
+
+
+class MissingDependencyError(SurfTuneError, ImportError):
+    """An optional extra is not installed (message names the ``pip install`` to run)."""
+
+
+class SizeLimitError(SurfTuneError, ValueError):
+    """A requested structure is larger than a documented limit (message gives the estimate)."""

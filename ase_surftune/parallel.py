@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["InlineExecutor", "TaskResult", "get_executor", "map_tasks", "raise_failures"]
+__all__ = ["InlineExecutor", "TaskResult", "check_executor", "get_executor", "map_tasks", "raise_failures"]
 
 
 class InlineExecutor(Executor):
@@ -36,8 +36,8 @@ class InlineExecutor(Executor):
         fut: Future[T] = Future()
         try:
             fut.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - reported through the future
-            fut.set_exception(exc)
+        except Exception as exc:  # noqa: BLE001 - reported through the future
+            fut.set_exception(exc)  # Ctrl-C and SystemExit propagate: they stop the sweep
         return fut
 
 
@@ -62,27 +62,60 @@ class TaskResult(Generic[T]):
                 "error": self.error}
 
 
+def check_executor(executor: Executor | str | None) -> None:
+    """Validate an executor argument without starting anything (cheap; call it up front).
+
+    Raises:
+        ConfigError: an unknown spec or a worker count that is not a positive integer.
+        MissingDependencyError: ``dask[:N]`` without dask installed.
+    """
+    from ase_surftune.errors import ConfigError, MissingDependencyError
+
+    if executor is None or executor == "inline" or isinstance(executor, Executor):
+        return
+    kind, _, n = str(executor).partition(":") if isinstance(executor, str) else ("", "", "")
+    if kind not in ("process", "dask"):
+        raise ConfigError(f"Unknown executor {executor!r}: use None/'inline', 'process[:N]', "
+                          f"'dask[:N]' or a concurrent.futures.Executor")
+    if n and not (n.isdigit() and int(n) > 0):
+        raise ConfigError(f"executor {executor!r}: the worker count after ':' must be a "
+                          f"positive integer, e.g. '{kind}:4'")
+    if kind == "dask":
+        import importlib.util
+
+        if importlib.util.find_spec("dask") is None:
+            raise MissingDependencyError(
+                f"executor {executor!r} needs dask.distributed, which is not installed; "
+                f"install the extra: pip install 'ase_surftune[dask]'")
+
+
 def get_executor(executor: Executor | str | None = None) -> tuple[Executor, bool]:
     """Resolve an executor argument. Returns ``(executor, owned)``; owned ones get shut down."""
+    check_executor(executor)
     if executor is None or executor == "inline":
         return InlineExecutor(), True
     if isinstance(executor, Executor):
         return executor, False
-    if isinstance(executor, str) and executor.startswith("process"):
+    if isinstance(executor, str) and executor.split(":", 1)[0] == "process":
         workers = int(executor.split(":", 1)[1]) if ":" in executor else None
         ctx = multiprocessing.get_context("spawn")
         return ProcessPoolExecutor(max_workers=workers, mp_context=ctx), True
-    if isinstance(executor, str) and executor.startswith("dask"):
+    if isinstance(executor, str) and executor.split(":", 1)[0] == "dask":
         try:
             from dask.distributed import Client, LocalCluster
         except ImportError as exc:
-            raise ImportError("executor='dask' needs the [dask] extra: "
-                              "pip install 'dask[distributed]'") from exc
+            from ase_surftune.errors import MissingDependencyError
+
+            raise MissingDependencyError(
+                f"executor {executor!r} needs dask.distributed, which is not installed "
+                f"({exc}); install the extra: pip install 'ase_surftune[dask]'") from exc
         workers = int(executor.split(":", 1)[1]) if ":" in executor else 2
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                host="127.0.0.1", dashboard_address=None)
         return _DaskOwned(Client(cluster), cluster), True
-    raise ValueError(f"Unknown executor {executor!r}: use None/'inline', 'process[:N]', "
+    from ase_surftune.errors import ConfigError
+
+    raise ConfigError(f"Unknown executor {executor!r}: use None/'inline', 'process[:N]', "
                      f"'dask[:N]' or a concurrent.futures.Executor")
 
 
@@ -134,7 +167,7 @@ def map_tasks(fn: Callable[..., T], tasks: Sequence[Any], executor: Executor | s
             i = futures[fut]
             try:
                 results[i].value = fut.result()
-            except BaseException as exc:  # noqa: BLE001 - reported per task
+            except Exception as exc:  # noqa: BLE001 - reported per task; Ctrl-C stops
                 results[i].error = f"{type(exc).__name__}: {exc}"
                 results[i].exception = exc
                 results[i].traceback = "".join(traceback.format_exception(exc))

@@ -80,7 +80,10 @@ def _threads_from_env(default: int) -> int | None:
         return None
     n = int(value) if value.isdigit() else 0
     if n < 1:
-        raise ValueError(f"{ENV_VAR} must be a positive integer or 'off', got {value!r}")
+        from ase_surftune.errors import ConfigError
+
+        raise ConfigError(f"environment variable {ENV_VAR}={value!r} is invalid: set it to a "
+                          f"positive integer or 'off', or unset it")
     return n
 
 

@@ -173,7 +173,13 @@ class ModelAdapter(ABC):
         return head
 
     def check_atoms(self, atoms: Atoms) -> None:
-        """Raise a clear error if ``atoms`` cannot be evaluated by this model."""
+        """Raise a clear error if ``atoms`` cannot be evaluated by this model.
+
+        Rejects NaN/inf positions, empty structures, a missing cell where the backend
+        needs one, uncovered elements, and atoms closer than
+        :data:`ase_surftune.data.MIN_INTERATOMIC_DISTANCE` (0.5 Å; models return NaN or
+        meaningless numbers on overlapping atoms).
+        """
         pos = atoms.get_positions()
         if not np.all(np.isfinite(pos)):
             bad = np.where(~np.isfinite(pos).all(axis=1))[0].tolist()
@@ -187,6 +193,9 @@ class ModelAdapter(ABC):
                 f"{self.backend} needs a 3D periodic cell, but {atoms.get_chemical_formula()} "
                 f"has cell {atoms.cell.cellpar().round(3).tolist()}; set atoms.cell (add vacuum "
                 f"with atoms.center(vacuum=...)) before evaluating")
+        from ase_surftune.data import check_min_distance
+
+        check_min_distance(atoms, atoms.get_chemical_formula(), error=InvalidStructureError)
         allowed = set(self.atomic_numbers)
         missing = sorted({int(z) for z in atoms.numbers} - allowed)
         if missing:

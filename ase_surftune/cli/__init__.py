@@ -16,6 +16,7 @@ import importlib
 import logging
 import pkgutil
 import sys
+import traceback
 from collections.abc import Sequence
 
 from ase_surftune import __version__
@@ -41,7 +42,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Exceptions that mean "bad input or environment", reported as one line with exit 2.
+#: ``OSError`` covers output paths (a file where a folder is wanted, no permission, disk
+#: full); anything else is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (SurfTuneError, OSError)
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line (a multi-problem message joins its lines with ';')."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+    head, rest = lines[0], lines[1:]
+    return head + (" " + "; ".join(rest) if rest else "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``surftune``; every expected failure is one line ``surftune CMD: error: …``
+    on stderr with exit status 2 (``-v`` adds the traceback); Ctrl-C exits with 130."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = any(a in ("-v", "--verbose") for a in argv)
+    if verbose:  # accepted after the command too: surftune label ... -v
+        argv = ["-v", *[a for a in argv if a not in ("-v", "--verbose")]]
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -54,12 +74,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with trust_pickle(bool(getattr(args, "trust_pickle", False))):
             return int(args.func(args) or 0)
-    except SurfTuneError as exc:
-        print(f"surftune {args.command}: error: {exc}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"surftune {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
-    except FileNotFoundError as exc:
-        print(f"surftune {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"surftune {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

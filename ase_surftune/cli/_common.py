@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,17 @@ def load_yaml(path: str | Path | None) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"Config file not found: {str(p)!r}")
-    with p.open() as fh:
-        data = yaml.safe_load(fh) or {}
+    try:
+        with p.open(encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(exc, "problem", None) or str(exc).split("\n")[0]
+        raise ConfigError(f"Config {str(p)!r} is not valid YAML{at}: {problem}; fix the "
+                          f"syntax (indentation, 'key: value', matching quotes/brackets)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"Config {str(p)!r} is not a text (UTF-8) YAML file") from None
     if not isinstance(data, dict):
         raise ConfigError(f"Config {str(p)!r} must be a YAML mapping, got {type(data).__name__}")
     return data
@@ -50,12 +58,9 @@ def add_trust_arg(parser: argparse.ArgumentParser) -> None:
 
 def write_json(data: Any, path: str | Path) -> Path:
     """Write JSON atomically (temp file then rename) and return the path."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default))
-    tmp.replace(p)
-    return p
+    from ase_surftune._io import atomic_write_json
+
+    return atomic_write_json(path, data, default=_json_default)
 
 
 def _json_default(obj: Any) -> Any:

@@ -17,7 +17,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output-dir", default=None, help="override output_dir")
     p.add_argument("--epochs", type=int, default=None, help="override epochs")
     p.add_argument("--strategy", default=None, help="override strategy")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in output_dir from its checkpoint (an error if "
+                        "there is none)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="output_dir holds a run: move it aside to NAME.old-<time> and start "
+                        "a new run (without this, such a folder is refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel (DDP) training; launch under torchrun: "
@@ -41,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
         overrides["strategy"] = args.strategy
     if args.resume:
         overrides["resume"] = True
+    if args.overwrite:
+        overrides["overwrite"] = True
     if args.no_progress:
         overrides["progress"] = False
     cfg = load_config(args.config, **overrides)

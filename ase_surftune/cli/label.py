@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ase_surftune.cli._common import add_trust_arg
 
@@ -16,7 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="calculator spec: emt, gpaw or a model spec (default emt)")
     p.add_argument("-o", "--output", required=True, help="extxyz file to write")
     p.add_argument("--index", default=":", help="frames to read from each file (default :)")
-    p.add_argument("--restart", action="store_true", help="overwrite instead of resuming")
+    p.add_argument("--restart", action="store_true",
+                   help="start afresh instead of resuming; the old file is kept as "
+                        "OUTPUT.old-<time>")
     p.add_argument("--skip-failures", action="store_true",
                    help="skip structures whose calculation fails (reported) instead of stopping")
     p.add_argument("--executor", default=None,
@@ -27,16 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ase.io import read
-
-    from ase_surftune.data import DataReport, label
+    from ase_surftune.data import DataReport, label, read_structures
 
     configs = []
     for f in args.structures:
-        if not Path(f).is_file():
-            raise FileNotFoundError(f"Structure file not found: {f!r}")
-        frames = read(f, index=args.index)
-        configs.extend(frames if isinstance(frames, list) else [frames])
+        configs.extend(read_structures(f, index=args.index))
     report = DataReport()
     done = label(configs, args.reference, args.output, resume=not args.restart,
                  progress=not args.no_progress,

@@ -14,6 +14,7 @@ OPTIONS = [
     ("t_step", float, "K (default 10)"),
     ("imaginary_tol", float, "THz; below -tol a mode is imaginary (default 0.05)"),
     ("bands", "bool", "band structure along seekpath's path (default on)"),
+    ("max_atoms", int, "refuse supercells above this many atoms (default 1000)"),
     ("dos", "bool", "total DOS on the q-mesh (default on); the plot needs bands and DOS"),
     ("reference_forces", str, "FORCE_SETS or phonopy_params.yaml of a reference: also "
                               "compute the frequency softening ratio"),

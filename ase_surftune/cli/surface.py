@@ -19,6 +19,7 @@ OPTIONS = [
     ("thickness_tol", float, "γ tolerance for thickness convergence, J/m² (default 0.01)"),
     ("max_extra_layers", int, "at most this many added planes (default 8)"),
     ("wulff", "bool", "Wulff shape and area-weighted γ"),
+    ("max_atoms", int, "refuse facets estimated above this many atoms (default 400)"),
 ]
 
 

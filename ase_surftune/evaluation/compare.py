@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ase_surftune._io import atomic_write_text
 from ase_surftune.errors import ConfigError
 
 __all__ = ["CompareConfig", "MeasuredProperties", "ComparisonReport", "measure_properties",
@@ -447,7 +448,7 @@ class ComparisonReport:
         out.mkdir(parents=True, exist_ok=True)
         paths = {"json": write_json(self.to_dict(), out / "comparison.json"),
                  "csv": write_csv(self.rows(), out / "comparison.csv")}
-        (out / "comparison.md").write_text(self.to_markdown() + "\n")
+        atomic_write_text(out / "comparison.md", self.to_markdown() + "\n")
         paths["markdown"] = out / "comparison.md"
         for mp in [self.reference_values, *self.models]:
             write_json(mp.to_dict(), out / f"properties_{_safe(mp.calculator)}.json")

@@ -28,6 +28,7 @@ import numpy as np
 from ase import Atoms
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from ase_surftune._io import atomic_write_text
 from ase_surftune.errors import ConfigError, DataError
 
 __all__ = ["ErrorStats", "ModelEvaluation", "EvaluationReport", "predict_with",
@@ -135,7 +136,7 @@ class EvaluationReport:
         paths = {"json": write_json(self.to_dict(), out / "evaluation.json"),
                  "csv": write_csv(self.rows(), out / "evaluation.csv",
                                   ["model", "group", *STAT_FIELDS, "n_stress"])}
-        (out / "evaluation.md").write_text(self.to_markdown() + "\n")
+        atomic_write_text(out / "evaluation.md", self.to_markdown() + "\n")
         paths["markdown"] = out / "evaluation.md"
         if plots:
             from ase_surftune.evaluation.plots import plot_parity

@@ -109,7 +109,7 @@ class LearningCurveConfig(BaseModel):
         d.update(self.finetune)
         d.update(self.strategy_options.get(strategy, {}))
         d.update({"model": self.model, "strategy": strategy, "seed": seed,
-                  "output_dir": str(output_dir), "resume": True,
+                  "output_dir": str(output_dir), "resume": "auto",
                   "progress": self.progress and d.get("progress", True)})
         return d
 
@@ -246,8 +246,9 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
 def _append_row(path: Path, row: dict[str, Any]) -> None:
     from ase_surftune.evaluation.tables import jsonable
 
-    with path.open("a") as fh:
-        fh.write(json.dumps(jsonable(row)) + "\n")
+    torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    with path.open("a") as fh:  # after a line cut off by a kill, start a fresh line
+        fh.write(("\n" if torn else "") + json.dumps(jsonable(row)) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -348,6 +349,10 @@ def learning_curve(config: LearningCurveConfig | dict | str | Path, *,
     fp = _fingerprint(cfg, pool, test_atoms, valid_atoms)
     if not resume and results_path.exists():
         results_path.replace(results_path.with_name(RESULTS_FILE + ".old"))
+    if not resume and (out / "runs").is_dir():  # fresh runs; the old ones are kept aside
+        from ase_surftune._io import move_aside
+
+        move_aside(out / "runs")
     if results_path.exists() and manifest_path.is_file():
         old = json.loads(manifest_path.read_text()).get("fingerprint")
         if old != fp:

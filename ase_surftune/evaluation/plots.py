@@ -26,9 +26,11 @@ def _plt():
 
 
 def _save(fig: Any, path: str | Path) -> Path:
+    from ase_surftune._io import atomic_writer
+
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=120, bbox_inches="tight")
+    with atomic_writer(p, "wb") as fh:
+        fig.savefig(fh, format=p.suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight")
     _plt().close(fig)
     return p
 

@@ -38,11 +38,9 @@ def jsonable(obj: Any) -> Any:
 
 
 def _atomic_write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
+    from ase_surftune._io import atomic_write_text
+
+    return atomic_write_text(path, text)
 
 
 def write_json(data: Any, path: str | Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ import torch
 from ase import Atoms
 from ase.stress import voigt_6_to_full_3x3_stress
 
+from ase_surftune._io import atomic_write_text
 from ase_surftune.errors import ConfigError, DataError, HeadError
 from ase_surftune.finetune.checkpoint import load_checkpoint
 from ase_surftune.finetune.config import FinetuneConfig, load_config
@@ -26,6 +28,14 @@ __all__ = ["finetune", "FinetuneResult", "featurize_samples"]
 log = logging.getLogger(__name__)
 
 BUNDLE_NAME = "model.stbundle"
+CHECKPOINT_NAME = "checkpoint.pt"
+#: run id and fingerprint of the run a folder holds (a checkpoint of another run is refused)
+RUN_FILE = "run.json"
+#: the lock file of an output folder (fcntl.flock; holds the owner's PID)
+LOCK_FILE = ".surftune.lock"
+#: files whose presence means a folder holds a run
+RUN_FILES = (BUNDLE_NAME, CHECKPOINT_NAME, "metrics.json", "metrics.csv", "config.yaml",
+             RUN_FILE)
 
 
 @dataclass
@@ -145,6 +155,17 @@ def _residual_shifts(configs: Sequence[Atoms], model_energies: np.ndarray,
     return fit_element_shifts(list(configs), e_ref - model_energies, elements=elements)
 
 
+def _check_finite_state(state: dict[str, torch.Tensor], epoch: int) -> None:
+    """Refuse to write a bundle from weights that hold NaN/inf."""
+    from ase_surftune.errors import TrainingDivergedError
+
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise TrainingDivergedError(
+            f"the best model (epoch {epoch}) has non-finite weights in {len(bad)} tensor(s), "
+            f"e.g. {bad[0]!r}; no bundle written. Lower optimizer.lr or set clip_grad")
+
+
 def _shift_sum(shifts: dict[str, float], numbers: np.ndarray) -> float:
     from ase.data import chemical_symbols
 
@@ -176,7 +197,11 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
 
     Raises:
         ConfigError: invalid configuration (all problems in one message), before any work.
-        DataError / UnsupportedElementError: unusable data.
+        DataError / UnsupportedElementError: unusable data (in-memory structures get the
+            same checks as files: finite labels, forces of shape (n, 3), no overlapping atoms).
+        OutputExistsError: ``output_dir`` holds a run and neither ``resume`` nor
+            ``overwrite`` is set. LockedError: another process writes to ``output_dir``.
+        TrainingDivergedError: a non-finite loss (names the epoch and step); no bundle.
     """
     t_start = time.perf_counter()
     cfg = load_config(config, **overrides)
@@ -196,14 +221,111 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
         raise ConfigError("Invalid fine-tuning config: train_file: required (or pass "
                           "train=[...] to finetune())")
     out_dir = Path(cfg.output_dir)
-    ckpt_path = out_dir / "checkpoint.pt"
-    ck = None
+    if train is not None or valid is not None or test is not None:
+        _validate_in_memory(train, valid, test)  # the checks read_labelled does for files
+    with contextlib.ExitStack() as stack:
+        if main_rank:  # rank 0 owns the folder: lock, refuse/move aside, check the checkpoint
+            run_id, ck = _claim_output_dir(cfg, out_dir, stack)
+        else:
+            run_id, ck = None, None
+            if cfg.resume and (out_dir / CHECKPOINT_NAME).is_file():
+                ck = load_checkpoint(out_dir / CHECKPOINT_NAME)
+        return _finetune_run(cfg, out_dir, ck, run_id, dist, main_rank, train, valid, test,
+                             stop_after_step, t_start)
+
+
+def _validate_in_memory(*parts: Sequence[Atoms] | None) -> None:
+    from ase_surftune.data import validate_config
+
+    for name, part in zip(("train", "valid", "test"), parts):
+        for i, atoms in enumerate(part or []):
+            if not isinstance(atoms, Atoms):
+                raise DataError(f"{name}[{i}]: expected an ase.Atoms, got {type(atoms).__name__}")
+            validate_config(atoms, where=f"{name}[{i}] ({atoms.get_chemical_formula()})")
+
+
+def _read_run_file(out_dir: Path) -> dict[str, Any]:
+    import json
+
+    p = out_dir / RUN_FILE
+    try:
+        return dict(json.loads(p.read_text()))
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def _claim_output_dir(cfg: FinetuneConfig, out_dir: Path, stack: contextlib.ExitStack
+                      ) -> tuple[str, dict[str, Any] | None]:
+    """Lock ``out_dir`` for this run and decide new run vs resume; returns (run id, checkpoint).
+
+    A folder that holds a run (any of :data:`RUN_FILES`) is refused to a new run unless
+    ``overwrite`` (the old run is moved aside to ``NAME.old-<time>``); ``resume="auto"``
+    continues a checkpoint if there is one and otherwise does the same as ``overwrite``. ``resume=True``
+    without a checkpoint is an error, as is a checkpoint of another run (run id in
+    ``run.json``) or of another configuration (fingerprint; see
+    :meth:`FinetuneConfig.fingerprint` for what may change).
+    """
+    import uuid
+
+    from ase_surftune._io import atomic_write_json, clean_orphan_temps, exclusive_lock, move_aside
+    from ase_surftune.errors import OutputExistsError
+
+    def lock() -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stack.enter_context(exclusive_lock(out_dir / LOCK_FILE,
+                                           f"output folder {str(out_dir)!r}"))
+        clean_orphan_temps(out_dir)
+
+    ckpt_path = out_dir / CHECKPOINT_NAME
+    if cfg.resume is True and not out_dir.is_dir():
+        raise ConfigError(f"cannot resume: output folder {str(out_dir)!r} does not exist; "
+                          f"run without --resume (resume: false) to start a new run")
+    lock()
+    held = [n for n in RUN_FILES if (out_dir / n).exists()]
+    if cfg.resume is True and not ckpt_path.is_file():
+        what = f"it holds {held} but no checkpoint" if held else "it holds no run"
+        raise ConfigError(f"cannot resume: no {CHECKPOINT_NAME} in {str(out_dir)!r} ({what}); "
+                          f"run without --resume (resume: false) to start a new run")
     if cfg.resume and ckpt_path.is_file():
         ck = load_checkpoint(ckpt_path)
         if ck.get("fingerprint") != cfg.fingerprint():
-            raise ConfigError(f"cannot resume from {str(ckpt_path)!r}: it was written with a "
-                              f"different configuration (only epochs, patience, progress, "
-                              f"plot, output_dir and checkpoint_every_steps may change)")
+            raise ConfigError(
+                f"cannot resume from {str(ckpt_path)!r}: it was written with a different "
+                f"configuration (only epochs — extended, and not with the cosine scheduler — "
+                f"patience, progress, plot, output_dir and checkpoint_every_steps may change); "
+                f"use the run's config.yaml, or start a new run with --overwrite")
+        run_id = _read_run_file(out_dir).get("run_id")
+        if run_id and ck.get("run_id") and ck["run_id"] != run_id:
+            raise ConfigError(
+                f"cannot resume from {str(ckpt_path)!r}: the checkpoint belongs to run "
+                f"{ck['run_id']}, but {RUN_FILE} names run {run_id}; the folder mixes two "
+                f"runs, start a new run with --overwrite")
+        done = int(ck.get("loop", {}).get("epoch", 0))
+        if cfg.epochs < done:
+            raise ConfigError(f"cannot resume with epochs {cfg.epochs}: the checkpoint has "
+                              f"already run {done} epochs (epochs may be extended, not cut)")
+        return str(ck.get("run_id") or run_id or uuid.uuid4().hex), ck
+    if held:
+        if not (cfg.overwrite or cfg.resume == "auto"):
+            raise OutputExistsError(
+                f"output folder {str(out_dir)!r} already holds a run ({', '.join(held)}); "
+                f"pass --resume (resume: true) to continue it, --overwrite (overwrite: true) "
+                f"to move it aside to {out_dir.name}.old-<time>, or choose another output_dir")
+        old = move_aside(out_dir)
+        log.warning("moved the previous run in %s aside to %s", out_dir, old)
+        lock()  # the old folder's lock stays held until the end: nobody can slip in
+    run_id = uuid.uuid4().hex
+    atomic_write_json(out_dir / RUN_FILE, {"run_id": run_id, "fingerprint": cfg.fingerprint(),
+                                           "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return run_id, None
+
+
+def _finetune_run(cfg: FinetuneConfig, out_dir: Path, ck: dict[str, Any] | None,
+                  run_id: str | None, dist: Any, main_rank: bool,
+                  train: Sequence[Atoms] | None, valid: Sequence[Atoms] | None,
+                  test: Sequence[Atoms] | None, stop_after_step: int | None,
+                  t_start: float) -> FinetuneResult:
+    """The body of :func:`finetune`, run while the output folder is locked."""
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     strategy = get_strategy(cfg.strategy, cfg)
@@ -226,11 +348,18 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
         _read(cfg, cfg.test_file) if cfg.test_file is not None else [])
     if not train_atoms:
         raise DataError("no training structures")
+    from ase_surftune.data import dataset_hash
+
+    train_hash = dataset_hash(train_atoms)
+    if ck is not None and ck.get("train_hash") not in (None, train_hash):
+        raise ConfigError(f"cannot resume from {str(out_dir / CHECKPOINT_NAME)!r}: it was "
+                          f"trained on other data (dataset hash differs); give the same "
+                          f"training structures, or start a new run with --overwrite")
 
     # ---- model
     from ase_surftune.backends import load_model
     from ase_surftune.bundle import Bundle
-    from ase_surftune.data import check_elements, dataset_hash
+    from ase_surftune.data import check_elements
 
     bundle0 = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
     base = bundle0.adapter
@@ -300,10 +429,13 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
         try:
             loop_res = train_loop(model, head, params, s_train, s_valid, cfg, out_dir,
                                   resume_from=ck, extra_loss=strategy.extra_loss(),
-                                  checkpoint_extra={"reference_energies": shifts},
+                                  checkpoint_extra={"reference_energies": shifts,
+                                                    "run_id": run_id,
+                                                    "train_hash": train_hash},
                                   stop_after_step=stop_after_step, dist=dist)
         finally:
             model.unwrap_ddp()
+        _check_finite_state(loop_res.best_state, loop_res.best_epoch)
         model.model.load_state_dict(loop_res.best_state)
     else:  # linear: least-squares PES scale and per-element shifts on the aligned model
         from ase_surftune.correction import fit_linear_correction
@@ -358,10 +490,10 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
         **strategy.head_info(),
         head: {"trained_on": train_files or "in-memory structures",
                "n_configs": len(train_atoms), "strategy": cfg.strategy,
-               "n_train": len(train_atoms), "train_hash": dataset_hash(train_atoms),
+               "n_train": len(train_atoms), "train_hash": train_hash,
                "train_files": train_files}}
     bundle.provenance = {"base_model": base.name, "strategy": cfg.strategy,
-                         "dataset_hash": dataset_hash(train_atoms)}
+                         "dataset_hash": train_hash}
     if not main_rank:  # rank 0 writes the bundle, metrics and reports
         dist.barrier()
         return FinetuneResult(bundle_path=out_dir / BUNDLE_NAME, output_dir=out_dir,
@@ -383,8 +515,8 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
 
     import yaml
 
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"),
-                                                        sort_keys=False))
+    atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"),
+                                                              sort_keys=False))
     history = loop_res.history if loop_res is not None else []
     write_metrics(history, out_dir, {"summary": metrics})
     if cfg.plot and history:

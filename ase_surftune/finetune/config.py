@@ -118,13 +118,19 @@ class FinetuneConfig(_Strict):
     patience: int | None = Field(10, ge=1)
     ema_decay: float | None = Field(None, gt=0, lt=1)
     clip_grad: float | None = Field(10.0, gt=0)
-    seed: int = 0
+    #: any integer in [0, 2**32 - 1] (NumPy's seed range)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     dtype: Literal["float32", "float64"] | None = None
     device: str = "cpu"
     num_threads: int | None = Field(None, ge=1)
     # ---- output
     output_dir: Path = Path("finetune_out")
-    resume: bool = False
+    #: True: continue from output_dir/checkpoint.pt (an error if there is none);
+    #: "auto": continue if there is a checkpoint, else start a new run (an old run in
+    #: output_dir is moved aside, as with overwrite)
+    resume: bool | Literal["auto"] = False
+    #: a new run into a folder holding a run moves the old one aside (``NAME.old-<time>``)
+    overwrite: bool = False
     checkpoint_every_steps: int | None = Field(None, ge=1)
     progress: bool = True
     plot: bool = True
@@ -136,10 +142,23 @@ class FinetuneConfig(_Strict):
             return v
         paths = v if isinstance(v, list) else [v]
         if not paths:
-            raise ValueError("empty list of files")
+            raise ValueError("empty list of files; give at least one file")
         missing = [str(p) for p in paths if not Path(p).is_file()]
         if missing:
-            raise ValueError(f"file(s) not found: {missing}")
+            raise ValueError(f"file(s) not found: {missing}; check the path (relative paths "
+                             f"are resolved against the YAML file's folder)")
+        return v
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir_usable(cls, v: Path) -> Path:
+        p = Path(v)
+        for q in (p, *p.parents):
+            if q.exists() and not q.is_dir():
+                raise ValueError(f"{str(q)!r} is an existing file, not a folder; choose "
+                                 f"another output_dir")
+            if q.exists():
+                break
         return v
 
     @field_validator("device")
@@ -150,7 +169,7 @@ class FinetuneConfig(_Strict):
         try:
             torch.device(v)
         except (RuntimeError, ValueError) as exc:
-            raise ValueError(f"not a torch device: {v!r}") from exc
+            raise ValueError(f"not a torch device: {v!r}; use cpu, cuda or cuda:N") from exc
         return v
 
     @field_validator("strategy")
@@ -178,6 +197,9 @@ class FinetuneConfig(_Strict):
             problems.append("dtype: CHGNet runs in float32 only; use dtype: float32 "
                             "(or leave it out)")
         problems += STRATEGIES[self.strategy].check_config(self, backend)
+        if self.resume is not False and self.overwrite:
+            problems.append("resume and overwrite exclude each other: resume continues the "
+                            "run in output_dir, overwrite moves it aside; give only one")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -190,13 +212,20 @@ class FinetuneConfig(_Strict):
     def fingerprint(self) -> str:
         """Hash of the settings that determine the trajectory of the weights.
 
-        A checkpoint is only resumed under a config with the same fingerprint (``epochs``,
-        ``patience``, ``progress``, ``plot``, ``resume``, ``output_dir`` and the
-        checkpoint interval may change between a run and its resumption).
+        A checkpoint is only resumed under a config with the same fingerprint. The rule
+        for what may change between a run and its resumption: ``epochs`` may be extended
+        (not cut below the epochs already run) unless the scheduler is ``cosine``, whose
+        schedule depends on it; ``patience``, the checkpoint interval and the output
+        options (``progress``, ``plot``, ``resume``, ``overwrite``, ``output_dir``,
+        ``num_threads``, ``valid_batch_size``, ``forgetting``) may change. Every other
+        field changes the weights and is part of the fingerprint.
         """
-        d = self.model_dump(mode="json", exclude={
-            "epochs", "patience", "progress", "plot", "resume", "output_dir",
-            "checkpoint_every_steps", "num_threads", "valid_batch_size", "forgetting"})
+        exclude = {"epochs", "patience", "progress", "plot", "resume", "overwrite",
+                   "output_dir", "checkpoint_every_steps", "num_threads",
+                   "valid_batch_size", "forgetting"}
+        if self.scheduler.name == "cosine":
+            exclude.discard("epochs")
+        d = self.model_dump(mode="json", exclude=exclude)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -213,7 +242,8 @@ def infer_backend(spec: str) -> str:
         return "chgnet"
     if low.startswith("mace:"):
         if not Path(spec[5:]).is_file():
-            raise ValueError(f"MACE model file not found: {spec[5:]!r}")
+            raise ValueError(f"MACE model file not found: {spec[5:]!r}; give an existing "
+                             f"file as mace:/path/file.model")
         return "mace"
     if low.startswith(("mace-", "mace-mp:")):
         if low in available_models() or low.startswith("mace-mp:"):
@@ -249,7 +279,7 @@ def _format_errors(exc: ValidationError, source: str) -> str:
         loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
         typ = err["type"]
         if typ == "extra_forbidden":
-            msg = "unknown key"
+            msg = "unknown key (check the spelling; examples/finetune_*.yaml lists the keys)"
         else:
             msg = err["msg"].removeprefix("Value error, ")
         if typ not in ("extra_forbidden", "missing") and "input" in err \

@@ -17,7 +17,6 @@ Pipeline (:func:`distill`, CLI ``surftune distill config.yaml``):
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ase_surftune._io import atomic_write_json
 from ase_surftune.errors import ConfigError, ModelLoadError
 from ase_surftune.finetune.strategies import Strategy, register_strategy
 
@@ -450,5 +450,5 @@ def distill(config: DistillConfig | dict | str | Path, *, seeds: Sequence[Atoms]
     student.head_info = {h: {**v, "trained_on": f"teacher labels: {cfg.teacher}:{head}"}
                          for h, v in student.head_info.items()}
     student.save(res.bundle_path)
-    (out_dir / "distill_report.json").write_text(json.dumps(report, indent=2, default=str))
+    atomic_write_json(out_dir / "distill_report.json", report)
     return DistillResult(bundle_path=res.bundle_path, output_dir=out_dir, report=report)

@@ -64,6 +64,12 @@ class DistContext:
         tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
         return dict(zip(all_keys, t.tolist()))
 
+    def any_rank(self, flag: bool, device: Any = "cpu") -> bool:
+        """True if ``flag`` is set on any rank (one small all-reduce; every rank must call)."""
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
+        return bool(t.item() > 0)
+
     def barrier(self) -> None:
         tdist.barrier()
 
@@ -76,6 +82,12 @@ def init_distributed(device: str = "cpu") -> DistContext:
     """
     if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:
         raise ConfigError(f"--distributed needs to run under torchrun, e.g. {TORCHRUN_HINT}")
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        v = os.environ.get(var)
+        if v is not None and not v.strip().isdigit():
+            raise ConfigError(f"environment variable {var}={v!r} is invalid: it must be a "
+                              f"non-negative integer (torchrun sets it; unset it or launch "
+                              f"with {TORCHRUN_HINT})")
     cuda = device.startswith("cuda")
     backend = "nccl" if cuda and torch.cuda.is_available() else "gloo"
     local_rank = int(os.environ.get("LOCAL_RANK", 0))

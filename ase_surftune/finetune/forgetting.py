@@ -18,7 +18,6 @@ Written by every fine-tuning run (``metrics["forgetting"]`` and ``forgetting.jso
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+from ase_surftune._io import atomic_write_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase import Atoms
@@ -230,5 +231,5 @@ def forgetting_report(bundle0: Bundle, bundle: Bundle, *, head_pairs: dict[str, 
     if output_dir is not None:
         p = Path(output_dir)
         p.mkdir(parents=True, exist_ok=True)
-        (p / "forgetting.json").write_text(json.dumps(rep, indent=2, default=str))
+        atomic_write_json(p / "forgetting.json", rep)
     return rep

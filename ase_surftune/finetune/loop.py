@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -30,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ase_surftune.errors import TrainingDivergedError
 from ase_surftune.finetune.checkpoint import rng_states, save_checkpoint, set_rng_states
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -288,17 +287,14 @@ def _epoch_order(seed: int, epoch: int, n: int) -> list[int]:
 def write_metrics(history: list[dict[str, Any]], output_dir: Path,
                   extra: dict[str, Any] | None = None) -> None:
     """``metrics.csv`` (one row per epoch) and ``metrics.json`` (rows + summary), atomically."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = output_dir / "metrics.csv.tmp"
-    with tmp.open("w", newline="") as fh:
+    from ase_surftune._io import atomic_write_json, atomic_writer
+
+    with atomic_writer(output_dir / "metrics.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
         w.writeheader()
         for row in history:
             w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in METRIC_COLUMNS})
-    os.replace(tmp, output_dir / "metrics.csv")
-    tmp = output_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps({"epochs": history, **(extra or {})}, indent=2, default=str))
-    os.replace(tmp, output_dir / "metrics.json")
+    atomic_write_json(output_dir / "metrics.json", {"epochs": history, **(extra or {})})
 
 
 def plot_history(history: list[dict[str, Any]], path: Path) -> Path | None:
@@ -324,7 +320,10 @@ def plot_history(history: list[dict[str, Any]], path: Path) -> Path | None:
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("valid force MAE (eV/Å)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    from ase_surftune._io import atomic_writer
+
+    with atomic_writer(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=110)
     plt.close(fig)
     return path
 
@@ -440,6 +439,17 @@ def train_loop(adapter: ModelAdapter, head: str,
                 extra = extra_loss(adapter, chunk, out)
                 if extra is not None:
                     loss = loss + extra
+            bad = not bool(torch.isfinite(loss.detach()))
+            if dist is not None:  # every rank stops together (no rank left in an all-reduce)
+                bad = dist.any_rank(bad, loss.device)
+            if bad:
+                bar.close()
+                raise TrainingDivergedError(
+                    f"non-finite training loss ({'this rank: ' if dist else ''}"
+                    f"{float(loss.detach())}) at epoch {epoch + 1}, "
+                    f"step {b + 1} of {n_batches} (global step {st['global_step'] + 1}); no "
+                    f"model saved from it. Lower optimizer.lr (now "
+                    f"{optimizer.param_groups[0]['lr']:g}), set clip_grad, or check the labels")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.clip_grad is not None:
@@ -470,6 +480,13 @@ def train_loop(adapter: ModelAdapter, head: str,
             else:
                 vm = {"loss": acc.mean("loss")}
             vloss = float(vm["loss"])
+            if not math.isfinite(vloss):
+                bar.close()
+                raise TrainingDivergedError(
+                    f"non-finite {'validation' if valid else 'training'} loss ({vloss}) after "
+                    f"epoch {epoch + 1} (global step {st['global_step']}); the weights diverged. "
+                    f"Lower optimizer.lr (now {optimizer.param_groups[0]['lr']:g}) or set "
+                    f"clip_grad")
             improved = vloss < st["best_loss"]
             if improved:
                 st["best_loss"], st["best_epoch"] = vloss, epoch + 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -64,10 +63,9 @@ class PropertyResult:
 
     def to_json(self, path: str | Path) -> Path:
         """Write :meth:`to_dict` as indented JSON and return the path."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(self.to_dict(), indent=2))
-        return p
+        from ase_surftune._io import atomic_write_json
+
+        return atomic_write_json(path, self.to_dict(), default=None)
 
 
 class ForceCallCounter:
@@ -114,6 +112,34 @@ def check_atoms(atoms: Any, *, name: str = "structure", need_cell: bool = False)
                 f"{name} {atoms.get_chemical_formula()} must be 3D periodic with a cell; "
                 f"got pbc={atoms.pbc.tolist()}, volume={atoms.cell.volume:.3g} Å^3")
     return atoms
+
+
+#: Default upper limit on the atoms of a structure a workflow builds (supercells, slabs).
+#: Raise it per call (``max_atoms=``) when the cost is intended.
+MAX_ATOMS = 1000
+#: Seconds per atom of one CHGNet force call on one CPU core (benchmarks/RESULTS.md: 64
+#: single calls on 45-atom slabs took 17.3 s); used only for the size-guard estimate.
+SECONDS_PER_ATOM_FORCE_CALL = 0.006
+
+
+def check_size(n_atoms: int, what: str, max_atoms: int | None, *, force_calls: int = 1,
+               extra: str = "") -> None:
+    """Refuse a structure of ``n_atoms`` above ``max_atoms`` with an estimate of its cost.
+
+    Raises:
+        SizeLimitError: naming the atom count, a rough CPU time (CHGNet, one core) and
+            how to raise the limit. ``max_atoms=None`` disables the guard.
+    """
+    if max_atoms is None or n_atoms <= max_atoms:
+        return
+    from ase_surftune.errors import SizeLimitError
+
+    t = n_atoms * SECONDS_PER_ATOM_FORCE_CALL * force_calls
+    est = f"{t / 60:.0f} min" if t >= 60 else f"{t:.0f} s"
+    raise SizeLimitError(
+        f"{what} would have about {n_atoms} atoms (limit max_atoms={max_atoms}); "
+        f"{force_calls} force call(s) take about {est} on one CPU core with CHGNet"
+        f"{extra}. Use a smaller size, or raise max_atoms if this is intended")
 
 
 def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float:

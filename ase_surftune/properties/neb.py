@@ -16,6 +16,8 @@ from ase.constraints import FixAtoms
 
 from ase_surftune.errors import ConfigError, InvalidStructureError
 from ase_surftune.properties._base import (
+    MAX_ATOMS,
+    check_size,
     CalculatorLike,
     PropertyResult,
     attach_calc,
@@ -65,6 +67,10 @@ class NEBResult(PropertyResult):
     info: dict = field(default_factory=dict)
 
 
+#: End points whose atoms all move less than this (Å) count as identical.
+MIN_ENDPOINT_DISPLACEMENT = 1e-3
+
+
 def check_endpoints(initial: Atoms, final: Atoms) -> None:
     """Raise :class:`InvalidStructureError` unless both end points describe the same atoms."""
     check_atoms(initial, name="initial")
@@ -84,6 +90,21 @@ def check_endpoints(initial: Atoms, final: Atoms) -> None:
                                     f"vs {final.pbc.tolist()}")
     if not np.allclose(np.asarray(initial.cell), np.asarray(final.cell), atol=1e-3):
         raise InvalidStructureError("NEB end points have different cells (fixed-cell NEB)")
+
+
+
+def check_distinct_endpoints(initial: Atoms, final: Atoms, when: str = "") -> None:
+    """Raise :class:`InvalidStructureError` if no atom moves between the end points."""
+    from ase.geometry import find_mic
+
+    d = initial.get_positions() - final.get_positions()
+    if initial.pbc.any():
+        d = find_mic(d, initial.cell, initial.pbc)[0]
+    if float(np.abs(d).max()) < MIN_ENDPOINT_DISPLACEMENT:
+        raise InvalidStructureError(
+            f"NEB end points are identical{when} (no atom moves more than "
+            f"{MIN_ENDPOINT_DISPLACEMENT} Å): there is no path to interpolate; give a final "
+            f"state in which the migrating atom has moved")
 
 
 def _freeze(atoms: Atoms) -> Atoms:
@@ -138,6 +159,10 @@ def neb_barrier(initial: Atoms, final: Atoms, calc: CalculatorLike, *, n_images:
         if not callable(calc):
             raise ConfigError(f"calc must be a calculator or a factory, got {type(calc).__name__}")
         factory = calc  # type: ignore[assignment]
+    if isinstance(interpolation, str) and interpolation not in ("idpp", "linear"):
+        raise ConfigError(f"interpolation must be 'idpp', 'linear' or a list of images, "
+                          f"got {interpolation!r}")
+    check_distinct_endpoints(initial, final)
     shared = None if factory else calc
 
     def new_calc() -> BaseCalculator:
@@ -155,6 +180,7 @@ def neb_barrier(initial: Atoms, final: Atoms, calc: CalculatorLike, *, n_images:
             attach_calc(a, new_calc())
         ends.append(_freeze(a))
     a0, a1 = ends
+    check_distinct_endpoints(a0, a1, " after relaxing them (both relaxed to one minimum)")
 
     if isinstance(interpolation, str):
         if interpolation not in ("idpp", "linear"):
@@ -240,18 +266,23 @@ def _supercell_matrix(supercell) -> np.ndarray:
 @single_threaded_numpy
 def vacancy_migration(bulk: Atoms, calc: CalculatorLike, *, supercell=(2, 2, 2),
                       vacancy_index: int = 0, neighbour_index: int | None = None,
-                      relax_bulk: bool = False, **neb_kwargs) -> NEBResult:
+                      relax_bulk: bool = False, max_atoms: int | None = MAX_ATOMS,
+                      **neb_kwargs) -> NEBResult:
     """Barrier (eV) of a nearest-neighbour vacancy hop in a bulk supercell.
 
     The supercell of ``bulk`` (3 ints or a 3×3 integer matrix) loses atom
     ``vacancy_index``; its nearest neighbour (or ``neighbour_index``, indices in
     the supercell) hops into the vacant site. Extra keywords go to :func:`neb_barrier`.
-    ``relax_bulk`` relaxes the perfect cell (cell + positions) first.
+    ``relax_bulk`` relaxes the perfect cell (cell + positions) first. ``max_atoms``
+    refuses larger supercells (:class:`~ase_surftune.errors.SizeLimitError` with an
+    estimate; ``None``: no limit).
     """
     from ase.build import make_supercell
 
     check_atoms(bulk, name="bulk", need_cell=True)
     P = _supercell_matrix(supercell)
+    check_size(len(bulk) * round(abs(np.linalg.det(P))), f"vacancy supercell {P.tolist()}",
+               max_atoms, force_calls=200)
     prim = bulk.copy()
     if relax_bulk:
         prim = relax(prim, resolve_calc(calc), relax_cell=True,

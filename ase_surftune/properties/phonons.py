@@ -14,6 +14,8 @@ from ase.calculators.calculator import BaseCalculator
 
 from ase_surftune.errors import ConfigError, DataError
 from ase_surftune.properties._base import (
+    MAX_ATOMS,
+    check_size,
     PropertyResult,
     attach_calc,
     check_atoms,
@@ -168,7 +170,7 @@ def phonons(atoms: Atoms, calc: BaseCalculator, *, supercell: Any = (2, 2, 2),
             t_max: float = 1000.0, t_step: float = 10.0, imaginary_tol: float = 0.05,
             symprec: float = 1e-5, bands: bool = True, dos: bool = True,
             plot: str | Path | None = None, phonopy_params: str | Path | None = None,
-            progress: bool = False) -> PhononResult:
+            progress: bool = False, max_atoms: int | None = MAX_ATOMS) -> PhononResult:
     """Phonon bands, DOS and thermal properties with phonopy and an ASE calculator.
 
     Args:
@@ -189,9 +191,13 @@ def phonons(atoms: Atoms, calc: BaseCalculator, *, supercell: Any = (2, 2, 2),
         plot: PNG path for bands + DOS (needs ``bands`` and ``dos``).
         phonopy_params: if given, save ``phonopy_params.yaml`` (displacements and
             forces) there, usable later as a reference.
+        max_atoms: refuse supercells with more atoms (:class:`SizeLimitError` with an
+            estimate); ``None`` for no limit.
     """
     check_atoms(atoms, need_cell=True)
     P = parse_supercell(supercell)
+    check_size(len(atoms) * round(abs(np.linalg.det(P))), f"phonon supercell {P.tolist()}",
+               max_atoms, force_calls=3 * len(atoms))
     displacement = check_positive("displacement", displacement)
     mesh = parse_mesh(mesh)
     band_npoints = check_int("band_npoints", band_npoints, minimum=2)

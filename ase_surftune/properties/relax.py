@@ -103,6 +103,33 @@ def _try_stress(atoms: Atoms) -> list[float] | None:
         return None
 
 
+class SlabWithoutVacuumWarning(UserWarning):
+    """A structure with fixed bottom atoms (a slab set-up) is periodic along c with no vacuum."""
+
+
+def warn_slab_without_vacuum(atoms: Atoms, min_vacuum: float = 3.0) -> bool:
+    """Warn loudly when ``atoms`` looks like a slab (``FixAtoms``) but has no vacuum along c.
+
+    Such a cell is a bulk crystal to the calculator: relaxing it says nothing about a
+    surface. Returns True if it warned.
+    """
+    from ase.constraints import FixAtoms
+
+    from ase_surftune.properties._base import vacuum_size
+
+    if not any(isinstance(c, FixAtoms) for c in atoms.constraints) or not atoms.pbc[2]:
+        return False
+    gap = vacuum_size(atoms, axis=2)
+    if gap >= min_vacuum:
+        return False
+    warnings.warn(f"{atoms.get_chemical_formula()} has fixed atoms like a slab but is periodic "
+                  f"along c with a gap of only {gap:.2f} Å (< {min_vacuum} Å): it is relaxed "
+                  f"as a bulk crystal, not a surface. Add vacuum "
+                  f"(atoms.center(vacuum=10, axis=2)) for a slab", SlabWithoutVacuumWarning,
+                  stacklevel=3)
+    return True
+
+
 @single_threaded_numpy
 def relax(atoms: Atoms, calc: BaseCalculator, *, fmax: float = 0.05, steps: int = 500,
           optimizer: str = "FIRE", relax_cell: bool = False,
@@ -129,6 +156,7 @@ def relax(atoms: Atoms, calc: BaseCalculator, *, fmax: float = 0.05, steps: int 
     check_atoms(atoms, need_cell=relax_cell)
     fmax = check_positive("fmax", fmax)
     steps = check_int("steps", steps, minimum=0)
+    warn_slab_without_vacuum(atoms)
     opt_cls = get_optimizer(optimizer)
     work = atoms.copy() if copy else atoms
     attach_calc(work, calc)

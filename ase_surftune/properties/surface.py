@@ -17,6 +17,8 @@ from ase.constraints import FixAtoms
 
 from ase_surftune.errors import ConfigError, InvalidStructureError
 from ase_surftune.properties._base import (
+    MAX_ATOMS,
+    check_size,
     EV_PER_A2_TO_J_PER_M2,
     PropertyResult,
     attach_calc,
@@ -323,6 +325,45 @@ def _bulk_energy_per_atom(relaxed: Atoms, relaxed_energy: float | None, conv,
     return float(conv_atoms.get_potential_energy()) / len(conv_atoms)
 
 
+#: Default limit on the estimated atoms of a facet's oriented cell / slab (see
+#: :func:`surface_energies`). Measured here (Cu, 2 cores): pymatgen's SlabGenerator took
+#: 2.3 s for (3,2,1) (36-atom oriented cell) and 15 s for (5,4,3) (100 atoms), roughly
+#: quadratic; (9,8,7) (about 780 atoms) would take of the order of 15 minutes.
+MAX_SLAB_CELL_ATOMS = 400
+
+
+def estimate_facet_atoms(conv, miller: Miller, min_slab_size: float) -> int:
+    """Rough upper estimate of the atoms of the oriented unit cell / slab of ``miller``.
+
+    ``N_conv·(L/d)²`` (oriented cell; L = V^(1/3) of the conventional cell, d = d_hkl)
+    or ``N_conv·t/d`` (slab of thickness t), whichever is larger.
+    """
+    d = _plane_spacing(conv, miller)
+    n, L = len(conv), conv.lattice.volume ** (1 / 3)
+    return int(round(max(n * (L / d) ** 2, n * min_slab_size / d)))
+
+
+def _check_facet_sizes(bulk: Atoms, millers: list[Miller], min_slab_size: float,
+                       max_atoms: int | None) -> None:
+    if max_atoms is None:
+        return
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    from ase_surftune.errors import SizeLimitError
+
+    conv = SpacegroupAnalyzer(_to_structure(bulk), symprec=0.01
+                              ).get_conventional_standard_structure()
+    for m in millers:
+        n = estimate_facet_atoms(conv, m, min_slab_size)
+        if n > max_atoms:
+            t = 15.0 * (n / 100) ** 2
+            raise SizeLimitError(
+                f"facet {m}: its slab/oriented cell has about {n} atoms (limit "
+                f"max_atoms={max_atoms}); building its terminations alone takes about "
+                f"{t / 60:.0f} min, each relaxation far longer. Use a lower-index facet, "
+                f"or raise max_atoms if this is intended")
+
+
 def _plane_spacing(conv, miller: Miller) -> float:
     return float(conv.lattice.d_hkl(miller))
 
@@ -337,6 +378,7 @@ def surface_energies(bulk: Atoms, calc: BaseCalculator,
                      lll_reduce: bool = False, converge_thickness: bool = False,
                      thickness_tol: float = 0.01, max_extra_layers: int = 8,
                      wulff: bool = False, plot_dir: str | Path | None = None,
+                     max_atoms: int | None = MAX_SLAB_CELL_ATOMS,
                      ) -> SurfaceResult:
     """Surface energies γ (J/m² and eV/Å²) for Miller indices and all symmetric terminations.
 
@@ -360,10 +402,15 @@ def surface_energies(bulk: Atoms, calc: BaseCalculator,
             less than ``thickness_tol`` (J/m²), at most ``max_extra_layers`` times.
         wulff: compute the Wulff shape (needs ≥ 1 index) and area-weighted γ.
         plot_dir: where to save the Wulff plot (if ``wulff``).
+        max_atoms: refuse a facet whose oriented cell or slab is estimated above this
+            many atoms (:class:`~ase_surftune.errors.SizeLimitError` with the estimate;
+            high-index facets such as (9,8,7) would run for many minutes); ``None``
+            for no limit.
     """
     check_atoms(bulk, name="bulk", need_cell=True)
     millers = parse_miller_list(miller_indices)
     min_slab_size = check_positive("min_slab_size", min_slab_size)
+    _check_facet_sizes(bulk, millers, min_slab_size, max_atoms)
     min_vacuum_size = check_positive("min_vacuum_size", min_vacuum_size)
     if min_vacuum_size < MIN_SLAB_VACUUM:
         raise ConfigError(f"min_vacuum_size must be >= {MIN_SLAB_VACUUM} Å, got {min_vacuum_size}")
