@@ -31,7 +31,7 @@ from ase.build import bulk, fcc111
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from conftest import build_tiny_mace, make_emt_slabs
+from conftest import build_tiny_mace, make_emt_slabs, save_tiny_mace
 from ase_surftune import errors as E
 from ase_surftune.cli import main as cli_main
 
@@ -806,9 +806,7 @@ def _tiny_cfg(tmp: Path, mace_file: str, **kw: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def mace_file(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("m") / "tiny.model"
-    torch.save(build_tiny_mace(), path)
-    return str(path)
+    return save_tiny_mace(tmp_path_factory.mktemp("m") / "tiny.stbundle")
 
 
 def test_lr_1e6_diverges_with_an_error_and_no_bundle(tmp_path, mace_file):

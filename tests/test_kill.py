@@ -22,11 +22,10 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import pytest
-import torch
 from ase.build import fcc111
 from ase.calculators.emt import EMT
 
-from conftest import build_tiny_mace, make_emt_slabs
+from conftest import make_emt_slabs, save_tiny_mace
 from ase_surftune import errors as E
 from ase_surftune.data import label
 
@@ -138,8 +137,7 @@ def test_restart_keeps_a_backup(tmp_path):
 
 
 def test_two_finetune_runs_into_one_folder(tmp_path):
-    model = tmp_path / "tiny.model"
-    torch.save(build_tiny_mace(), model)
+    model = save_tiny_mace(tmp_path / "tiny.stbundle")
     ase.io.write(tmp_path / "train.xyz", make_emt_slabs(4, size=(1, 1, 3)))
     cfg = {"model": f"mace:{model}", "train_file": str(tmp_path / "train.xyz"),
            "epochs": 1, "batch_size": 2, "valid_fraction": 0.0, "progress": False,
