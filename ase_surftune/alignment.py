@@ -135,7 +135,7 @@ def _check_inputs(configs_or_numbers: Sequence[NumbersLike], y: np.ndarray) -> N
 
 def fit_shifts(configs_or_numbers: Sequence[NumbersLike],
                residual_energies: Sequence[float] | np.ndarray,
-               elements: Sequence[str] | None = None, ridge: float = 1e-8,
+               elements: Sequence[str] | None = None, ridge: float = 0.0,
                on_rank_deficient: Literal["shared", "raise"] = "shared") -> ShiftFit:
     """Per-element shifts δ_Z (eV/atom) with ΔE_s / N_s ≈ Σ_Z x_{s,Z} δ_Z, plus a report.
 
@@ -183,7 +183,7 @@ def fit_shifts(configs_or_numbers: Sequence[NumbersLike],
 def fit_element_shifts(configs_or_numbers: Sequence[NumbersLike],
                        residual_energies: Sequence[float] | np.ndarray,
                        elements: Sequence[str] | None = None,
-                       ridge: float = 1e-8,
+                       ridge: float = 0.0,
                        on_rank_deficient: Literal["shared", "raise"] = "shared"
                        ) -> dict[str, float]:
     """The ``shifts`` of :func:`fit_shifts` (eV/atom, keyed by symbol)."""
@@ -218,7 +218,7 @@ class ReferenceAlignment:
     @classmethod
     def fit(cls, configs_or_numbers: Sequence[NumbersLike],
             residual_energies: Sequence[float] | np.ndarray,
-            elements: Sequence[str] | None = None, ridge: float = 1e-8,
+            elements: Sequence[str] | None = None, ridge: float = 0.0,
             on_rank_deficient: Literal["shared", "raise"] = "shared"
             ) -> ReferenceAlignment:
         """Fit shifts with :func:`fit_shifts` and record per-atom RMSEs."""
