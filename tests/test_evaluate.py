@@ -113,7 +113,8 @@ def test_chgnet_against_its_own_labels():
     assert ev7.model == "chgnet x0.7"
 
 
-def test_alignment_removes_constant_offsets(data):
+def _offset(data):
+    """Copies with reference energies moved by -5 eV/atom (Cu) and +2 eV/atom (Au)."""
     shifted = []
     for a in data:
         b = a.copy()
@@ -121,6 +122,11 @@ def test_alignment_removes_constant_offsets(data):
         b.calc = SinglePointCalculator(b, energy=e, forces=a.calc.results["forces"])
         b.info.update(a.info)
         shifted.append(b)
+    return shifted
+
+
+def test_alignment_removes_constant_offsets(data):
+    shifted = _offset(data)
     raw = evaluate_model(("emt", EMT()), shifted, align="none")
     # shifts fitted on other frames (the first four) and applied to the last two
     fit = evaluate_model(("emt", EMT()), shifted[4:], align_on=shifted[:4])
@@ -194,13 +200,7 @@ def test_cli_evaluate(data, tmp_path, capsys):
 
 def test_scored_energies_do_not_depend_on_the_scored_set(data):
     """Per-frame energies and errors never change when scored frames are added/removed."""
-    shifted = []
-    for a in data:
-        b = a.copy()
-        e = a.calc.results["energy"] + (-5.0 if a.info["config_type"] == "Cu" else 2.0) * len(a)
-        b.calc = SinglePointCalculator(b, energy=e, forces=a.calc.results["forces"])
-        b.info.update(a.info)
-        shifted.append(b)
+    shifted = _offset(data)
     model = ("soft", ScaledEMT(0.8))
     for kw in ({"align_on": shifted[:2]}, {"align": "stored"}):
         small = evaluate_model(model, shifted[2:4], **kw)
