@@ -178,6 +178,8 @@ def test_finetune_test_metrics_equal_evaluate(mace_file, tmp_path):
     assert corr["info"]["softening_scale_after"] == pytest.approx(1.0, abs=1e-9)
     assert "valid_softening_scale_after" in corr["info"]
     assert isinstance(res.metrics["warnings"], list)
+    fit = res.metrics["reference_energies_fit"]
+    assert fit["method"] == "per_element" and fit["rank"] == 2 and fit["reason"] is None
 
 
 def test_max_force_drops_and_names_frames(mace_file, tmp_path):

@@ -66,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     if m.get("reference_energies"):
         shifts = ", ".join(f"{k} {v:+.4f}" for k, v in m["reference_energies"].items())
         print(f"reference-energy shifts (eV/atom): {shifts}")
+    if (m.get("reference_energies_fit") or {}).get("reason"):
+        print(f"WARNING: reference-energy alignment: {m['reference_energies_fit']['reason']}")
     for split in ("valid", "test"):
         if split in m["finetuned"]:
             z, f = m["zero_shot"][split], m["finetuned"][split]

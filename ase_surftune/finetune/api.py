@@ -173,11 +173,17 @@ def _bundle_errors(bundle, head: str, samples: list[Sample], configs: Sequence[A
 
 
 def _residual_shifts(configs: Sequence[Atoms], model_energies: np.ndarray,
-                     elements: list[str] | None = None) -> dict[str, float]:
-    from ase_surftune.alignment import fit_element_shifts
+                     elements: list[str] | None = None,
+                     report: dict[str, Any] | None = None) -> dict[str, float]:
+    """Per-element shifts fitted on per-atom energies of ``configs`` (training frames
+    only); the fit's method/rank/reason go into ``report`` when given."""
+    from ase_surftune.alignment import fit_shifts
 
     e_ref = np.array([_labels(a)[0] for a in configs])
-    return fit_element_shifts(list(configs), e_ref - model_energies, elements=elements)
+    fit = fit_shifts(list(configs), e_ref - model_energies, elements=elements)
+    if report is not None:
+        report.update({k: v for k, v in fit.to_dict().items() if k != "shifts"})
+    return fit.shifts
 
 
 def _shift_sum(shifts: dict[str, float], numbers: np.ndarray) -> float:
@@ -305,8 +311,12 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
         b_train, b_valid, b_test = (featurize_samples(base, x, desc="featurize (base)", **kw)
                                     for x in (train_atoms, valid_atoms, test_atoms))
     e_base_train, f_base_train = predict_samples(base, base_head, b_train, vbs)
-    zs_shifts = (_residual_shifts(train_atoms, e_base_train) if cfg.align_energies
+    shift_report: dict[str, Any] = {}
+    zs_shifts = (_residual_shifts(train_atoms, e_base_train, report=shift_report)
+                 if cfg.align_energies
                  else dict(bundle0.reference_energies.get(base_head, {})))
+    if shift_report.get("reason"):
+        log.warning("reference-energy alignment: %s", shift_report["reason"])
     zs_bundle = Bundle(adapter=base, reference_energies={base_head: zs_shifts})
     zero_shot = {name: _bundle_errors(zs_bundle, base_head, s, a, vbs, cfg.exclude_fixed_atoms)
                  for name, s, a in (("valid", b_valid, valid_atoms), ("test", b_test, test_atoms))
@@ -393,7 +403,8 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
         "head": head, "n_train": len(train_atoms), "n_valid": len(valid_atoms),
         "n_test": len(test_atoms), "zero_shot": zero_shot, "initial": initial,
         "finetuned": finetuned,
-        "reference_energies": shifts, **strat_report,
+        "reference_energies": shifts, "reference_energies_fit": shift_report or None,
+        **strat_report,
         "featurize_time_s": round(t_feat, 3),
         "total_time_s": round(time.perf_counter() - t_start, 3),
     }
