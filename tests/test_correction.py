@@ -256,11 +256,13 @@ class Corrected(Calculator):
         self.results = {"energy": e, "forces": f, "stress": s}
 
 
-def test_corrected_forces_are_negative_gradient():
+@pytest.mark.parametrize("mode", ["total", "relative"])
+def test_corrected_forces_are_negative_gradient(mode):
     atoms = bulk("Cu", "fcc", a=3.6) * (2, 1, 1)
     atoms[1].symbol = "Au"
     atoms.rattle(0.05, seed=3)
-    corr = LinearCorrection(scale=1.3, shifts={"Cu": 0.7, "Au": -0.4})
+    corr = LinearCorrection(scale=1.3, shifts={"Cu": 0.7, "Au": -0.4}, mode=mode,
+                            model_reference={"Cu": -3.5, "Au": -2.9})
     atoms.calc = Corrected(corr)
     f = atoms.get_forces()
     h = 1e-4
