@@ -245,8 +245,9 @@ def _run(output: str | Path, reference: str, quick: bool, model: str, progress: 
     labelled_models = [(name, spec) for name, spec in models.items()]
     from ase_surftune.evaluation._spec import make_calculator
 
+    # energy reference fitted on the training frames, never on the scored test frames
     ev = evaluate([(n, make_calculator(s)) for n, s in labelled_models], test,
-                  align="fit", progress=progress)
+                  align_on=train, progress=progress)
     ev.write(out / "evaluate")
     stage("evaluate", t0)
 

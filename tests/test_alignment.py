@@ -9,7 +9,8 @@ from ase.build import fcc111
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from ase_surftune.alignment import ReferenceAlignment, composition_matrix, fit_element_shifts
+from ase_surftune.alignment import (ReferenceAlignment, composition_matrix, fit_element_shifts,
+                                   fit_shifts)
 from ase_surftune.data import get_labels
 from ase_surftune.errors import DataError
 
@@ -86,17 +87,47 @@ def test_to_model_frame_moves_energies_only():
         np.testing.assert_array_equal(get_labels(m)[1], get_labels(a)[1])
 
 
-def test_rank_deficient_single_structure_is_min_norm():
+def test_rank_deficient_single_structure_falls_back_and_says_so():
     slab = _alloy_slabs()[2]  # Cu and Au in one structure: shifts not separable
     n_cu = slab.get_chemical_symbols().count("Cu")
     n_au = len(slab) - n_cu
     d_e = 3.0 * n_cu - 1.5 * n_au
-    shifts = fit_element_shifts([slab], [d_e])
-    assert np.all(np.isfinite(list(shifts.values())))
-    # reproduces the energy, with the minimum-norm split
-    assert n_cu * shifts["Cu"] + n_au * shifts["Au"] == pytest.approx(d_e, abs=1e-5)
-    expected = d_e / (n_cu**2 + n_au**2) * np.array([n_cu, n_au])
-    np.testing.assert_allclose([shifts["Cu"], shifts["Au"]], expected, atol=1e-6)
+    fit = fit_shifts([slab], [d_e])
+    assert fit.method == "shared_per_atom"
+    assert fit.rank == 1 and fit.n_elements == 2
+    assert "cannot separate" in fit.reason
+    # one shared per-atom shift still reproduces the energy of that composition
+    assert fit.shifts["Cu"] == fit.shifts["Au"] == pytest.approx(d_e / len(slab))
+    with pytest.raises(DataError, match="not determined"):
+        fit_shifts([slab], [d_e], on_rank_deficient="raise")
+
+
+def test_rank_deficient_same_ratio_cu3au_is_reported():
+    """Every frame Cu3Au (different cell sizes): Cu and Au cannot be separated."""
+    from ase.build import bulk
+
+    frames = []
+    for rep in (1, 2):
+        a = bulk("Cu", "fcc", a=3.7, cubic=True).repeat((rep, 1, 1))
+        sym = a.get_chemical_symbols()
+        for k in range(0, len(sym), 4):
+            sym[k] = "Au"
+        a.set_chemical_symbols(sym)
+        frames.append(a)
+    d_e = [_ref_energy(a) - _emt_energy(a) for a in frames]
+    al = ReferenceAlignment.fit(frames, d_e)
+    assert al.method == "shared_per_atom" and "cannot separate" in al.reason
+    assert "cannot separate" in al.summary()
+    assert ReferenceAlignment.from_dict(al.to_dict()) == al
+
+
+def test_fit_is_per_atom_so_large_cells_do_not_dominate():
+    """One per-atom residual per structure: a 96-atom cell weighs as much as a 4-atom one."""
+    small, big = np.full(4, 29), np.full(96, 29)
+    # per-atom residuals +0.1 (small) and -0.1 (big): per-atom mean is 0
+    fit = fit_shifts([small, big], [0.1 * 4, -0.1 * 96], ridge=0.0)
+    assert fit.shifts["Cu"] == pytest.approx(0.0, abs=1e-12)
+    assert fit.method == "per_element" and fit.reason is None
 
 
 def test_large_offsets_like_another_code():

@@ -75,7 +75,7 @@ def test_softening_scale_definition():
 
 
 def test_recovers_known_scale_and_shifts():
-    corr = fit_linear_correction(*_fit_inputs(_structures()))
+    corr = fit_linear_correction(*_fit_inputs(_structures()), mode="total")
     assert corr.scale == pytest.approx(A_TRUE, abs=1e-6)
     assert corr.shifts["Cu"] == pytest.approx(SHIFTS["Cu"], abs=1e-6)
     assert corr.shifts["Au"] == pytest.approx(SHIFTS["Au"], abs=1e-6)
@@ -90,7 +90,7 @@ def test_recovers_known_scale_and_shifts():
 
 def test_single_structure():
     slab = _structures()[0]  # pure Cu: forces fix a, the energy fixes b_Cu
-    corr = fit_linear_correction(*_fit_inputs([slab]))
+    corr = fit_linear_correction(*_fit_inputs([slab]), mode="total")
     assert corr.scale == pytest.approx(A_TRUE, abs=1e-6)
     assert corr.shifts == pytest.approx({"Cu": SHIFTS["Cu"]}, abs=1e-6)
     # two elements in one structure: a still exact, shifts reproduce the energy
@@ -129,6 +129,100 @@ def test_from_calc_and_roundtrip():
     back = LinearCorrection.from_dict(corr.to_dict())
     assert back.scale == corr.scale and back.shifts == corr.shifts
     assert back.info == corr.info
+    assert back.mode == "relative" and back.model_reference == corr.model_reference
+    import json
+
+    json.dumps(corr.to_dict())  # bundle metadata must be JSON-able
+
+
+def test_old_bundle_dict_without_mode_behaves_as_before():
+    old = {"scale": 1.3, "shifts": {"Cu": 0.7}, "info": {}}  # a version-1 correction
+    corr = LinearCorrection.from_dict(old)
+    assert corr.mode == "total" and corr.model_reference == {}
+    e, f, _ = corr.apply(-10.0, np.ones((2, 3)), np.array([29, 29]))
+    assert e == pytest.approx(1.3 * -10.0 + 2 * 0.7)
+    np.testing.assert_allclose(f, 1.3)
+    with pytest.raises(DataError, match="mode"):
+        LinearCorrection.from_dict({**old, "mode": "weird"})
+
+
+def _scaled_emt_set(scale=0.6, offset=0.0, noise=0.0):
+    """Model = EMT (+ a per-atom offset); reference = EMT with E and F divided by ``scale``."""
+    rng = np.random.default_rng(3)
+    structs = _structures() + [bulk("Cu", "fcc", a=3.5).repeat(2)]
+    structs[-1].rattle(0.05, seed=9)
+    e_ref, f_ref, e_mod, f_mod, nums = [], [], [], [], []
+    for a in structs:
+        e, f = _emt(a)
+        e_mod.append(e + offset * len(a))
+        f_mod.append(f)
+        e_ref.append(e / scale + offset * len(a))
+        f_ref.append(f / scale + rng.normal(scale=noise, size=f.shape))
+        nums.append(a.numbers)
+    return e_ref, f_ref, e_mod, f_mod, nums
+
+
+def test_seed_faithful_fit_recovers_inverse_of_scaled_emt():
+    """Reference = EMT with forces and energies x 1/0.6: a = 1/0.6 exactly, s = 1."""
+    e_ref, f_ref, e_mod, f_mod, nums = _scaled_emt_set()
+    corr = fit_linear_correction(e_ref, f_ref, e_mod, f_mod, nums)
+    assert corr.info["fit"] == "slope" and corr.mode == "relative"
+    assert corr.scale == pytest.approx(1 / 0.6, abs=1e-6)
+    assert corr.info["softening_scale_before"] == pytest.approx(0.6, abs=1e-9)
+    assert corr.info["softening_scale_after"] == pytest.approx(1.0, abs=1e-9)
+    assert corr.info["warnings"] == []
+    for er, em, fm, z in zip(e_ref, e_mod, f_mod, nums):
+        e2, f2, _ = corr.apply(em, fm, z)
+        assert e2 == pytest.approx(er, abs=1e-6)
+        np.testing.assert_allclose(f2, fm / 0.6, atol=1e-9)
+
+
+def test_slope_fit_gives_s_one_where_mse_fit_cannot():
+    """With noisy reference forces the MSE slope is cos² < 1; the default restores s = 1."""
+    e_ref, f_ref, e_mod, f_mod, nums = _scaled_emt_set(noise=0.3)
+    slope = fit_linear_correction(e_ref, f_ref, e_mod, f_mod, nums)
+    mse = fit_linear_correction(e_ref, f_ref, e_mod, f_mod, nums, fit="mse",
+                                use_energies=False)
+    tls = fit_linear_correction(e_ref, f_ref, e_mod, f_mod, nums, fit="tls")
+    r = np.concatenate(f_ref).ravel()
+    m = np.concatenate(f_mod).ravel()
+    cos2 = (r @ m) ** 2 / ((r @ r) * (m @ m))
+    assert slope.info["softening_scale_after"] == pytest.approx(1.0, abs=1e-12)
+    assert mse.info["softening_scale_after"] == pytest.approx(cos2, rel=1e-12)
+    assert cos2 < 0.999
+    assert mse.scale < tls.scale < slope.scale
+    assert slope.scale == pytest.approx(r @ r / (r @ m), rel=1e-12)
+
+
+def test_relative_mode_keeps_shifts_small_on_another_codes_reference():
+    """Energies already moved to a DFT code's reference (-1850 eV/atom): the scale acts
+    about the model's own per-element reference, so b_Z stay small; the old mode gives
+    b_Z of about (1 - a)·E/N = +1233 eV/atom."""
+    e_ref, f_ref, e_mod, f_mod, nums = _scaled_emt_set(offset=-1850.0)
+    rel = fit_linear_correction(e_ref, f_ref, e_mod, f_mod, nums)
+    tot = fit_linear_correction(e_ref, f_ref, e_mod, f_mod, nums, mode="total")
+    # exact: b_Z = (a - 1)·ε_Z with ε_Z = e_Z^model + 1850 the model's own EMT level
+    for el, b in rel.shifts.items():
+        assert b == pytest.approx((rel.scale - 1) * (rel.model_reference[el] + 1850.0),
+                                  abs=1e-6)
+    assert max(abs(v) for v in rel.shifts.values()) < 2.0
+    assert min(abs(v) for v in tot.shifts.values()) > 1000.0
+    assert rel.model_reference["Cu"] == pytest.approx(-1850.0, abs=5.0)
+    for er, em, fm, z in zip(e_ref, e_mod, f_mod, nums):
+        assert rel.apply(em, fm, z)[0] == pytest.approx(er, abs=1e-6)
+
+
+def test_correction_that_makes_things_worse_says_so():
+    e_ref, f_ref, e_mod, f_mod, nums = _scaled_emt_set()
+    corr = fit_linear_correction(e_ref, f_ref, e_mod, f_mod, nums)
+    # judged on data where the model was already right (s = 1): s moves away from 1
+    from ase_surftune.correction import assess_correction
+
+    check = assess_correction(corr, f_mod, f_mod, name="validation data")
+    assert any("AWAY from 1" in w for w in check["warnings"])
+    assert any("GREW" in w for w in check["warnings"])
+    corr.info["warnings"] = check["warnings"]
+    assert "WARNING" in corr.summary()
 
 
 def test_bad_inputs():
@@ -162,11 +256,13 @@ class Corrected(Calculator):
         self.results = {"energy": e, "forces": f, "stress": s}
 
 
-def test_corrected_forces_are_negative_gradient():
+@pytest.mark.parametrize("mode", ["total", "relative"])
+def test_corrected_forces_are_negative_gradient(mode):
     atoms = bulk("Cu", "fcc", a=3.6) * (2, 1, 1)
     atoms[1].symbol = "Au"
     atoms.rattle(0.05, seed=3)
-    corr = LinearCorrection(scale=1.3, shifts={"Cu": 0.7, "Au": -0.4})
+    corr = LinearCorrection(scale=1.3, shifts={"Cu": 0.7, "Au": -0.4}, mode=mode,
+                            model_reference={"Cu": -3.5, "Au": -2.9})
     atoms.calc = Corrected(corr)
     f = atoms.get_forces()
     h = 1e-4

@@ -23,6 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="output_dir holds a run: move it aside to NAME.old-<time> and start "
                         "a new run (without this, such a folder is refused)")
+    p.add_argument("--max-force", type=float, default=None, metavar="EV_PER_A",
+                   help="override max_force: drop frames whose largest reference atomic "
+                        "force exceeds this (eV/Å); each one is named")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel (DDP) training; launch under torchrun: "
@@ -48,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
         overrides["resume"] = True
     if args.overwrite:
         overrides["overwrite"] = True
+    if args.max_force is not None:
+        overrides["max_force"] = args.max_force
     if args.no_progress:
         overrides["progress"] = False
     cfg = load_config(args.config, **overrides)
@@ -71,12 +76,23 @@ def run(args: argparse.Namespace) -> int:
     if m.get("reference_energies"):
         shifts = ", ".join(f"{k} {v:+.4f}" for k, v in m["reference_energies"].items())
         print(f"reference-energy shifts (eV/atom): {shifts}")
+    if (m.get("reference_energies_fit") or {}).get("reason"):
+        print(f"WARNING: reference-energy alignment: {m['reference_energies_fit']['reason']}")
     for split in ("valid", "test"):
         if split in m["finetuned"]:
             z, f = m["zero_shot"][split], m["finetuned"][split]
             print(f"{split}: forces MAE {z['forces_mae']:.4f} -> {f['forces_mae']:.4f} eV/Å, "
                   f"energy MAE {1000 * z['energy_mae_per_atom']:.2f} -> "
                   f"{1000 * f['energy_mae_per_atom']:.2f} meV/atom (zero-shot -> fine-tuned)")
+    if m.get("linear_correction"):
+        from ase_surftune.correction import LinearCorrection
+
+        print(LinearCorrection.from_dict(m["linear_correction"]).summary())
+    for fr in (m.get("max_force") or {}).get("frames", []):
+        print(f"max_force: {m['max_force']['mode']} {fr['set']} frame {fr['source']} "
+              f"(max |F_ref| {fr['max_force']:.2f} eV/Å)")
+    for w in m.get("warnings", []):
+        print(f"WARNING: {w}")
     if m.get("forgetting"):
         print(f"forgetting: {m['forgetting']['summary']}")
     print(f"best model: {res.bundle_path}")

@@ -25,6 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "process); see ase_surftune.parallel")
     p.add_argument("--max-runs", type=int, default=None,
                    help="stop after this many new fine-tuning runs")
+    p.add_argument("--max-force", type=float, default=None, metavar="EV_PER_A",
+                   help="override max_force: drop pool/valid/test frames whose largest "
+                        "reference atomic force exceeds this (eV/Å); each one is named")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_trust_arg(p)
     p.set_defaults(func=run)
@@ -34,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from ase_surftune.errors import ConfigError
     from ase_surftune.evaluation.learning_curve import learning_curve
 
-    overrides: dict = {"output_dir": args.output_dir}
+    overrides: dict = {"output_dir": args.output_dir, "max_force": args.max_force}
     try:
         if args.n_train:
             overrides["n_train"] = [int(x) for x in args.n_train.split(",") if x.strip()]

@@ -5,8 +5,10 @@ For every (strategy, N, seed) the driver fine-tunes on the first N structures of
 seeded permutation of the training pool (so the subsets for one seed are nested),
 then evaluates the resulting bundle on the fixed test set with
 :func:`~ase_surftune.evaluation.errors.evaluate_model` (its own stored energy shifts,
-``align="none"``). The zero-shot base model is the N = 0 baseline (energies aligned with
-shifts fitted on the pool).
+``align="stored"``: never fitted on the test frames). The zero-shot base model is the
+N = 0 baseline (energies aligned with shifts fitted on the pool, ``align_on=pool``).
+``max_force`` (eV/Å) drops pool, validation and test frames whose largest reference
+atomic force exceeds it, and names each one (log and ``manifest.json``).
 
 Resumable: each finished run is appended (and fsync'ed) to ``results.jsonl`` in the
 output folder; a rerun skips finished runs, and an interrupted fine-tuning run continues
@@ -63,6 +65,8 @@ class LearningCurveConfig(BaseModel):
     strategy_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     zero_shot: bool = True
     high_force_quantile: float = Field(0.9, ge=0, lt=1)
+    #: eV/Å: frames with a larger reference atomic force are dropped (and named)
+    max_force: float | None = Field(None, gt=0)
     output_dir: Path = Path("learning_curve_out")
     progress: bool = True
 
@@ -174,7 +178,7 @@ class LearningCurveResult:
     config: dict[str, Any] = field(default_factory=dict)
 
     METRICS = ("forces_mae", "forces_rmse", "energy_mae_per_atom", "softening_scale",
-               "softening_scale_high_force")
+               "softening_scale_band", "softening_scale_high_force")
 
     def summary(self) -> list[dict[str, Any]]:
         """Mean and spread (std) over seeds per (strategy, n_train), sorted by N."""
@@ -272,6 +276,26 @@ def _fingerprint(cfg: LearningCurveConfig, pool: Sequence[Atoms], test: Sequence
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _drop_max_force(frames: list, max_force: float, name: str,
+                    dropped: list[dict[str, Any]]) -> list:
+    """Frames whose largest reference atomic force is <= ``max_force`` (eV/Å); the others
+    are logged and appended to ``dropped``."""
+    from ase_surftune.data import get_labels
+
+    keep = []
+    for i, a in enumerate(frames):
+        f = get_labels(a)[1]
+        fmax = float(np.max(np.linalg.norm(f, axis=1))) if len(f) else 0.0
+        if fmax > max_force:
+            src = str(a.info.get("source", f"{name}[{i}]"))
+            dropped.append({"set": name, "source": src, "max_force": fmax})
+            log.warning("learning curve: dropped %s frame %s: max |F_ref| %.2f eV/Å > "
+                        "max_force %g", name, src, fmax, max_force)
+            continue
+        keep.append(a)
+    return keep
+
+
 def _fit_point(cfg_d: dict[str, Any], strat: str, n: int, seed: int, pool: list,
                valid_atoms: list, test_atoms: list, run_dir: str,
                ev_kw: dict[str, Any]) -> dict[str, Any]:
@@ -288,7 +312,7 @@ def _fit_point(cfg_d: dict[str, Any], strat: str, n: int, seed: int, pool: list,
     subset = [pool[j] for j in perm[:n]]
     res = finetune(cfg.run_config(strat, seed, Path(run_dir)), train=subset,
                    valid=valid_atoms, test=[])
-    ev = evaluate_model(str(res.bundle_path), test_atoms, align="none", **ev_kw)
+    ev = evaluate_model(str(res.bundle_path), test_atoms, align="stored", **ev_kw)
     return {"strategy": strat, "n_train": n, "seed": seed,
             **{m: getattr(ev.overall, m) for m in LearningCurveResult.METRICS},
             "n_test": len(test_atoms), "wall_time_s": round(time.perf_counter() - t0, 3),
@@ -324,13 +348,19 @@ def learning_curve(config: LearningCurveConfig | dict | str | Path, *,
     """
     from tqdm.auto import tqdm
 
-    from ase_surftune.evaluation.errors import evaluate_model, predict_with
+    from ase_surftune.evaluation.errors import evaluate_model
     from ase_surftune.finetune import finetune
 
     cfg = load_learning_curve_config(config, **overrides)
     pool = list(train) if train is not None else _read(cfg.train_file)
     test_atoms = list(test) if test is not None else _read(cfg.test_file)
     valid_atoms = list(valid) if valid is not None else _read(cfg.valid_file)
+    max_force_dropped: list[dict[str, Any]] = []
+    if cfg.max_force is not None:
+        pool, test_atoms, valid_atoms = (
+            _drop_max_force(frames, cfg.max_force, name, max_force_dropped)
+            for frames, name in ((pool, "train"), (test_atoms, "test"),
+                                 (valid_atoms, "valid")))
     if not pool:
         raise DataError("learning curve: no training pool (train_file or train=...)")
     if not test_atoms:
@@ -363,7 +393,8 @@ def learning_curve(config: LearningCurveConfig | dict | str | Path, *,
     from ase_surftune.evaluation.tables import write_json
 
     write_json({"fingerprint": fp, "config": cfg.model_dump(mode="json"),
-                "n_pool": len(pool), "n_test": len(test_atoms)}, manifest_path)
+                "n_pool": len(pool), "n_test": len(test_atoms),
+                "max_force_dropped": max_force_dropped}, manifest_path)
     rows = _read_rows(results_path)
     done = {(r["strategy"], r["n_train"], r["seed"]) for r in rows}
 
@@ -373,15 +404,11 @@ def learning_curve(config: LearningCurveConfig | dict | str | Path, *,
 
     ev_kw = {"high_force_quantile": cfg.high_force_quantile, "progress": False}
     if cfg.zero_shot and ("zero-shot", 0, 0) not in done:
-        from ase_surftune.alignment import fit_element_shifts
-        from ase_surftune.data import get_labels
         from ase_surftune.evaluation._spec import make_calculator
 
         t0 = time.perf_counter()
         calc = make_calculator(cfg.model)
-        e_pool = predict_with(calc, pool)[0]
-        shifts = fit_element_shifts(pool, np.array([get_labels(a)[0] for a in pool]) - e_pool)
-        ev = evaluate_model((cfg.model, calc), test_atoms, align=shifts, **ev_kw)
+        ev = evaluate_model((cfg.model, calc), test_atoms, align_on=pool, **ev_kw)
         row = {"strategy": "zero-shot", "n_train": 0, "seed": 0,
                **{m: getattr(ev.overall, m) for m in LearningCurveResult.METRICS},
                "n_test": len(test_atoms), "wall_time_s": round(time.perf_counter() - t0, 3),

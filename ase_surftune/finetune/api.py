@@ -121,19 +121,54 @@ def _retarget(samples: list[Sample], configs: Sequence[Atoms], shifts: dict[str,
 
 def _errors(configs: Sequence[Atoms], energies: np.ndarray, forces: Sequence[np.ndarray],
             exclude_fixed_atoms: bool) -> dict[str, float]:
-    """MAE/RMSE of energy per atom (eV/atom) and force components (eV/Å)."""
-    de, df = [], []
+    """MAE/RMSE of energy per atom (eV/atom) and force components (eV/Å), and the
+    softening scale — the same definitions (:mod:`ase_surftune.metrics`) and the same
+    energy reference (the bundle's stored shifts) as ``evaluate``'s default, so the two
+    print the same numbers for the same model and frames."""
+    from ase_surftune.metrics import mae_rmse, softening_stats
+
+    de, fr, fm = [], [], []
     for atoms, e, f in zip(configs, energies, forces):
         e_ref, f_ref, _ = _labels(atoms)
         de.append((e - e_ref) / len(atoms))
         m = _free_mask(atoms) if exclude_fixed_atoms else slice(None)
-        df.append((np.asarray(f) - f_ref)[m].ravel())
-    de_a, df_a = np.asarray(de), np.concatenate(df) if df else np.zeros(0)
-    return {"n_structures": len(de_a),
-            "energy_mae_per_atom": float(np.mean(np.abs(de_a))),
-            "energy_rmse_per_atom": float(np.sqrt(np.mean(de_a ** 2))),
-            "forces_mae": float(np.mean(np.abs(df_a))),
-            "forces_rmse": float(np.sqrt(np.mean(df_a ** 2)))}
+        fr.append(np.asarray(f_ref)[m])
+        fm.append(np.asarray(f)[m])
+    e_mae, e_rmse = mae_rmse(de)
+    df = np.concatenate([(b - a).ravel() for a, b in zip(fr, fm)]) if fr else np.zeros(0)
+    f_mae, f_rmse = mae_rmse(df)
+    soft = softening_stats(fr, fm)
+    return {"n_structures": len(de), "energy_mae_per_atom": e_mae,
+            "energy_rmse_per_atom": e_rmse, "forces_mae": f_mae, "forces_rmse": f_rmse,
+            "softening_scale": soft["s_all"], "softening_scale_band": soft["s_band"],
+            "softening_note": soft["note"]}
+
+
+def _filter_max_force(cfg: FinetuneConfig, sets: dict[str, list[Atoms]]
+                      ) -> tuple[dict[str, list[Atoms]], dict[str, Any] | None]:
+    """Drop (or flag) frames whose largest reference atomic force exceeds ``max_force``;
+    every such frame is logged and listed (JSON-able) for the metrics."""
+    if cfg.max_force is None:
+        return sets, None
+    report: dict[str, Any] = {"threshold": cfg.max_force, "mode": cfg.max_force_mode,
+                              "frames": []}
+    out = {}
+    for name, frames in sets.items():
+        keep = []
+        for i, a in enumerate(frames):
+            f = _labels(a)[1]
+            fmax = float(np.max(np.linalg.norm(f, axis=1))) if len(f) else 0.0
+            if fmax > cfg.max_force:
+                src = str(a.info.get("source", f"{name}[{i}]"))
+                report["frames"].append({"set": name, "source": src, "max_force": fmax})
+                log.warning("max_force: %s %s frame %s: max |F_ref| %.2f eV/Å > %g",
+                            "dropped" if cfg.max_force_mode == "drop" else "flagged",
+                            name, src, fmax, cfg.max_force)
+                if cfg.max_force_mode == "drop":
+                    continue
+            keep.append(a)
+        out[name] = keep
+    return out, report
 
 
 def _bundle_errors(bundle, head: str, samples: list[Sample], configs: Sequence[Atoms],
@@ -148,11 +183,17 @@ def _bundle_errors(bundle, head: str, samples: list[Sample], configs: Sequence[A
 
 
 def _residual_shifts(configs: Sequence[Atoms], model_energies: np.ndarray,
-                     elements: list[str] | None = None) -> dict[str, float]:
-    from ase_surftune.alignment import fit_element_shifts
+                     elements: list[str] | None = None,
+                     report: dict[str, Any] | None = None) -> dict[str, float]:
+    """Per-element shifts fitted on per-atom energies of ``configs`` (training frames
+    only); the fit's method/rank/reason go into ``report`` when given."""
+    from ase_surftune.alignment import fit_shifts
 
     e_ref = np.array([_labels(a)[0] for a in configs])
-    return fit_element_shifts(list(configs), e_ref - model_energies, elements=elements)
+    fit = fit_shifts(list(configs), e_ref - model_energies, elements=elements)
+    if report is not None:
+        report.update({k: v for k, v in fit.to_dict().items() if k != "shifts"})
+    return fit.shifts
 
 
 def _check_finite_state(state: dict[str, torch.Tensor], epoch: int) -> None:
@@ -346,8 +387,14 @@ def _finetune_run(cfg: FinetuneConfig, out_dir: Path, ck: dict[str, Any] | None,
         valid_atoms = []
     test_atoms = list(test) if test is not None else (
         _read(cfg, cfg.test_file) if cfg.test_file is not None else [])
+    filtered, max_force_report = _filter_max_force(
+        cfg, {"train": train_atoms, "valid": valid_atoms, "test": test_atoms})
+    train_atoms, valid_atoms, test_atoms = (filtered["train"], filtered["valid"],
+                                            filtered["test"])
     if not train_atoms:
-        raise DataError("no training structures")
+        raise DataError("no training structures"
+                        + (f" left after max_force {cfg.max_force} eV/Å" if cfg.max_force
+                           else ""))
     from ase_surftune.data import dataset_hash
 
     train_hash = dataset_hash(train_atoms)
@@ -393,8 +440,12 @@ def _finetune_run(cfg: FinetuneConfig, out_dir: Path, ck: dict[str, Any] | None,
         b_train, b_valid, b_test = (featurize_samples(base, x, desc="featurize (base)", **kw)
                                     for x in (train_atoms, valid_atoms, test_atoms))
     e_base_train, f_base_train = predict_samples(base, base_head, b_train, vbs)
-    zs_shifts = (_residual_shifts(train_atoms, e_base_train) if cfg.align_energies
+    shift_report: dict[str, Any] = {}
+    zs_shifts = (_residual_shifts(train_atoms, e_base_train, report=shift_report)
+                 if cfg.align_energies
                  else dict(bundle0.reference_energies.get(base_head, {})))
+    if shift_report.get("reason"):
+        log.warning("reference-energy alignment: %s", shift_report["reason"])
     zs_bundle = Bundle(adapter=base, reference_energies={base_head: zs_shifts})
     zero_shot = {name: _bundle_errors(zs_bundle, base_head, s, a, vbs, cfg.exclude_fixed_atoms)
                  for name, s, a in (("valid", b_valid, valid_atoms), ("test", b_test, test_atoms))
@@ -437,8 +488,8 @@ def _finetune_run(cfg: FinetuneConfig, out_dir: Path, ck: dict[str, Any] | None,
             model.unwrap_ddp()
         _check_finite_state(loop_res.best_state, loop_res.best_epoch)
         model.model.load_state_dict(loop_res.best_state)
-    else:  # linear: least-squares PES scale and per-element shifts on the aligned model
-        from ase_surftune.correction import fit_linear_correction
+    else:  # linear: PES scale and per-element shifts on the aligned model
+        from ase_surftune.correction import assess_correction, fit_linear_correction
 
         e_m = np.array([e + _shift_sum(shifts, a.numbers)
                         for e, a in zip(e_base_train, train_atoms)])
@@ -446,9 +497,24 @@ def _finetune_run(cfg: FinetuneConfig, out_dir: Path, ck: dict[str, Any] | None,
         corr = fit_linear_correction(
             [x[0] for x in labels], [x[1] for x in labels], e_m, f_base_train,
             [a.numbers for a in train_atoms], energy_weight=cfg.linear.energy_weight,
-            fit_shifts=cfg.linear.fit_shifts, use_energies=cfg.linear.use_energies)
+            fit_shifts=cfg.linear.fit_shifts, use_energies=cfg.linear.use_energies,
+            fit=cfg.linear.fit)
+        if valid_atoms:  # s before/after on data the fit never saw
+            e_v, f_v = predict_samples(base, base_head, b_valid, vbs)
+            lab_v = [_labels(a) for a in valid_atoms]
+            check = assess_correction(
+                corr, [x[1] for x in lab_v], f_v, [x[0] for x in lab_v],
+                [e + _shift_sum(shifts, a.numbers) for e, a in zip(e_v, valid_atoms)],
+                [a.numbers for a in valid_atoms], prefix="valid_", name="validation data")
+            corr.info["warnings"] = corr.info.get("warnings", []) + check.pop("warnings")
+            corr.info.update(check)
+        else:
+            corr.info["warnings"] = corr.info.get("warnings", []) + [
+                "no validation data: the correction's effect on unseen frames is unchecked"]
         corrections[head] = corr
         log.info("%s", corr.summary())
+        for w in corr.info["warnings"]:
+            log.warning("linear correction: %s", w)
     for p in model.model.parameters():
         p.requires_grad_(True)
 
@@ -469,12 +535,16 @@ def _finetune_run(cfg: FinetuneConfig, out_dir: Path, ck: dict[str, Any] | None,
         "head": head, "n_train": len(train_atoms), "n_valid": len(valid_atoms),
         "n_test": len(test_atoms), "zero_shot": zero_shot, "initial": initial,
         "finetuned": finetuned,
-        "reference_energies": shifts, **strat_report,
+        "reference_energies": shifts, "reference_energies_fit": shift_report or None,
+        **strat_report,
         "featurize_time_s": round(t_feat, 3),
         "total_time_s": round(time.perf_counter() - t_start, 3),
     }
     if corrections:
         metrics["linear_correction"] = corrections[head].to_dict()
+        metrics["warnings"] = list(corrections[head].info.get("warnings", []))
+    if max_force_report is not None:
+        metrics["max_force"] = max_force_report
     if loop_res is not None:
         metrics.update(best_epoch=loop_res.best_epoch, best_valid_loss=loop_res.best_valid_loss,
                        epochs_run=len(loop_res.history), stopped_early=loop_res.stopped_early,

@@ -64,25 +64,29 @@ class FreezeConfig(_Strict):
 
     ``k``: freeze the first k of the backend's ordered blocks (embedding → interactions
     → readout). ``patterns``: fnmatch patterns on block names (``"interaction_*"``) or
-    parameter names (``"chgnet.atom_embedding.*"``). Both may be given (union).
+    parameter names (``"chgnet.atom_embedding.*"``). Both may be given (union). Without
+    either (or without a ``freeze`` section), the backend's default k is used:
+    :data:`ase_surftune.finetune.strategies.DEFAULT_FROZEN_K` (CHGNet 4, MACE 2: all but
+    the last interaction block and the readout).
     """
 
     k: int | None = Field(None, ge=1)
     patterns: list[str] | None = None
 
-    @model_validator(mode="after")
-    def _one_given(self) -> FreezeConfig:
-        if self.k is None and not self.patterns:
-            raise ValueError("give 'k' (number of leading blocks) and/or 'patterns'")
-        return self
-
 
 class LinearConfig(_Strict):
-    """Options of the ``linear`` strategy (E' = a·E + Σ b_Z, F' = a·F)."""
+    """Options of the ``linear`` strategy (see :mod:`ase_surftune.correction`):
+    E' = a·(E − Σe_Z^model) + Σe_Z^model + Σb_Z, F' = a·F, σ' = a·σ.
+
+    ``fit``: ``"slope"`` (default; a = ΣF_ref²/ΣF_ref·F, corrected s = 1 on the training
+    data), ``"tls"`` or ``"mse"`` (the former least-squares fit). ``energy_weight`` only
+    matters for ``"mse"``.
+    """
 
     energy_weight: float = Field(1.0, ge=0)
     fit_shifts: bool = True
     use_energies: bool = True
+    fit: Literal["slope", "tls", "mse"] = "slope"
 
 
 class FinetuneConfig(_Strict):
@@ -102,6 +106,11 @@ class FinetuneConfig(_Strict):
     group_key: str = "config_type"
     exclude_fixed_atoms: bool = False
     align_energies: bool = True
+    #: eV/Å; frames whose largest reference atomic force exceeds it are dropped from
+    #: train/valid/test (``max_force_mode: drop``) or only flagged (``flag``); every such
+    #: frame is named in the log and in ``metrics["max_force"]``
+    max_force: float | None = Field(None, gt=0)
+    max_force_mode: Literal["drop", "flag"] = "drop"
     # ---- strategy options
     freeze: FreezeConfig | None = None
     linear: LinearConfig = Field(default_factory=LinearConfig)
@@ -226,6 +235,9 @@ class FinetuneConfig(_Strict):
         if self.scheduler.name == "cosine":
             exclude.discard("epochs")
         d = self.model_dump(mode="json", exclude=exclude)
+        if d.get("max_force") is None:  # keep fingerprints of runs from before the option
+            d.pop("max_force", None)
+            d.pop("max_force_mode", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 

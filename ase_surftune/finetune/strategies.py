@@ -11,12 +11,15 @@ Built in:
 * ``full``    — every parameter trains.
 * ``frozen``  — the first k blocks (or blocks/parameters matching name patterns) are
   frozen (``requires_grad=False``, never handed to the optimiser, so they stay
-  bit-identical); the rest trains.
+  bit-identical); the rest trains. Default k (:data:`DEFAULT_FROZEN_K`): all but the
+  last interaction block and the readout — CHGNet 4 (embedding + interaction_0..2 of
+  its 6 blocks), MACE 2 (embedding + interaction_0 of a 2-interaction model's 4).
 * ``scratch`` — the same architecture, randomly initialised with the run's seed: the
   baseline that shows what pre-training is worth.
-* ``linear``  — no gradient training: the PES scale and per-element shifts
-  ``E' = a·E + Σ b_Z``, ``F' = a·F`` are fitted by least squares and stored as the
-  bundle's correction, so it appears in the same tables as the others.
+* ``linear``  — no gradient training: the PES scale a and per-element shifts b_Z of
+  :class:`~ase_surftune.correction.LinearCorrection` (E' = a·(E − Σe_Z^model) +
+  Σe_Z^model + Σb_Z, F' = a·F; default fit a = ΣF_ref²/ΣF_ref·F) are fitted and stored
+  as the bundle's correction, so it appears in the same tables as the others.
 """
 
 from __future__ import annotations
@@ -38,12 +41,21 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Strategy", "STRATEGIES", "register_strategy", "get_strategy",
            "FullStrategy", "FrozenStrategy", "ScratchStrategy", "LinearStrategy",
-           "parameter_counts"]
+           "parameter_counts", "DEFAULT_FROZEN_K", "default_frozen_k"]
 
 log = logging.getLogger(__name__)
 
 #: added to the config seed for the scratch initialisation
 SCRATCH_SEED_OFFSET = 104_729
+#: documented default ``freeze.k`` per backend (all but the last interaction and readout)
+DEFAULT_FROZEN_K: dict[str, int] = {"chgnet": 4, "mace": 2}
+
+
+def default_frozen_k(backend: str, n_blocks: int) -> int:
+    """:data:`DEFAULT_FROZEN_K` for ``backend``; other backends: ``n_blocks - 2``."""
+    return max(1, DEFAULT_FROZEN_K.get(backend, n_blocks - 2))
+
+
 #: name -> Strategy subclass
 STRATEGIES: dict[str, type[Strategy]] = {}
 
@@ -162,24 +174,31 @@ class FrozenStrategy(Strategy):
     @classmethod
     def check_config(cls, config: FinetuneConfig, backend: str) -> list[str]:
         problems = []
-        if config.freeze is None:
-            problems.append("freeze: strategy 'frozen' needs freeze: {k: N} and/or "
-                            "freeze: {patterns: [...]}")
+        if backend not in cls.backends:
+            problems.append(f"strategy 'frozen' does not support the {backend} backend")
         if config.strategy_options:
             problems.append("strategy_options: strategy 'frozen' takes its options from "
                             "'freeze'")
         return problems
 
     def _frozen_names(self, adapter: ModelAdapter) -> tuple[list[str], set[str]]:
-        assert self.config is not None and self.config.freeze is not None
-        fz = self.config.freeze
+        from ase_surftune.finetune.config import FreezeConfig
+
+        assert self.config is not None
+        fz = self.config.freeze or FreezeConfig()
         blocks = adapter.blocks()
         names = [b.name for b in blocks]
-        if fz.k is not None and fz.k >= len(blocks):
+        k = fz.k
+        if k is None and not fz.patterns:
+            k = default_frozen_k(adapter.backend, len(blocks))
+            log.info("frozen: default k = %d for %s (blocks %s frozen)", k, adapter.backend,
+                     names[:k])
+        if k is not None and k >= len(blocks):
             raise ConfigError(
-                f"freeze.k = {fz.k} would freeze every block of {adapter.name!r}, which has "
+                f"freeze.k = {k} would freeze every block of {adapter.name!r}, which has "
                 f"{len(blocks)} blocks {names}; use k <= {len(blocks) - 1}")
-        frozen_blocks = set(names[:fz.k] if fz.k else [])
+        self._k = k
+        frozen_blocks = set(names[:k] if k else [])
         frozen_params: set[str] = set()
         for pat in fz.patterns or []:
             hit_blocks = [n for n in names if fnmatch.fnmatchcase(n, pat)]
@@ -212,6 +231,7 @@ class FrozenStrategy(Strategy):
     def report(self, adapter: ModelAdapter) -> dict[str, Any]:
         rep = super().report(adapter)
         rep["frozen_blocks"] = list(getattr(self, "_frozen_blocks", []))
+        rep["freeze_k"] = getattr(self, "_k", None)
         rep["blocks"] = [{"name": b.name, "n_params": b.n_params,
                           "frozen": not any(p.requires_grad for _, p in b.parameters)}
                          for b in adapter.blocks()]
@@ -286,7 +306,8 @@ def _scratch_mace(adapter: ModelAdapter) -> ModelAdapter:
 
 @register_strategy
 class LinearStrategy(Strategy):
-    """Least-squares PES scale + per-element shifts; no gradient steps."""
+    """PES scale + per-element shifts (:func:`~ase_surftune.correction.fit_linear_correction`);
+    no gradient steps."""
 
     name = "linear"
     trains = False
