@@ -43,6 +43,7 @@ __all__ = [
     "Split",
     "check_elements",
     "dataset_hash",
+    "element_counts",
     "get_labels",
     "label",
     "read_labelled",
@@ -478,6 +479,17 @@ def split(configs: Sequence[Atoms], fractions: tuple[float, float, float] = (0.8
                         f"leaves the training set empty")
     return Split([configs[i] for i in sorted(train_idx)], [configs[i] for i in sorted(valid_idx)],
                  [configs[i] for i in sorted(test_idx)])
+
+
+def element_counts(configs: Iterable[Atoms]) -> dict[str, int]:
+    """``{symbol: number of atoms}`` over ``configs`` (JSON-able; symbols sorted by Z)."""
+    from ase.data import atomic_numbers
+
+    counts: dict[str, int] = {}
+    for atoms in configs:
+        for s in atoms.get_chemical_symbols():
+            counts[s] = counts.get(s, 0) + 1
+    return {s: counts[s] for s in sorted(counts, key=lambda x: atomic_numbers[x])}
 
 
 def _group(atoms: Atoms, group_key: str) -> str:

@@ -230,7 +230,7 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
     # ---- model
     from ase_surftune.backends import load_model
     from ase_surftune.bundle import Bundle
-    from ase_surftune.data import check_elements, dataset_hash
+    from ase_surftune.data import check_elements, dataset_hash, element_counts
 
     bundle0 = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
     base = bundle0.adapter
@@ -358,6 +358,7 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
         **strategy.head_info(),
         head: {"trained_on": train_files or "in-memory structures",
                "n_configs": len(train_atoms), "strategy": cfg.strategy,
+               "element_counts": element_counts(train_atoms),
                "n_train": len(train_atoms), "train_hash": dataset_hash(train_atoms),
                "train_files": train_files}}
     bundle.provenance = {"base_model": base.name, "strategy": cfg.strategy,
@@ -368,8 +369,8 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
                               metrics=metrics,
                               history=loop_res.history if loop_res is not None else [],
                               config=cfg)
-    if cfg.forgetting.enabled:  # error- and property-level forgetting (issue 4)
-        from ase_surftune.finetune.forgetting import forgetting_report
+    if cfg.forgetting.enabled:  # error-level forgetting; properties: evaluation.forgetting
+        from ase_surftune.finetune.forgetting import describe_set, forgetting_report
 
         metrics["forgetting"] = forgetting_report(
             bundle0, bundle, head_pairs=strategy.head_pairs() or {head: head},
@@ -377,6 +378,7 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
                 {s for a in train_atoms for s in a.get_chemical_symbols()}),
             target_before=zero_shot.get("valid") or zero_shot.get("test"),
             target_after=finetuned.get("valid") or finetuned.get("test"),
+            target_set=describe_set(valid_atoms or test_atoms),
             output_dir=out_dir, seed=cfg.seed)
         log.info("forgetting: %s", metrics["forgetting"]["summary"])
     bundle_path = bundle.save(out_dir / BUNDLE_NAME)
