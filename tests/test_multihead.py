@@ -26,6 +26,7 @@ from conftest import build_tiny_mace, make_emt_slabs
 from ase_surftune.backends.mace import MACEAdapter
 from ase_surftune.errors import ConfigError, HeadError, UnsupportedElementError
 from ase_surftune.finetune import finetune, load_config
+from ase_surftune.finetune.forgetting import ForgettingOptions
 from ase_surftune.finetune.multihead import ReplayLoss, add_head
 from ase_surftune.finetune.replay import (ReplayOptions, build_replay, bulk_candidates,
                                           pseudo_label, select_configs, structure_descriptor)
@@ -225,12 +226,16 @@ def naive_and_mhft(emt_foundation):
 
 
 def test_naive_finetuning_forgets_and_mhft_does_not(naive_and_mhft):
-    naive = naive_and_mhft["full"].metrics["forgetting"]
-    mh = naive_and_mhft["multihead"].metrics["forgetting"]
+    from ase_surftune.evaluation.forgetting import report_run
+
+    opts = ForgettingOptions(facets=["111"], vacancy=False)  # EOS + one facet: quick
+    naive = report_run(naive_and_mhft["full"], opts)
+    mh = report_run(naive_and_mhft["multihead"], opts)
     # error level, on EMT-labelled bulk hold-out structures
     nb = naive["heads"]["Default"]
     assert nb["bulk_after"]["forces_mae"] > 1.2 * nb["bulk_before"]["forces_mae"]
-    assert "(forgetting)" in naive["summary"] and "surface force MAE −" in naive["summary"]
+    assert "(FLAG: forgetting)" in naive["summary"]
+    assert "target validation (2 structures: " in naive["summary"]
     fb = mh["heads"]["Default"]
     assert fb["started_from"] == "Default"
     assert fb["bulk_after"]["forces_mae"] <= 1.10 * fb["bulk_before"]["forces_mae"]
@@ -240,14 +245,17 @@ def test_naive_finetuning_forgets_and_mhft_does_not(naive_and_mhft):
     assert mh["target"]["after"]["forces_mae"] < 0.8 * mh["target"]["before"]["forces_mae"]
     assert mh["summary"].startswith("bulk force MAE") and "[head surf]" in mh["summary"]
     # property level: lattice constant and bulk modulus per element, every head
+    assert set(mh["properties"]) == {"Default", "surf"}
     for sym in ("Cu", "Au"):
-        props = mh["properties"][sym]
-        assert set(props) == {"original:Default", "Default", "surf"}
+        props = mh["properties"]["Default"][sym]
+        assert set(props) == {"a", "B_GPa", "gamma_111"}
         for p in props.values():
-            assert 3.0 < p["a"] < 4.6 and p["B_GPa"] > 0
+            assert p["before"] > 0 and p["after"] > 0
+        assert 3.0 < props["a"]["after"] < 4.6
         # the anchored head keeps the original bulk modulus closer than naive FT
-        naive_dB = abs(naive["properties"][sym]["Default"]["B_change_percent"])
-        assert abs(props["Default"]["B_change_percent"]) < naive_dB
+        naive_dB = abs(naive["properties"]["Default"][sym]["B_GPa"]["change_percent"])
+        assert abs(props["B_GPa"]["change_percent"]) < naive_dB
+    assert any("B_GPa" in f for f in naive["flags"]) and naive["summary"].count("FLAG") >= 2
     written = json.loads((naive_and_mhft["multihead"].output_dir / "forgetting.json").read_text())
     assert written["summary"] == mh["summary"]
 

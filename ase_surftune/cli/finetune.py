@@ -67,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"{split}: forces MAE {z['forces_mae']:.4f} -> {f['forces_mae']:.4f} eV/Å, "
                   f"energy MAE {1000 * z['energy_mae_per_atom']:.2f} -> "
                   f"{1000 * f['energy_mae_per_atom']:.2f} meV/atom (zero-shot -> fine-tuned)")
+    if m.get("forgetting") and cfg.forgetting.properties and cfg.forgetting.eos:
+        from ase_surftune.evaluation.forgetting import report_run
+
+        report_run(res)  # property level: a, B, γ of low-index facets, E_vac per head
     if m.get("forgetting"):
         print(f"forgetting: {m['forgetting']['summary']}")
     print(f"best model: {res.bundle_path}")

@@ -55,6 +55,7 @@ class ForgettingOptions(BaseModel):
     n_bulk: int = Field(8, ge=1)
     #: property level (evaluation.forgetting): EOS a and B, γ of facets, vacancy E_f
     properties: bool = True
+    #: kept for older configs: ``eos: false`` also turns the property level off
     eos: bool = True
     eos_points: int = Field(7, ge=5)
     eos_range: float = Field(0.06, gt=0, lt=0.5)
@@ -109,7 +110,7 @@ def relative_energy_errors(configs: Sequence[Atoms], predicted: Sequence[float]
 
     by_comp: dict[str, list[float]] = {}
     for a, e in zip(configs, predicted):
-        by_comp.setdefault(a.get_chemical_formula(mode="reduce"), []).append(
+        by_comp.setdefault(a.get_chemical_formula(mode="hill", empirical=True), []).append(
             (float(e) - get_labels(a)[0]) / len(a))
     out = [np.asarray(v) - np.mean(v) for v in by_comp.values() if len(v) > 1]
     return np.concatenate(out) if out else np.zeros(0)
