@@ -151,6 +151,61 @@ def _shift_sum(shifts: dict[str, float], numbers: np.ndarray) -> float:
     return float(sum(shifts.get(chemical_symbols[int(z)], 0.0) for z in numbers))
 
 
+def _split_valid(cfg: FinetuneConfig, configs: list[Atoms]
+                 ) -> tuple[list[Atoms], list[Atoms], dict[str, Any]]:
+    """Split ``valid_fraction`` off the training data (by trajectory unless told not to)."""
+    from ase_surftune.data import split, split_by_trajectory
+
+    if cfg.valid_split == "random":
+        parts = split(configs, (1 - cfg.valid_fraction, cfg.valid_fraction, 0.0),
+                      seed=cfg.seed)
+        info: dict[str, Any] = {"mode": "frames", "reason": "valid_split: random"}
+    else:
+        parts, info = split_by_trajectory(configs, cfg.valid_fraction, seed=cfg.seed,
+                                          split_key=cfg.split_key)
+        if info["mode"] == "frames":
+            log.warning("validation split by frames, not trajectories (%s): frames of one "
+                        "relaxation may sit in both training and validation, so validation "
+                        "errors are optimistic", info["reason"])
+        else:
+            log.info("validation: %d of %d %s groups held out whole", len(info["valid_groups"])
+                     or 1, info["n_groups"], info["key"])
+    return parts.train, parts.valid, info
+
+
+def _monitor_indices(cfg: FinetuneConfig, train: Sequence[Atoms], valid: Sequence[Atoms]
+                     ) -> tuple[list[int] | None, str]:
+    """Validation frames that select the best epoch, and a one-line description.
+
+    Returns ``(None, why)`` when the whole validation set is watched.
+    """
+    import fnmatch
+
+    from ase_surftune.data import is_slab
+
+    if not valid or cfg.monitor_group is None:
+        return None, "whole validation set"
+    if cfg.monitor_group != "auto":
+        idx = [i for i, a in enumerate(valid)
+               if fnmatch.fnmatchcase(str(a.info.get("config_type", "")), cfg.monitor_group)]
+        if not idx:
+            raise ConfigError(f"monitor_group: {cfg.monitor_group!r} matches no validation "
+                              f"frame; config_types are "
+                              f"{sorted({str(a.info.get('config_type')) for a in valid})}")
+        return idx, f"validation frames with config_type {cfg.monitor_group!r} ({len(idx)})"
+    idx = [i for i, a in enumerate(valid) if is_slab(a)]
+    if idx:
+        return idx, f"slab (surface) validation frames ({len(idx)} of {len(valid)})"
+    if any(is_slab(a) for a in train):
+        log.warning("the training data contain slabs but the validation set has none: early "
+                    "stopping watches non-surface frames and surface accuracy is unmonitored "
+                    "(give a valid_file with slabs, or monitor_group)")
+    else:
+        log.warning("no slab (surface) frame in the data: early stopping watches the whole "
+                    "validation set and surface accuracy is unmonitored")
+    return None, "whole validation set (no slab frame in it)"
+
+
 # --------------------------------------------------------------------------- main entry
 
 
@@ -180,6 +235,7 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
     """
     t_start = time.perf_counter()
     cfg = load_config(config, **overrides)
+    split_info: dict[str, Any] | None = None
     dist = None
     if distributed:
         from ase_surftune.finetune.distributed import init_distributed
@@ -215,17 +271,14 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
     elif cfg.valid_file is not None:
         valid_atoms = _read(cfg, cfg.valid_file)
     elif cfg.valid_fraction > 0:
-        from ase_surftune.data import split
-
-        parts = split(train_atoms, (1 - cfg.valid_fraction, cfg.valid_fraction, 0.0),
-                      seed=cfg.seed)
-        train_atoms, valid_atoms = parts.train, parts.valid
+        train_atoms, valid_atoms, split_info = _split_valid(cfg, train_atoms)
     else:
         valid_atoms = []
     test_atoms = list(test) if test is not None else (
         _read(cfg, cfg.test_file) if cfg.test_file is not None else [])
     if not train_atoms:
         raise DataError("no training structures")
+    monitor_idx, monitor_desc = _monitor_indices(cfg, train_atoms, valid_atoms)
 
     # ---- model
     from ase_surftune.backends import load_model
@@ -301,7 +354,10 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
             loop_res = train_loop(model, head, params, s_train, s_valid, cfg, out_dir,
                                   resume_from=ck, extra_loss=strategy.extra_loss(),
                                   checkpoint_extra={"reference_energies": shifts},
-                                  stop_after_step=stop_after_step, dist=dist)
+                                  stop_after_step=stop_after_step, dist=dist,
+                                  monitor=None if monitor_idx is None
+                                  or len(monitor_idx) == len(s_valid)
+                                  else [s_valid[i] for i in monitor_idx])
         finally:
             model.unwrap_ddp()
         model.model.load_state_dict(loop_res.best_state)
@@ -338,6 +394,8 @@ def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *,
         "n_test": len(test_atoms), "zero_shot": zero_shot, "initial": initial,
         "finetuned": finetuned,
         "reference_energies": shifts, **strat_report,
+        "validation_split": split_info or {"mode": "given" if valid_atoms else "none"},
+        "early_stopping_monitors": monitor_desc,
         "featurize_time_s": round(t_feat, 3),
         "total_time_s": round(time.perf_counter() - t_start, 3),
     }
