@@ -157,6 +157,21 @@ def test_replay_generation_selection_and_pseudo_labels():
     assert len(reps) == 5 and all("label_source" in a.info for a in reps)
 
 
+def test_new_structures_are_pseudo_labelled_by_the_original_model():
+    from ase_surftune.finetune.replay import pseudolabel_new_structures
+
+    ad = tiny_mace()
+    slabs = make_emt_slabs(5, seed=4)
+    lab = pseudolabel_new_structures(ad, slabs, ReplayOptions(n=8, n_new=3), seed=0)
+    assert len(lab) == 3 and all(a.info["config_type"].startswith("replay-new/") for a in lab)
+    pred = ad.predict(lab)
+    assert [a.get_potential_energy() for a in lab] == pytest.approx(pred.energy, abs=0)
+    for a, f in zip(lab, pred.forces):  # the DFT/EMT labels are gone, the model's are in
+        np.testing.assert_array_equal(a.get_forces(), f)
+    assert slabs[0].get_potential_energy() == make_emt_slabs(5, seed=4)[0].get_potential_energy()
+    assert pseudolabel_new_structures(ad, slabs, ReplayOptions(pseudolabel_new=False)) == []
+
+
 def test_replay_file_checks_elements(tmp_path):
     from ase.build import bulk
 
@@ -316,6 +331,7 @@ def test_chgnet_multihead_finetune(tmp_path):
                    train=slabs[:4], valid=slabs[4:])
     m = res.metrics
     assert m["head"] == "surface" and m["multihead"]["heads"] == ["foundation", "surface"]
+    assert m["multihead"]["replay"]["n_new_pseudolabelled"] == 2  # default n_new = n
     fg = m["forgetting"]
     assert set(fg["heads"]) == {"foundation", "surface"}
     # default bulk set is labelled by the original model: 'before' error is exactly 0
