@@ -110,14 +110,18 @@ class ReplayLoss:
 
     The replay batch of optimiser step ``s`` is drawn from a generator seeded by
     ``(seed, s)`` (the loop sets :attr:`step` before each call), so runs and resumed
-    runs see the same batches.
+    runs see the same batches. ``new_samples`` (training structures pseudo-labelled by
+    the original model) form a second pool with its own batch and loss term, added to
+    the bulk term rather than taking its place in the batch: the bulk anchor keeps the
+    weight it had without them.
     """
 
     def __init__(self, samples: list, head: str, batch_size: int, weight: float,
-                 loss_cfg: Any, seed: int = 0) -> None:
+                 loss_cfg: Any, seed: int = 0, new_samples: list | None = None) -> None:
         self.samples = samples
+        self.new_samples = list(new_samples or [])
         self.head = head
-        self.batch_size = min(batch_size, len(samples))
+        self.batch_size = min(batch_size, len(samples)) if samples else 0
         self.weight = float(weight)
         self.loss_cfg = loss_cfg
         self.seed = int(seed)
@@ -125,22 +129,32 @@ class ReplayLoss:
         self._calls = 0
         self.losses: list[float] = []
 
-    def batch_indices(self, step: int) -> list[int]:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + 7_919 + int(step))
-        return torch.randperm(len(self.samples), generator=gen)[:self.batch_size].tolist()
+    def batch_indices(self, step: int, pool: int = 0) -> list[int]:
+        n = len(self.samples) if pool == 0 else len(self.new_samples)
+        bs = min(self.batch_size or n, n)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + 7_919 + 104_729 * pool
+                                            + int(step))
+        return torch.randperm(n, generator=gen)[:bs].tolist()
 
-    def __call__(self, adapter: ModelAdapter, samples: Sequence[Any],
-                 outputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    def _loss(self, adapter: ModelAdapter, chunk: list) -> torch.Tensor:
         from ase_surftune.finetune.loop import _targets, compute_loss
 
-        step = self.step if self.step is not None else self._calls
-        self._calls += 1
-        chunk = [self.samples[i] for i in self.batch_indices(step)]
         stress = self.loss_cfg.stress_weight > 0 and any(s.stress is not None for s in chunk)
         out = adapter.forward([s.graph for s in chunk], self.head, compute_stress=stress,
                               training=True)
-        tgt = _targets(chunk, adapter.dtype, adapter.device)
-        loss = compute_loss(out, tgt, self.loss_cfg)
+        return compute_loss(out, _targets(chunk, adapter.dtype, adapter.device), self.loss_cfg)
+
+    def __call__(self, adapter: ModelAdapter, samples: Sequence[Any],
+                 outputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        step = self.step if self.step is not None else self._calls
+        self._calls += 1
+        loss = None
+        for pool, src in enumerate((self.samples, self.new_samples)):
+            if src:
+                term = self._loss(adapter, [src[i] for i in self.batch_indices(step, pool)])
+                loss = term if loss is None else loss + term
+        if loss is None:
+            return None
         self.losses.append(float(loss.detach()))
         return self.weight * loss
 
@@ -223,7 +237,7 @@ class MultiheadStrategy(Strategy):
         samples = featurize_samples(adapter, self._replay, shifts=self._replay_shifts,
                                     desc="featurize replay")
         # pseudo-labelled new structures carry the original model's raw energies
-        samples += featurize_samples(adapter, self._replay_new, desc="featurize replay (new)")
+        new = featurize_samples(adapter, self._replay_new, desc="featurize replay (new)")
         cfg = self.config
         bs = self.options.replay.batch_size or (cfg.batch_size if cfg else 4)
         ratio = self.options.replay_weight / self.options.head_weight
@@ -234,7 +248,7 @@ class MultiheadStrategy(Strategy):
             loss_cfg = loss_cfg.model_copy(
                 update={"energy_weight": self.options.replay_energy_weight})
         self._replay_loss = ReplayLoss(samples, self.foundation_head, bs, ratio, loss_cfg,
-                                       seed=cfg.seed if cfg else 0)
+                                       seed=cfg.seed if cfg else 0, new_samples=new)
         return params
 
     def extra_loss(self):
