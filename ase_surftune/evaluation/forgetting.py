@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 #: low-index facets per lattice (ASE reference-state symmetry)
 LOW_INDEX_FACETS: dict[str, tuple[str, ...]] = {
     "fcc": ("111", "100", "110"), "bcc": ("110", "100", "111"), "hcp": ("0001",)}
-#: properties compared (key in :func:`element_properties`'s result → label, unit)
+#: vacuum (Å) on each side of the facet slabs
 _VACUUM = 8.0
 
 
