@@ -29,8 +29,8 @@ from typing import IO, Any, BinaryIO
 
 from ase_surftune.errors import LockedError
 
-__all__ = ["atomic_torch_save", "atomic_write_stream", "atomic_writer", "atomic_write_text", "atomic_write_bytes",
-           "atomic_write_json", "fsync_dir", "clean_orphan_temps", "exclusive_lock",
+__all__ = ["atomic_torch_save", "atomic_write_stream", "atomic_writer", "atomic_write_text",
+           "atomic_write_bytes", "atomic_write_json", "fsync_dir", "clean_orphan_temps", "exclusive_lock",
            "move_aside", "TEMP_SUFFIX"]
 
 #: Suffix of the temporary files written by :func:`atomic_writer`.
@@ -96,7 +96,7 @@ def atomic_write_json(path: str | Path, data: Any, *, indent: int | None = 2,
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename.
+    """``torch.save`` to a unique temporary file in the same folder, fsync, then rename.
 
     A crash or kill mid-write leaves the previous file (or nothing), never a truncated one.
     """

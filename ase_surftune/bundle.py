@@ -39,6 +39,7 @@ import hashlib
 import io
 import json
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,20 @@ class Bundle:
         if not shifts:
             return 0.0
         return float(sum(shifts.get(chemical_symbols[int(z)], 0.0) for z in numbers))
+
+    # ------------------------------------------------------------------ training coverage
+    def element_counts(self, head: str) -> dict[str, int] | None:
+        """``{symbol: atoms seen}`` in the data that trained ``head`` (None: not recorded)."""
+        counts = self.head_info.get(head, {}).get("element_counts")
+        return None if counts is None else {str(k): int(v) for k, v in counts.items()}
+
+    def unseen_elements(self, head: str, symbols: Sequence[str]) -> list[str]:
+        """The elements of ``symbols`` that ``head`` never saw in training ([] when the
+        bundle does not record the head's element counts)."""
+        counts = self.element_counts(head)
+        if counts is None:
+            return []
+        return sorted({s for s in symbols if counts.get(s, 0) == 0})
 
     # ------------------------------------------------------------------ predictions
     def postprocess(self, head: str, energy: float, forces: np.ndarray, numbers: np.ndarray,

@@ -16,6 +16,7 @@ the ASE plugin ``"surftune"``.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +32,11 @@ from ase_surftune.backends import load_model, parse_dtype
 from ase_surftune.backends.base import Prediction
 from ase_surftune.bundle import Bundle
 from ase_surftune.correction import LinearCorrection
+
+
+class UnseenElementWarning(UserWarning):
+    """A head is used on an element absent from the data it was trained on."""
+
 
 #: bundles shared between calculators, least recently used first
 _CACHE: OrderedDict[tuple[Any, ...], Bundle] = OrderedDict()
@@ -118,6 +124,7 @@ class SurfTuneCalculator(Calculator):
         self._head = self.bundle.resolve_head(head)
         self._correction: LinearCorrection | bool | None = (
             False if correction is False else _as_correction(correction))
+        self._warned_unseen: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------ heads
     @property
@@ -150,6 +157,23 @@ class SurfTuneCalculator(Calculator):
         return {"model": str(self.model_spec), "head": self._head,
                 "device": str(self.adapter.device)}
 
+    def _warn_unseen(self, atoms_list: Sequence[Atoms]) -> None:
+        """Warn (once per head and element) about elements the head never saw in training.
+
+        Uses the bundle's ``head_info[head]["element_counts"]`` (atoms seen per element);
+        heads without that record (e.g. a foundation model's own heads) are not checked.
+        """
+        symbols = sorted({s for a in atoms_list for s in a.get_chemical_symbols()})
+        unseen = [s for s in self.bundle.unseen_elements(self._head, symbols)
+                  if (self._head, s) not in self._warned_unseen]
+        if unseen:
+            self._warned_unseen.update((self._head, s) for s in unseen)
+            warnings.warn(f"head {self._head!r} of {self.model_spec} never saw element(s) "
+                          f"{unseen} in training (seen: "
+                          f"{sorted(self.bundle.element_counts(self._head) or {})}); its "
+                          f"predictions for them are the base model's at best",
+                          UnseenElementWarning, stacklevel=3)
+
     # ------------------------------------------------------------------ ASE API
     def calculate(self, atoms: Atoms | None = None, properties: Sequence[str] = ("energy",),
                   system_changes: Sequence[str] = all_changes) -> None:
@@ -157,6 +181,7 @@ class SurfTuneCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         self.adapter.check_atoms(atoms)
+        self._warn_unseen([atoms])
         want_stress = "stress" in properties
         if want_stress and atoms.cell.rank < 3:
             raise PropertyNotImplementedError(
@@ -193,6 +218,7 @@ class SurfTuneCalculator(Calculator):
             :class:`~ase_surftune.backends.base.Prediction` with ``energy`` (n,) eV,
             ``forces`` list of (n_i, 3) eV/Å, ``stress`` (n, 3, 3) eV/Å³ or None.
         """
+        self._warn_unseen(atoms_list)
         return self.bundle.predict(list(atoms_list), self._head, batch_size=batch_size,
                                    compute_stress=compute_stress, progress=progress,
                                    correction=self.correction or False)

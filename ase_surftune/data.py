@@ -43,11 +43,15 @@ __all__ = [
     "Split",
     "check_elements",
     "dataset_hash",
+    "element_counts",
     "get_labels",
     "label",
     "read_labelled",
     "split",
     "split_by_group",
+    "split_by_trajectory",
+    "trajectory_group",
+    "is_slab",
     "structure_hash",
     "validate_config",
     "write_labelled",
@@ -582,6 +586,17 @@ def split(configs: Sequence[Atoms], fractions: tuple[float, float, float] = (0.8
                  [configs[i] for i in sorted(test_idx)])
 
 
+def element_counts(configs: Iterable[Atoms]) -> dict[str, int]:
+    """``{symbol: number of atoms}`` over ``configs`` (JSON-able; symbols sorted by Z)."""
+    from ase.data import atomic_numbers
+
+    counts: dict[str, int] = {}
+    for atoms in configs:
+        for s in atoms.get_chemical_symbols():
+            counts[s] = counts.get(s, 0) + 1
+    return {s: counts[s] for s in sorted(counts, key=lambda x: atomic_numbers[x])}
+
+
 def _group(atoms: Atoms, group_key: str) -> str:
     return str(atoms.info.get(group_key, DEFAULT_GROUP))
 
@@ -616,6 +631,109 @@ def split_by_group(configs: Sequence[Atoms], holdout: Sequence[str] = ("Surfaces
                         f"nothing left to train on")
     parts = split(rest, (1.0 - valid_fraction, valid_fraction, 0.0), seed=seed)
     return Split(parts.train, parts.valid, test)
+
+
+#: info keys that name the relaxation/trajectory a frame belongs to (first found wins)
+TRAJECTORY_KEYS = ("trajectory", "traj_id", "system_id", "sid")
+
+
+def trajectory_group(atoms: Atoms, split_key: str | None = None) -> str | None:
+    """The relaxation/trajectory a frame belongs to, or None when nothing says so.
+
+    ``info[split_key]`` when a key is given (e.g. ``"config_type"`` when each
+    config_type is one relaxation); else the first of :data:`TRAJECTORY_KEYS` present;
+    else the source file of frames read by :func:`read_labelled` (``info["source"] =
+    "file@k"``: one file, one trajectory, as OC20 ships them).
+    """
+    if split_key is not None:
+        v = atoms.info.get(split_key)
+        return None if v is None else str(v)
+    for k in TRAJECTORY_KEYS:
+        if k in atoms.info:
+            return str(atoms.info[k])
+    src = atoms.info.get("source")
+    return str(src).rsplit("@", 1)[0] if src else None
+
+
+def is_slab(atoms: Atoms, min_vacuum: float = 4.0) -> bool:
+    """True when the structure has a vacuum gap (≥ ``min_vacuum`` Å, or no periodicity)
+    along exactly one cell direction: a slab, i.e. a surface model."""
+    if atoms.cell.rank < 3 or len(atoms) == 0:
+        return False
+    cell = atoms.cell.array
+    vol = abs(np.linalg.det(cell))
+    frac = atoms.get_scaled_positions(wrap=True)
+    gaps = 0
+    for i in range(3):
+        if not atoms.pbc[i]:
+            gaps += 1
+            continue
+        height = vol / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3]))
+        x = np.sort(frac[:, i])
+        gap = max(np.max(np.diff(x)) if len(x) > 1 else 0.0, 1.0 - x[-1] + x[0])
+        gaps += gap * height >= min_vacuum
+    return gaps == 1
+
+
+def split_by_trajectory(configs: Sequence[Atoms], valid_fraction: float, seed: int = 0,
+                        split_key: str | None = None, prefer_slabs: bool = True
+                        ) -> tuple[Split, dict[str, Any]]:
+    """Train/valid split that never puts frames of one trajectory on both sides.
+
+    Whole groups (:func:`trajectory_group`) go to validation, in a seeded random order,
+    until about ``valid_fraction`` of the frames are there (at least one group, never all).
+    With ``prefer_slabs`` and at least two groups holding slabs, one of them is put in
+    validation first, so early stopping can watch surfaces. Frames without a group
+    each form their own group; when *no* frame has one, or there is a single group,
+    the split falls back to frames (and the returned info says so).
+
+    Returns:
+        the split and ``{"mode": "trajectory" | "frames", "key": ..., "n_groups": ...,
+        "valid_groups": [...], "reason": ...}``.
+    """
+    configs = list(configs)
+    groups: dict[str, list[int]] = {}
+    n_named = 0
+    for i, a in enumerate(configs):
+        g = trajectory_group(a, split_key)
+        n_named += g is not None
+        groups.setdefault(g if g is not None else f"#frame{i}", []).append(i)
+    key = split_key or "trajectory/source file"
+    if n_named == 0 or len(groups) < 2:
+        why = ("no frame names its trajectory (set split_key, or info['trajectory'])"
+               if n_named == 0 else f"all frames belong to one {key}")
+        parts = split(configs, (1 - valid_fraction, valid_fraction, 0.0), seed=seed)
+        return parts, {"mode": "frames", "key": key, "n_groups": len(groups),
+                       "valid_groups": [], "reason": why}
+    rng = np.random.default_rng(seed)
+    names = list(groups)
+    order = [names[i] for i in rng.permutation(len(names))]
+    if prefer_slabs:
+        slabby = [g for g in order if any(is_slab(configs[i]) for i in groups[g])]
+        if len(slabby) >= 2:
+            order.remove(slabby[0])
+            order.insert(0, slabby[0])
+    target = valid_fraction * len(configs)
+    valid_groups: list[str] = []
+    n_valid = 0
+    for g in order:
+        if len(valid_groups) == len(names) - 1:  # something always trains
+            break
+        if n_valid + len(groups[g]) <= max(1.5 * target, 1.0):
+            valid_groups.append(g)
+            n_valid += len(groups[g])
+        if n_valid >= target:
+            break
+    if not valid_groups:  # every group is larger than the wanted validation share
+        valid_groups = [min(order, key=lambda g: len(groups[g]))]
+    is_valid = np.zeros(len(configs), dtype=bool)
+    for g in valid_groups:
+        is_valid[groups[g]] = True
+    parts = Split([a for a, v in zip(configs, is_valid) if not v],
+                  [a for a, v in zip(configs, is_valid) if v], [])
+    return parts, {"mode": "trajectory", "key": key, "n_groups": len(groups),
+                   "valid_groups": [g for g in valid_groups if not g.startswith("#frame")],
+                   "reason": None}
 
 
 # --------------------------------------------------------------------------- hashing

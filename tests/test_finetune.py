@@ -292,6 +292,11 @@ def test_files_from_yaml_and_cli(mace_file, tmp_path, capsys):
     assert (tmp_path / "out" / "model.stbundle").is_file()
     summary = __import__("json").loads((tmp_path / "out" / "metrics.json").read_text())
     assert summary["summary"]["n_test"] == 4
+    # the CLI adds the property level to the run's forgetting report
+    fg = __import__("json").loads((tmp_path / "out" / "forgetting.json").read_text())
+    assert set(fg["properties"]["Default"]) == {"started_from", "Cu", "Au"}
+    assert "gamma_111" in fg["properties"]["Default"]["Cu"]
+    assert f"forgetting: {fg['summary']}" in out
     # a bad config: one clear message, exit code 2, nothing written
     bad = dict(cfg, epochs="many", colour="blue", output_dir="out2")
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))

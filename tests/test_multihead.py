@@ -22,10 +22,11 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 
 from _models import chgnet_adapter, tiny_mace
-from conftest import build_tiny_mace, make_emt_slabs, save_tiny_mace
+from conftest import make_emt_slabs, save_tiny_mace
 from ase_surftune.backends.mace import MACEAdapter
 from ase_surftune.errors import ConfigError, HeadError, UnsupportedElementError
 from ase_surftune.finetune import finetune, load_config
+from ase_surftune.finetune.forgetting import ForgettingOptions
 from ase_surftune.finetune.multihead import ReplayLoss, add_head
 from ase_surftune.finetune.replay import (ReplayOptions, build_replay, bulk_candidates,
                                           pseudo_label, select_configs, structure_descriptor)
@@ -156,6 +157,21 @@ def test_replay_generation_selection_and_pseudo_labels():
     assert len(reps) == 5 and all("label_source" in a.info for a in reps)
 
 
+def test_new_structures_are_pseudo_labelled_by_the_original_model():
+    from ase_surftune.finetune.replay import pseudolabel_new_structures
+
+    ad = tiny_mace()
+    slabs = make_emt_slabs(5, seed=4)
+    lab = pseudolabel_new_structures(ad, slabs, ReplayOptions(n=8, n_new=3), seed=0)
+    assert len(lab) == 3 and all(a.info["config_type"].startswith("replay-new/") for a in lab)
+    pred = ad.predict(lab)
+    assert [a.get_potential_energy() for a in lab] == pytest.approx(pred.energy, abs=0)
+    for a, f in zip(lab, pred.forces):  # the DFT/EMT labels are gone, the model's are in
+        np.testing.assert_array_equal(a.get_forces(), f)
+    assert slabs[0].get_potential_energy() == make_emt_slabs(5, seed=4)[0].get_potential_energy()
+    assert pseudolabel_new_structures(ad, slabs, ReplayOptions(pseudolabel_new=False)) == []
+
+
 def test_replay_file_checks_elements(tmp_path):
     from ase.build import bulk
 
@@ -225,12 +241,16 @@ def naive_and_mhft(emt_foundation):
 
 
 def test_naive_finetuning_forgets_and_mhft_does_not(naive_and_mhft):
-    naive = naive_and_mhft["full"].metrics["forgetting"]
-    mh = naive_and_mhft["multihead"].metrics["forgetting"]
+    from ase_surftune.evaluation.forgetting import report_run
+
+    opts = ForgettingOptions(facets=["111"], vacancy=False)  # EOS + one facet: quick
+    naive = report_run(naive_and_mhft["full"], opts)
+    mh = report_run(naive_and_mhft["multihead"], opts)
     # error level, on EMT-labelled bulk hold-out structures
     nb = naive["heads"]["Default"]
     assert nb["bulk_after"]["forces_mae"] > 1.2 * nb["bulk_before"]["forces_mae"]
-    assert "(forgetting)" in naive["summary"] and "surface force MAE −" in naive["summary"]
+    assert "(FLAG: forgetting)" in naive["summary"]
+    assert "target validation (2 structures: " in naive["summary"]
     fb = mh["heads"]["Default"]
     assert fb["started_from"] == "Default"
     assert fb["bulk_after"]["forces_mae"] <= 1.10 * fb["bulk_before"]["forces_mae"]
@@ -240,14 +260,17 @@ def test_naive_finetuning_forgets_and_mhft_does_not(naive_and_mhft):
     assert mh["target"]["after"]["forces_mae"] < 0.8 * mh["target"]["before"]["forces_mae"]
     assert mh["summary"].startswith("bulk force MAE") and "[head surf]" in mh["summary"]
     # property level: lattice constant and bulk modulus per element, every head
+    assert set(mh["properties"]) == {"Default", "surf"}
     for sym in ("Cu", "Au"):
-        props = mh["properties"][sym]
-        assert set(props) == {"original:Default", "Default", "surf"}
+        props = mh["properties"]["Default"][sym]
+        assert set(props) == {"a", "B_GPa", "gamma_111"}
         for p in props.values():
-            assert 3.0 < p["a"] < 4.6 and p["B_GPa"] > 0
+            assert p["before"] > 0 and p["after"] > 0
+        assert 3.0 < props["a"]["after"] < 4.6
         # the anchored head keeps the original bulk modulus closer than naive FT
-        naive_dB = abs(naive["properties"][sym]["Default"]["B_change_percent"])
-        assert abs(props["Default"]["B_change_percent"]) < naive_dB
+        naive_dB = abs(naive["properties"]["Default"][sym]["B_GPa"]["change_percent"])
+        assert abs(props["B_GPa"]["change_percent"]) < naive_dB
+    assert any("B_GPa" in f for f in naive["flags"]) and naive["summary"].count("FLAG") >= 2
     written = json.loads((naive_and_mhft["multihead"].output_dir / "forgetting.json").read_text())
     assert written["summary"] == mh["summary"]
 
@@ -308,6 +331,7 @@ def test_chgnet_multihead_finetune(tmp_path):
                    train=slabs[:4], valid=slabs[4:])
     m = res.metrics
     assert m["head"] == "surface" and m["multihead"]["heads"] == ["foundation", "surface"]
+    assert m["multihead"]["replay"]["n_new_pseudolabelled"] == 2  # default n_new = n
     fg = m["forgetting"]
     assert set(fg["heads"]) == {"foundation", "surface"}
     # default bulk set is labelled by the original model: 'before' error is exactly 0
@@ -354,3 +378,33 @@ def test_molecular_elements_are_left_out_of_bulk_sets():
         assert d.min() > 1.5
     with pytest.raises(ConfigError, match="none of"):
         bulk_candidates(["H", "O"], 4)
+
+
+@pytest.mark.slow
+def test_pseudolabel_replay_keeps_foundation_gamma(tmp_path):
+    """Bundled CHGNet, new head on EMT×1.3 Cu(111) slabs (a 'stiffer functional'): the
+    new head's γ moves towards the target while the foundation head, anchored by bulk
+    replay plus the training slabs pseudo-labelled by the original model, keeps its
+    γ(111) within 3 %. (B is not asserted: it moved +6.7 % in this short run; see the
+    issue-12 report.)"""
+    from ase_surftune.backends import load_model
+    from ase_surftune.calculator import SurfTuneCalculator
+    from ase_surftune.evaluation.forgetting import element_properties
+
+    opts = ForgettingOptions(facets=["111"], vacancy=False, eos_points=5)
+    g0 = element_properties(SurfTuneCalculator(load_model("chgnet")), "Cu", opts)["gamma_111"]
+    slabs = emt_label(make_emt_slabs(8, symbols=("Cu",), seed=3), scale=1.3)
+    res = finetune({"model": "chgnet", "strategy": "multihead", "epochs": 4, "batch_size": 2,
+                    "optimizer": {"lr": 3e-4}, "scheduler": {"name": "none"}, "patience": None,
+                    "strategy_options": {"new_head": "surf", "replay_energy_weight": 100.0,
+                                         "replay": {"n": 6, "batch_size": 12}},
+                    "forgetting": {"enabled": False}, "progress": False, "plot": False,
+                    "output_dir": str(tmp_path)}, train=slabs[:6], valid=slabs[6:])
+    m = res.metrics
+    assert m["multihead"]["replay"]["n_new_pseudolabelled"] == 6
+    assert m["finetuned"]["valid"]["forces_mae"] < 0.6 * m["zero_shot"]["valid"]["forces_mae"]
+    b = res.load_bundle()
+    g = {h: element_properties(SurfTuneCalculator(b, head=h), "Cu", opts)["gamma_111"]
+         for h in ("foundation", "surf")}
+    assert abs(g["foundation"] / g0 - 1) < 0.03
+    assert g["surf"] / g0 - 1 > 0.05  # the new head learns the stiffer surface

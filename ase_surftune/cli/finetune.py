@@ -93,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
               f"(max |F_ref| {fr['max_force']:.2f} eV/Å)")
     for w in m.get("warnings", []):
         print(f"WARNING: {w}")
+    if m.get("forgetting") and cfg.forgetting.properties and cfg.forgetting.eos:
+        from ase_surftune.evaluation.forgetting import report_run
+
+        report_run(res)  # property level: a, B, γ of low-index facets, E_vac per head
     if m.get("forgetting"):
         print(f"forgetting: {m['forgetting']['summary']}")
     print(f"best model: {res.bundle_path}")

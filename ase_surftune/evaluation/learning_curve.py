@@ -349,7 +349,6 @@ def learning_curve(config: LearningCurveConfig | dict | str | Path, *,
     from tqdm.auto import tqdm
 
     from ase_surftune.evaluation.errors import evaluate_model
-    from ase_surftune.finetune import finetune
 
     cfg = load_learning_curve_config(config, **overrides)
     pool = list(train) if train is not None else _read(cfg.train_file)

@@ -213,6 +213,61 @@ def _shift_sum(shifts: dict[str, float], numbers: np.ndarray) -> float:
     return float(sum(shifts.get(chemical_symbols[int(z)], 0.0) for z in numbers))
 
 
+def _split_valid(cfg: FinetuneConfig, configs: list[Atoms]
+                 ) -> tuple[list[Atoms], list[Atoms], dict[str, Any]]:
+    """Split ``valid_fraction`` off the training data (by trajectory unless told not to)."""
+    from ase_surftune.data import split, split_by_trajectory
+
+    if cfg.valid_split == "random":
+        parts = split(configs, (1 - cfg.valid_fraction, cfg.valid_fraction, 0.0),
+                      seed=cfg.seed)
+        info: dict[str, Any] = {"mode": "frames", "reason": "valid_split: random"}
+    else:
+        parts, info = split_by_trajectory(configs, cfg.valid_fraction, seed=cfg.seed,
+                                          split_key=cfg.split_key)
+        if info["mode"] == "frames":
+            log.warning("validation split by frames, not trajectories (%s): frames of one "
+                        "relaxation may sit in both training and validation, so validation "
+                        "errors are optimistic", info["reason"])
+        else:
+            log.info("validation: %d of %d %s groups held out whole", len(info["valid_groups"])
+                     or 1, info["n_groups"], info["key"])
+    return parts.train, parts.valid, info
+
+
+def _monitor_indices(cfg: FinetuneConfig, train: Sequence[Atoms], valid: Sequence[Atoms]
+                     ) -> tuple[list[int] | None, str]:
+    """Validation frames that select the best epoch, and a one-line description.
+
+    Returns ``(None, why)`` when the whole validation set is watched.
+    """
+    import fnmatch
+
+    from ase_surftune.data import is_slab
+
+    if not valid or cfg.monitor_group is None:
+        return None, "whole validation set"
+    if cfg.monitor_group != "auto":
+        idx = [i for i, a in enumerate(valid)
+               if fnmatch.fnmatchcase(str(a.info.get("config_type", "")), cfg.monitor_group)]
+        if not idx:
+            raise ConfigError(f"monitor_group: {cfg.monitor_group!r} matches no validation "
+                              f"frame; config_types are "
+                              f"{sorted({str(a.info.get('config_type')) for a in valid})}")
+        return idx, f"validation frames with config_type {cfg.monitor_group!r} ({len(idx)})"
+    idx = [i for i, a in enumerate(valid) if is_slab(a)]
+    if idx:
+        return idx, f"slab (surface) validation frames ({len(idx)} of {len(valid)})"
+    if any(is_slab(a) for a in train):
+        log.warning("the training data contain slabs but the validation set has none: early "
+                    "stopping watches non-surface frames and surface accuracy is unmonitored "
+                    "(give a valid_file with slabs, or monitor_group)")
+    else:
+        log.warning("no slab (surface) frame in the data: early stopping watches the whole "
+                    "validation set and surface accuracy is unmonitored")
+    return None, "whole validation set (no slab frame in it)"
+
+
 # --------------------------------------------------------------------------- main entry
 
 
@@ -372,17 +427,14 @@ def _finetune_run(cfg: FinetuneConfig, out_dir: Path, ck: dict[str, Any] | None,
     strategy = get_strategy(cfg.strategy, cfg)
 
     # ---- data
+    split_info: dict[str, Any] | None = None
     train_atoms = list(train) if train is not None else _read(cfg, cfg.train_file)
     if valid is not None:
         valid_atoms = list(valid)
     elif cfg.valid_file is not None:
         valid_atoms = _read(cfg, cfg.valid_file)
     elif cfg.valid_fraction > 0:
-        from ase_surftune.data import split
-
-        parts = split(train_atoms, (1 - cfg.valid_fraction, cfg.valid_fraction, 0.0),
-                      seed=cfg.seed)
-        train_atoms, valid_atoms = parts.train, parts.valid
+        train_atoms, valid_atoms, split_info = _split_valid(cfg, train_atoms)
     else:
         valid_atoms = []
     test_atoms = list(test) if test is not None else (
@@ -402,11 +454,12 @@ def _finetune_run(cfg: FinetuneConfig, out_dir: Path, ck: dict[str, Any] | None,
         raise ConfigError(f"cannot resume from {str(out_dir / CHECKPOINT_NAME)!r}: it was "
                           f"trained on other data (dataset hash differs); give the same "
                           f"training structures, or start a new run with --overwrite")
+    monitor_idx, monitor_desc = _monitor_indices(cfg, train_atoms, valid_atoms)
 
     # ---- model
     from ase_surftune.backends import load_model
     from ase_surftune.bundle import Bundle
-    from ase_surftune.data import check_elements
+    from ase_surftune.data import check_elements, element_counts
 
     bundle0 = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
     base = bundle0.adapter
@@ -483,7 +536,10 @@ def _finetune_run(cfg: FinetuneConfig, out_dir: Path, ck: dict[str, Any] | None,
                                   checkpoint_extra={"reference_energies": shifts,
                                                     "run_id": run_id,
                                                     "train_hash": train_hash},
-                                  stop_after_step=stop_after_step, dist=dist)
+                                  stop_after_step=stop_after_step, dist=dist,
+                                  monitor=None if monitor_idx is None
+                                  or len(monitor_idx) == len(s_valid)
+                                  else [s_valid[i] for i in monitor_idx])
         finally:
             model.unwrap_ddp()
         _check_finite_state(loop_res.best_state, loop_res.best_epoch)
@@ -537,6 +593,8 @@ def _finetune_run(cfg: FinetuneConfig, out_dir: Path, ck: dict[str, Any] | None,
         "finetuned": finetuned,
         "reference_energies": shifts, "reference_energies_fit": shift_report or None,
         **strat_report,
+        "validation_split": split_info or {"mode": "given" if valid_atoms else "none"},
+        "early_stopping_monitors": monitor_desc,
         "featurize_time_s": round(t_feat, 3),
         "total_time_s": round(time.perf_counter() - t_start, 3),
     }
@@ -560,6 +618,7 @@ def _finetune_run(cfg: FinetuneConfig, out_dir: Path, ck: dict[str, Any] | None,
         **strategy.head_info(),
         head: {"trained_on": train_files or "in-memory structures",
                "n_configs": len(train_atoms), "strategy": cfg.strategy,
+               "element_counts": element_counts(train_atoms),
                "n_train": len(train_atoms), "train_hash": train_hash,
                "train_files": train_files}}
     bundle.provenance = {"base_model": base.name, "strategy": cfg.strategy,
@@ -570,8 +629,8 @@ def _finetune_run(cfg: FinetuneConfig, out_dir: Path, ck: dict[str, Any] | None,
                               metrics=metrics,
                               history=loop_res.history if loop_res is not None else [],
                               config=cfg)
-    if cfg.forgetting.enabled:  # error- and property-level forgetting (issue 4)
-        from ase_surftune.finetune.forgetting import forgetting_report
+    if cfg.forgetting.enabled:  # error-level forgetting; properties: evaluation.forgetting
+        from ase_surftune.finetune.forgetting import describe_set, forgetting_report
 
         metrics["forgetting"] = forgetting_report(
             bundle0, bundle, head_pairs=strategy.head_pairs() or {head: head},
@@ -579,6 +638,7 @@ def _finetune_run(cfg: FinetuneConfig, out_dir: Path, ck: dict[str, Any] | None,
                 {s for a in train_atoms for s in a.get_chemical_symbols()}),
             target_before=zero_shot.get("valid") or zero_shot.get("test"),
             target_after=finetuned.get("valid") or finetuned.get("test"),
+            target_set=describe_set(valid_atoms or test_atoms),
             output_dir=out_dir, seed=cfg.seed)
         log.info("forgetting: %s", metrics["forgetting"]["summary"])
     bundle_path = bundle.save(out_dir / BUNDLE_NAME)

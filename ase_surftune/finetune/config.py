@@ -99,6 +99,16 @@ class FinetuneConfig(_Strict):
     train_file: Path | list[Path] | None = None
     valid_file: Path | list[Path] | None = None
     valid_fraction: float = Field(0.1, ge=0, lt=1)
+    #: how ``valid_fraction`` is split off: whole trajectories (frames of one relaxation
+    #: never on both sides; see ``data.split_by_trajectory``) or single frames
+    valid_split: Literal["trajectory", "random"] = "trajectory"
+    #: info key naming each frame's trajectory (default: info["trajectory"]..., else the
+    #: source file); e.g. "config_type" when every config_type is one relaxation
+    split_key: str | None = None
+    #: validation frames that select the best epoch and drive early stopping: "auto" =
+    #: the slab (surface) frames when the validation set has any, else all; a fnmatch
+    #: pattern on config_type (e.g. "slab*"); None = the whole validation set
+    monitor_group: str | None = "auto"
     test_file: Path | list[Path] | None = None
     energy_key: str | None = None
     forces_key: str | None = None

@@ -427,6 +427,8 @@ def distill(config: DistillConfig | dict | str | Path, *, seeds: Sequence[Atoms]
                  "output_dir": str(out_dir), "seed": cfg.seed, "progress": cfg.progress,
                  "align_energies": True}
     train_cfg.setdefault("forgetting", {"eos": False, "n_bulk": 4})
+    # the student must track the teacher everywhere, not only on slab frames
+    train_cfg.setdefault("monitor_group", None)
     res = finetune(train_cfg, train=parts.train, valid=parts.valid, test=parts.test)
     student = res.load_bundle()
     m = res.metrics

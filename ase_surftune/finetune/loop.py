@@ -21,7 +21,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_energy_mae_per_atom",
                   "train_forces_mae", "valid_loss", "valid_energy_mae_per_atom",
                   "valid_energy_rmse_per_atom", "valid_forces_mae", "valid_forces_rmse",
-                  "valid_stress_mae", "best", "epoch_time_s"]
+                  "valid_stress_mae", "monitor_loss", "monitor_forces_mae", "best",
+                  "epoch_time_s"]
 
 
 class TrainingInterrupted(RuntimeError):
@@ -338,7 +339,8 @@ def train_loop(adapter: ModelAdapter, head: str,
                extra_loss: Callable[..., torch.Tensor | None] | None = None,
                checkpoint_extra: dict[str, Any] | None = None,
                stop_after_step: int | None = None,
-               dist: DistContext | None = None) -> LoopResult:
+               dist: DistContext | None = None,
+               monitor: Sequence[Sample] | None = None) -> LoopResult:
     """Train ``params`` of ``adapter`` on cached samples; see the module docstring.
 
     Args:
@@ -360,6 +362,9 @@ def train_loop(adapter: ModelAdapter, head: str,
             global batch is split across ranks, gradients are averaged by DDP (the adapter
             must be wrapped with ``adapter.wrap_ddp()``), training metrics are summed over
             ranks and only rank 0 writes checkpoints and metrics.
+        monitor: validation samples (e.g. the slab frames) whose loss, instead of the
+            whole validation set's, selects the best model and drives early stopping
+            and the plateau schedule; the whole set is still evaluated and logged.
     """
     output_dir = Path(output_dir)
     ckpt_path = output_dir / "checkpoint.pt"
@@ -487,6 +492,10 @@ def train_loop(adapter: ModelAdapter, head: str,
                     f"epoch {epoch + 1} (global step {st['global_step']}); the weights diverged. "
                     f"Lower optimizer.lr (now {optimizer.param_groups[0]['lr']:g}) or set "
                     f"clip_grad")
+            mm: dict[str, Any] = {}
+            if monitor:
+                mm = evaluate(adapter, head, monitor, vbs, cfg.loss)
+                vloss = float(mm["loss"])
             improved = vloss < st["best_loss"]
             if improved:
                 st["best_loss"], st["best_epoch"] = vloss, epoch + 1
@@ -501,12 +510,13 @@ def train_loop(adapter: ModelAdapter, head: str,
             scheduler.step()
         row = {"epoch": epoch + 1, "step": st["global_step"], "lr": lr,
                "train_loss": acc.mean("loss"), "train_energy_mae_per_atom": acc.mae("energy"),
-               "train_forces_mae": acc.mae("forces"), "valid_loss": vloss,
+               "train_forces_mae": acc.mae("forces"), "valid_loss": float(vm["loss"]),
                "valid_energy_mae_per_atom": vm.get("energy_mae_per_atom"),
                "valid_energy_rmse_per_atom": vm.get("energy_rmse_per_atom"),
                "valid_forces_mae": vm.get("forces_mae"),
                "valid_forces_rmse": vm.get("forces_rmse"),
-               "valid_stress_mae": vm.get("stress_mae"), "best": improved,
+               "valid_stress_mae": vm.get("stress_mae"), "monitor_loss": mm.get("loss"),
+               "monitor_forces_mae": mm.get("forces_mae"), "best": improved,
                "epoch_time_s": round(time.perf_counter() - t0, 4)}
         st["history"] = [*st["history"], row]
         if valid:

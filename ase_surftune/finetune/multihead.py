@@ -19,7 +19,13 @@ Config (``strategy: multihead``)::
       foundation_head: null    # head anchored on replay (default: the base's default)
       head_weight: 1.0         # > 0
       replay_weight: 1.0       # > 0
-      replay: {n: 32, selection: fps, strain: 0.04, rattle: 0.05, file: null, ...}
+      replay: {n: 32, selection: fps, strain: 0.04, rattle: 0.05, file: null,
+               pseudolabel_new: true, n_new: null, ...}
+
+With ``pseudolabel_new`` (default) the replay also holds up to ``n_new`` (default ``n``)
+of the *training* structures relabelled by the frozen original model: bulk-only replay
+left the foundation head's γ(110) 12 % off on a real bcc set (issue 12), because nothing
+anchored the shared trunk near the new kind of structure.
 """
 
 from __future__ import annotations
@@ -55,6 +61,10 @@ class MultiheadOptions(BaseModel):
     head_weight: float = 1.0
     replay_weight: float = 1.0
     replay: ReplayOptions = Field(default_factory=ReplayOptions)
+    #: energy weight of the replay loss (None: the run's ``loss.energy_weight``). γ, E_vac
+    #: and B are energy differences of a few meV/atom that a force-dominated loss barely
+    #: sees, so the foundation head's replay weighs energies more by default
+    replay_energy_weight: float | None = Field(None, ge=0)
 
     @field_validator("head_weight", "replay_weight")
     @classmethod
@@ -100,14 +110,18 @@ class ReplayLoss:
 
     The replay batch of optimiser step ``s`` is drawn from a generator seeded by
     ``(seed, s)`` (the loop sets :attr:`step` before each call), so runs and resumed
-    runs see the same batches.
+    runs see the same batches. ``new_samples`` (training structures pseudo-labelled by
+    the original model) form a second pool with its own batch and loss term, added to
+    the bulk term rather than taking its place in the batch: the bulk anchor keeps the
+    weight it had without them.
     """
 
     def __init__(self, samples: list, head: str, batch_size: int, weight: float,
-                 loss_cfg: Any, seed: int = 0) -> None:
+                 loss_cfg: Any, seed: int = 0, new_samples: list | None = None) -> None:
         self.samples = samples
+        self.new_samples = list(new_samples or [])
         self.head = head
-        self.batch_size = min(batch_size, len(samples))
+        self.batch_size = min(batch_size, len(samples)) if samples else 0
         self.weight = float(weight)
         self.loss_cfg = loss_cfg
         self.seed = int(seed)
@@ -115,22 +129,32 @@ class ReplayLoss:
         self._calls = 0
         self.losses: list[float] = []
 
-    def batch_indices(self, step: int) -> list[int]:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + 7_919 + int(step))
-        return torch.randperm(len(self.samples), generator=gen)[:self.batch_size].tolist()
+    def batch_indices(self, step: int, pool: int = 0) -> list[int]:
+        n = len(self.samples) if pool == 0 else len(self.new_samples)
+        bs = min(self.batch_size or n, n)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + 7_919 + 104_729 * pool
+                                            + int(step))
+        return torch.randperm(n, generator=gen)[:bs].tolist()
 
-    def __call__(self, adapter: ModelAdapter, samples: Sequence[Any],
-                 outputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    def _loss(self, adapter: ModelAdapter, chunk: list) -> torch.Tensor:
         from ase_surftune.finetune.loop import _targets, compute_loss
 
-        step = self.step if self.step is not None else self._calls
-        self._calls += 1
-        chunk = [self.samples[i] for i in self.batch_indices(step)]
         stress = self.loss_cfg.stress_weight > 0 and any(s.stress is not None for s in chunk)
         out = adapter.forward([s.graph for s in chunk], self.head, compute_stress=stress,
                               training=True)
-        tgt = _targets(chunk, adapter.dtype, adapter.device)
-        loss = compute_loss(out, tgt, self.loss_cfg)
+        return compute_loss(out, _targets(chunk, adapter.dtype, adapter.device), self.loss_cfg)
+
+    def __call__(self, adapter: ModelAdapter, samples: Sequence[Any],
+                 outputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        step = self.step if self.step is not None else self._calls
+        self._calls += 1
+        loss = None
+        for pool, src in enumerate((self.samples, self.new_samples)):
+            if src:
+                term = self._loss(adapter, [src[i] for i in self.batch_indices(step, pool)])
+                loss = term if loss is None else loss + term
+        if loss is None:
+            return None
         self.losses.append(float(loss.detach()))
         return self.weight * loss
 
@@ -146,6 +170,7 @@ class MultiheadStrategy(Strategy):
         self.options = parse_options(config.strategy_options if config else {})
         self._train: list[Atoms] = []
         self._replay: list[Atoms] = []
+        self._replay_new: list[Atoms] = []
         self._replay_loss: ReplayLoss | None = None
         self.foundation_head: str | None = None
         self.from_head: str | None = None
@@ -196,6 +221,10 @@ class MultiheadStrategy(Strategy):
             self._replay_shifts = _residual_shifts(self._replay, raw)
         else:
             self._replay_shifts = {}
+        from ase_surftune.finetune.replay import pseudolabel_new_structures
+
+        self._replay_new = pseudolabel_new_structures(adapter, self._train, o.replay,
+                                                      head=self.foundation_head, seed=seed)
         return model
 
     def train_head(self, adapter: ModelAdapter, head: str) -> str:
@@ -207,14 +236,19 @@ class MultiheadStrategy(Strategy):
         params = super().trainable_parameters(adapter)
         samples = featurize_samples(adapter, self._replay, shifts=self._replay_shifts,
                                     desc="featurize replay")
+        # pseudo-labelled new structures carry the original model's raw energies
+        new = featurize_samples(adapter, self._replay_new, desc="featurize replay (new)")
         cfg = self.config
         bs = self.options.replay.batch_size or (cfg.batch_size if cfg else 4)
         ratio = self.options.replay_weight / self.options.head_weight
         from ase_surftune.finetune.config import LossConfig
 
-        self._replay_loss = ReplayLoss(samples, self.foundation_head, bs, ratio,
-                                       cfg.loss if cfg else LossConfig(),
-                                       seed=cfg.seed if cfg else 0)
+        loss_cfg = cfg.loss if cfg else LossConfig()
+        if self.options.replay_energy_weight is not None:
+            loss_cfg = loss_cfg.model_copy(
+                update={"energy_weight": self.options.replay_energy_weight})
+        self._replay_loss = ReplayLoss(samples, self.foundation_head, bs, ratio, loss_cfg,
+                                       seed=cfg.seed if cfg else 0, new_samples=new)
         return params
 
     def extra_loss(self):
@@ -234,8 +268,12 @@ class MultiheadStrategy(Strategy):
     def head_info(self) -> dict[str, dict[str, Any]]:
         o = self.options
         src = o.replay.file or "pseudo-labelled bulk (frozen original model)"
+        if self._replay_new:
+            src += (f" + {len(self._replay_new)} training structures pseudo-labelled by the "
+                    f"frozen original model")
         return {self.foundation_head: {
-            "trained_on": f"replay: {src}", "n_configs": len(self._replay),
+            "trained_on": f"replay: {src}",
+            "n_configs": len(self._replay) + len(self._replay_new),
             "strategy": "multihead (replay)", "replay_selection": o.replay.selection,
             "replay_weight": o.replay_weight}}
 
@@ -246,7 +284,8 @@ class MultiheadStrategy(Strategy):
             "new_head": o.new_head, "from_head": self.from_head,
             "foundation_head": self.foundation_head, "heads": list(adapter.heads),
             "head_weight": o.head_weight, "replay_weight": o.replay_weight,
-            "replay": {"n": len(self._replay), "source": o.replay.file or "pseudo-label",
+            "replay": {"n": len(self._replay), "n_new_pseudolabelled": len(self._replay_new),
+                       "source": o.replay.file or "pseudo-label",
                        "selection": o.replay.selection,
                        "formulas": sorted({a.get_chemical_formula() for a in self._replay})},
         }

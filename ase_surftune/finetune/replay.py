@@ -5,6 +5,10 @@ head learns the target data. Two sources:
 
 * a user file (e.g. an MPtrj subset as extxyz) with its own labels, or relabelled by
   the frozen original model (``relabel=True``);
+* **pseudo-labelled new structures** (``pseudolabel_new``, on by default): the training
+  structures themselves (slabs, defects — the kind of structure the foundation head has
+  to keep predicting as before while the shared trunk moves), with their labels replaced
+  by the frozen original model's (:func:`pseudolabel_new_structures`);
 * **pseudo-label replay** (the offline default): bulk configurations of the elements in
   the target data — ground-state crystals from :func:`ase.build.bulk` (plus ordered
   B2 alloys of element pairs), isotropically and shear strained and rattled — labelled
@@ -35,7 +39,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ase_surftune.backends.base import ModelAdapter
 
 __all__ = ["ReplayOptions", "ground_state_bulk", "bulk_candidates", "select_configs",
-           "structure_descriptor", "pseudo_label", "build_replay", "load_replay_file"]
+           "structure_descriptor", "pseudo_label", "build_replay", "load_replay_file",
+           "pseudolabel_new_structures"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,11 @@ class ReplayOptions(BaseModel):
     include_alloys: bool = True
     seed: int | None = None
     batch_size: int | None = Field(None, ge=1)
+    #: also replay the *new* kinds of structure (the training slabs, defects...),
+    #: pseudo-labelled by the frozen original model (mace's ``--pseudolabel_replay``)
+    pseudolabel_new: bool = True
+    #: at most this many of them (farthest-point/random selection); None: ``n``
+    n_new: int | None = Field(None, ge=1)
 
 
 # --------------------------------------------------------------------------- structures
@@ -281,3 +291,28 @@ def build_replay(adapter: ModelAdapter, elements: Sequence[str], options: Replay
     log.info("replay: %d pseudo-labelled bulk structures (%s selection from %d candidates)",
              len(chosen), options.selection, len(pool))
     return pseudo_label(adapter, chosen, head, shifts=shifts)
+
+
+def pseudolabel_new_structures(adapter: ModelAdapter, train: Sequence[Atoms],
+                               options: ReplayOptions, head: str | None = None,
+                               seed: int = 0) -> list[Atoms]:
+    """Up to ``options.n_new`` (default ``options.n``) training structures relabelled by
+    ``adapter``'s ``head`` (raw energies, the frame replay targets are in).
+
+    Their own labels (DFT of the new head's target) are dropped: the foundation head
+    must keep its original answer on exactly the kind of structure the trunk now learns.
+    """
+    if not options.pseudolabel_new or not train:
+        return []
+    seed = options.seed if options.seed is not None else seed
+    n = options.n_new or options.n
+    idx = select_configs(train, n, options.selection, seed + 1)
+    chosen = []
+    for i in idx:
+        a = train[i].copy()
+        a.calc = None
+        a.info["config_type"] = f"replay-new/{train[i].info.get('config_type', 'default')}"
+        chosen.append(a)
+    log.info("replay: %d training structures pseudo-labelled by the original model "
+             "(%s selection from %d)", len(chosen), options.selection, len(train))
+    return pseudo_label(adapter, chosen, head, batch_size=options.batch_size or 8)

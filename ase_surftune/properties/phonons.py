@@ -302,7 +302,6 @@ def _reference_phonopy(reference: Any, atoms: Atoms | None, P, displacement, pri
                        symprec):
     """A Phonopy object holding the reference displacements and forces, plus a label."""
     import phonopy
-    from phonopy import Phonopy
 
     if hasattr(reference, "dataset") and hasattr(reference, "supercells_with_displacements"):
         return reference, "Phonopy object"

@@ -17,8 +17,6 @@ from ase.constraints import FixAtoms
 
 from ase_surftune.errors import ConfigError, InvalidStructureError
 from ase_surftune.properties._base import (
-    MAX_ATOMS,
-    check_size,
     EV_PER_A2_TO_J_PER_M2,
     PropertyResult,
     attach_calc,
