@@ -257,7 +257,7 @@ def test_strategies_run_and_bundle(tiny_folder, tmp_path, strategy):
     e = bundle.predict(VALID).energy
     assert np.all(np.isfinite(e))
     if strategy == "full":  # an EMT-labelled target the random model misses by far
-        assert m["finetuned"]["train"]["forces_mae"] < m["initial"]["train"]["forces_mae"]
+        assert m["finetuned"]["valid"]["forces_mae"] < m["initial"]["valid"]["forces_mae"]
     if strategy == "linear":
         assert "linear_correction" in m
 

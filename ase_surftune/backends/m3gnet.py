@@ -216,6 +216,9 @@ class M3GNetHeads(torch.nn.Module):
                 out = pot(graph, lattice, None)
         finally:
             pot.training, pot.calc_stresses, pot.calc_forces = saved
+            # M3GNet keeps every layer's features of the last call (``feature_dict``):
+            # that would hold the whole autograd graph alive and break deepcopy
+            pot.model.feature_dict = {}
         return out[0], out[1], out[2]
 
 
@@ -300,24 +303,33 @@ class M3GNetAdapter(ModelAdapter):
     def featurize(self, atoms: Atoms) -> tuple[Any, torch.Tensor]:
         """``(graph, lattice)`` for one structure: a PyG graph and its (1, 3, 3) cell.
 
-        Fully periodic and fully open structures go through matgl's ``Atoms2Graph``
-        unchanged. Mixed periodicity (slabs, wires) keeps its images only along the
-        periodic directions (pymatgen's neighbour search with a per-direction pbc).
+        Fully periodic and fully open structures get matgl's ``Atoms2Graph`` edges
+        unchanged. Mixed periodicity (slabs, wires) keeps images only along the periodic
+        directions (pymatgen's neighbour search with a per-direction pbc). Coordinates
+        and cell are stored in the adapter's dtype: matgl builds them in float32, which
+        in float64 mode would round the positions (and the stress) to float32.
         """
         pbc = np.asarray(atoms.pbc, dtype=bool)
         if pbc.all() or not pbc.any():
-            graph, lattice, _ = self._converter.get_graph(atoms)
-            return graph, lattice
-        from pymatgen.optimization.neighbors import find_points_in_spheres
+            graph, _, _ = self._converter.get_graph(atoms)
+        else:
+            from pymatgen.optimization.neighbors import find_points_in_spheres
 
-        cell = np.ascontiguousarray(atoms.cell.array, dtype=float)
-        cart = np.ascontiguousarray(atoms.get_positions(), dtype=float)
-        src, dst, images, dist = find_points_in_spheres(
-            cart, cart, r=float(self.r_max), pbc=pbc.astype(np.int64), lattice=cell, tol=1e-8)
-        keep = (src != dst) | (dist > 1e-8)
-        graph, lattice, _ = self._converter.get_graph_from_processed_structure(
-            atoms, src[keep], dst[keep], images[keep], [cell],
-            self._converter.element_types, atoms.get_scaled_positions(wrap=False), is_atoms=True)
+            cell = np.ascontiguousarray(atoms.cell.array, dtype=float)
+            cart = np.ascontiguousarray(atoms.get_positions(), dtype=float)
+            src, dst, images, dist = find_points_in_spheres(
+                cart, cart, r=float(self.r_max), pbc=pbc.astype(np.int64), lattice=cell,
+                tol=1e-8)
+            keep = (src != dst) | (dist > 1e-8)
+            graph, _, _ = self._converter.get_graph_from_processed_structure(
+                atoms, src[keep], dst[keep], images[keep], [cell],
+                self._converter.element_types, np.zeros((len(atoms), 3)), is_atoms=True)
+        if pbc.any():
+            coords, cell = atoms.get_scaled_positions(wrap=False), atoms.cell.array
+        else:  # matgl's molecule convention: Cartesian coordinates, identity "cell"
+            coords, cell = atoms.get_positions(), np.eye(3)
+        graph.frac_coords = torch.as_tensor(np.asarray(coords, dtype=float), dtype=self.dtype)
+        lattice = torch.as_tensor(np.asarray(cell, dtype=float), dtype=self.dtype)[None]
         return graph, lattice
 
     def forward(self, graphs: Sequence[Any], head: str | None = None, *,
