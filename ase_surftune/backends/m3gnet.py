@@ -33,7 +33,6 @@ import copy
 import functools
 import json
 import os
-import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -54,6 +53,10 @@ FOUNDATION_HEAD = "foundation"
 #: seconds allowed to reach the model hub before declaring the machine offline
 CONNECT_TIMEOUT_S = 3.0
 _HUB_HOST = "huggingface.co"
+#: matgl's download cache (``matgl.config.MATGL_CACHE``), known without importing matgl:
+#: ``import matgl`` pulls lightning and takes 10-60 s on a busy 2-core machine, too long
+#: for the offline failure of a named model
+MATGL_CACHE = Path.home() / ".cache" / "matgl"
 _MODEL_FILES = ("model.json", "model.pt", "state.pt")
 #: Potential constructor options kept in a payload (tensors travel in the state dict)
 _POTENTIAL_OPTIONS = ("calc_forces", "calc_stresses", "calc_hessian", "calc_magmom",
@@ -74,17 +77,14 @@ def _import_matgl() -> Any:
 def _hub_reachable(timeout: float = CONNECT_TIMEOUT_S) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         return False
-    try:
-        with socket.create_connection((_HUB_HOST, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    from ase_surftune.backends.mace import _host_reachable  # plain socket check, no mace import
+
+    return _host_reachable(f"https://{_HUB_HOST}", timeout=timeout)
 
 
 def _cached_model_files(repo_id: str) -> dict[str, Path] | None:
     """The three files of ``repo_id`` in matgl's hub cache, or None if any is missing."""
     from huggingface_hub import try_to_load_from_cache
-    from matgl.config import MATGL_CACHE
 
     paths = {}
     for fn in _MODEL_FILES:
@@ -102,9 +102,6 @@ def load_potential(source: str | Path) -> torch.nn.Module:
         ModelLoadError: missing folder/files, not an M3GNet PES model, unknown name, or
             a named model that is not cached while the hub is unreachable.
     """
-    matgl = _import_matgl()
-    from matgl.apps.pes import Potential
-
     name = str(source)
     low = name.lower()
     if low in M3GNET_NAMES:
@@ -128,6 +125,9 @@ def load_potential(source: str | Path) -> torch.nn.Module:
                 f"holds {list(_MODEL_FILES)}; named models: {sorted(M3GNET_NAMES)}")
         target = {fn: path / fn for fn in _MODEL_FILES}
         where = f"folder {name!r}"
+    matgl = _import_matgl()
+    from matgl.apps.pes import Potential
+
     try:
         if isinstance(target, dict):
             with open(target["model.json"]) as fh:
