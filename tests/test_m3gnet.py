@@ -107,6 +107,24 @@ def test_stress_is_strain_derivative_in_ev_per_a3():
     assert np.allclose(s, s.T, atol=1e-10)
 
 
+def test_nve_conserves_energy():
+    from ase import units
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.verlet import VelocityVerlet
+
+    atoms = _rattled_slab(5)
+    atoms.calc = SurfTuneCalculator(tiny())
+    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    e0 = atoms.get_total_energy()
+    dyn = VelocityVerlet(atoms, timestep=0.5 * units.fs)
+    energies = []
+    for _ in range(20):
+        dyn.run(2)
+        energies.append(atoms.get_total_energy())
+    kinetic = 1.5 * units.kB * 300 * len(atoms)
+    assert max(abs(e - e0) for e in energies) < 0.01 * kinetic
+
+
 def test_rotation_invariance():
     ad = tiny()
     atoms = _rattled_slab(3)
