@@ -181,6 +181,21 @@ def test_size_reuse_one_calculator():
         assert a.get_forces().shape == (len(a), 3)
 
 
+def test_calculator_stress_comes_with_forces_for_periodic_cells():
+    calc = SurfTuneCalculator(tiny())
+    cu = bulk("Cu", "fcc", a=3.7, cubic=True)
+    cu.rattle(0.05, seed=2)
+    cu.calc = calc
+    cu.get_forces()
+    assert "stress" in calc.results  # no second pass for get_stress
+    ref = calc.bundle.predict([cu], compute_stress=True).stress[0]
+    assert np.allclose(cu.get_stress(voigt=False), ref, atol=1e-12)
+    slab = _rattled_slab()
+    slab.calc = calc
+    slab.get_forces()
+    assert "stress" not in calc.results  # open along z: only when asked
+
+
 def test_check_atoms_and_blocks():
     ad = tiny()
     with pytest.raises(InvalidStructureError, match="not 3D"):

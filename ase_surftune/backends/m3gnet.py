@@ -227,6 +227,8 @@ class M3GNetAdapter(ModelAdapter):
 
     backend: ClassVar[str] = "m3gnet"
     needs_cell: ClassVar[bool] = False
+    #: matgl takes dE/dstrain in the same ``autograd.grad`` call as the forces
+    stress_with_forces: ClassVar[bool] = True
 
     def __init__(self, model: torch.nn.Module, name: str = "m3gnet", device: str = "cpu",
                  dtype: torch.dtype | None = None) -> None:
