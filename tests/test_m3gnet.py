@@ -335,6 +335,30 @@ def test_resume_after_kill_equals_uninterrupted(tiny_folder, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_reinitialized_keeps_statistics_and_is_seeded(tmp_path):
+    ad = tiny()
+    ad.add_head("surf")
+    torch.manual_seed(3)
+    a = ad.reinitialized()
+    torch.manual_seed(3)
+    b = ad.reinitialized()
+    old, sa, sb = ad.model.state_dict(), a.model.state_dict(), b.model.state_dict()
+    params = {n for n, _ in ad.model.named_parameters()}
+    assert a.heads == ["foundation", "surf"] and a.dtype == torch.float64
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert all(torch.equal(sa[k], old[k]) for k in sa if k not in params)  # refs, std
+    assert any(not torch.equal(sa[k], old[k]) for k in params)
+
+
+def test_config_errors_name_the_folder(tmp_path):
+    from ase_surftune.errors import ConfigError
+    from ase_surftune.finetune import load_config
+
+    with pytest.raises(ConfigError, match="M3GNet model folder not found"):
+        load_config({"model": f"m3gnet:{tmp_path / 'nope'}"})
+    assert load_config({"model": "m3gnet-mp-2021.2.8-pes"}).backend == "m3gnet"
+
+
 @pytest.mark.slow
 def test_m3gnet_teacher_distills(tiny_folder, tmp_path):
     from ase_surftune.finetune.distill import distill
