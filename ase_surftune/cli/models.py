@@ -6,7 +6,8 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list named models (CHGNet bundled, MACE-MP and M3GNet by download)")
+    p = sub.add_parser("models", help="list named models (CHGNet bundled, MACE-MP and "
+                                      "M3GNet by download)")
     p.set_defaults(func=run)
 
 
