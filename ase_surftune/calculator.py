@@ -182,8 +182,10 @@ class SurfTuneCalculator(Calculator):
         atoms = self.atoms
         self.adapter.check_atoms(atoms)
         self._warn_unseen([atoms])
-        want_stress = "stress" in properties
-        if want_stress and atoms.cell.rank < 3:
+        asked = "stress" in properties
+        want_stress = asked or (self.adapter.stress_with_forces and bool(atoms.pbc.all())
+                                and atoms.cell.rank == 3)
+        if asked and atoms.cell.rank < 3:
             raise PropertyNotImplementedError(
                 "stress needs a 3D cell; this structure has cell "
                 f"{atoms.cell.cellpar().round(3).tolist()}")

@@ -10,6 +10,10 @@ Model specs understood by :func:`load_model`:
                                or a bundle holding a MACE model
 ``"mace-mp-0-medium"``         MACE-MP foundation models via mace-torch's
                                downloader (see ``MACE_FOUNDATION_NAMES``)
+``"m3gnet:/path/folder"``      a matgl M3GNet model folder (model.json, model.pt,
+                               state.pt); needs the ``m3gnet`` extra (matgl)
+``"m3gnet-mp-2021.2.8-pes"``   matgl's named M3GNet models through matgl's loader
+                               (see ``M3GNET_NAMES``; also ``m3gnet-matpes-pbe``)
 ``"/path/model.stbundle"``     an ase_surftune model bundle
 ``"/path/file.model"``         a local MACE model file
 =============================  ==============================================
@@ -49,7 +53,7 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 
 
 def adapter_class(backend: str) -> type[ModelAdapter]:
-    """The adapter class registered for a backend name (``"chgnet"`` or ``"mace"``)."""
+    """The adapter class registered for a backend name (``"chgnet"``, ``"mace"``, ``"m3gnet"``)."""
     if backend == "chgnet":
         from ase_surftune.backends.chgnet import CHGNetAdapter
 
@@ -58,16 +62,21 @@ def adapter_class(backend: str) -> type[ModelAdapter]:
         from ase_surftune.backends.mace import MACEAdapter
 
         return MACEAdapter
-    raise ModelLoadError(f"Unknown backend {backend!r}; known: ['chgnet', 'mace']")
+    if backend == "m3gnet":
+        from ase_surftune.backends.m3gnet import M3GNetAdapter
+
+        return M3GNetAdapter
+    raise ModelLoadError(f"Unknown backend {backend!r}; known: ['chgnet', 'mace', 'm3gnet']")
 
 
 def available_models() -> list[str]:
     """Named model specs (local files and bundles are accepted too)."""
     from ase_surftune.backends.chgnet import CHGNET_VERSIONS
+    from ase_surftune.backends.m3gnet import M3GNET_NAMES
     from ase_surftune.backends.mace import MACE_FOUNDATION_NAMES
 
     return (["chgnet"] + [f"chgnet-{v}" for v in CHGNET_VERSIONS]
-            + sorted(MACE_FOUNDATION_NAMES))
+            + sorted(MACE_FOUNDATION_NAMES) + sorted(M3GNET_NAMES))
 
 
 def load_adapter(spec: str, device: str = "cpu",
@@ -129,6 +138,11 @@ def load_model(spec: Any, device: str = "cpu",
             return bundle
         return Bundle(adapter=MACEAdapter.load_file(spec[5:], device=device, dtype=tdtype,
                                                     trust=trust))
+    if low.startswith("m3gnet:") or low in _m3gnet_names():
+        from ase_surftune.backends.m3gnet import M3GNetAdapter
+
+        source = spec[7:] if low.startswith("m3gnet:") else low
+        return Bundle(adapter=M3GNetAdapter.load(source, device=device, dtype=tdtype))
     from ase_surftune.backends.mace import MACE_FOUNDATION_NAMES
 
     if low in MACE_FOUNDATION_NAMES or low.startswith("mace-mp:"):
@@ -146,4 +160,11 @@ def load_model(spec: Any, device: str = "cpu",
         return Bundle.load(path, device=device, dtype=tdtype, trust=trust)
     raise ModelLoadError(
         f"Unknown model {spec!r}: not a known name and no such file. Known names: "
-        f"{available_models()}; or pass 'mace:/path/file.model' or a bundle path")
+        f"{available_models()}; or pass 'mace:/path/file.model', 'm3gnet:/path/folder' "
+        f"or a bundle path")
+
+
+def _m3gnet_names() -> dict[str, str]:
+    from ase_surftune.backends.m3gnet import M3GNET_NAMES
+
+    return M3GNET_NAMES

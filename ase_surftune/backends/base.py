@@ -86,6 +86,10 @@ class ModelAdapter(ABC):
     supported_dtypes: ClassVar[tuple[torch.dtype, ...]] = (torch.float32, torch.float64)
     #: whether the backend needs a periodic cell (CHGNet does, MACE does not).
     needs_cell: ClassVar[bool] = False
+    #: whether the stress comes out of the forces' backward pass at little extra cost
+    #: (M3GNet): the calculator then computes it with the forces for fully periodic
+    #: cells, so that a later ``get_stress`` does not repeat the whole pass.
+    stress_with_forces: ClassVar[bool] = False
     #: a DistributedDataParallel wrapper of :attr:`model` during data-parallel training;
     #: ``forward`` routes through it so gradients are averaged over ranks.
     ddp: torch.nn.Module | None = None

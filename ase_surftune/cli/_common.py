@@ -38,7 +38,8 @@ def add_model_args(parser: argparse.ArgumentParser, *, reference: bool = True) -
     """--model/--head/--device (and --reference) as every property command takes them."""
     parser.add_argument("-m", "--model", default="chgnet",
                         help="model spec: chgnet, chgnet-0.2.0, mace:/path.model, "
-                             "mace-mp-0-medium or a bundle path (default: chgnet)")
+                             "mace-mp-0-medium, m3gnet:/folder or a bundle path "
+                             "(default: chgnet)")
     parser.add_argument("--head", default=None, help="head of a multi-head model")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     add_trust_arg(parser)

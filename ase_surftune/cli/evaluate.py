@@ -20,8 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "and parity plots; prints the table.")
     p.add_argument("data", nargs="+", help="labelled structure file(s) (extxyz, traj, ...)")
     p.add_argument("-m", "--model", action="append", default=None, metavar="SPEC",
-                   help="model spec, repeatable: chgnet, mace:/x.model, run/model.stbundle, "
-                        "run/model.stbundle@HEAD (one head), or a reference such as emt "
+                   help="model spec, repeatable: chgnet, mace:/x.model, m3gnet:/folder, "
+                        "run/model.stbundle, run/model.stbundle@HEAD (one head), or a "
+                        "reference such as emt "
                         "(default: chgnet)")
     p.add_argument("--align", choices=("stored", "none", "self"), default="stored",
                    help="energy reference: 'stored' (default) the model's own calibration "

@@ -6,7 +6,8 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list named models (CHGNet bundled, MACE-MP by download)")
+    p = sub.add_parser("models", help="list named models (CHGNet bundled, MACE-MP and "
+                                      "M3GNet by download)")
     p.set_defaults(func=run)
 
 
@@ -14,7 +15,9 @@ def run(args: argparse.Namespace) -> int:
     from ase_surftune.backends import available_models
 
     for name in available_models():
-        where = "bundled, offline" if name.startswith("chgnet") else "downloaded by mace-torch"
+        where = ("bundled, offline" if name.startswith("chgnet") else
+                 "downloaded by matgl (m3gnet extra)" if name.startswith("m3gnet")
+                 else "downloaded by mace-torch")
         print(f"{name:24s} {where}")
-    print("also: mace:/path/file.model, /path/model.stbundle")
+    print("also: mace:/path/file.model, m3gnet:/path/folder, /path/model.stbundle")
     return 0

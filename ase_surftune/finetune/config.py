@@ -252,7 +252,7 @@ class FinetuneConfig(_Strict):
 
 
 def infer_backend(spec: str) -> str:
-    """``"chgnet"`` or ``"mace"`` for a model spec, without loading the model.
+    """``"chgnet"``, ``"mace"`` or ``"m3gnet"`` for a model spec, without loading the model.
 
     Raises:
         ValueError: unknown name or missing file (message lists the known names).
@@ -267,6 +267,12 @@ def infer_backend(spec: str) -> str:
             raise ValueError(f"MACE model file not found: {spec[5:]!r}; give an existing "
                              f"file as mace:/path/file.model")
         return "mace"
+    if low.startswith("m3gnet:"):
+        if not Path(spec[7:], "model.json").is_file():
+            raise ValueError(f"M3GNet model folder not found (no model.json): {spec[7:]!r}")
+        return "m3gnet"
+    if low.startswith("m3gnet-") and low in available_models():
+        return "m3gnet"
     if low.startswith(("mace-", "mace-mp:")):
         if low in available_models() or low.startswith("mace-mp:"):
             return "mace"
@@ -291,7 +297,8 @@ def infer_backend(spec: str) -> str:
             raise ValueError(f"{spec!r} is neither a MACE .model file nor a model "
                              f"bundle ({exc})") from exc
     raise ValueError(f"unknown model {spec!r}: not a known name and no such file; known "
-                     f"names: {available_models()}, or 'mace:/path/file.model', or a "
+                     f"names: {available_models()}, or 'mace:/path/file.model', "
+                     f"'m3gnet:/path/folder', or a "
                      f"bundle path")
 
 

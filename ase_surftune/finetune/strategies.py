@@ -103,7 +103,7 @@ class Strategy:
 
     name: ClassVar[str] = ""
     trains: ClassVar[bool] = True
-    backends: ClassVar[tuple[str, ...]] = ("chgnet", "mace")
+    backends: ClassVar[tuple[str, ...]] = ("chgnet", "mace", "m3gnet")
     #: the starting weights are the base model's (so the zero-shot reference-energy
     #: alignment applies unchanged); False for ``scratch``.
     keeps_base_weights: ClassVar[bool] = True
@@ -259,6 +259,8 @@ class ScratchStrategy(Strategy):
                 return _scratch_chgnet(adapter)
             if adapter.backend == "mace":
                 return _scratch_mace(adapter)
+            if adapter.backend == "m3gnet":
+                return adapter.reinitialized()
         finally:
             torch.set_rng_state(rng_state)
         raise ConfigError(f"strategy 'scratch' does not support backend {adapter.backend!r}")
