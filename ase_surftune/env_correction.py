@@ -370,7 +370,8 @@ def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
 
     rows, ys = [], []
     w_f = 1.0 / np.sqrt(f_ref.size)
-    bf = np.concatenate([b.forces.reshape(k_res, -1) for b in bases], axis=1).T
+    bf = np.concatenate([b.forces.reshape(k_res, 3 * b.forces.shape[1]) for b in bases],
+                        axis=1).T
     cols = [f_mod[:, None]] if free_scale else []
     cols += [bf, np.zeros((f_ref.size, n_el))]
     rows.append(w_f * np.hstack(cols))
