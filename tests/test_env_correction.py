@@ -159,3 +159,17 @@ def test_bad_input_is_refused():
         fit_env_correction(EMT(), frames, scale="bogus")
     with pytest.raises(ValueError, match="coefficients"):
         EnvCorrection.from_dict({"scale": 1.0, "rc": 3.0, "n_pair": 2, "coefficients": [1.0]})
+
+
+def test_group_without_force_signal_gets_no_slope():
+    """An ideal bulk cell has zero forces: its s is None ('n/a'), never a number."""
+    from ase_surftune.env_correction import per_group_scales
+
+    ideal = _label([bulk("Cu", cubic=True)], EMT())[0]
+    ideal.info["config_type"] = "bulk_eq"
+    rattled = _label(_frames()[:1], EMT())[0]
+    f0 = [np.zeros((len(ideal), 3)), 0.7 * rattled.get_forces()]
+    out = per_group_scales([ideal, rattled], f0, [f0[0], rattled.get_forces()])
+    assert out["bulk_eq"]["s_before"] is None and out["bulk_eq"]["s_after"] is None
+    assert out["bulk"]["s_before"] == pytest.approx(0.7)
+    assert out["bulk"]["s_after"] == pytest.approx(1.0)
