@@ -15,7 +15,7 @@ with smooth short-range functions (zero value and slope at the cutoff ``rc``):
     g(r)   = (1 − r/rc)^3
 
 E′ is in eV. Forces are F′ = −∇E′ = a·F_m + (analytic residual forces) in eV/Å and the
-stress is σ′ = (1/V) ∂E′/∂ε = a·σ_m + (analytic residual virial / V) in eV/Å³ (ASE sign
+stress is σ′ = (1/V) ∂E′/∂ε = a·σ_m + (residual virial / V) in eV/Å³ (ASE sign
 convention), so MD with the corrected potential conserves energy when the model does.
 
 The pair term adds the missing curvature near the nearest-neighbour distance. The

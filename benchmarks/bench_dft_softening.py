@@ -40,7 +40,6 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +216,8 @@ def tables(results: dict[str, Any], fit_groups: set[str]) -> str:
                                                  for g in groups) + " |")
     props = [("gamma_111", "γ(111) J/m²"), ("gamma_100", "γ(100) J/m²"),
              ("barrier", "hop barrier eV"), ("B", "B GPa"), ("a0", "a0 Å")]
-    lines.append("\nProperties (reference row = the labels, PBE in the study; ratio to it in brackets):\n")
+    lines.append("\nProperties (reference row = the labels, PBE in the study; ratio to it "
+                 "in brackets):\n")
     lines.append("| model | " + " | ".join(p[1] for p in props) + " |")
     lines.append("|---" * (len(props) + 1) + "|")
     ref = results["pbe_properties"]
