@@ -8,14 +8,13 @@ import logging
 import mace  # noqa: F401  (before e3nn)
 import numpy as np
 import pytest
-import torch
 from ase import Atoms
 from ase.build import bulk, fcc111
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 
-from conftest import build_tiny_mace, make_emt_slabs
+from conftest import make_emt_slabs, save_tiny_mace
 from ase_surftune.data import is_slab, read_labelled, split_by_trajectory, trajectory_group
 from ase_surftune.errors import ConfigError
 from ase_surftune.finetune import finetune
@@ -100,8 +99,7 @@ def test_split_groups_by_source_file_and_falls_back_honestly(tmp_path):
 
 @pytest.fixture(scope="module")
 def mace_file(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("m") / "tiny.model"
-    torch.save(build_tiny_mace(seed=0), path)
+    path = save_tiny_mace(tmp_path_factory.mktemp("m") / "tiny.stbundle", seed=0)
     return str(path)
 
 
