@@ -30,8 +30,8 @@ from typing import IO, Any, BinaryIO
 from ase_surftune.errors import LockedError
 
 __all__ = ["atomic_torch_save", "atomic_write_stream", "atomic_writer", "atomic_write_text",
-           "atomic_write_bytes", "atomic_write_json", "fsync_dir", "clean_orphan_temps", "exclusive_lock",
-           "move_aside", "TEMP_SUFFIX"]
+           "atomic_write_bytes", "atomic_write_json", "fsync_dir", "clean_orphan_temps",
+           "exclusive_lock", "move_aside", "load_yaml", "TEMP_SUFFIX"]
 
 #: Suffix of the temporary files written by :func:`atomic_writer`.
 TEMP_SUFFIX = ".tmp"
@@ -189,3 +189,30 @@ def move_aside(path: str | Path) -> Path:
     os.replace(path, dest)
     fsync_dir(path.parent)
     return dest
+
+
+def load_yaml(path: str | Path | None) -> dict[str, Any]:
+    """Read a YAML mapping (empty dict for ``None``); clear error if not a mapping."""
+    if path is None:
+        return {}
+    import yaml
+
+    from ase_surftune.errors import ConfigError
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"Config file not found: {str(p)!r}")
+    try:
+        with p.open(encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(exc, "problem", None) or str(exc).split("\n")[0]
+        raise ConfigError(f"Config {str(p)!r} is not valid YAML{at}: {problem}; fix the "
+                          f"syntax (indentation, 'key: value', matching quotes/brackets)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"Config {str(p)!r} is not a text (UTF-8) YAML file") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config {str(p)!r} must be a YAML mapping, got {type(data).__name__}")
+    return data

@@ -6,32 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ase_surftune.errors import ConfigError
-
-
-def load_yaml(path: str | Path | None) -> dict[str, Any]:
-    """Read a YAML mapping (empty dict for ``None``); clear error if not a mapping."""
-    if path is None:
-        return {}
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"Config file not found: {str(p)!r}")
-    try:
-        with p.open(encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        problem = getattr(exc, "problem", None) or str(exc).split("\n")[0]
-        raise ConfigError(f"Config {str(p)!r} is not valid YAML{at}: {problem}; fix the "
-                          f"syntax (indentation, 'key: value', matching quotes/brackets)") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"Config {str(p)!r} is not a text (UTF-8) YAML file") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"Config {str(p)!r} must be a YAML mapping, got {type(data).__name__}")
-    return data
+from ase_surftune._io import load_yaml  # noqa: F401  (the commands' YAML reader)
 
 
 def add_model_args(parser: argparse.ArgumentParser, *, reference: bool = True) -> None:

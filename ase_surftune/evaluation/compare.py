@@ -147,7 +147,7 @@ def load_compare_config(config: CompareConfig | dict[str, Any] | str | Path | No
     elif isinstance(config, dict):
         data = dict(config)
     else:
-        from ase_surftune.cli._common import load_yaml
+        from ase_surftune._io import load_yaml
 
         data = load_yaml(config)
         if data.get("bulk_file") is not None and not Path(data["bulk_file"]).is_absolute():

@@ -130,7 +130,7 @@ def load_learning_curve_config(config: LearningCurveConfig | dict | str | Path,
     elif isinstance(config, dict):
         data = dict(config)
     else:
-        from ase_surftune.cli._common import load_yaml
+        from ase_surftune._io import load_yaml
 
         data = load_yaml(config)
         base = Path(config).resolve().parent

@@ -335,7 +335,7 @@ def load_config(config: FinetuneConfig | dict[str, Any] | str | Path,
         data = config.model_dump()
         source = "(object)"
     elif isinstance(config, (str, Path)):
-        from ase_surftune.cli._common import load_yaml
+        from ase_surftune._io import load_yaml
 
         data = load_yaml(config)
         source = repr(str(config))

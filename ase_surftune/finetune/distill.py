@@ -103,7 +103,7 @@ def load_distill_config(config: DistillConfig | dict | str | Path, **overrides: 
     if isinstance(config, DistillConfig):
         data = config.model_dump()
     elif isinstance(config, (str, Path)):
-        from ase_surftune.cli._common import load_yaml
+        from ase_surftune._io import load_yaml
 
         data = load_yaml(config)
         base = Path(config).resolve().parent
