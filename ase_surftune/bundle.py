@@ -265,11 +265,6 @@ class Bundle:
             raise HeadError(f"Bundle default head {bundle.default_head!r} not in {adapter.heads}")
         return bundle
 
-    @staticmethod
-    def is_bundle_file(path: str | Path) -> bool:
-        """Cheap check whether ``path`` looks like a bundle (either version); reads no data."""
-        return bundle_file_version(path) is not None
-
     def summary(self) -> dict[str, Any]:
         """Plain-dict description: model, heads (with training data), shifts, corrections."""
         return {

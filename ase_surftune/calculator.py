@@ -225,10 +225,6 @@ class SurfTuneCalculator(Calculator):
                                    compute_stress=compute_stress, progress=progress,
                                    correction=self.correction or False)
 
-    def get_forces_and_energy(self, atoms: Atoms) -> tuple[np.ndarray, float]:
-        """Convenience: (forces eV/Å, energy eV) for one structure."""
-        return self.get_forces(atoms), self.get_potential_energy(atoms)
-
 
 def _check_finite(energy: float, forces: np.ndarray, stress: np.ndarray | None,
                   atoms: Atoms, model: Any) -> None:

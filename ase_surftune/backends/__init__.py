@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ase_surftune.backends.base import ModelAdapter
     from ase_surftune.bundle import Bundle
 
-__all__ = ["load_model", "load_adapter", "adapter_class", "available_models"]
+__all__ = ["load_model", "adapter_class", "available_models"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64,
            torch.float32: torch.float32, torch.float64: torch.float64}
@@ -77,13 +77,6 @@ def available_models() -> list[str]:
 
     return (["chgnet"] + [f"chgnet-{v}" for v in CHGNET_VERSIONS]
             + sorted(MACE_FOUNDATION_NAMES) + sorted(M3GNET_NAMES))
-
-
-def load_adapter(spec: str, device: str = "cpu",
-                 dtype: str | torch.dtype | None = None, *,
-                 trust: bool | None = None) -> ModelAdapter:
-    """Load the bare backend adapter for a named model or model file (not a bundle)."""
-    return load_model(spec, device=device, dtype=dtype, trust=trust).adapter
 
 
 def load_model(spec: Any, device: str = "cpu",

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -143,9 +143,6 @@ class ModelAdapter(ABC):
 
         Every trainable parameter of :attr:`model` belongs to exactly one block.
         """
-
-    def iter_named_parameters(self) -> Iterator[tuple[str, torch.nn.Parameter]]:
-        return iter(self.model.named_parameters())
 
     def describe(self) -> dict[str, Any]:
         """Plain-dict summary (name, backend, heads, elements, r_max, dtype, device, blocks)."""
