@@ -1,7 +1,8 @@
 """Study: correcting bundled CHGNet's softening on real PBE data (Cu), issue 12.
 
 Reads the GPAW PBE labels written by ``benchmarks/dft_cu_set.py`` (resumable cache,
-default ``/work/dft_cache/cu_pbe/labels.extxyz``; run that first) and compares, on the
+default ``../dft_cache/cu_pbe/labels.extxyz`` next to the repository, or
+$SURFTUNE_DFT_CACHE; run that first) and compares, on the
 same structures:
 
 * ``zero-shot``       bundled CHGNet
@@ -140,7 +141,7 @@ def group_metrics(vals: dict[str, tuple[float, np.ndarray]],
 
 def corrections(chgnet: Any, fit: list[Atoms]) -> dict[str, tuple[Any, dict[str, Any]]]:
     """Every correction candidate fitted on ``fit``: name -> (calculator, description)."""
-    lin = fit_linear_correction_from_calc(fit, chgnet)
+    lin = fit_linear_correction_from_calc(fit, chgnet, fit="mse")  # the former default
     scalar_mse = EnvCorrection(scale=lin.scale, shifts=lin.shifts, rc=RC, n_pair=0,
                                embed_powers=(), coefficients=[])
     specs: dict[str, dict[str, Any]] = {

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_finetune.py chgnet-speed   # our loop vs chgnet's Trainer
     python benchmarks/bench_finetune.py mace-speed     # our loop vs mace_run_train
-    python benchmarks/bench_finetune.py oc20 --data /work/shared/data/oc20-debug
+    python benchmarks/bench_finetune.py oc20 --data ../shared/data/oc20-debug
 
 Speed: both contenders train the same model on the same EMT-labelled slabs with the same
 batch size, validating and checkpointing every epoch. Each contender runs in its own
@@ -377,7 +377,8 @@ def main(argv=None) -> int:
     p.add_argument("--n-train", type=int, default=24)
     p.add_argument("--n-valid", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--data", default="/work/shared/data/oc20-debug")
+    p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"
+                                            / "oc20-debug"))
     p.add_argument("--max-atoms", type=int, default=80)
     p.add_argument("--frames-per-traj", type=int, default=4)
     p.add_argument("--test-fraction", type=float, default=0.3)

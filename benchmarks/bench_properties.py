@@ -20,14 +20,14 @@ which gives both sides one BLAS thread (the header prints the thread counts in f
 matcalc is a benchmark-only dependency (the ``bench`` extra in setup.cfg). Install
 it with the torch pin so it cannot pull another torch::
 
-    /work/main/.venv/bin/pip install -c /work/main/constraints.txt matcalc
+    .venv/bin/pip install -c constraints.txt matcalc
 
 (matcalc 0.7.0 needs no matgl/dgl; it added only scikit-learn, huggingface_hub and
 small HTTP helpers, leaving torch 2.13.0, chgnet and mace-torch unchanged.)
 
 Run::
 
-    /work/main/.venv/bin/python benchmarks/bench_properties.py [--json out.json]
+    .venv/bin/python benchmarks/bench_properties.py [--json out.json]
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ Groups:
                        hop mid-point (→ vacancy barrier on a fixed, linear path)
 
 Labels go through :func:`ase_surftune.data.label` (resumable, each frame fsync'ed), into
-``/work/dft_cache/cu_pbe/labels.extxyz`` by default, never into the repository::
+``../dft_cache/cu_pbe/labels.extxyz`` (next to the repository, or
+``$SURFTUNE_DFT_CACHE``) by default, never into the repository::
 
     nice -n 10 python benchmarks/dft_cu_set.py [--out DIR] [--only GROUP ...]
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -36,7 +38,10 @@ from ase.calculators.calculator import Calculator, all_changes
 #: models are scored on the very same geometries, so it only has to be reasonable
 A0 = 3.63
 VACUUM = 6.0  # Å on each side of the slabs
-DEFAULT_OUT = Path("/work/dft_cache/cu_pbe")
+#: label cache (outside the repository: DFT labels are never committed); override with
+#: $SURFTUNE_DFT_CACHE or --cache
+DEFAULT_OUT = Path(os.environ.get("SURFTUNE_DFT_CACHE",
+                                  Path(__file__).resolve().parents[2] / "dft_cache" / "cu_pbe"))
 EOS_STRAINS = (-0.02, -0.01, 0.0, 0.01, 0.02)
 
 

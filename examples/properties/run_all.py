@@ -1,6 +1,6 @@
 """Runnable tour of the property workflows with EMT (seconds on a laptop).
 
-    /work/main/.venv/bin/python examples/properties/run_all.py [outdir]
+    .venv/bin/python examples/properties/run_all.py [outdir]
 
 Swap ``EMT()`` for ``SurfTuneCalculator("chgnet")`` (or any ASE calculator) to
 measure a model with exactly the same code.
