@@ -32,6 +32,7 @@ def _config(tmp_path, emt_slabs, tiny_mace_model):
     return path
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_match_single_process(tmp_path, emt_slabs, tiny_mace_model):
     cfg = _config(tmp_path, emt_slabs, tiny_mace_model)
     single = finetune(cfg, output_dir=str(tmp_path / "single"))

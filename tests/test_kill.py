@@ -136,6 +136,7 @@ def test_restart_keeps_a_backup(tmp_path):
     assert len(backups) == 1 and backups[0].read_bytes() == before
 
 
+@pytest.mark.slow
 def test_two_finetune_runs_into_one_folder(tmp_path):
     model = save_tiny_mace(tmp_path / "tiny.stbundle")
     ase.io.write(tmp_path / "train.xyz", make_emt_slabs(4, size=(1, 1, 3)))

@@ -240,6 +240,7 @@ def naive_and_mhft(emt_foundation):
     return out
 
 
+@pytest.mark.slow
 def test_naive_finetuning_forgets_and_mhft_does_not(naive_and_mhft):
     from ase_surftune.evaluation.forgetting import report_run
 
@@ -275,6 +276,7 @@ def test_naive_finetuning_forgets_and_mhft_does_not(naive_and_mhft):
     assert written["summary"] == mh["summary"]
 
 
+@pytest.mark.slow
 def test_multihead_bundle_heads_calculator_and_cli(naive_and_mhft):
     from ase_surftune.bundle import Bundle
     from ase_surftune.calculator import SurfTuneCalculator
@@ -380,6 +382,7 @@ def test_molecular_elements_are_left_out_of_bulk_sets():
         bulk_candidates(["H", "O"], 4)
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_pseudolabel_replay_keeps_foundation_gamma(tmp_path):
     """Bundled CHGNet, new head on EMT×1.3 Cu(111) slabs (a 'stiffer functional'): the

@@ -79,6 +79,7 @@ def test_label_through_a_process_pool_writes_as_it_goes_and_resumes(tmp_path):
     assert get_labels(par[0])[0] == pytest.approx(get_labels(serial[0])[0], abs=1e-10)
 
 
+@pytest.mark.slow
 def test_evaluate_and_compare_with_executor_report_failures_in_place(tmp_path):
     from ase.build import fcc111
 
@@ -104,6 +105,7 @@ def test_evaluate_and_compare_with_executor_report_failures_in_place(tmp_path):
     assert "no-such-model" in failed[0].details["error"]
 
 
+@pytest.mark.slow
 def test_learning_curve_points_through_a_process_pool(tiny_mace_file, tmp_path):
     from conftest import make_emt_slabs
 

@@ -28,6 +28,7 @@ def test_nve_energy_conservation_1000_steps(tmp_path):
     assert lines[0].startswith("step,time_fs,T_K") and len(lines) == 1 + 1000 // 20 + 1
 
 
+@pytest.mark.slow
 def test_nvt_langevin_mean_temperature():
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((3, 3, 2))  # 72 atoms
     res = run_md(atoms, EMT(), "nvt_langevin", steps=300, timestep=4.0, temperature=500,

@@ -21,6 +21,7 @@ def _al100():
     return slab
 
 
+@pytest.mark.slow
 def test_au_on_al100_tutorial_barrier(tmp_path):
     """ASE's NEB tutorial (Au adatom hollow→hollow on Al(100), EMT): barrier ≈ 0.37 eV."""
     calc = EMT()
@@ -49,6 +50,7 @@ def test_factory_and_linear_interpolation_agree():
     assert a.barrier_forward == pytest.approx(0.37, abs=0.01)
 
 
+@pytest.mark.slow
 def test_vacancy_hop_cu():
     res = vacancy_migration(bulk("Cu", "fcc", a=3.59, cubic=True), EMT(), supercell=(2, 2, 2),
                             n_images=3, fmax=0.05)

@@ -249,6 +249,7 @@ def _child(code: str, env: dict[str, str | None] | None = None) -> subprocess.Co
 
 
 @pytest.mark.parametrize("before", [None, "0"])
+@pytest.mark.slow
 def test_importing_mace_restores_env_in_process_and_children(before):
     code = (
         "import os, subprocess, sys\n"
@@ -265,6 +266,7 @@ def test_importing_mace_restores_env_in_process_and_children(before):
     assert f"self {before}" in res.stdout and f"child {before}" in res.stdout
 
 
+@pytest.mark.slow
 def test_crafted_files_in_child_process_with_mace_imported(tmp_path, good_bundle, marker):
     crafted = _crafted(tmp_path, good_bundle, marker)
     ck = tmp_path / "checkpoint.pt"
