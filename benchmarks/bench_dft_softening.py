@@ -16,6 +16,8 @@ same structures:
 * ``env +E,σ``        as ``env`` with energies weighted ×10 and stresses (×100) in the fit
 * ``frozen``          fine-tuned, first 3 blocks frozen (package finetune API)
 * ``multihead``       new head ``pbe`` on the shared trunk, foundation head on replay
+                      (bulk cells + the training structures pseudo-labelled by CHGNet)
+* ``multihead bulk-replay``  the same, replaying only pseudo-labelled bulk cells
 
 Every correction and fine-tune is fitted on the same 3 structures (``FIT_NAMES``: a
 rattled vacancy cell, a compressed bulk cell, a rattled (111) slab); every number in
@@ -178,12 +180,18 @@ def finetuned(fit: list[Atoms], workdir: Path, epochs: int) -> dict[str, tuple[A
                       "strategy_options": {"new_head": "pbe", "replay_weight": 5.0,
                                            "replay": {"n": 16, "selection": "fps",
                                                       "max_atoms": 8}}},
+        # the same without pseudo-labelled training slabs in the foundation head's replay
+        "multihead bulk-replay": {
+            "strategy": "multihead", "forgetting": {"enabled": False},
+            "strategy_options": {"new_head": "pbe", "replay_weight": 5.0,
+                                 "replay": {"n": 16, "selection": "fps", "max_atoms": 8,
+                                            "pseudolabel_new": False}}},
     }
     for name, extra in runs.items():
         t0 = time.perf_counter()
         res = finetune({**common, **extra, "output_dir": str(workdir / name)},
                        train=fit, valid=fit)
-        head = "pbe" if name == "multihead" else None
+        head = "pbe" if name.startswith("multihead") else None
         calc = SurfTuneCalculator(str(res.bundle_path), head=head)
         out[name] = (calc, {"epochs": epochs, "seconds": time.perf_counter() - t0})
     return out
