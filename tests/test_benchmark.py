@@ -17,17 +17,14 @@ import math
 import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
+from test_evaluate import ScaledEMT
 
 from ase_surftune.errors import ConfigError
 from ase_surftune.evaluation import benchmark as bm
 from ase_surftune.evaluation.benchmark import benchmark, load_benchmark_config
-from ase_surftune.evaluation.reference_sets import (load_reference_set, parse_facet,
-                                                    split_system)
+from ase_surftune.evaluation.reference_sets import load_reference_set, parse_facet, split_system
 from ase_surftune.properties import relax, surface_energies, vacancy_migration
-from ase_surftune.properties.bulk import (conventional_lattice, equation_of_state,
-                                          vacancy_formation)
-
-from test_evaluate import ScaledEMT
+from ase_surftune.properties.bulk import conventional_lattice, equation_of_state, vacancy_formation
 
 FAST = {"surface": {"min_slab_size": 5.0, "min_vacuum_size": 6.0},
         "neb": {"n_images": 1, "supercell": [2, 2, 2]},
@@ -297,9 +294,8 @@ def test_compare_takes_a_reference_table(tables, tmp_path, capsys):
     row = next(r for r in d["table"] if r["property"] == "lattice_a")
     assert row["ratio"] == pytest.approx(1.0, abs=1e-6)
     # γ and B of the table have no model value: no empty slot in the figure
-    from ase_surftune.evaluation.plots import comparison_keys
-
     from ase_surftune.evaluation.compare import ComparisonReport, MeasuredProperties
+    from ase_surftune.evaluation.plots import comparison_keys
 
     rep = ComparisonReport("ref", MeasuredProperties.from_dict(d["reference"]),
                            [MeasuredProperties.from_dict(m) for m in d["models"]])

@@ -53,14 +53,28 @@ from typing import Any
 
 from pydantic import Field
 
-from ase_surftune._io import atomic_write_json, atomic_write_text, clean_orphan_temps, \
-    exclusive_lock
+from ase_surftune._io import (
+    atomic_write_json,
+    atomic_write_text,
+    clean_orphan_temps,
+    exclusive_lock,
+)
 from ase_surftune.errors import ConfigError, DataError
-from ase_surftune.evaluation.compare import (LatticeSettings, NEBSettings, PhononSettings,
-                                             SurfaceSettings, _Strict, load_settings)
-from ase_surftune.evaluation.reference_sets import (PROPERTY_LABELS, ReferenceEntry,
-                                                    ReferenceSet, facet_key,
-                                                    load_reference_set)
+from ase_surftune.evaluation.compare import (
+    LatticeSettings,
+    NEBSettings,
+    PhononSettings,
+    SurfaceSettings,
+    _Strict,
+    load_settings,
+)
+from ase_surftune.evaluation.reference_sets import (
+    PROPERTY_LABELS,
+    ReferenceEntry,
+    ReferenceSet,
+    facet_key,
+    load_reference_set,
+)
 
 __all__ = ["BenchmarkConfig", "BenchmarkReport", "benchmark", "load_benchmark_config"]
 
@@ -142,7 +156,7 @@ def build_bulk(system: str, *, structure: str | None = None, cell: str | None = 
             raise ConfigError(f"structure of {system} not found: {str(p)!r}")
         try:
             return ase.io.read(str(p))
-        except Exception as exc:  # noqa: BLE001 - ase raises many kinds for bad files
+        except Exception as exc:
             raise DataError(f"cannot read structure {str(p)!r}: {exc}") from exc
     from ase.build import bulk
 
@@ -179,10 +193,17 @@ def _calculator(model: Any, device: str) -> Any:
 
 def _measure(task: dict[str, Any]) -> dict[str, Any]:
     """Run one task; returns ``{"value", "converged", "details"}``."""
-    from ase_surftune.properties import (frequency_softening_ratio, relax, surface_energies,
-                                         vacancy_migration)
-    from ase_surftune.properties.bulk import (conventional_lattice, equation_of_state,
-                                              vacancy_formation)
+    from ase_surftune.properties import (
+        frequency_softening_ratio,
+        relax,
+        surface_energies,
+        vacancy_migration,
+    )
+    from ase_surftune.properties.bulk import (
+        conventional_lattice,
+        equation_of_state,
+        vacancy_formation,
+    )
     from ase_surftune.properties.relax import NotConvergedWarning
 
     calc = _calculator(task["model"], task["device"])
@@ -278,14 +299,14 @@ def _build_spec(entries: list[ReferenceEntry]) -> dict[str, Any]:
     """One bulk description per system; conflicting rows are an error."""
     spec: dict[str, Any] = {"structure": None, "cell": None, "a": None, "c": None}
     for e in entries:
-        for k in spec:
+        for k, have in list(spec.items()):
             v = getattr(e, k)
             if v is None:
                 continue
-            if spec[k] is not None and spec[k] != v and not (
-                    isinstance(v, float) and math.isclose(v, spec[k], rel_tol=1e-9)):
-                raise ConfigError(f"rows of {e.system} disagree on {k}: {spec[k]!r} vs {v!r}")
-            spec[k] = spec[k] if spec[k] is not None else v
+            if have is not None and have != v and not (
+                    isinstance(v, float) and math.isclose(v, have, rel_tol=1e-9)):
+                raise ConfigError(f"rows of {e.system} disagree on {k}: {have!r} vs {v!r}")
+            spec[k] = have if have is not None else v
     return spec
 
 

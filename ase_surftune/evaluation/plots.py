@@ -14,8 +14,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from ase_surftune.evaluation.errors import ModelEvaluation
     from ase_surftune.evaluation.learning_curve import LearningCurveResult
 
-__all__ = ["plot_parity", "plot_comparison", "plot_benchmark", "plot_learning_curve",
-           "ratio_limits"]
+__all__ = [
+    "plot_benchmark",
+    "plot_comparison",
+    "plot_learning_curve",
+    "plot_parity",
+    "ratio_limits",
+]
 
 
 def _plt():

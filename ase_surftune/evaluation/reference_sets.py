@@ -71,8 +71,16 @@ from typing import Any
 
 from ase_surftune.errors import ConfigError, DataError
 
-__all__ = ["ReferenceEntry", "ReferenceSet", "load_reference_set", "parse_facet",
-           "split_system", "convert_units", "PROPERTY_UNITS", "is_reference_table"]
+__all__ = [
+    "PROPERTY_UNITS",
+    "ReferenceEntry",
+    "ReferenceSet",
+    "convert_units",
+    "is_reference_table",
+    "load_reference_set",
+    "parse_facet",
+    "split_system",
+]
 
 #: canonical property → the tool's unit
 PROPERTY_UNITS: dict[str, str] = {
@@ -288,7 +296,7 @@ def _canon_property(name: str) -> str | None:
     n = _norm(name)
     if n in _ALIASES:
         return _ALIASES[n]
-    if n.startswith("gamma") or n.startswith("surfaceenergy"):
+    if n.startswith(("gamma", "surfaceenergy")):
         return "gamma"
     return None
 

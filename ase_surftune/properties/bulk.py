@@ -22,8 +22,13 @@ from ase import Atoms
 from ase.calculators.calculator import BaseCalculator
 
 from ase_surftune.errors import DataError
-from ase_surftune.properties._base import (PropertyResult, check_atoms, check_int,
-                                           check_positive, resolve_calc)
+from ase_surftune.properties._base import (
+    PropertyResult,
+    check_atoms,
+    check_int,
+    check_positive,
+    resolve_calc,
+)
 from ase_surftune.threads import single_threaded_numpy
 
 __all__ = ["EOSResult", "VacancyFormationResult", "conventional_lattice",
@@ -82,7 +87,7 @@ def equation_of_state(atoms: Atoms, calc: BaseCalculator, *, npoints: int = 7,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             v0, e0, b0 = EquationOfState(vols, ens, eos=eos).fit()
-    except Exception as exc:  # noqa: BLE001 - ase raises bare exceptions for bad fits
+    except Exception as exc:
         raise DataError(f"EOS fit failed for {atoms.get_chemical_formula()}: {exc}") from exc
     if not (np.isfinite(v0) and vols.min() <= v0 <= vols.max() and np.isfinite(b0)):
         raise DataError(f"EOS of {atoms.get_chemical_formula()}: the fitted minimum "
