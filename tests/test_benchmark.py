@@ -307,3 +307,40 @@ def test_ratio_axis_does_not_start_at_zero():
 
     lo, hi = ratio_limits([0.7, 0.95, None, float("nan")])
     assert 0.6 < lo < 0.7 and 1.0 < hi < 1.1
+
+
+def test_spec_at_head_is_a_benchmark_model(tiny_mace_file, tmp_path, capsys):
+    from ase_surftune.cli import main
+
+    table = tmp_path / "a.csv"
+    table.write_text("system,property,value,units\nCu,a,3.6,Å\n")
+    spec = f"{tiny_mace_file}@Default"
+    rc = main(["benchmark", str(table), "-m", spec, "-m", f"{tiny_mace_file}@nohead",
+               "-o", str(tmp_path / "o"), "--no-progress", "--no-plot"])
+    out = capsys.readouterr().out
+    rows = {r["model"]: r for r in json.loads((tmp_path / "o" / "benchmark.json"
+                                               ).read_text())["rows"]}
+    assert rows[spec]["error"] is None and rows[spec]["value"] > 0
+    assert "nohead" in rows[f"{tiny_mace_file}@nohead"]["error"]
+    assert rc == 1 and "1 row(s) failed" in out
+
+
+def test_structure_file_rows_and_the_folder_lock(tables, tmp_path):
+    import ase.io
+
+    from ase_surftune._io import exclusive_lock
+    from ase_surftune.errors import LockedError
+
+    # a primitive fcc cell: a is read from the conventional cell, so it matches the table
+    ase.io.write(tmp_path / "cu_prim.extxyz", bulk("Cu", "fcc", a=3.7))
+    ref = tmp_path / "ref.json"
+    ref.write_text(json.dumps([{"system": "Cu", "property": "a", "value": tables["cu"]["a"],
+                                "structure": "cu_prim.extxyz"}]))
+    rep = benchmark(ref, "emt", FAST, output_dir=tmp_path / "o", progress=False, plot=False)
+    # fmax bounds stress x volume: the 1-atom cell stops ~4x further from σ = 0 than the
+    # 4-atom cubic cell of the table, hence 1e-3 and not 1e-6
+    assert rep.rows[0]["ratio"] == pytest.approx(1.0, abs=1e-3)
+    assert abs(rep.rows[0]["value"] - 3.7) > 0.05  # relaxed, not the starting cell
+    with exclusive_lock(tmp_path / "o" / ".surftune.lock", "held by a test"):
+        with pytest.raises(LockedError):
+            benchmark(ref, "emt", FAST, output_dir=tmp_path / "o", progress=False)
