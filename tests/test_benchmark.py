@@ -341,6 +341,6 @@ def test_structure_file_rows_and_the_folder_lock(tables, tmp_path):
     # 4-atom cubic cell of the table, hence 1e-3 and not 1e-6
     assert rep.rows[0]["ratio"] == pytest.approx(1.0, abs=1e-3)
     assert abs(rep.rows[0]["value"] - 3.7) > 0.05  # relaxed, not the starting cell
-    with exclusive_lock(tmp_path / "o" / ".surftune.lock", "held by a test"):
-        with pytest.raises(LockedError):
-            benchmark(ref, "emt", FAST, output_dir=tmp_path / "o", progress=False)
+    with exclusive_lock(tmp_path / "o" / ".surftune.lock", "held by a test"), \
+            pytest.raises(LockedError):
+        benchmark(ref, "emt", FAST, output_dir=tmp_path / "o", progress=False)
