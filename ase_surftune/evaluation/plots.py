@@ -96,10 +96,9 @@ def comparison_keys(report: ComparisonReport) -> list[str]:
 
 
 def plot_comparison(report: ComparisonReport, path: str | Path) -> Path:
-    """Grouped bars of model/reference ratio per property (one bar per model), with
-    the ideal ratio 1 as a line; the ratios are written on the bars. Properties without
-    any ratio (e.g. missing from the reference) get no slot; the y-axis spans the data
-    and 1, not 0."""
+    """Model/reference ratio per property (one bar per model, drawn from the ideal ratio
+    1, a dot at the value, the ratio written next to it). Properties without any ratio
+    (e.g. missing from the reference) get no slot; the y-axis spans the data and 1, not 0."""
     plt = _plt()
     models = report.model_names()
     keys = comparison_keys(report)
@@ -110,13 +109,16 @@ def plot_comparison(report: ComparisonReport, path: str | Path) -> Path:
     lo, hi = ratio_limits([report.ratio(k, m) for k in keys for m in models])
     for k, m in enumerate(models):
         ratios = [report.ratio(key, m) for key in keys]
-        vals = [np.nan if r is None else r for r in ratios]
-        bars = ax.bar(x + (k - (n_m - 1) / 2) * width, np.asarray(vals) - lo, width,
-                      bottom=lo, label=m, color=f"C{k % 10}")
-        for b, r in zip(bars, ratios):
+        vals = np.asarray([np.nan if r is None else r for r in ratios], float)
+        xs = x + (k - (n_m - 1) / 2) * width
+        # bars grow from the ideal ratio 1 (down = softer): honest on an axis not from 0;
+        # the dot marks the value, so a ratio of exactly 1 stays visible
+        ax.bar(xs, vals - 1.0, width * 0.9, bottom=1.0, color=f"C{k % 10}", alpha=0.6)
+        ax.scatter(xs, vals, color=f"C{k % 10}", s=18, zorder=3, label=m)
+        for xi, r in zip(xs, ratios):
             if r is not None and np.isfinite(r):
-                ax.annotate(f"{r:.2f}", (b.get_x() + b.get_width() / 2, r),
-                            ha="center", va="bottom", fontsize=7)
+                ax.annotate(f"{r:.2f}", (xi, r), xytext=(0, 4 if r >= 1 else -10),
+                            textcoords="offset points", ha="center", fontsize=7)
     ax.axhline(1.0, color="k", ls="--", lw=1, label=f"reference ({report.reference})")
     ax.set_ylim(lo, hi)
     ax.set_xticks(x)
