@@ -344,3 +344,23 @@ def test_structure_file_rows_and_the_folder_lock(tables, tmp_path):
     with exclusive_lock(tmp_path / "o" / ".surftune.lock", "held by a test"), \
             pytest.raises(LockedError):
         benchmark(ref, "emt", FAST, output_dir=tmp_path / "o", progress=False)
+
+
+def test_force_sets_row_written_by_phonopy(tables, tmp_path):
+    """A FORCE_SETS reference (written by phonopy from EMT forces) with the unit cell
+    built from the row's element, cell type and a: EMT gives 1, EMT×0.7 gives √0.7."""
+    from phonopy.file_IO import write_FORCE_SETS
+
+    from ase_surftune.properties import phonons
+
+    a = tables["cu"]["a"]
+    res = phonons(bulk("Cu", "fcc", a=a, cubic=True), EMT(), supercell=2, mesh=4,
+                  bands=False, dos=False)
+    write_FORCE_SETS(res.phonon.dataset, filename=str(tmp_path / "FORCE_SETS"))
+    (tmp_path / "ph.csv").write_text(f"system,property,value,cell,a\n"
+                                     f"Cu,phonons,FORCE_SETS,fcc,{a!r}\n")
+    rep = benchmark(tmp_path / "ph.csv", ["emt", ("soft", ScaledEMT(0.7))], FAST,
+                    output_dir=tmp_path / "o", progress=False, plot=False)
+    ratios = {r["model"]: r["ratio"] for r in rep.rows}
+    assert ratios["emt"] == pytest.approx(1.0, abs=1e-6)
+    assert ratios["soft"] == pytest.approx(math.sqrt(0.7), rel=1e-3)
