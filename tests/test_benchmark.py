@@ -11,6 +11,7 @@ references, resume after a kill without recomputing, nothing written outside -o,
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import math
 
@@ -19,8 +20,10 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from test_evaluate import ScaledEMT
 
+# the module (ase_surftune.evaluation.benchmark is also the name of the function)
+bm = importlib.import_module("ase_surftune.evaluation.benchmark")
+
 from ase_surftune.errors import ConfigError
-from ase_surftune.evaluation import benchmark as bm
 from ase_surftune.evaluation.benchmark import benchmark, load_benchmark_config
 from ase_surftune.evaluation.reference_sets import load_reference_set, parse_facet, split_system
 from ase_surftune.properties import relax, surface_energies, vacancy_migration
@@ -364,3 +367,52 @@ def test_force_sets_row_written_by_phonopy(tables, tmp_path):
     ratios = {r["model"]: r["ratio"] for r in rep.rows}
     assert ratios["emt"] == pytest.approx(1.0, abs=1e-6)
     assert ratios["soft"] == pytest.approx(math.sqrt(0.7), rel=1e-3)
+
+
+def test_sigkill_mid_sweep_then_resume(tables, tmp_path, monkeypatch):
+    """A real SIGKILL: the tasks stored before it are not recomputed, no torn file."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    script = textwrap.dedent(f"""
+        import time
+        from ase.calculators.emt import EMT
+        from ase_surftune.evaluation.benchmark import benchmark
+
+        class SlowEMT(EMT):
+            def calculate(self, *a, **k):
+                time.sleep(0.02)
+                super().calculate(*a, **k)
+
+        benchmark({str(tables['gamma'])!r}, [("slow", SlowEMT())], {FAST!r},
+                  output_dir={str(out)!r}, progress=False)
+    """)
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env)
+    try:
+        deadline = time.time() + 300
+        while len(list((out / "tasks").glob("*.json"))) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    stored = {p.name for p in (out / "tasks").glob("*.json")}
+    assert 2 <= len(stored) < 4  # 2 bulk relaxations + 2 slabs in all
+    for p in (out / "tasks").glob("*.json"):
+        json.loads(p.read_text())  # every stored result is whole
+    calls: list[str] = []
+    real = bm._run_task
+    monkeypatch.setattr(bm, "_run_task",
+                        lambda task, store: calls.append(task["name"]) or real(task, store))
+    rep = benchmark(tables["gamma"], [("slow", EMT())], FAST, output_dir=out, progress=False)
+    assert len(calls) == 4 - len(stored) and not set(calls) & stored
+    assert not list((out / "tasks").glob(".*.tmp"))
+    assert all(r["ratio"] == pytest.approx(1.0, abs=1e-6) for r in rep.rows)
