@@ -303,6 +303,10 @@ def test_compare_takes_a_reference_table(tables, tmp_path, capsys):
     rep = ComparisonReport("ref", MeasuredProperties.from_dict(d["reference"]),
                            [MeasuredProperties.from_dict(m) for m in d["models"]])
     assert comparison_keys(rep) == ["lattice_a"]
+    # a table without the configured element: one line before anything is measured
+    assert main(["compare", "-r", str(tables["long"]), "-m", "emt", "--element", "Pt",
+                 "-o", str(tmp_path / "cmp2")]) == 2
+    assert "no values for 'Pt'" in capsys.readouterr().err
 
 
 def test_ratio_axis_does_not_start_at_zero():

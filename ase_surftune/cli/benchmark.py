@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ase_surftune.cli._common import add_trust_arg
+from ase_surftune.cli._common import add_sweep_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,15 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="system of a results JSON that does not name it (surftune neb)")
     p.add_argument("--min-slab-size", type=float, default=None,
                    help="surface.min_slab_size, Å")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--executor", default=None,
-                   help="process[:N] or dask[:N] to run tasks in parallel (default: in "
-                        "process)")
     p.add_argument("--no-plot", action="store_true", help="no figure")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("-o", "--output", default="benchmark_out",
-                   help="output folder; everything is written here (default: benchmark_out)")
-    add_trust_arg(p)
+    add_sweep_args(p, "benchmark_out")
     p.set_defaults(func=run)
 
 
