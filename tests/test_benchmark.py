@@ -119,6 +119,14 @@ def test_readers_layouts_and_units(tables):
     bar = load_reference_set(tables["barrier"])
     assert [(e.system, e.key, e.value) for e in bar.entries] == [
         ("Cu", "barrier_vacancy", cu["E_m"]), ("Ag", "barrier_vacancy", ag["E_m"])]
+    per_facet = tables["dir"] / "gamma_facets.csv"
+    per_facet.write_text("element,cell,gamma_111 (J/m2),γ(1-10),E_surf_100 [meV/A^2]\n"
+                         "Cu,fcc,1.0,1.1,70.0\nAg,fcc,0.5,,\n")
+    got = {(e.system, e.key): e.value for e in load_reference_set(per_facet).entries}
+    assert got == {("Cu", "gamma_111"): 1.0, ("Cu", "gamma_1-10"): 1.1,
+                   ("Cu", "gamma_100"): pytest.approx(70.0 * 0.016021766208),
+                   ("Ag", "gamma_111"): 0.5}
+    per_facet.unlink()
     js = load_reference_set(tables["json"])
     assert {e.key for e in js.entries} == {"lattice_a", "gamma_111"}
     assert all(e.source == "EMT" for e in js.entries)
@@ -130,6 +138,7 @@ def test_readers_layouts_and_units(tables):
     ("system,property,value,units\nCu111,gamma,1,eV\n", "not a unit of gamma"),
     ("system,property,value,units\nCu,a,1,furlong\n", "unknown unit"),
     ("system,property,value\nCu,a,abc\n", "not a number"),
+    ("system,gamma_111 (furlong)\nCu,1\n", "unknown unit"),
     ("system,note\nCu,x\n", "no column named after a property"),
     ("system,property,value\nCu111,gamma,1\nCu,gamma 111,1\n", ""),
 ])

@@ -44,7 +44,8 @@ Common layouts read as well:
 * **wide tables**: no ``property`` column; every other column named after a property
   (optionally with its unit: ``gamma (J/m^2)``, ``E_m [eV]``, ``B_GPa``) holds values,
   one row per system — e.g. a γ table ``system,cell,gamma`` with ``Cu111``-style
-  names, or a barrier table ``element,barrier`` with one row per element. In a wide
+  names, a γ table with one column per facet (``element,gamma_111,gamma(100)``), or a
+  barrier table ``element,barrier`` with one row per element. In a wide
   table, an ``a`` column is a reference lattice constant *and* the starting a;
 * **JSON**: ``{"entries": [{...}, ...]}`` (optionally ``"source"``, ``"units"`` as
   defaults for all entries) or a bare list of entries;
@@ -292,19 +293,29 @@ class ReferenceSet:
 # --------------------------------------------------------------------------- readers
 
 
+_GAMMA_FACET = re.compile(r"(?:gamma|γ|surface[\s_]*energy|e[\s_]*surf)[\s_]*"
+                          r"\(?(?P<facet>-?\d[-\d,\s]*)\)?", re.IGNORECASE)
+
+
+def _header_facet(name: str) -> str | None:
+    """``"gamma_111"``, ``"γ(1-10)"``, ``"E_surf 0001"`` → the facet part, else None."""
+    m = _GAMMA_FACET.fullmatch(str(name).strip())
+    return m.group("facet").strip() if m else None
+
+
 def _canon_property(name: str) -> str | None:
+    if _header_facet(name) is not None:
+        return "gamma"
     n = _norm(name)
     if n in _ALIASES:
         return _ALIASES[n]
-    if n.startswith(("gamma", "surfaceenergy")):
-        return "gamma"
     return None
 
 
 def _split_header(col: str) -> tuple[str, str | None]:
     """``"gamma (J/m^2)"`` → ``("gamma", "J/m^2")``; ``"B_GPa"`` → ``("B", "GPa")``."""
     m = re.fullmatch(r"\s*(.+?)\s*[\(\[]\s*([^\)\]]+)\s*[\)\]]\s*", col)
-    if m:
+    if m and not re.fullmatch(r"[-\d,\s]+", m.group(2)):  # "γ(1-10)": a facet, not a unit
         return m.group(1), m.group(2)
     if "_" in col:
         head, tail = col.rsplit("_", 1)
@@ -336,7 +347,7 @@ def _entry(row: dict[str, Any], prop_name: str, value: Any, unit: str | None,
     col_facet = row.get("facet")
     facet = None
     if prop == "gamma":
-        fs = [f for f in (facet_s, col_facet) if f not in (None, "")]
+        fs = [f for f in (facet_s, col_facet, _header_facet(prop_name)) if f not in (None, "")]
         if not fs:
             raise ConfigError(f"{where}: a surface energy needs a facet ('facet' column or "
                               f"a name such as Cu111)")
