@@ -312,6 +312,9 @@ def test_compare_takes_a_reference_table(tables, tmp_path, capsys):
     rep = ComparisonReport("ref", MeasuredProperties.from_dict(d["reference"]),
                            [MeasuredProperties.from_dict(m) for m in d["models"]])
     assert comparison_keys(rep) == ["lattice_a"]
+    # compare's own outputs are reference sets too (system from its config)
+    ents = load_reference_set(tmp_path / "cmp" / "comparison.json").entries
+    assert {(e.system, e.key) for e in ents} >= {("Cu", "lattice_a"), ("Cu", "gamma_111")}
     # a table without the configured element: one line before anything is measured
     assert main(["compare", "-r", str(tables["long"]), "-m", "emt", "--element", "Pt",
                  "-o", str(tmp_path / "cmp2")]) == 2

@@ -459,11 +459,14 @@ def _element_of(formula: str) -> str:
 def _from_results_json(d: dict[str, Any], path: Path, system: str | None) -> list[ReferenceEntry]:
     """Entries from the JSON of ``surftune surface``/``neb``/``phonons`` or compare."""
     src = f"{path.name}"
+    measured_for = None  # the element the models of a comparison.json were measured for
     if "reference" in d and isinstance(d["reference"], dict) and "values" in d["reference"]:
+        models = d.get("models") or [{}]
+        measured_for = ((models[0] or {}).get("config") or {}).get("element")
         d = d["reference"]
     if "values" in d and "calculator" in d:  # compare's properties_*.json
         cfg = d.get("config") or {}
-        sysname = system or cfg.get("element")
+        sysname = system or cfg.get("element") or measured_for
         if not sysname:
             raise ConfigError(f"{str(path)!r}: say which system these results belong to")
         out = []
