@@ -34,16 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ase_surftune._io import atomic_write_text
 from ase_surftune.errors import ConfigError
 
-__all__ = [
-    "MIGRATIONS",
-    "PROPERTY_NAMES",
-    "CompareConfig",
-    "ComparisonReport",
-    "MeasuredProperties",
-    "compare",
-    "load_compare_config",
-    "measure_properties",
-]
+__all__ = ["CompareConfig", "MeasuredProperties", "ComparisonReport", "measure_properties",
+           "compare", "load_compare_config", "PROPERTY_NAMES", "MIGRATIONS"]
 
 log = logging.getLogger(__name__)
 
@@ -280,13 +272,8 @@ def measure_properties(calculator: Any, config: CompareConfig | dict | str | Pat
     from tqdm.auto import tqdm
 
     from ase_surftune.evaluation._spec import make_calculator, spec_label
-    from ase_surftune.properties import (
-        adatom_hop,
-        phonons,
-        relax,
-        surface_energies,
-        vacancy_migration,
-    )
+    from ase_surftune.properties import (adatom_hop, phonons, relax, surface_energies,
+                                         vacancy_migration)
     from ase_surftune.properties.relax import NotConvergedWarning
 
     cfg = load_compare_config(config)
@@ -492,11 +479,8 @@ def _as_reference(reference: Any, cfg: CompareConfig, device: str, progress: boo
         return reference
     if isinstance(reference, dict):
         return MeasuredProperties.from_dict(reference)
-    from ase_surftune.evaluation.reference_sets import (
-        ReferenceSet,
-        is_reference_table,
-        load_reference_set,
-    )
+    from ase_surftune.evaluation.reference_sets import (ReferenceSet, is_reference_table,
+                                                        load_reference_set)
 
     if isinstance(reference, ReferenceSet):
         return reference.to_measured(cfg.element)
