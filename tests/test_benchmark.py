@@ -383,6 +383,15 @@ def test_force_sets_row_written_by_phonopy(tables, tmp_path):
     ratios = {r["model"]: r["ratio"] for r in rep.rows}
     assert ratios["emt"] == pytest.approx(1.0, abs=1e-6)
     assert ratios["soft"] == pytest.approx(math.sqrt(0.7), rel=1e-3)
+    # same file: nothing recomputed; edited file under the same name: recomputed
+    again = benchmark(tmp_path / "ph.csv", ["emt"], FAST, output_dir=tmp_path / "o",
+                      progress=False, plot=False)
+    assert (again.computed, again.reused) == (0, 1)
+    with (tmp_path / "FORCE_SETS").open("a") as fh:
+        fh.write("\n")
+    again = benchmark(tmp_path / "ph.csv", ["emt"], FAST, output_dir=tmp_path / "o",
+                      progress=False, plot=False)
+    assert (again.computed, again.reused) == (1, 0)
 
 
 def test_sigkill_mid_sweep_then_resume(tables, tmp_path, monkeypatch):

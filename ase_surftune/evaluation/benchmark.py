@@ -32,8 +32,9 @@ Tasks run through :func:`ase_surftune.parallel.map_tasks` (``executor=None``,
 ``"process:N"``, ``"dask:N"`` or any Executor). Each finished task's result is written
 atomically to ``OUTPUT/tasks/<task>-<fingerprint>.json`` by the task itself, so a
 killed sweep resumes where it stopped: a task whose file exists with the same
-fingerprint (model, system, row, settings, bulk) is not recomputed. A failed task is
-reported in the table (``error``, ratio n/a) and retried on the next run. The output
+fingerprint (model, system, row, settings, bulk, the content of structure and phonon
+files) is not recomputed. A failed task is reported in the table (``error``, ratio n/a)
+and retried on the next run. The output
 folder is locked (:func:`ase_surftune._io.exclusive_lock`) while a sweep writes to it.
 Nothing is written outside ``output_dir``.
 """
@@ -121,6 +122,20 @@ def load_benchmark_config(config: Any = None, **overrides: Any) -> BenchmarkConf
 
 def _fingerprint(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _file_digest(path: str | None) -> str | None:
+    """sha256 of a file's bytes (None for no path; "missing" if it does not exist)."""
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        return "missing"
+    h = hashlib.sha256()
+    with p.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
 
 
 def _safe(name: str) -> str:
@@ -467,10 +482,12 @@ def benchmark(reference: str | Path | ReferenceSet, models: Sequence[Any] | str,
 
         def task(kind: str, model: Any, label: str, system: str, settings: dict[str, Any],
                  key: str, **extra: Any) -> dict[str, Any]:
+            # files by content: an edited structure or FORCE_SETS under the same name
+            # must not reuse results measured on the old one
+            files = [specs[system]["structure"], extra.get("path")]
             ident = {"kind": kind, "model": label, "system": system, "settings": settings,
-                     "build": specs[system], **{k: v for k, v in extra.items()
-                                                if k != "relaxed"},
-                     "bulk_fp": extra.get("bulk_fp")}
+                     "build": specs[system], "files": [_file_digest(f) for f in files],
+                     **{k: v for k, v in extra.items() if k != "relaxed"}}
             fp = _fingerprint(ident)
             name = f"{_safe(label)}__{_safe(system)}__{_safe(key)}-{fp}.json"
             return {"kind": kind, "model": model, "device": device, "system": system,
