@@ -51,3 +51,17 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serialisable")
+
+
+def add_sweep_args(parser: argparse.ArgumentParser, default_output: str) -> None:
+    """--device, --executor, --no-progress, -o and --trust-pickle: what every command
+    that measures several models through :mod:`ase_surftune.parallel` takes."""
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--executor", default=None,
+                        help="process[:N] or dask[:N] to run the work in parallel (default: "
+                             "in process); see ase_surftune.parallel")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("-o", "--output", default=default_output,
+                        help=f"output folder; everything is written here (default: "
+                             f"{default_output})")
+    add_trust_arg(parser)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ase_surftune.cli._common import add_trust_arg
+from ase_surftune.cli._common import add_sweep_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,8 +18,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "YAML config (see examples/compare_cu.yaml); options override it.")
     p.add_argument("-c", "--config", default=None, help="YAML config")
     p.add_argument("-r", "--reference", default="emt",
-                   help="reference: emt, gpaw, a model spec, or results JSON from an earlier "
-                        "run (properties_*.json / comparison.json) (default: emt)")
+                   help="reference: emt, gpaw, a model spec, results JSON from an earlier "
+                        "run (properties_*.json / comparison.json), or a reference table "
+                        "(.csv/.json, or the JSON of surftune surface/neb/phonons; its rows "
+                        "for --element are used) (default: emt)")
     p.add_argument("-m", "--model", action="append", default=None, metavar="SPEC",
                    help="model spec, repeatable; spec@HEAD picks a head (default: chgnet)")
     p.add_argument("--element", default=None, help="element of the bulk (default Cu)")
@@ -30,14 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="Miller index for surface energies, e.g. 111 (repeatable)")
     p.add_argument("--migration", action="append", default=None,
                    choices=("vacancy", "adatom-100"), help="NEB migration (repeatable)")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--executor", default=None,
-                   help="process[:N] or dask[:N] to run the work in parallel (default: in "
-                        "process); see ase_surftune.parallel")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("-o", "--output", default="compare_out",
-                   help="output folder (default: compare_out)")
-    add_trust_arg(p)
+    add_sweep_args(p, "compare_out")
     p.set_defaults(func=run)
 
 

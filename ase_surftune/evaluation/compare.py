@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -45,6 +45,9 @@ MIGRATIONS = ("vacancy", "adatom-100")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class LatticeSettings(_Strict):
@@ -140,7 +143,18 @@ def load_compare_config(config: CompareConfig | dict[str, Any] | str | Path | No
     Raises:
         ConfigError: every invalid or unknown key, in one message.
     """
-    if isinstance(config, CompareConfig):
+    return load_settings(CompareConfig, config, "compare", **overrides)
+
+
+def load_settings(cls: type[_M], config: Any = None, what: str = "compare",
+                  **overrides: Any) -> _M:
+    """A validated settings model ``cls`` from an instance, dict or YAML path, with
+    ``overrides`` (``None`` values ignored; ``"surface.miller"`` sets a nested key).
+
+    Raises:
+        ConfigError: every invalid or unknown key, in one message.
+    """
+    if isinstance(config, BaseModel):
         data = config.model_dump()
     elif config is None:
         data = {}
@@ -164,11 +178,11 @@ def load_compare_config(config: CompareConfig | dict[str, Any] | str | Path | No
         else:
             data[key] = val
     try:
-        return CompareConfig.model_validate(data)
+        return cls.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}"
                              for e in exc.errors())
-        raise ConfigError(f"Invalid compare config: {problems}") from None
+        raise ConfigError(f"Invalid {what} config: {problems}") from None
 
 
 # --------------------------------------------------------------------------- measurement
@@ -465,14 +479,38 @@ def _as_reference(reference: Any, cfg: CompareConfig, device: str, progress: boo
         return reference
     if isinstance(reference, dict):
         return MeasuredProperties.from_dict(reference)
-    if isinstance(reference, (str, Path)) and str(reference).endswith(".json"):
+    from ase_surftune.evaluation.reference_sets import (ReferenceSet, is_reference_table,
+                                                        load_reference_set)
+
+    if isinstance(reference, ReferenceSet):
+        return reference.to_measured(cfg.element)
+    if isinstance(reference, (str, Path)) and str(reference).endswith(".json") \
+            and _is_compare_json(reference):
         mp = MeasuredProperties.load(reference)
         if mp.config and mp.config != cfg.model_dump(mode="json"):
             log.warning("reference results %s were measured with different settings",
                         reference)
         return mp
+    if isinstance(reference, (str, Path)) and (is_reference_table(reference) or
+                                               str(reference).endswith((".csv", ".json"))):
+        # a table or a property command's JSON: reference data, never a model
+        return load_reference_set(reference).to_measured(cfg.element)
     return measure_properties(reference, cfg, device=device, progress=progress,
                               plot_dir=plot_dir)
+
+
+def _is_compare_json(path: str | Path) -> bool:
+    """A ``properties_*.json``/``comparison.json`` written by compare (else: other data)."""
+    p = Path(path)
+    if not p.is_file():
+        return True  # MeasuredProperties.load says "not found"
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return False  # load_reference_set reports the bad JSON
+    if isinstance(d, dict) and isinstance(d.get("reference"), dict):
+        d = d["reference"]
+    return isinstance(d, dict) and "values" in d and "calculator" in d
 
 
 def _measure_task(model: Any, cfg: dict[str, Any], device: str,
@@ -489,7 +527,10 @@ def compare(reference: Any, models: Sequence[Any],
 
     Args:
         reference: a calculator spec (``"emt"``, ``"gpaw"``, a model), a calculator,
-            or reference results (a ``.json`` path, a dict or :class:`MeasuredProperties`).
+            or reference results (a ``.json`` path, a dict or :class:`MeasuredProperties`),
+            or a reference set (a ``.csv``/``.json`` table or the JSON of a property
+            command, see :mod:`~ase_surftune.evaluation.reference_sets`; its rows for
+            ``element`` are used).
         models: specs (``"chgnet"``, ``"run/model.stbundle@surface"``...), calculators
             or ``(label, calculator)`` pairs.
         config: :class:`CompareConfig`, dict or YAML path; ``overrides`` set keys

@@ -9,11 +9,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ase_surftune.evaluation.benchmark import BenchmarkReport
     from ase_surftune.evaluation.compare import ComparisonReport
     from ase_surftune.evaluation.errors import ModelEvaluation
     from ase_surftune.evaluation.learning_curve import LearningCurveResult
 
-__all__ = ["plot_parity", "plot_comparison", "plot_learning_curve"]
+__all__ = [
+    "plot_benchmark",
+    "plot_comparison",
+    "plot_learning_curve",
+    "plot_parity",
+    "ratio_limits",
+]
 
 
 def _plt():
@@ -72,30 +79,93 @@ def plot_parity(ev: ModelEvaluation, path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def plot_comparison(report: ComparisonReport, path: str | Path) -> Path:
-    """Grouped bars of model/reference ratio per property (one bar per model), with
-    the ideal ratio 1 as a line; property values are written on the bars."""
-    plt = _plt()
-    keys = report.property_keys()
+def ratio_limits(values: Any, pad: float = 0.05) -> tuple[float, float]:
+    """y-limits around the finite ``values`` and the ideal ratio 1 (not from 0), so that
+    the 0.6–1.05 range where softening shows is not squashed."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)] + [1.0], float)
+    lo, hi = float(v.min()), float(v.max())
+    span = max(hi - lo, 0.02)
+    return lo - pad * span - 0.02, hi + pad * span + 0.02
+
+
+def comparison_keys(report: ComparisonReport) -> list[str]:
+    """The properties with at least one model ratio: those the figure shows."""
     models = report.model_names()
+    return [k for k in report.property_keys()
+            if any(report.ratio(k, m) is not None for m in models)]
+
+
+def plot_comparison(report: ComparisonReport, path: str | Path) -> Path:
+    """Model/reference ratio per property (one bar per model, drawn from the ideal ratio
+    1, a dot at the value, the ratio written next to it). Properties without any ratio
+    (e.g. missing from the reference) get no slot; the y-axis spans the data and 1, not 0."""
+    plt = _plt()
+    models = report.model_names()
+    keys = comparison_keys(report)
     n_m = max(len(models), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(keys) * (1 + 0.3 * n_m)), 4.5))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * max(len(keys), 1) * (1 + 0.3 * n_m)), 4.5))
     x = np.arange(len(keys))
     width = 0.8 / n_m
+    lo, hi = ratio_limits([report.ratio(k, m) for k in keys for m in models])
     for k, m in enumerate(models):
         ratios = [report.ratio(key, m) for key in keys]
-        vals = [np.nan if r is None else r for r in ratios]
-        bars = ax.bar(x + (k - (n_m - 1) / 2) * width, vals, width, label=m, color=f"C{k % 10}")
-        for b, r in zip(bars, ratios):
+        vals = np.asarray([np.nan if r is None else r for r in ratios], float)
+        xs = x + (k - (n_m - 1) / 2) * width
+        # bars grow from the ideal ratio 1 (down = softer): honest on an axis not from 0;
+        # the dot marks the value, so a ratio of exactly 1 stays visible
+        ax.bar(xs, vals - 1.0, width * 0.9, bottom=1.0, color=f"C{k % 10}", alpha=0.6)
+        ax.scatter(xs, vals, color=f"C{k % 10}", s=18, zorder=3, label=m)
+        for xi, r in zip(xs, ratios):
             if r is not None and np.isfinite(r):
-                ax.annotate(f"{r:.2f}", (b.get_x() + b.get_width() / 2, b.get_height()),
-                            ha="center", va="bottom", fontsize=7)
+                ax.annotate(f"{r:.2f}", (xi, r), xytext=(0, 4 if r >= 1 else -10),
+                            textcoords="offset points", ha="center", fontsize=7)
     ax.axhline(1.0, color="k", ls="--", lw=1, label=f"reference ({report.reference})")
+    ax.set_ylim(lo, hi)
     ax.set_xticks(x)
     ax.set_xticklabels([report.labels.get(key, key) for key in keys], rotation=20, ha="right",
                        fontsize=8)
     ax.set_ylabel("model / reference")
     ax.set_title("Property-level softening: ratio to the reference")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_benchmark(report: BenchmarkReport, path: str | Path) -> Path:
+    """Every row's ratio (value/reference) as a point, grouped by property and offset
+    by model, with the median (bar) and the min–max spread (line) per property and
+    model; the ideal ratio 1 dashed; y-range around the data."""
+    plt = _plt()
+    rows = [r for r in report.rows if r["ratio"] is not None and np.isfinite(r["ratio"])]
+    props = list(dict.fromkeys(r["property"] for r in rows))
+    models = report.models
+    n_m = max(len(models), 1)
+    width = 0.8 / n_m
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(props) * (1 + 0.4 * n_m)), 4.5))
+    summary = {(s["model"], s["property"]): s for s in report.summary()}
+    for k, m in enumerate(models):
+        for i, prop in enumerate(props):
+            rs = [r for r in rows if r["model"] == m and r["property"] == prop]
+            if not rs:
+                continue
+            x0 = i + (k - (n_m - 1) / 2) * width
+            jitter = np.linspace(-0.25, 0.25, len(rs)) * width if len(rs) > 1 else [0.0]
+            ax.scatter(x0 + np.asarray(jitter), [r["ratio"] for r in rs], s=14, alpha=0.7,
+                       color=f"C{k % 10}", label=m if i == 0 else None, zorder=3)
+            s = summary[(m, prop)]
+            ax.plot([x0, x0], [s["min"], s["max"]], color=f"C{k % 10}", lw=1, zorder=2)
+            ax.plot([x0 - 0.4 * width, x0 + 0.4 * width], [s["median"]] * 2, color="k", lw=2,
+                    zorder=4)
+    ax.axhline(1.0, color="k", ls="--", lw=1)
+    ax.set_ylim(*ratio_limits([r["ratio"] for r in rows]))
+    from ase_surftune.evaluation.reference_sets import PROPERTY_LABELS
+
+    ax.set_xticks(np.arange(len(props)))
+    counts = [sum(1 for r in rows if r["property"] == p) for p in props]
+    ax.set_xticklabels([f"{PROPERTY_LABELS.get(p, p)}\n(n={n})" for p, n in zip(props, counts)],
+                       fontsize=8)
+    ax.set_ylabel("model / reference")
+    ax.set_title(f"Benchmark against {Path(report.reference).name}: ratio per row, "
+                 f"median (bar) and min–max", fontsize=9)
     ax.legend(fontsize=7)
     return _save(fig, path)
 
