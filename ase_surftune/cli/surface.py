@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             if e.thickness_series:
                 what += f"_{s.n_layers}layers"
             slab = s.slab.copy()  # no calculator: a shared one may hold another slab's results
-            slab.info.update({"miller": facet_key(e.miller), "termination": e.termination,
+            slab.info.update({"facet": "(" + "".join(map(str, e.miller)) + ")", "termination": e.termination,
                               "gamma_J_m2": s.gamma, "relaxed": s.gamma_relaxed is not None})
             slabs.append(str(write_structures(out.path(what, ".extxyz"), slab)))
     data["slabs"] = slabs

@@ -164,6 +164,8 @@ def read_structure(path: str | Path, index: Any = None, *, note: bool = True):
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9.+-]+")
+#: file suffixes of model files, dropped from labels (a folder keeps its full name)
+_MODEL_SUFFIXES = (".stbundle", ".model", ".pt", ".pth", ".ckpt", ".zip")
 
 
 def model_label(spec: str, head: str | None = None) -> str:
@@ -178,9 +180,8 @@ def model_label(spec: str, head: str | None = None) -> str:
     head = head or spec_head
     name = model.split(":", 1)[1] if re.match(r"^[A-Za-z0-9_-]+:", model) else model
     p = Path(name)
-    if len(p.parts) > 1 or p.suffix:
-        name = p.stem if p.stem not in ("model", "best", "final", "") else (
-            p.parent.name or p.stem)
+    stem = p.stem if p.suffix.lower() in _MODEL_SUFFIXES else p.name
+    name = stem if stem not in ("model", "best", "final", "") else (p.parent.name or stem)
     label = _UNSAFE.sub("-", name).strip("-.") or "model"
     if head:
         label += "_" + (_UNSAFE.sub("-", head).strip("-.") or "head")
