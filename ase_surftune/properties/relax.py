@@ -249,17 +249,6 @@ def _reference_energy(atoms: Atoms, what: str) -> float:
     return float(e)
 
 
-def free_atom_mask(atoms: Atoms) -> np.ndarray:
-    """True for atoms not fixed by a ``FixAtoms`` constraint."""
-    from ase.constraints import FixAtoms
-
-    free = np.ones(len(atoms), dtype=bool)
-    for c in atoms.constraints:
-        if isinstance(c, FixAtoms):
-            free[c.get_indices()] = False
-    return free
-
-
 @single_threaded_numpy
 def relaxation_vs_reference(trajectory: Sequence[Atoms] | str | Path, calc: BaseCalculator, *,
                             initial_index: int = 0, reference_index: int = -1,
@@ -282,6 +271,7 @@ def relaxation_vs_reference(trajectory: Sequence[Atoms] | str | Path, calc: Base
     """
     from ase.geometry import find_mic
 
+    from ase_surftune.data import free_atom_mask
     from ase_surftune.errors import InvalidStructureError
 
     if isinstance(trajectory, (str, Path)):
