@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
                 extra[key] = opts[key]
         res = vacancy_migration(read_structure(first, args.index), calc, plot=plot, **extra,
                                 **neb_opts)
-    elif "relax_bulk" in opts:
+    elif args.relax_bulk is not None:  # a YAML shared with --vacancy runs may keep it
         raise ConfigError("--relax-bulk/--no-relax-bulk applies to --vacancy only")
     elif len(args.structures) == 2:
         res = neb_barrier(read_structure(first, args.index),
