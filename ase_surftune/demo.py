@@ -49,15 +49,16 @@ GPAW_DEMO_SETTINGS: dict[str, Any] = {"mode": {"name": "pw", "ecut": 300.0}, "xc
 PROPERTY_SETTINGS: dict[str, dict[str, Any]] = {
     "quick": {"element": "Cu", "properties": ["lattice", "surface", "neb", "phonons"],
               "lattice": {"fmax": 0.05, "steps": 30},
+              # 3 layers on purpose (speed): below the recommended 4, so it warns
               "surface": {"miller": ["111"], "min_slab_size": 5.0, "min_vacuum_size": 8.0,
-                          "relax": False},
+                          "min_layers": 3, "relax": False},
               "neb": {"migrations": ["vacancy"], "n_images": 1, "supercell": [2, 2, 1],
                       "fmax": 0.1, "steps": 15, "relax_endpoints": False},
               "phonons": {"supercell": [1, 1, 1], "mesh": [4, 4, 4]}},
     "dft": {"element": "Cu", "properties": ["lattice", "surface", "neb", "phonons"],
             "lattice": {"fmax": 0.05, "steps": 20},
             "surface": {"miller": ["111", "100"], "min_slab_size": 5.0,
-                        "min_vacuum_size": 8.0, "relax": False},
+                        "min_vacuum_size": 8.0, "min_layers": 3, "relax": False},
             # 7 atoms: the 8-site fcc cell (2×2×2 primitive cells) minus the vacancy
             "neb": {"migrations": ["vacancy"], "n_images": 1,
                     "supercell": [[0, 1, 1], [1, 0, 1], [1, 1, 0]],

@@ -8,9 +8,13 @@ ASE calculator; this is only the convenience used by the CLI and the demo.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from ase.calculators.calculator import BaseCalculator
+
+from ase_surftune.errors import ConfigError
 
 REFERENCE_NAMES = ("emt", "gpaw")
 
@@ -49,11 +53,40 @@ def get_reference_calculator(name: str, **kwargs: Any) -> BaseCalculator:
     raise ValueError(f"Unknown reference calculator {name!r}; choose from {REFERENCE_NAMES}")
 
 
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """``"model@head"`` -> ``("model", "head")``; ``"model"`` -> ``("model", None)``.
+
+    Split at the *last* ``@`` unless the whole string names an existing file or the part
+    after ``@`` contains a path separator (so paths containing ``@`` keep working).
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(f"calculator spec must be a non-empty string, got {spec!r}")
+    spec = spec.strip()
+    if "@" not in spec or Path(spec).exists():
+        return spec, None
+    model, head = spec.rsplit("@", 1)
+    if not model or not head or "/" in head or os.sep in head:
+        return spec, None
+    return model, head
+
+
 def get_calculator(spec: str, head: str | None = None, device: str = "cpu",
                    **kwargs: Any) -> BaseCalculator:
-    """A reference calculator if ``spec`` names one, else a SurfTuneCalculator for the model."""
-    if spec.lower() in REFERENCE_NAMES:
-        return get_reference_calculator(spec, **kwargs)
+    """A reference calculator if ``spec`` names one, else a SurfTuneCalculator for the model.
+
+    ``spec`` may carry its head as ``"model@head"`` (see :func:`parse_spec`); giving a
+    different ``head`` as well is a :class:`ConfigError`.
+    """
+    model, spec_head = parse_spec(spec)
+    if spec_head is not None:
+        if head is not None and head != spec_head:
+            raise ConfigError(f"two heads given: {spec!r} names head {spec_head!r} but "
+                              f"head={head!r}; give one")
+        head = spec_head
+    if model.lower() in REFERENCE_NAMES:
+        if head is not None:
+            raise ConfigError(f"reference calculator {model!r} has no heads (got {head!r})")
+        return get_reference_calculator(model, **kwargs)
     from ase_surftune.calculator import SurfTuneCalculator
 
-    return SurfTuneCalculator(model=spec, head=head, device=device, **kwargs)
+    return SurfTuneCalculator(model=model, head=head, device=device, **kwargs)

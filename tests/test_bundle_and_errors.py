@@ -168,8 +168,8 @@ def test_cli_single_point_and_heads(tmp_path, capsys):
     assert main(["single-point", str(xyz), "--model", f"mace:{mace_path}"]) == 2
     assert "--trust-pickle" in capsys.readouterr().err
     assert main(["single-point", str(xyz), "--model", f"mace:{mace_path}",
-                 "--head", "surface", "--stress", "--trust-pickle"]) == 0
-    res = json.loads((tmp_path / "slab.single_point.json").read_text())
+                 "--head", "surface", "--stress", "--trust-pickle", "-o", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "slab_tiny_surface_single_point.json").read_text())
     assert res["head"] == "surface" and res["structures"][0]["n_atoms"] == 12
     calc = SurfTuneCalculator(f"mace:{mace_path}", head="surface", trust=True)
     a = _atoms()
@@ -177,6 +177,6 @@ def test_cli_single_point_and_heads(tmp_path, capsys):
     assert res["structures"][0]["energy_eV"] == pytest.approx(a.get_potential_energy())
     assert main(["heads", f"mace:{mace_path}", "--trust-pickle"]) == 0
     assert "surface" in capsys.readouterr().out
-    assert main(["single-point", str(xyz), "--reference", "emt"]) == 0
+    assert main(["single-point", str(xyz), "--reference", "emt", "-o", str(tmp_path)]) == 0
     assert main(["single-point", str(tmp_path / "nope.xyz")]) == 2
     assert main(["single-point", str(xyz), "--model", "bogus"]) == 2

@@ -25,22 +25,23 @@ def _json(path):
 def test_cli_relax(cu, tmp_path):
     cfg = tmp_path / "relax.yaml"
     cfg.write_text("fmax: 0.01\noptimizer: BFGS\nrelax_cell: false\n")
-    assert main(["relax", str(cu), "--reference", "emt", "-c", str(cfg), "--relax-cell"]) == 0
-    data = _json(tmp_path / "cu_relax.json")
+    assert main(["relax", str(cu), "--reference", "emt", "-c", str(cfg), "--relax-cell",
+                 "-o", str(tmp_path)]) == 0
+    data = _json(tmp_path / "cu_emt_relax.json")
     assert data["converged"] and data["relax_cell"] is True  # flag overrides YAML
     assert data["fmax"] == 0.01 and data["optimizer"] == "BFGS"
     assert data["energy"] < data["energy_initial"]
-    assert (tmp_path / "cu_relaxed.extxyz").is_file()
+    assert (tmp_path / "cu_emt_relaxed.extxyz").is_file()
 
 
 def test_cli_surface(cu, tmp_path):
     rc = main(["surface", str(cu), "--reference", "emt", "--miller", "1,1,1",
-               "--min-slab-size", "6", "--min-vacuum-size", "8", "--wulff"])
+               "--min-slab-size", "6", "--min-vacuum-size", "8", "--wulff", "-o", str(tmp_path)])
     assert rc == 0
-    data = _json(tmp_path / "cu_surface.json")
+    data = _json(tmp_path / "cu_emt_surface.json")
     assert 0.8 < data["gamma"]["1,1,1"] < 1.3
     assert data["entries"][0]["result"]["gamma_unrelaxed_ev_a2"] > 0
-    assert data["wulff"]["plot"] and (tmp_path / "Cu4_wulff.png").is_file()
+    assert data["wulff"]["plot"] and (tmp_path / "cu_emt_wulff.png").is_file()
 
 
 def test_cli_neb_vacancy(tmp_path):
@@ -49,43 +50,44 @@ def test_cli_neb_vacancy(tmp_path):
     cfg = tmp_path / "neb.yaml"
     cfg.write_text("vacancy: true\nsupercell: [[-2, 2, 2], [2, -2, 2], [2, 2, -2]]\n"
                    "n_images: 3\n")
-    assert main(["neb", str(p), "--reference", "emt", "-c", str(cfg)]) == 0
-    data = _json(tmp_path / "cu_neb.json")
+    assert main(["neb", str(p), "--reference", "emt", "-c", str(cfg), "-o", str(tmp_path)]) == 0
+    data = _json(tmp_path / "cu_emt_neb.json")
     assert data["converged"] and data["info"]["n_atoms"] == 31
     assert 0.4 < data["barrier_forward"] < 1.2
-    assert (tmp_path / "cu_neb.png").is_file()
+    assert (tmp_path / "cu_emt_neb.png").is_file()
 
 
 def test_cli_phonons(tmp_path):
     p = tmp_path / "cu.extxyz"
     write(str(p), bulk("Cu", "fcc", a=3.59))
     assert main(["phonons", str(p), "--reference", "emt", "--supercell", "2", "--mesh", "6",
-                 "--band-npoints", "11"]) == 0
-    data = _json(tmp_path / "cu_phonons.json")
+                 "--band-npoints", "11", "-o", str(tmp_path)]) == 0
+    data = _json(tmp_path / "cu_emt_phonons.json")
     assert data["has_imaginary"] is False and data["n_displacements"] == 1
-    ref = tmp_path / "cu_phonopy_params.yaml"
-    assert ref.is_file() and (tmp_path / "cu_phonons.png").is_file()
+    ref = tmp_path / "cu_emt_phonopy_params.yaml"
+    assert ref.is_file() and (tmp_path / "cu_emt_phonons.png").is_file()
     assert main(["phonons", str(p), "--reference", "emt", "--supercell", "2", "--mesh", "6",
-                 "--band-npoints", "11", "--reference-forces", str(ref)]) == 0
-    assert _json(tmp_path / "cu_phonons.json")["softening"]["ratio"] == pytest.approx(1.0)
-    (tmp_path / "cu_phonons.png").unlink()
+                 "--band-npoints", "11", "--reference-forces", str(ref), "-o", str(tmp_path)]) == 0
+    assert _json(tmp_path / "cu_emt_phonons.json")["softening"]["ratio"] == pytest.approx(1.0)
+    (tmp_path / "cu_emt_phonons.png").unlink()
     assert main(["phonons", str(p), "--reference", "emt", "--supercell", "2", "--mesh", "6",
-                 "--no-bands", "--no-dos"]) == 0
-    data = _json(tmp_path / "cu_phonons.json")
+                 "--no-bands", "--no-dos", "-o", str(tmp_path)]) == 0
+    data = _json(tmp_path / "cu_emt_phonons.json")
     assert data["band_frequencies"] == [] and data["dos"] == []
     assert data["thermal"]["heat_capacity"][-1] > 20  # J/(K mol), near 3R at 1000 K
-    assert not (tmp_path / "cu_phonons.png").exists()  # nothing to draw
+    assert not (tmp_path / "cu_emt_phonons.png").exists()  # nothing to draw
 
 
 def test_cli_md(cu, tmp_path):
     cfg = tmp_path / "md.yaml"
     cfg.write_text("ensemble: nvt_langevin\nsteps: 30\ntimestep: 2.0\ntemperature: 300\n"
                    "loginterval: 5\ntraj_interval: 10\nprogress: false\n")
-    assert main(["md", str(cu), "--reference", "emt", "-c", str(cfg), "--steps", "20"]) == 0
-    data = _json(tmp_path / "cu_md.json")
+    assert main(["md", str(cu), "--reference", "emt", "-c", str(cfg), "--steps", "20",
+                 "-o", str(tmp_path)]) == 0
+    data = _json(tmp_path / "cu_emt_md.json")
     assert data["completed"] and data["steps_done"] == 20
     assert data["log"]["step"] == [0, 5, 10, 15, 20]
-    assert (tmp_path / "cu_md.extxyz").is_file() and (tmp_path / "cu_md.csv").is_file()
+    assert (tmp_path / "cu_emt_md.extxyz").is_file() and (tmp_path / "cu_emt_md.csv").is_file()
 
 
 @pytest.mark.parametrize("argv,match", [

@@ -159,7 +159,7 @@ def test_wulff_two_facets():
 
 
 @pytest.mark.parametrize("bad", [(1, 1), (1, 1, 1, 1), (1.5, 1, 0), ("a", 1, 1), (0, 0, 0),
-                                 "11", "1,x,1", 111, (True, 1, 1)])
+                                 "11", "1,x,1", -111, (True, 1, 1)])
 def test_bad_miller_index(bad):
     with pytest.raises(ConfigError, match="Miller"):
         parse_miller(bad)

@@ -17,7 +17,8 @@ OPTIONS = [
     ("seed", int, "random seed (default 42)"),
     ("loginterval", int, "log every n steps (default 10)"),
     ("traj_interval", int, "trajectory frame every m steps (default 100)"),
-    ("trajectory", str, "trajectory path, .traj or .extxyz (default next to input)"),
+    ("trajectory", str, "trajectory path, .traj or .extxyz (default "
+                        "<prefix>_md.extxyz in the -o folder)"),
     ("restart_from", str, "continue from the last frame of this trajectory"),
     ("max_force", float, "guard: eV/Å (default 50)"),
     ("min_distance", float, "guard: Å (default 0.5)"),
@@ -40,17 +41,18 @@ def run(args: argparse.Namespace) -> int:
     from ase_surftune.properties._cli import (
         make_calculator,
         merge_options,
-        output_path,
+        outputs,
         read_structure,
     )
 
     opts = merge_options(args, load_yaml(args.config), [o[0] for o in OPTIONS], "md")
-    opts.setdefault("trajectory", str(output_path(args.structure, "md", ".extxyz")))
-    opts.setdefault("logfile", str(output_path(args.structure, "md", ".csv")))
-    atoms = read_structure(args.structure)
+    atoms = read_structure(args.structure, args.index)
+    out = outputs(args, args.structure)
+    opts.setdefault("trajectory", str(out.path("md", ".extxyz")))
+    opts.setdefault("logfile", str(out.path("md", ".csv")))
     calc = make_calculator(args)
-    res = run_md(atoms, calc, plot=output_path(args.structure, "md", ".png"), **opts)
-    path = write_json(res.to_dict(), output_path(args.structure, "md", ".json", args.output))
+    res = run_md(atoms, calc, plot=out.path("md", ".png"), **opts)
+    path = write_json(res.to_dict(), out.json("md"))
     if res.completed:
         print(f"MD done: {res.steps_done} steps, <T> = {res.mean_temperature:.1f} K; {path}")
         return 0

@@ -17,6 +17,8 @@ OPTIONS = [
     ("vacancy", "bool", "one bulk file: nearest-neighbour vacancy hop in a supercell"),
     ("supercell", "ints", "vacancy supercell: 1, 3 or 9 integers (default 2 2 2)"),
     ("vacancy_index", int, "atom removed for the vacancy (default 0)"),
+    ("relax_bulk", "bool", "with --vacancy: relax the bulk cell first (default on; "
+                           "--no-relax-bulk keeps the given cell)"),
 ]
 NEB_KEYS = ("n_images", "interpolation", "climb", "method", "k", "fmax", "steps", "optimizer",
             "relax_endpoints")
@@ -27,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     register_command(subparsers, "neb", "NEB migration barrier", OPTIONS, run,
                      structure_help=("initial and final files; or one multi-frame band "
-                                     "file; or one bulk file with --vacancy"),
+                                     "file (--index selects its frames, default all); or "
+                                     "one bulk file with --vacancy"),
                      many_structures=True)
 
 
@@ -39,13 +42,16 @@ def run(args: argparse.Namespace) -> int:
         ints_to_supercell,
         make_calculator,
         merge_options,
-        output_path,
+        outputs,
+        read_frames,
         read_structure,
+        write_structures,
     )
 
     opts = merge_options(args, load_yaml(args.config), [o[0] for o in OPTIONS], "neb")
     first = args.structures[0]
-    plot = output_path(first, "neb", ".png")
+    out = outputs(args, first)
+    plot = out.path("neb", ".png")
     neb_opts = {k: v for k, v in opts.items() if k in NEB_KEYS}
     calc = make_calculator(args)
     if opts.get("vacancy"):
@@ -54,14 +60,19 @@ def run(args: argparse.Namespace) -> int:
         extra = {}
         if "supercell" in opts:
             extra["supercell"] = ints_to_supercell(opts["supercell"])
-        if "vacancy_index" in opts:
-            extra["vacancy_index"] = opts["vacancy_index"]
-        res = vacancy_migration(read_structure(first), calc, plot=plot, **extra, **neb_opts)
+        for key in ("vacancy_index", "relax_bulk"):
+            if key in opts:
+                extra[key] = opts[key]
+        res = vacancy_migration(read_structure(first, args.index), calc, plot=plot, **extra,
+                                **neb_opts)
+    elif args.relax_bulk is not None:  # a YAML shared with --vacancy runs may keep it
+        raise ConfigError("--relax-bulk/--no-relax-bulk applies to --vacancy only")
     elif len(args.structures) == 2:
-        res = neb_barrier(read_structure(first), read_structure(args.structures[1]), calc,
-                          plot=plot, **neb_opts)
+        res = neb_barrier(read_structure(first, args.index),
+                          read_structure(args.structures[1], args.index), calc, plot=plot,
+                          **neb_opts)
     elif len(args.structures) == 1:
-        band = read_structure(first, index=":")
+        band = read_frames(first, ":" if args.index is None else args.index)
         if len(band) < 3:
             raise ConfigError(f"band file {first!r} needs >= 3 frames, has {len(band)}; "
                               f"give initial and final files instead")
@@ -69,7 +80,11 @@ def run(args: argparse.Namespace) -> int:
         res = neb_barrier(band[0], band[-1], calc, plot=plot, **neb_opts)
     else:
         raise ConfigError(f"neb takes 1 or 2 structure files, got {len(args.structures)}")
-    path = write_json(res.to_dict(), output_path(first, "neb", ".json", args.output))
+    images = write_structures(out.path("neb_images", ".extxyz"), res.images)
+    data = res.to_dict()
+    data["images_file"] = str(images)
+    path = write_json(data, out.json("neb"))
     print(f"barrier forward {res.barrier_forward:.4f} eV, reverse {res.barrier_reverse:.4f} eV "
-          f"({'converged' if res.converged else 'NOT CONVERGED'}); results in {path}")
+          f"({'converged' if res.converged else 'NOT CONVERGED'}); results in {path}, "
+          f"band in {images}")
     return 0 if res.converged else 1

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         ints_to_supercell,
         make_calculator,
         merge_options,
-        output_path,
+        outputs,
         read_structure,
     )
 
@@ -45,12 +45,13 @@ def run(args: argparse.Namespace) -> int:
         opts["supercell"] = ints_to_supercell(opts["supercell"])
     if isinstance(opts.get("mesh"), list) and len(opts["mesh"]) == 1:
         opts["mesh"] = opts["mesh"][0]
-    atoms = read_structure(args.structure)
+    atoms = read_structure(args.structure, args.index)
+    out = outputs(args, args.structure)
     calc = make_calculator(args)
     want_plot = opts.get("bands", True) and opts.get("dos", True)
     res = phonons(atoms, calc,
-                  plot=output_path(args.structure, "phonons", ".png") if want_plot else None,
-                  phonopy_params=output_path(args.structure, "phonopy_params", ".yaml"),
+                  plot=out.path("phonons", ".png") if want_plot else None,
+                  phonopy_params=out.path("phonopy_params", ".yaml"),
                   **opts)
     data = res.to_dict()
     if ref is not None:
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
                                          displacement=opts.get("displacement", 0.01))
         data["softening"] = soft.to_dict()
         print(f"frequency softening ratio = {soft.ratio:.4f}")
-    path = write_json(data, output_path(args.structure, "phonons", ".json", args.output))
+    path = write_json(data, out.json("phonons"))
     print(f"min frequency {res.min_frequency:.3f} THz, imaginary modes: "
           f"{'yes' if res.has_imaginary else 'no'}; results in {path}")
     return 0

@@ -9,14 +9,16 @@ from ase_surftune.cli._common import add_model_args, write_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ase_surftune.properties._cli import add_output_arg
+
     p = sub.add_parser("single-point", help="energy/forces/stress of a structure file "
                        "(default: a built-in Cu(111) slab)")
     p.add_argument("structure", nargs="?", default=None,
                    help="any file ase.io reads; omitted: a 3x3x4 Cu(111) slab, 8 Å vacuum")
-    p.add_argument("--index", default="-1", help="frame(s) to read, ase.io syntax (default -1)")
+    p.add_argument("--index", default="-1", help="frame(s) to read, ase.io syntax (default "
+                   "-1, the last frame; ':' for all)")
     p.add_argument("--stress", action="store_true", help="also compute the stress")
-    p.add_argument("-o", "--output", default=None, help="JSON output path "
-                   "(default: <structure>.single_point.json, or ./single_point.json)")
+    add_output_arg(p)
     add_model_args(p)
     p.set_defaults(func=run)
 
@@ -24,24 +26,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     from ase.build import fcc111
-    from ase.io import read
 
-    from ase_surftune.references import get_calculator
+    from ase_surftune.properties._cli import (
+        calculator_spec,
+        make_calculator,
+        outputs,
+        read_frames,
+    )
 
     if args.structure is None:
         images = [fcc111("Cu", (3, 3, 4), vacuum=8.0)]
-        out = Path(args.output or "single_point.json")
         label = "Cu(111) 3x3x4 slab"
     else:
-        src = Path(args.structure)
-        if not src.is_file():
-            raise FileNotFoundError(f"Structure file not found: {str(src)!r}")
-        images = read(src, index=args.index)
-        images = images if isinstance(images, list) else [images]
-        out = Path(args.output or src.with_name(src.stem + ".single_point.json"))
-        label = str(src)
-    spec = args.reference or args.model
-    calc = get_calculator(spec, head=args.head, device=args.device)
+        images = read_frames(args.structure, args.index)
+        label = str(Path(args.structure))
+    out = outputs(args, args.structure, default_stem="cu111").json("single_point")
+    spec = calculator_spec(args)
+    calc = make_calculator(args)
     results = []
     for i, atoms in enumerate(images):
         atoms.calc = calc

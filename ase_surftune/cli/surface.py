@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 
 OPTIONS = [
-    ("miller_indices", "append", "Miller index, e.g. 1,1,1 or 111 (repeatable; default 1,1,1)"),
+    ("miller_indices", "append", "facet: 111, 1,1,1, (1-10), -110, Cu111, or Miller-Bravais "
+                                 "0001, 10-10, 11-20 (repeatable; default 111)"),
     ("min_slab_size", float, "minimum slab thickness, Å (default 10)"),
+    ("min_layers", int, "minimum number of atomic layers (default 4; fewer warns)"),
     ("min_vacuum_size", float, "minimum vacuum, Å (default 15)"),
     ("relax_bulk", "bool", "relax the bulk cell and positions first (default on)"),
     ("relax_slabs", "bool", "relax slab positions (default on)"),
@@ -31,30 +33,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ase_surftune.cli._common import load_yaml, write_json
     from ase_surftune.properties import surface_energies
     from ase_surftune.properties._cli import (
         make_calculator,
         merge_options,
-        output_path,
+        outputs,
         read_structure,
+        write_structures,
     )
-    from ase_surftune.properties.surface import parse_miller, parse_miller_list
+    from ase_surftune.properties.surface import facet_key
 
     opts = merge_options(args, load_yaml(args.config), [o[0] for o in OPTIONS], "surface")
-    if "miller_indices" in opts:
-        mi = opts["miller_indices"]
-        opts["miller_indices"] = ([parse_miller(m) for m in mi]
-                                  if isinstance(mi, list) and mi and isinstance(mi[0], str)
-                                  else parse_miller_list(mi))
-    bulk = read_structure(args.structure)
+    bulk = read_structure(args.structure, args.index)
+    out = outputs(args, args.structure)
     calc = make_calculator(args)
-    res = surface_energies(bulk, calc, plot_dir=Path(args.structure).parent, **opts)
-    path = write_json(res.to_dict(), output_path(args.structure, "surface", ".json",
-                                                 args.output))
+    res = surface_energies(bulk, calc, plot_dir=out.folder, plot_name=out.prefix, **opts)
+    data = res.to_dict()
+    slabs = []
+    for e in res.entries:
+        for j, s in enumerate(e.thickness_series or [e.result]):
+            if s.slab is None:
+                continue
+            what = f"slab_{facet_key(e.miller).replace(',', '_')}_t{e.termination}"
+            if e.thickness_series:
+                what += f"_{s.n_layers}layers"
+            slab = s.slab.copy()  # no calculator: a shared one may hold another slab's results
+            slab.info.update({"facet": "(" + "".join(map(str, e.miller)) + ")", "termination": e.termination,
+                              "gamma_J_m2": s.gamma, "relaxed": s.gamma_relaxed is not None})
+            slabs.append(str(write_structures(out.path(what, ".extxyz"), slab)))
+    data["slabs"] = slabs
+    path = write_json(data, out.json("surface"))
     for key, g in res.gamma.items():
         print(f"gamma({key}) = {g:.4f} J/m^2")
-    print(f"{'converged' if res.converged else 'NOT CONVERGED'}; results in {path}")
+    print(f"{'converged' if res.converged else 'NOT CONVERGED'}; results in {path} "
+          f"({len(slabs)} slab file(s) in {out.folder})")
     return 0 if res.converged else 1

@@ -17,28 +17,15 @@ working). Live ASE calculators are accepted wherever a spec is, for in-process u
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from ase.calculators.calculator import BaseCalculator
 
 from ase_surftune.errors import ConfigError
+from ase_surftune.references import parse_spec
 
 __all__ = ["parse_spec", "make_calculator", "spec_label"]
-
-
-def parse_spec(spec: str) -> tuple[str, str | None]:
-    """``"model@head"`` -> ``("model", "head")``; ``"model"`` -> ``("model", None)``."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError(f"calculator spec must be a non-empty string, got {spec!r}")
-    spec = spec.strip()
-    if "@" not in spec or Path(spec).exists():
-        return spec, None
-    model, head = spec.rsplit("@", 1)
-    if not model or not head or "/" in head or os.sep in head:
-        return spec, None
-    return model, head
 
 
 def spec_label(spec: Any) -> str:
@@ -67,9 +54,8 @@ def make_calculator(spec: Any, device: str = "cpu") -> BaseCalculator:
                           f"{type(spec).__name__}")
     from ase_surftune.references import get_calculator
 
-    model, head = parse_spec(str(spec))
     try:
-        return get_calculator(model, head=head, device=device)
+        return get_calculator(str(spec), device=device)
     except ValueError as exc:
         if isinstance(exc, ConfigError) or type(exc).__module__.startswith("ase_surftune"):
             raise

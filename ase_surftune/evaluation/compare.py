@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ase_surftune._io import atomic_write_text
 from ase_surftune.errors import ConfigError
+from ase_surftune.properties.settings import SURFACE
 
 __all__ = ["CompareConfig", "MeasuredProperties", "ComparisonReport", "measure_properties",
            "compare", "load_compare_config", "PROPERTY_NAMES", "MIGRATIONS"]
@@ -59,24 +60,25 @@ class LatticeSettings(_Strict):
 
 
 class SurfaceSettings(_Strict):
+    """Slab settings; geometry defaults come from :data:`ase_surftune.properties.settings.SURFACE`
+    (the same as ``surface_energies`` and ``surftune surface``)."""
+
     miller: list[tuple[int, int, int]] = [(1, 1, 1), (1, 0, 0)]
-    min_slab_size: float = Field(8.0, gt=0)
-    min_vacuum_size: float = Field(10.0, ge=3.0)
+    min_slab_size: float = Field(SURFACE.min_slab_size, gt=0)
+    min_vacuum_size: float = Field(SURFACE.min_vacuum_size, ge=3.0)
+    min_layers: int = Field(SURFACE.min_layers, ge=1)
     relax: bool = True
-    fmax: float = Field(0.05, gt=0)
+    fmax: float = Field(SURFACE.fmax, gt=0)
     steps: int = Field(200, ge=1)
 
     @field_validator("miller", mode="before")
     @classmethod
     def _parse(cls, v: Any) -> Any:
-        from ase_surftune.properties.surface import parse_miller
+        from ase_surftune.properties.surface import parse_facets
 
-        if isinstance(v, (str, int)) or (isinstance(v, (list, tuple)) and v
-                                          and all(isinstance(x, int) for x in v)):
-            v = [v]
         try:
-            return [parse_miller(m) for m in v]
-        except Exception as exc:  # parse_miller raises ConfigError
+            return parse_facets(v)
+        except Exception as exc:  # parse_facets raises ConfigError
             raise ValueError(str(exc)) from None
 
 
@@ -304,7 +306,8 @@ def measure_properties(calculator: Any, config: CompareConfig | dict | str | Pat
             elif prop == "surface":
                 s = cfg.surface
                 res = surface_energies(relaxed, calc, s.miller, min_slab_size=s.min_slab_size,
-                                       min_vacuum_size=s.min_vacuum_size, relax_bulk=False,
+                                       min_vacuum_size=s.min_vacuum_size,
+                                       min_layers=s.min_layers, relax_bulk=False,
                                        relax_slabs=s.relax, fmax=s.fmax, steps=s.steps)
                 for m in s.miller:
                     key = ",".join(map(str, m))

@@ -2,7 +2,8 @@
 
 Each workflow returns a dataclass with ``to_dict()``/``to_json(path)``:
 
-* :func:`relax` → :class:`RelaxResult`
+* :func:`relax` → :class:`RelaxResult`; :func:`relaxation_vs_reference` →
+  :class:`RelaxationComparison` (ΔE_relax and RMSD against a DFT trajectory)
 * :func:`surface_energies` → :class:`SurfaceResult` (γ in J/m² and eV/Å²)
 * :func:`neb_barrier`, :func:`vacancy_migration`, :func:`adatom_hop` → :class:`NEBResult`
 * :func:`phonons` → :class:`PhononResult`; :func:`frequency_softening_ratio`
@@ -21,11 +22,19 @@ from ase_surftune.properties.phonons import (
     parse_supercell,
     phonons,
 )
-from ase_surftune.properties.relax import NotConvergedWarning, RelaxResult, relax
+from ase_surftune.properties.relax import (
+    NotConvergedWarning,
+    RelaxationComparison,
+    RelaxResult,
+    relax,
+    relaxation_vs_reference,
+)
 from ase_surftune.properties.surface import (
     SlabEnergy,
     SurfaceEntry,
     SurfaceResult,
+    parse_facet,
+    parse_facets,
     parse_miller,
     slab_surface_energy,
     surface_energies,
@@ -34,8 +43,10 @@ from ase_surftune.properties.surface import (
 
 __all__ = [
     "ENSEMBLES", "ForceCallCounter", "MDResult", "NEBResult", "NotConvergedWarning",
-    "PhononResult", "PropertyResult", "RelaxResult", "SlabEnergy", "SofteningResult",
+    "PhononResult", "PropertyResult", "RelaxResult", "RelaxationComparison", "SlabEnergy",
+    "SofteningResult",
     "SurfaceEntry", "SurfaceResult", "adatom_hop", "frequency_softening_ratio", "neb_barrier",
-    "parse_miller", "parse_supercell", "phonons", "relax", "run_md", "slab_surface_energy",
+    "parse_facet", "parse_facets", "parse_miller", "parse_supercell", "phonons", "relax",
+    "relaxation_vs_reference", "run_md", "slab_surface_energy",
     "surface_energies", "vacancy_migration", "wulff_shape",
 ]

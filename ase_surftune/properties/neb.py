@@ -107,12 +107,31 @@ def check_distinct_endpoints(initial: Atoms, final: Atoms, when: str = "") -> No
             f"state in which the migrating atom has moved")
 
 
-def _freeze(atoms: Atoms) -> Atoms:
-    """Replace the calculator by a single point with the current energy and forces."""
+def _freeze(atoms: Atoms, positions: np.ndarray | None = None) -> Atoms:
+    """Replace the calculator by a single point with the current energy and forces.
+
+    ``positions``: move the atoms there first (only a lattice translation of atoms, as
+    from :func:`unwrap_to`, which leaves energy and forces unchanged).
+    """
     e = atoms.get_potential_energy()
     f = atoms.get_forces(apply_constraint=False)
+    if positions is not None:
+        atoms.positions = positions  # direct: a lattice translation, no constraint applies
     atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f)
     return atoms
+
+
+def unwrap_to(atoms: Atoms, reference: Atoms) -> np.ndarray:
+    """Positions of ``atoms`` moved by lattice vectors to the minimum image nearest
+    ``reference`` (Å): consecutive NEB images then differ by small displacements only,
+    never by a jump across the cell (which ASE's ``fit_raw`` tangents do not undo)."""
+    from ase.geometry import find_mic
+
+    ref = reference.get_positions()
+    if not reference.pbc.any():
+        return atoms.get_positions()
+    d = find_mic(atoms.get_positions() - ref, reference.cell, reference.pbc)[0]
+    return ref + d
 
 
 @single_threaded_numpy
@@ -178,7 +197,7 @@ def neb_barrier(initial: Atoms, final: Atoms, calc: CalculatorLike, *, n_images:
             ends_ok = r.converged if ends_ok is None else (ends_ok and r.converged)
         else:
             attach_calc(a, new_calc())
-        ends.append(_freeze(a))
+        ends.append(_freeze(a))  # now: a shared calculator moves on to the next structure
     a0, a1 = ends
     check_distinct_endpoints(a0, a1, " after relaxing them (both relaxed to one minimum)")
 
@@ -187,8 +206,8 @@ def neb_barrier(initial: Atoms, final: Atoms, calc: CalculatorLike, *, n_images:
             raise ConfigError(f"interpolation must be 'idpp', 'linear' or a list of images, "
                               f"got {interpolation!r}")
         n_images = check_int("n_images", n_images, minimum=1)
-        middle = [a0.copy() for _ in range(n_images)]
         interp_name = interpolation
+        middle: list[Atoms] = []
     else:
         middle = [m.copy() for m in interpolation]
         if not middle:
@@ -200,6 +219,16 @@ def neb_barrier(initial: Atoms, final: Atoms, calc: CalculatorLike, *, n_images:
                 raise InvalidStructureError(f"user band image {i + 1}: {exc}") from None
         n_images = len(middle)
         interp_name = "user"
+    # keep the band unwrapped: each image is the minimum image nearest its predecessor
+    prev = a0
+    for m in middle:
+        if mic:
+            m.positions = unwrap_to(m, prev)
+        prev = m
+    if mic:
+        a1 = _freeze(a1, unwrap_to(a1, prev))
+    if interp_name != "user":
+        middle = [a0.copy() for _ in range(n_images)]
     for m in middle:
         m.calc = None
     images = [a0] + middle + [a1]
@@ -266,14 +295,16 @@ def _supercell_matrix(supercell) -> np.ndarray:
 @single_threaded_numpy
 def vacancy_migration(bulk: Atoms, calc: CalculatorLike, *, supercell=(2, 2, 2),
                       vacancy_index: int = 0, neighbour_index: int | None = None,
-                      relax_bulk: bool = False, max_atoms: int | None = MAX_ATOMS,
+                      relax_bulk: bool = True, max_atoms: int | None = MAX_ATOMS,
                       **neb_kwargs) -> NEBResult:
     """Barrier (eV) of a nearest-neighbour vacancy hop in a bulk supercell.
 
     The supercell of ``bulk`` (3 ints or a 3×3 integer matrix) loses atom
     ``vacancy_index``; its nearest neighbour (or ``neighbour_index``, indices in
-    the supercell) hops into the vacant site. Extra keywords go to :func:`neb_barrier`.
-    ``relax_bulk`` relaxes the perfect cell (cell + positions) first. ``max_atoms``
+    the supercell) hops into the vacant site by its minimum-image displacement, so the
+    band is never wrapped across the cell. Extra keywords go to :func:`neb_barrier`.
+    ``relax_bulk`` (default on) relaxes the perfect cell (cell + positions) first, so the
+    barrier is that of the model's own lattice; ``False`` keeps the given cell. ``max_atoms``
     refuses larger supercells (:class:`~ase_surftune.errors.SizeLimitError` with an
     estimate; ``None``: no limit).
     """
@@ -297,15 +328,14 @@ def vacancy_migration(bulk: Atoms, calc: CalculatorLike, *, supercell=(2, 2, 2),
         check_int("neighbour_index", neighbour_index)
     if j >= n or j == vacancy_index:
         raise ConfigError(f"neighbour_index {neighbour_index} invalid for {n} atoms")
-    site = sc.positions[vacancy_index].copy()
-    hop = float(sc.get_distance(vacancy_index, j, mic=True))
+    hop_vec = sc.get_distance(j, vacancy_index, mic=True, vector=True)
+    hop = float(np.linalg.norm(hop_vec))
+    sc.wrap()
     initial = sc.copy()
     del initial[vacancy_index]
     jj = j - 1 if j > vacancy_index else j
     final = initial.copy()
-    final.positions[jj] = site
-    final.wrap()
-    initial.wrap()
+    final.positions[jj] += hop_vec  # minimum image: no jump across the cell
     res = neb_barrier(initial, final, calc, **neb_kwargs)
     res.info.update({"system": "vacancy", "supercell": P.tolist(), "n_atoms": len(initial),
                      "hopping_atom": jj, "hop_distance": hop})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -195,3 +196,141 @@ def relax(atoms: Atoms, calc: BaseCalculator, *, fmax: float = 0.05, steps: int 
                        converged=converged, optimizer=opt_cls.__name__, relax_cell=relax_cell,
                        volume=float(work.get_volume()) if all(work.pbc) else float("nan"),
                        stress=stress, trajectory=traj)
+
+
+#: OC20 tag of adsorbate atoms (0 subsurface, 1 surface, 2 adsorbate).
+ADSORBATE_TAG = 2
+
+
+@dataclass
+class RelaxationComparison(PropertyResult):
+    """A model relaxation of a trajectory's initial frame against the trajectory's own
+    relaxation (e.g. DFT, OC20 style). Energies in eV, distances in Å.
+
+    ``delta_e_model`` = E_model(relaxed) − E_model(initial frame);
+    ``delta_e_reference`` = E_ref(final frame) − E_ref(initial frame), from the file;
+    ``delta_e_error`` = model − reference. RMSDs are over the *free* atoms (not fixed by
+    ``FixAtoms``), minimum-image, between the model-relaxed and the reference final
+    frame; ``rmsd_adsorbate`` / ``rmsd_slab`` split them by OC20 tags (2 adsorbate; None
+    when the file has no such tags). Absolute energies of model and reference are never
+    compared (their zero differs); only relaxation energies are.
+    """
+
+    n_atoms: int
+    n_free: int
+    initial_index: int
+    reference_index: int
+    energy_initial_model: float
+    energy_relaxed_model: float
+    delta_e_model: float
+    energy_initial_reference: float
+    energy_final_reference: float
+    delta_e_reference: float
+    delta_e_error: float
+    rmsd_free: float
+    max_displacement_free: float
+    rmsd_adsorbate: float | None
+    rmsd_slab: float | None
+    n_adsorbate: int
+    reference_max_force: float | None
+    relax: RelaxResult
+
+
+def _reference_energy(atoms: Atoms, what: str) -> float:
+    from ase_surftune.errors import InvalidStructureError
+
+    try:
+        e = atoms.get_potential_energy() if atoms.calc is not None else None
+    except Exception:  # noqa: BLE001 - a stored calculator without energy
+        e = None
+    if e is None or not np.isfinite(e):
+        raise InvalidStructureError(f"the {what} frame of the reference trajectory has no "
+                                    f"energy; it must hold the reference (DFT) energies")
+    return float(e)
+
+
+@single_threaded_numpy
+def relaxation_vs_reference(trajectory: Sequence[Atoms] | str | Path, calc: BaseCalculator, *,
+                            initial_index: int = 0, reference_index: int = -1,
+                            fmax: float = 0.05, steps: int = 500, optimizer: str = "FIRE",
+                            trajectory_out: str | Path | None = None,
+                            ) -> RelaxationComparison:
+    """Relax frame ``initial_index`` of a reference relaxation trajectory with ``calc`` and
+    compare with the trajectory's frame ``reference_index`` (default the last).
+
+    Args:
+        trajectory: frames with reference energies (and constraints/tags as stored),
+            or a file ase.io reads (extxyz, traj...).
+        calc: the model (any ASE calculator).
+        initial_index, reference_index: frames used as start and as reference result.
+        fmax, steps, optimizer: as in :func:`relax` (constraints of the frame are kept).
+        trajectory_out: optional ``.traj`` of the model relaxation.
+
+    Returns:
+        :class:`RelaxationComparison` (ΔE in eV, RMSD in Å).
+    """
+    from ase.geometry import find_mic
+
+    from ase_surftune.data import free_atom_mask
+    from ase_surftune.errors import InvalidStructureError
+
+    if isinstance(trajectory, (str, Path)):
+        from ase.io import read
+
+        p = Path(trajectory)
+        if not p.is_file():
+            raise FileNotFoundError(f"reference trajectory not found: {str(p)!r}")
+        frames = read(str(p), index=":")
+    else:
+        frames = list(trajectory)
+    n = len(frames)
+    for name, idx in (("initial_index", initial_index), ("reference_index", reference_index)):
+        if isinstance(idx, bool) or not isinstance(idx, (int, np.integer)) or not -n <= idx < n:
+            raise ConfigError(f"{name}={idx!r} out of range for a trajectory of {n} frames")
+    i0, i1 = initial_index % n, reference_index % n
+    if i0 == i1:
+        raise ConfigError(f"initial and reference frame are the same (frame {i0}); the "
+                          f"reference needs a start and a relaxed frame")
+    start, final = frames[i0], frames[i1]
+    check_atoms(start, name="initial frame")
+    if start.get_chemical_symbols() != final.get_chemical_symbols():
+        raise InvalidStructureError(f"frames {i0} and {i1} hold different atoms "
+                                    f"({start.get_chemical_formula()} vs "
+                                    f"{final.get_chemical_formula()})")
+    e0_ref = _reference_energy(start, f"initial ({i0})")
+    e1_ref = _reference_energy(final, f"reference ({i1})")
+    ref_fmax = None
+    try:
+        f = final.get_forces()
+        free_f = f[free_atom_mask(final)]
+        ref_fmax = float(np.sqrt((free_f**2).sum(axis=1)).max()) if len(free_f) else 0.0
+    except Exception:  # noqa: BLE001 - reference without forces
+        pass
+    work = start.copy()
+    work.calc = None
+    res = relax(work, calc, fmax=fmax, steps=steps, optimizer=optimizer,
+                trajectory=trajectory_out, copy=False)
+    free = free_atom_mask(start)
+    d = res.atoms.get_positions() - final.get_positions()
+    if start.pbc.any():
+        d = find_mic(d, start.cell, start.pbc)[0]
+    dist = np.linalg.norm(d, axis=1)
+
+    def rmsd(mask: np.ndarray) -> float | None:
+        return float(np.sqrt(np.mean(dist[mask] ** 2))) if mask.any() else None
+
+    tags = start.get_tags()
+    ads = free & (tags == ADSORBATE_TAG)
+    has_tags = bool(ads.any())
+    return RelaxationComparison(
+        n_atoms=len(start), n_free=int(free.sum()), initial_index=i0, reference_index=i1,
+        energy_initial_model=res.energy_initial, energy_relaxed_model=res.energy,
+        delta_e_model=res.energy - res.energy_initial,
+        energy_initial_reference=e0_ref, energy_final_reference=e1_ref,
+        delta_e_reference=e1_ref - e0_ref,
+        delta_e_error=(res.energy - res.energy_initial) - (e1_ref - e0_ref),
+        rmsd_free=rmsd(free) or 0.0,
+        max_displacement_free=float(dist[free].max()) if free.any() else 0.0,
+        rmsd_adsorbate=rmsd(ads) if has_tags else None,
+        rmsd_slab=rmsd(free & ~ads) if has_tags else None,
+        n_adsorbate=int(ads.sum()), reference_max_force=ref_fmax, relax=res)

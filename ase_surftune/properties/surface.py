@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from ase_surftune.properties._base import (
     vacuum_size,
 )
 from ase_surftune.properties.relax import RelaxResult, relax
+from ase_surftune.properties.settings import SURFACE
 from ase_surftune.threads import single_threaded_numpy
 
 logger = logging.getLogger(__name__)
@@ -36,48 +38,116 @@ Miller = tuple[int, int, int]
 MIN_SLAB_VACUUM = 3.0
 
 
-def parse_miller(value: Any) -> Miller:
-    """Validate one Miller index: exactly three integers, not all zero.
+class ThinSlabWarning(UserWarning):
+    """A slab has fewer atomic layers than ``SURFACE.recommended_layers`` (4)."""
 
-    Accepts a sequence of three ints, or a string ``"111"``, ``"1,1,0"``, ``"1 -1 0"``.
-    Raises :class:`ConfigError` otherwise (the offending value is in the message).
+
+_FACET_PREFIX = re.compile(r"^\s*([A-Z][a-z]?)+(?=[\s(\[{-]*-?\d)")
+_DIGIT_TOKENS = re.compile(r"-?\d")
+
+
+def _facet_error(orig: Any, why: str = "") -> ConfigError:
+    return ConfigError(
+        f"Miller index must be three integers (h,k,l) or four Miller-Bravais integers "
+        f"(h,k,i,l with i = -(h+k)), e.g. 111, (1-10), 1,1,0, 0001, 10-10, Cu111; got "
+        f"{orig!r}{': ' + why if why else ''}")
+
+
+def parse_facet(value: Any) -> Miller:
+    """One facet as a 3-index Miller triple (h, k, l); the one facet parser of the package.
+
+    Accepts three Miller or four Miller–Bravais integers as a sequence or a string:
+    ``"111"``, ``"(1-10)"``, ``"1-10"``, ``"-110"``, ``"1,1,0"``, ``"1 -1 0"``,
+    ``"[1, 1, 1]"``, ``"0001"``, ``"10-10"``, ``"11-20"``, ``"(1,0,-1,0)"``, with an optional
+    element prefix (``"Cu111"``, ``"Mg(0001)"``), or a YAML integer such as ``111``.
+    Without separators every digit is one index (use commas for indices above 9).
+
+    Miller–Bravais (h k i l) of a hexagonal lattice must have i = −(h+k) and becomes
+    (h, k, l): the 3-index convention of ASE's and pymatgen's hexagonal cells (a, b at
+    120°, c along z), which ``SlabGenerator`` uses, so (10-10) → (1, 0, 0) (a prism
+    plane) and (0001) → (0, 0, 1) (the basal plane).
+
+    Raises:
+        ConfigError: anything else (the offending value is in the message).
     """
     orig = value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        if value < 0:
+            raise _facet_error(orig)
+        value = str(int(value))
     if isinstance(value, str):
-        s = value.strip().strip("()[]")
+        s = _FACET_PREFIX.sub("", value.strip()).strip().strip("()[]{}").strip()
         if "," in s or " " in s:
             parts = [p for p in s.replace(",", " ").split() if p]
-        elif len(s) == 3 and s.isdigit():
-            parts = list(s)
+            try:
+                value = [int(p) for p in parts]
+            except ValueError:
+                raise _facet_error(orig) from None
         else:
-            raise ConfigError(f"Miller index must be three integers, got {orig!r}")
-        try:
-            value = [int(p) for p in parts]
-        except ValueError:
-            raise ConfigError(f"Miller index must be three integers, got {orig!r}") from None
-    if not isinstance(value, (list, tuple, np.ndarray)) or len(value) != 3:
-        raise ConfigError(f"Miller index must be three integers, got {orig!r}")
+            if not s or _DIGIT_TOKENS.sub("", s):
+                raise _facet_error(orig)
+            value = [int(t) for t in _DIGIT_TOKENS.findall(s)]
+    if not isinstance(value, (list, tuple, np.ndarray)) or len(value) not in (3, 4):
+        raise _facet_error(orig)
     out = []
     for v in value:
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-            raise ConfigError(f"Miller index must be three integers, got {orig!r}")
+            if isinstance(v, (float, np.floating)) and float(v).is_integer():
+                v = int(v)
+            else:
+                raise _facet_error(orig)
         out.append(int(v))
+    if len(out) == 4:
+        h, k, i, l = out
+        if i != -(h + k):
+            raise _facet_error(orig, f"Miller-Bravais needs i = -(h+k) = {-(h + k)}, got {i}")
+        out = [h, k, l]
     if out == [0, 0, 0]:
         raise ConfigError(f"Miller index must not be (0, 0, 0), got {orig!r}")
     return (out[0], out[1], out[2])
 
 
-def parse_miller_list(value: Any) -> list[Miller]:
-    """A list of Miller indices; a single index like ``(1, 1, 1)`` is accepted too."""
+#: Former name of :func:`parse_facet` (kept for existing callers).
+parse_miller = parse_facet
+
+
+def _is_single_facet(value: Any) -> bool:
+    """3 or 4 integers are one facet, unless all have 3+ digits (``[111, 100, 110]`` from
+    YAML is three facets)."""
+    return isinstance(value, (list, tuple)) and len(value) in (3, 4) and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value
+    ) and not all(abs(int(v)) >= 100 for v in value)
+
+
+def parse_facets(value: Any) -> list[Miller]:
+    """A list of facets (each as :func:`parse_facet` takes it); one facet such as
+    ``(1, 1, 1)``, ``"111"`` or ``"111 100"`` / ``"111;100"`` is accepted too.
+    Duplicates (the same facet in two notations) are kept once, in order."""
     if isinstance(value, str):
-        value = [v for v in value.replace(";", " ").split()] if (";" in value or " " in value
-                                                                  and "," not in value) else [value]
-    if isinstance(value, (list, tuple)) and len(value) == 3 and all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
-        return [parse_miller(value)]
+        value = value.replace(";", " ").split() if (";" in value or (
+            " " in value.strip() and "," not in value)) else [value]
+    elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = [value]
+    if _is_single_facet(value):
+        value = [value]
     if not isinstance(value, (list, tuple)) or not value:
-        raise ConfigError(f"miller_indices must be a non-empty list of (h, k, l), got {value!r}")
-    return [parse_miller(v) for v in value]
+        raise ConfigError(f"miller_indices must be a non-empty list of facets (h, k, l), "
+                          f"got {value!r}")
+    out: list[Miller] = []
+    for v in value:
+        m = parse_facet(v)
+        if m not in out:
+            out.append(m)
+    return out
+
+
+#: Former name of :func:`parse_facets`.
+parse_miller_list = parse_facets
+
+
+def facet_key(miller: Sequence[int]) -> str:
+    """The ``"h,k,l"`` key of a facet in result dicts (``gamma["1,1,1"]``)."""
+    return ",".join(map(str, miller))
 
 
 def surface_normal(atoms: Atoms) -> np.ndarray:
@@ -304,6 +374,36 @@ def _generate(conv, miller: Miller, min_slab_size: float, min_vacuum_size: float
     return stoich
 
 
+def _generate_layers(conv, miller: Miller, min_slab_size: float, min_vacuum_size: float,
+                     symmetric_only: bool, lll_reduce: bool, min_layers: int,
+                     layer_tol: float = 0.3, max_tries: int = 6) -> tuple[list, float]:
+    """:func:`_generate` thickened until every slab has ``min_layers`` atomic layers.
+
+    Returns the slabs and the thickness (Å) asked of ``SlabGenerator`` for them.
+    """
+    size = min_slab_size
+    slabs = _generate(conv, miller, size, min_vacuum_size, symmetric_only, lll_reduce)
+    for _ in range(max_tries):
+        if not slabs or min_layers <= 1:
+            break
+        counts = [len(slab_layers(_to_atoms(s), tol=layer_tol)) for s in slabs]
+        if min(counts) >= min_layers:
+            break
+        # grow by the missing layers at the measured layer spacing (at least one plane)
+        spacing = min(_plane_spacing(conv, miller), size / max(min(counts), 1))
+        size += max(min_layers - min(counts), 1) * max(spacing, 0.5)
+        slabs = _generate(conv, miller, size, min_vacuum_size, symmetric_only, lll_reduce)
+    return slabs, size
+
+
+def _warn_thin(res: SlabEnergy, recommended: int) -> None:
+    if res.n_layers < recommended:
+        warnings.warn(f"{res.formula} {res.miller}: slab has {res.n_layers} atomic layers "
+                      f"(< {recommended}, the documented minimum): both surfaces interact "
+                      f"and γ is biased; raise min_layers or min_slab_size",
+                      ThinSlabWarning, stacklevel=3)
+
+
 def _bulk_energy_per_atom(relaxed: Atoms, relaxed_energy: float | None, conv,
                           calc: BaseCalculator, tol: float = 1e-5) -> float:
     """Bulk energy per atom (eV) on exactly the lattice the slabs are cut from.
@@ -368,14 +468,17 @@ def _plane_spacing(conv, miller: Miller) -> float:
 
 @single_threaded_numpy
 def surface_energies(bulk: Atoms, calc: BaseCalculator,
-                     miller_indices: Sequence[Sequence[int]] = ((1, 1, 1),), *,
-                     min_slab_size: float = 10.0, min_vacuum_size: float = 15.0,
+                     miller_indices: Sequence[Any] = ((1, 1, 1),), *,
+                     min_slab_size: float = SURFACE.min_slab_size,
+                     min_vacuum_size: float = SURFACE.min_vacuum_size,
+                     min_layers: int = SURFACE.min_layers,
                      relax_bulk: bool = True, relax_slabs: bool = True,
-                     fix_bottom_layers: int = 0, fmax: float = 0.05, steps: int = 500,
+                     fix_bottom_layers: int = 0, fmax: float = SURFACE.fmax, steps: int = 500,
                      optimizer: str = "FIRE", symmetric_only: bool = True,
                      lll_reduce: bool = False, converge_thickness: bool = False,
                      thickness_tol: float = 0.01, max_extra_layers: int = 8,
                      wulff: bool = False, plot_dir: str | Path | None = None,
+                     plot_name: str | None = None,
                      max_atoms: int | None = MAX_SLAB_CELL_ATOMS,
                      ) -> SurfaceResult:
     """Surface energies γ (J/m² and eV/Å²) for Miller indices and all symmetric terminations.
@@ -388,8 +491,12 @@ def surface_energies(bulk: Atoms, calc: BaseCalculator,
     Args:
         bulk: 3D periodic bulk (elemental metal or simple compound).
         calc: any ASE calculator.
-        miller_indices: list of (h, k, l) integer triples.
-        min_slab_size: minimum slab thickness in Å.
+        miller_indices: facets in any notation :func:`parse_facet` reads: (h, k, l),
+            Miller–Bravais (h, k, i, l), ``"111"``, ``"10-10"``, ``"0001"``, ``"Cu111"``.
+        min_slab_size: minimum slab thickness in Å (defaults: :data:`SURFACE`).
+        min_layers: minimum number of atomic layers; thinner slabs are thickened plane by
+            plane. Slabs below ``SURFACE.recommended_layers`` (4) warn
+            (:class:`ThinSlabWarning`).
         min_vacuum_size: minimum vacuum in Å.
         relax_bulk: relax cell and positions of the bulk first.
         relax_slabs: relax slab positions (γ_relaxed); γ_unrelaxed is always given.
@@ -400,14 +507,17 @@ def surface_energies(bulk: Atoms, calc: BaseCalculator,
             less than ``thickness_tol`` (J/m²), at most ``max_extra_layers`` times.
         wulff: compute the Wulff shape (needs ≥ 1 index) and area-weighted γ.
         plot_dir: where to save the Wulff plot (if ``wulff``).
+        plot_name: file stem of the Wulff plot (``<plot_name>_wulff.png``; default the
+            bulk formula).
         max_atoms: refuse a facet whose oriented cell or slab is estimated above this
             many atoms (:class:`~ase_surftune.errors.SizeLimitError` with the estimate;
             high-index facets such as (9,8,7) would run for many minutes); ``None``
             for no limit.
     """
     check_atoms(bulk, name="bulk", need_cell=True)
-    millers = parse_miller_list(miller_indices)
+    millers = parse_facets(miller_indices)
     min_slab_size = check_positive("min_slab_size", min_slab_size)
+    min_layers = check_int("min_layers", min_layers, minimum=1)
     _check_facet_sizes(bulk, millers, min_slab_size, max_atoms)
     min_vacuum_size = check_positive("min_vacuum_size", min_vacuum_size)
     if min_vacuum_size < MIN_SLAB_VACUUM:
@@ -431,8 +541,8 @@ def surface_energies(bulk: Atoms, calc: BaseCalculator,
 
     entries: list[SurfaceEntry] = []
     for miller in millers:
-        slabs = _generate(conv, miller, min_slab_size, min_vacuum_size, symmetric_only,
-                          lll_reduce)
+        slabs, size0 = _generate_layers(conv, miller, min_slab_size, min_vacuum_size,
+                                        symmetric_only, lll_reduce, min_layers)
         if not slabs:
             raise InvalidStructureError(
                 f"no {'symmetric ' if symmetric_only else ''}stoichiometric termination of "
@@ -448,12 +558,14 @@ def surface_energies(bulk: Atoms, calc: BaseCalculator,
                                            shift=shift)
 
             res = compute(pslab)
+            if not converge_thickness:
+                _warn_thin(res, SURFACE.recommended_layers)
             entry = SurfaceEntry(miller=miller, shift=shift, termination=term, result=res)
             if converge_thickness:
                 entry.thickness_series.append(res)
                 entry.thickness_converged = False
                 d = _plane_spacing(conv, miller)
-                size = min_slab_size
+                size = size0
                 for _ in range(max_extra_layers):
                     size += d
                     cands = _generate(conv, miller, size, min_vacuum_size, symmetric_only,
@@ -469,6 +581,7 @@ def surface_energies(bulk: Atoms, calc: BaseCalculator,
                         entry.thickness_converged = True
                         break
                 entry.result = entry.thickness_series[-1]
+                _warn_thin(entry.result, SURFACE.recommended_layers)
                 if not entry.thickness_converged:
                     warnings.warn(f"{miller} γ not converged within {thickness_tol} J/m² "
                                   f"after {max_extra_layers} extra planes", stacklevel=2)
@@ -476,7 +589,7 @@ def surface_energies(bulk: Atoms, calc: BaseCalculator,
 
     gamma: dict[str, float] = {}
     for e in entries:
-        key = ",".join(map(str, e.miller))
+        key = facet_key(e.miller)
         gamma[key] = min(gamma.get(key, math.inf), e.gamma)
     converged = (bulk_conv_ok is not False) and all(
         (e.result.relax_converged is not False) and (e.thickness_converged is not False)
@@ -488,32 +601,41 @@ def surface_energies(bulk: Atoms, calc: BaseCalculator,
                            converged=converged)
     if wulff:
         result.wulff = wulff_shape(conv.lattice, gamma, plot_dir=plot_dir,
-                                   name=work.get_chemical_formula())
+                                   name=plot_name or work.get_chemical_formula(),
+                                   title=conv.composition.reduced_formula)
         if result.wulff.get("plot"):
             result.plots.append(result.wulff["plot"])
     return result
 
 
+def wulff_title(name: str, gamma: dict[str, float]) -> str:
+    """Plot title: the material and γ (J/m²) per facet, lowest first."""
+    parts = [f"({k.replace(',', ' ')}) {v:.3f}" for k, v in sorted(gamma.items(),
+                                                                   key=lambda kv: kv[1])]
+    return f"{name}: γ in J/m²: " + ", ".join(parts)
+
+
 def wulff_shape(lattice, gamma: dict[str, float] | dict[Miller, float], *,
-                plot_dir: str | Path | None = None, name: str = "wulff") -> dict[str, Any]:
+                plot_dir: str | Path | None = None, name: str = "wulff",
+                title: str | None = None) -> dict[str, Any]:
     """Wulff shape from γ (J/m²) per Miller index via pymatgen's ``WulffShape``.
 
     Returns area-weighted γ (J/m²), shape factor, anisotropy, area fractions and the
-    plot path (if ``plot_dir``).
+    plot path (if ``plot_dir``: ``<plot_dir>/<name>_wulff.png``, titled with ``title``
+    (default ``name``) and the γ values, with a J/m² colour bar).
     """
     from pymatgen.analysis.wulff import WulffShape
 
     millers, energies = [], []
     for k, v in gamma.items():
-        millers.append(parse_miller(k) if isinstance(k, str) else tuple(k))
+        millers.append(parse_facet(k))
         energies.append(float(v))
     ws = WulffShape(lattice, millers, energies)
     out: dict[str, Any] = {
         "weighted_surface_energy": float(ws.weighted_surface_energy),
         "shape_factor": float(ws.shape_factor),
         "anisotropy": float(ws.anisotropy),
-        "area_fraction": {",".join(map(str, k)): float(v)
-                          for k, v in ws.area_fraction_dict.items()},
+        "area_fraction": {facet_key(k): float(v) for k, v in ws.area_fraction_dict.items()},
         "plot": None,
     }
     if plot_dir is not None:
@@ -522,7 +644,10 @@ def wulff_shape(lattice, gamma: dict[str, float] | dict[Miller, float], *,
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        ax = ws.get_plot()
+        ax = ws.get_plot(bar_on=len(set(energies)) > 1, units_in_JPERM2=True)
+        out["plot_title"] = wulff_title(title or name,
+                                        {facet_key(m): e for m, e in zip(millers, energies)})
+        ax.figure.suptitle(out["plot_title"], fontsize=9)
         path = Path(plot_dir) / f"{name}_wulff.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         ax.figure.savefig(path, dpi=120)
