@@ -58,9 +58,9 @@ def phonon_figure(curves: Sequence[tuple[str, Any]], title: str | None = None):
     ax, ax_dos = axes
     handles = []
     for i, (label, res) in enumerate(curves):
-        colour = "k" if i == 0 and len(curves) > 1 else f"C{i - (len(curves) > 1)}"
-        style = {"color": colour, "lw": 1.6 if i == 0 else 1.0, "alpha": 0.6 if i == 0 and
-                 len(curves) > 1 else 1.0}
+        is_ref = i == 0 and len(curves) > 1  # wide grey under the models
+        style = ({"color": "0.6", "lw": 2.8} if is_ref else
+                 {"color": f"C{i - (len(curves) > 1)}", "lw": 1.1})
         for d, f in zip(res.band_distances, res.band_frequencies):
             ax.plot(d, f, "-", **style)
         if len(res.dos) and len(res.dos_frequencies):

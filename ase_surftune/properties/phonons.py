@@ -717,7 +717,8 @@ def frequency_softening_ratio(atoms: Atoms | None, calc: BaseCalculator, referen
                               freq_cutoff: float = 0.1, symprec: float = 1e-5,
                               symmetrize_fc: bool = True, fc_calculator: str | None = None,
                               min_supercell_width: float | None = None,
-                              progress: bool = False) -> SofteningResult:
+                              progress: bool = False,
+                              max_atoms: int | None = MAX_ATOMS) -> SofteningResult:
     """Mean ω_model/ω_ref over a q-mesh, with model forces on the reference displacements.
 
     Args:
@@ -741,6 +742,7 @@ def frequency_softening_ratio(atoms: Atoms | None, calc: BaseCalculator, referen
             (:func:`produce_force_constants`).
         min_supercell_width: Å; overrides the 2 × cutoff rule of the supercell-size
             warning (:func:`check_supercell_size`).
+        max_atoms: refuse reference supercells with more atoms; ``None`` for no limit.
 
     A value below 1 means the model is softer than the reference. A Phonopy object or
     :class:`PhononResult` passed as reference gets its force constants (and NAC
@@ -761,6 +763,8 @@ def frequency_softening_ratio(atoms: Atoms | None, calc: BaseCalculator, referen
         raise DataError(f"reference {label} has no displacement dataset")
     if not _has_forces(ref.dataset):
         raise DataError(f"reference {label} has no forces")
+    check_size(len(ref.supercell), f"phonon supercell {np.asarray(ref.supercell_matrix).tolist()}",
+               max_atoms, force_calls=len(ref.supercells_with_displacements))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="primitive_matrix defaulted to 'auto'")
         model = Phonopy(ref.unitcell, supercell_matrix=ref.supercell_matrix,
