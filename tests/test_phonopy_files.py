@@ -262,6 +262,18 @@ def test_cli_reads_phonopy_files_from_anywhere(cu_set, b2_set, tmp_path, monkeyp
     assert data["softening"]["ratio"] == pytest.approx(1.0, abs=1e-6)
     assert main(b2 + ["--born", str(b2_set / "BORN"), "--no-nac"]) == 0
     assert _json(out)["nac"] is False
+    # a structure file with a bare FORCE_SETS (cell and supercell from the command line)
+    from ase.io import write
+
+    write(str(tmp_path / "cu.extxyz"), bulk("Cu", "fcc", a=3.59))
+    assert main(["phonons", str(tmp_path / "cu.extxyz"), "--reference", "emt", "--mesh", "4",
+                 "--supercell", "3", "--no-bands", "--no-dos", "-o", str(out),
+                 "--reference-forces", str(cu_set / "FORCE_SETS")]) == 0
+    assert _json(out)["softening"]["ratio"] == pytest.approx(1.0, abs=1e-6)
+    write(str(tmp_path / "au.extxyz"), bulk("Au", "fcc", a=4.08))
+    assert main(["phonons", str(tmp_path / "au.extxyz"), "--reference", "emt", "-o", str(out),
+                 "--reference-forces", str(cu_set / "phonopy_params.yaml")]) == 2
+    assert "is not the cell of the reference" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra,match", [

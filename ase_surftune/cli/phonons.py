@@ -38,8 +38,6 @@ OPTIONS = [
                                    "2 x model cutoff, else 10)"),
 ]
 
-# options of the model-only run that a reference's own displacements replace
-_REFERENCE_FIXES = ("displacement",)
 _ANALYSIS = ("mesh", "band_npoints", "t_min", "t_max", "t_step", "imaginary_tol", "bands",
              "dos")
 
@@ -97,6 +95,12 @@ def run(args: argparse.Namespace) -> int:
         ref, force_sets = args.structure, ref
     else:
         atoms = read_structure(args.structure)
+        if ref is not None and _is_phonopy_yaml(ref):
+            ref_atoms = read_phonopy_structure(ref)[0]
+            if sorted(ref_atoms.symbols) != sorted(atoms.get_chemical_symbols()):
+                raise ConfigError(f"{args.structure} ({atoms.get_chemical_formula()}) is not "
+                                  f"the cell of the reference {ref} "
+                                  f"({ref_atoms.get_chemical_formula()})")
     calc = make_calculator(args)
     label = _model_label(args)
     want_plot = opts.get("bands", True) and opts.get("dos", True)
@@ -109,10 +113,9 @@ def run(args: argparse.Namespace) -> int:
                       born=None if nac is False else born, label=label, **opts)
         data = res.to_dict()
     else:
-        given = [k for k in _REFERENCE_FIXES if k in opts]
-        if given:
-            raise ConfigError(f"--{given[0].replace('_', '-')} does not apply with a "
-                              f"reference: its own displacements are used")
+        if "displacement" in opts:
+            raise ConfigError("--displacement does not apply with a reference: its own "
+                              "displacements are used")
         analysis = {k: opts[k] for k in _ANALYSIS if k in opts}
         soft = frequency_softening_ratio(
             None if _is_phonopy_yaml(ref) else atoms, calc, ref, force_sets=force_sets,
