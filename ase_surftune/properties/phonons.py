@@ -25,12 +25,12 @@ from ase.calculators.calculator import BaseCalculator
 from ase_surftune.errors import ConfigError, DataError
 from ase_surftune.properties._base import (
     MAX_ATOMS,
-    check_size,
     PropertyResult,
     attach_calc,
     check_atoms,
     check_int,
     check_positive,
+    check_size,
     is_calculator,
 )
 
