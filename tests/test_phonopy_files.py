@@ -78,6 +78,7 @@ def _decoys(folder):
     """Files phonopy.load would pick up from the current folder on its own."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "FORCE_SETS").write_text("garbage\n")
+    (folder / "FORCE_CONSTANTS").write_text("garbage\n")
     (folder / "BORN").write_text("14.4\n9 9 9 9 9 9 9 9 9\n9 9 9 9 9 9 9 9 9\n")
     return folder
 
@@ -100,7 +101,7 @@ def b2_set(tmp_path_factory):
 
 
 def test_disp_yaml_and_force_sets_from_another_folder(cu_set, tmp_path, monkeypatch):
-    monkeypatch.chdir(_decoys(tmp_path / "cwd"))  # a BORN and a broken FORCE_SETS here
+    monkeypatch.chdir(_decoys(tmp_path / "cwd"))  # BORN, broken FORCE_SETS/FORCE_CONSTANTS
     r = frequency_softening_ratio(None, EMT(), cu_set / "phonopy_disp.yaml",
                                   force_sets=cu_set / "FORCE_SETS", mesh=6)
     assert r.ratio == pytest.approx(1.0, abs=1e-6)  # FORCE_SETS keeps ~10 digits
@@ -113,6 +114,7 @@ def test_disp_yaml_and_force_sets_from_another_folder(cu_set, tmp_path, monkeypa
     assert info == {"source": str(cu_set / "phonopy_params.yaml"), "force_sets": None,
                     "nac": False, "nac_source": None}
     assert ph.force_constants is None  # produced later, the same way for both sides
+    assert Path.cwd() == tmp_path / "cwd"  # phonopy ran elsewhere and we are back
 
 
 def test_disp_yaml_without_forces_is_one_clear_error(cu_set, tmp_path, monkeypatch):

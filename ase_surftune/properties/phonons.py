@@ -10,8 +10,12 @@ and the non-analytical (LO–TO) correction is applied to both sides or to neith
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
+import tempfile
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -257,6 +261,33 @@ def read_phonopy_structure(path: str | Path) -> tuple[Atoms, np.ndarray, Any]:
     return _ase_atoms(pyaml.unitcell), P, ("auto" if pmat is None else np.asarray(pmat))
 
 
+#: files :func:`phonopy.load` reads from the current folder when no file is named
+_PHONOPY_CWD_FILES = ("FORCE_CONSTANTS", "force_constants.hdf5", "FORCE_SETS", "BORN")
+_CWD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _away_from_phonopy_cwd_files():
+    """Run :func:`phonopy.load` where it finds none of its implicit files.
+
+    phonopy.load always searches the current folder for FORCE_CONSTANTS (and, unless told
+    otherwise, FORCE_SETS and BORN); with explicit arguments only the force-constants
+    search is left, and no argument turns it off. Only when such a file is present, the
+    working directory is switched to an empty temporary folder for the duration of the
+    call (all paths are absolute by then; a lock serialises these calls).
+    """
+    if not any(Path(name).exists() for name in _PHONOPY_CWD_FILES):
+        yield
+        return
+    with _CWD_LOCK, tempfile.TemporaryDirectory(prefix="surftune-phonopy-") as empty:
+        old = os.getcwd()
+        os.chdir(empty)
+        try:
+            yield
+        finally:
+            os.chdir(old)
+
+
 def _has_forces(ds: Any) -> bool:
     from phonopy.structure.dataset import forces_in_dataset
 
@@ -311,7 +342,7 @@ def load_phonopy(path: str | Path, *, force_sets: str | Path | None = None,
         if yaml_nac:
             nac_source = str(path)
         is_nac = born is not None or yaml_nac
-        args: tuple = (str(path),)
+        args: tuple = (_absolute(path),)
     else:
         if atoms is None or supercell is None:
             raise ConfigError(f"a bare FORCE_SETS ({str(path)!r}) needs the unit cell "
@@ -322,11 +353,10 @@ def load_phonopy(path: str | Path, *, force_sets: str | Path | None = None,
         raise ConfigError(f"nac=True but neither a BORN file nor nac_params in "
                           f"{str(path)!r} were given")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _away_from_phonopy_cwd_files():
             warnings.filterwarnings("ignore", message="primitive_matrix defaulted to 'auto'")
-            ph = phonopy.load(*args, force_sets_filename=None if force_sets is None
-                              else str(force_sets), born_filename=None if born is None
-                              else str(born), is_nac=is_nac, **kw)
+            ph = phonopy.load(*args, force_sets_filename=_absolute(force_sets),
+                              born_filename=_absolute(born), is_nac=is_nac, **kw)
     except (OSError, ValueError, KeyError, IndexError, RuntimeError, TypeError) as exc:
         raise DataError(f"cannot load phonopy data {str(path)!r}"
                         f"{f' with {str(force_sets)!r}' if force_sets else ''}"
@@ -338,6 +368,12 @@ def load_phonopy(path: str | Path, *, force_sets: str | Path | None = None,
             "nac": ph.nac_params is not None, "nac_source": nac_source
             if ph.nac_params is not None else None}
     return ph, info
+
+
+def _absolute(path: str | Path | None) -> str | None:
+    """Absolute path for phonopy (which may run in another folder, see
+    :func:`_away_from_phonopy_cwd_files`); None stays None."""
+    return None if path is None else str(Path(path).resolve())
 
 
 def _read_born(ph, born: str | Path) -> dict:
