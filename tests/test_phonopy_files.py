@@ -250,7 +250,12 @@ def test_cli_reads_phonopy_files_from_anywhere(cu_set, b2_set, tmp_path, monkeyp
     assert data["reference_phonons"]["band_frequencies"]
     png = Path(data["plot"])  # wherever the output layout puts it
     assert png.name.endswith("phonons.png") and png.is_file() and png.stat().st_size > 1000
-    assert "frequency softening ratio = 1.0000 (mesh 6x6x6, NAC off)" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "frequency softening ratio = 1.0000 (mesh 6x6x6, NAC off)" in printed.out
+    # 3x3x3 primitive Cu is 6.2 Å wide, EMT's cutoff 5.4 Å: one line on stderr, and the JSON
+    assert "warning: phonon supercell [[3, 0, 0], [0, 3, 0], [0, 0, 3]] is 6.22 Å wide" \
+        in printed.err and "supercell 6 6 6 would be wide enough" in printed.err
+    assert data["supercell_warning"] in printed.err and data["supercell_width"] > 6
     # phonopy_params.yaml carries its forces: no --reference-forces needed
     assert main(["phonons", str(cu_set / "phonopy_params.yaml"), "--reference", "emt",
                  "--mesh", "4", "--no-bands", "--no-dos", "-o", str(out)]) == 0

@@ -57,6 +57,23 @@ def _model_label(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the command; warnings (e.g. a supercell too small for the cutoff) are printed
+    as one ``warning: ...`` line each on stderr, and recorded in the JSON."""
+    import sys
+    import warnings
+
+    from ase_surftune.properties import SupercellSizeWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SupercellSizeWarning)
+        try:
+            return _run(args)
+        finally:
+            for w in caught:
+                print(f"warning: {w.message}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ase_surftune.cli._common import load_yaml, write_json
