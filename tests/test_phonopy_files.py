@@ -297,3 +297,34 @@ def test_cli_phonopy_errors_are_one_line(cu_set, tmp_path, capsys, extra, match)
     err = capsys.readouterr().err.strip()
     assert match in err and len(err.splitlines()) == 1
     assert not (tmp_path / "x.json").exists()
+
+
+def test_model_phonons_with_born_and_fc_solvers(b2_set, cu_set):
+    from ase_surftune.errors import ConfigError
+
+    res = phonons(_b2_cuau(), EMT(), supercell=2, mesh=4, bands=False, dos=False,
+                  born=b2_set / "BORN")
+    assert res.nac and res.nac_source == str(b2_set / "BORN")
+    assert res.phonon.nac_params["born"][0][0][0] == pytest.approx(2.0)
+    with pytest.raises(ConfigError, match="nac=True but neither a BORN"):
+        load_phonopy(cu_set / "phonopy_params.yaml", nac=True)
+    with pytest.raises(ConfigError, match="fc_calculator must be one of"):
+        frequency_softening_ratio(None, EMT(), cu_set / "phonopy_params.yaml",
+                                  fc_calculator="magic")
+    # phonopy's symfc solver (imposes the sum rules in its fit) on both sides: still 1
+    sym = frequency_softening_ratio(None, EMT(), cu_set / "phonopy_params.yaml", mesh=4,
+                                    fc_calculator="symfc")
+    assert sym.ratio == pytest.approx(1.0, abs=1e-9) and sym.fc_calculator == "symfc"
+
+
+def test_type2_dataset_needs_a_fitting_solver(cu_set):
+    """A dataset where every atom is displaced (type II) cannot go through the
+    finite-difference solver: a clear error, and symfc handles it."""
+    ph, _ = load_phonopy(cu_set / "phonopy_params.yaml")
+    ph.generate_displacements(distance=0.02, number_of_snapshots=3, random_seed=0)
+    ph.forces = compute_forces(ph, EMT())
+    assert "displacements" in ph.dataset
+    with pytest.raises(DataError, match="type-II"):
+        frequency_softening_ratio(None, EMT(), ph, mesh=4)
+    r = frequency_softening_ratio(None, EMT(), ph, mesh=4, fc_calculator="symfc")
+    assert r.ratio == pytest.approx(1.0, abs=1e-9) and r.n_displacements == 3

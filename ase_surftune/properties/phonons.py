@@ -382,8 +382,14 @@ def _read_born(ph, born: str | Path) -> dict:
 
     if not Path(born).is_file():
         raise FileNotFoundError(f"BORN not found: {str(born)!r}")
+    from phonopy.physical_units import get_calculator_physical_units
+
     try:
-        return parse_BORN(ph.primitive, filename=str(born))
+        params = parse_BORN(ph.primitive, filename=str(born))
+        # as phonopy.load does: the unit factor of the calculator interface (None = VASP
+        # units, eV and Å, as for every ASE calculator)
+        params.setdefault("factor", get_calculator_physical_units(None).nac_factor)
+        return params
     except Exception as exc:
         raise DataError(f"cannot read BORN {str(born)!r} for the {len(ph.primitive)}-atom "
                         f"primitive cell: {exc}") from exc
@@ -594,22 +600,26 @@ def _analyse(ph, formula, P, displacement, mesh, band_npoints, t_min, t_max, t_s
              dos: bool = True, label: str | None = None) -> PhononResult:
     if bands:
         ph.auto_band_structure(npoints=band_npoints)
-        bs = ph.get_band_structure_dict()
+        bso = ph.band_structure  # phonopy ≥ 4.10: result objects replace the get_*_dict()
+        bs = {"qpoints": bso.qpoints, "distances": bso.distances,
+              "frequencies": bso.frequencies}
         labels = getattr(ph.band_structure, "labels", None)
         conns = getattr(ph.band_structure, "path_connections", None)
         ticks = _band_ticks(bs, labels, conns)
     else:
         bs, ticks = {"qpoints": [], "distances": [], "frequencies": []}, []
     ph.run_mesh(mesh, is_gamma_center=True)
-    md = ph.get_mesh_dict()
+    md = {"qpoints": ph.mesh.qpoints, "frequencies": ph.mesh.frequencies}
     if dos:
         ph.run_total_dos()
-        dd = ph.get_total_dos_dict()
+        dd = {"frequency_points": ph.total_dos.frequency_points, "total_dos": ph.total_dos.dos}
     else:
         dd = {"frequency_points": [], "total_dos": []}
     ph.run_thermal_properties(t_min=t_min, t_max=t_max, t_step=t_step,
                               exclude_gamma_acoustic=True)
-    tp = ph.get_thermal_properties_dict()
+    tpo = ph.thermal_properties
+    tp = {"temperatures": tpo.temperatures, "free_energy": tpo.free_energy,
+          "entropy": tpo.entropy, "heat_capacity": tpo.heat_capacity}
     imag = []
     for q, f in zip(md["qpoints"], md["frequencies"]):
         for b, w in enumerate(f):
