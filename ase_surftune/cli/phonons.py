@@ -1,13 +1,21 @@
-"""``surftune phonons``: phonopy bands, DOS, thermal properties; optional softening ratio."""
+"""``surftune phonons``: phonopy bands, DOS, thermal properties; optional softening ratio.
+
+The structure may be a phonopy yaml (``phonopy_disp.yaml``, ``phonopy_params.yaml``):
+its unit cell and supercell matrix are used, and its forces (or those of
+``--reference-forces FORCE_SETS``) are the reference for the softening ratio and the
+reference bands drawn under the model's.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 OPTIONS = [
-    ("supercell", "ints", "1, 3 or 9 integers (default 2 2 2)"),
-    ("displacement", float, "finite displacement, Å (default 0.01)"),
-    ("mesh", "ints", "q-mesh: 1 or 3 integers (default 20 20 20)"),
+    ("supercell", "ints", "1, 3 or 9 integers (default 2 2 2, or the phonopy yaml's)"),
+    ("displacement", float, "finite displacement, Å (default 0.01; a reference brings its "
+                            "own displacements)"),
+    ("mesh", "ints", "q-mesh: 1 or 3 integers (default 20 20 20); also the mesh of the "
+                     "softening ratio"),
     ("band_npoints", int, "q-points per band segment (default 51)"),
     ("t_min", float, "K (default 0)"),
     ("t_max", float, "K (default 1000)"),
@@ -16,21 +24,66 @@ OPTIONS = [
     ("bands", "bool", "band structure along seekpath's path (default on)"),
     ("max_atoms", int, "refuse supercells above this many atoms (default 1000)"),
     ("dos", "bool", "total DOS on the q-mesh (default on); the plot needs bands and DOS"),
-    ("reference_forces", str, "FORCE_SETS or phonopy_params.yaml of a reference: also "
-                              "compute the frequency softening ratio"),
+    ("reference_forces", str, "reference FORCE_SETS (for a structure file or a "
+                              "phonopy_disp.yaml) or phonopy_params.yaml: also compute the "
+                              "frequency softening ratio and draw the reference bands"),
+    ("born", str, "BORN file: LO-TO correction on reference and model alike"),
+    ("nac", "bool", "LO-TO correction from --born or the yaml's nac_params (default: on "
+                    "when given); --no-nac: on neither side"),
+    ("symmetrize_fc", "bool", "remove drift and symmetrise the force constants of both "
+                              "sides (default on)"),
+    ("fc_calculator", str, "phonopy force-constants solver: traditional (default), symfc, "
+                           "alm"),
+    ("min_supercell_width", float, "Å; warn when the supercell is narrower (default "
+                                   "2 x model cutoff, else 10)"),
 ]
+
+_ANALYSIS = ("mesh", "band_npoints", "t_min", "t_max", "t_step", "imaginary_tol", "bands",
+             "dos")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ase_surftune.properties._cli import register_command
 
     register_command(subparsers, "phonons", "phonons with phonopy", OPTIONS, run,
-                     structure_help="(relaxed) unit cell readable by ase.io")
+                     structure_help="(relaxed) unit cell readable by ase.io, or a phonopy "
+                                    "yaml (phonopy_disp.yaml, phonopy_params.yaml)")
+
+
+def _model_label(args: argparse.Namespace) -> str:
+    if args.reference:
+        return str(args.reference)
+    return str(args.model) + (f"@{args.head}" if getattr(args, "head", None) else "")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the command; warnings (e.g. a supercell too small for the cutoff) are printed
+    as one ``warning: ...`` line each on stderr, and recorded in the JSON."""
+    import sys
+    import warnings
+
+    from ase_surftune.properties import SupercellSizeWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SupercellSizeWarning)
+        try:
+            return _run(args)
+        finally:
+            for w in caught:
+                print(f"warning: {w.message}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from ase_surftune.cli._common import load_yaml, write_json
-    from ase_surftune.properties import frequency_softening_ratio, phonons
+    from ase_surftune.errors import ConfigError
+    from ase_surftune.properties import (
+        frequency_softening_ratio,
+        parse_supercell,
+        phonons,
+        phonons_from_phonopy,
+    )
     from ase_surftune.properties._cli import (
         ints_to_supercell,
         make_calculator,
@@ -38,29 +91,83 @@ def run(args: argparse.Namespace) -> int:
         outputs,
         read_structure,
     )
+    from ase_surftune.properties._plot import plot_phonons
+    from ase_surftune.properties.phonons import _is_phonopy_yaml, read_phonopy_structure
 
     opts = merge_options(args, load_yaml(args.config), [o[0] for o in OPTIONS], "phonons")
     ref = opts.pop("reference_forces", None)
+    born, nac = opts.pop("born", None), opts.pop("nac", None)
     if "supercell" in opts:
         opts["supercell"] = ints_to_supercell(opts["supercell"])
     if isinstance(opts.get("mesh"), list) and len(opts["mesh"]) == 1:
         opts["mesh"] = opts["mesh"][0]
-    atoms = read_structure(args.structure, args.index)
     out = outputs(args, args.structure)
+    force_sets = None
+    if _is_phonopy_yaml(args.structure):
+        atoms, P, _ = read_phonopy_structure(args.structure)
+        if "supercell" in opts and not np.array_equal(
+                parse_supercell(opts["supercell"]), P):
+            raise ConfigError(f"--supercell {opts['supercell']} differs from the supercell "
+                              f"{P.tolist()} of {args.structure}, whose displacements fix it")
+        opts["supercell"] = P.tolist()
+        ref, force_sets = args.structure, ref
+    else:
+        atoms = read_structure(args.structure, args.index)
+        if ref is not None and _is_phonopy_yaml(ref):
+            ref_atoms = read_phonopy_structure(ref)[0]
+            if sorted(ref_atoms.symbols) != sorted(atoms.get_chemical_symbols()):
+                raise ConfigError(f"{args.structure} ({atoms.get_chemical_formula()}) is not "
+                                  f"the cell of the reference {ref} "
+                                  f"({ref_atoms.get_chemical_formula()})")
     calc = make_calculator(args)
+    label = _model_label(args)
     want_plot = opts.get("bands", True) and opts.get("dos", True)
-    res = phonons(atoms, calc,
-                  plot=out.path("phonons", ".png") if want_plot else None,
-                  phonopy_params=out.path("phonopy_params", ".yaml"),
-                  **opts)
-    data = res.to_dict()
-    if ref is not None:
-        soft = frequency_softening_ratio(atoms, calc, ref,
-                                         supercell=opts.get("supercell", (2, 2, 2)),
-                                         displacement=opts.get("displacement", 0.01))
+    png = out.path("phonons", ".png") if want_plot else None
+    params = out.path("phonopy_params", ".yaml")
+    if ref is None:
+        if nac is True and born is None:
+            raise ConfigError("--nac needs --born (or a phonopy yaml with nac_params)")
+        res = phonons(atoms, calc, plot=png, phonopy_params=params,
+                      born=None if nac is False else born, label=label, **opts)
+        data = res.to_dict()
+    else:
+        if "displacement" in opts:
+            raise ConfigError("--displacement does not apply with a reference: its own "
+                              "displacements are used")
+        analysis = {k: opts[k] for k in _ANALYSIS if k in opts}
+        soft = frequency_softening_ratio(
+            None if _is_phonopy_yaml(ref) else atoms, calc, ref, force_sets=force_sets,
+            born=born, nac=nac, supercell=opts.get("supercell", (2, 2, 2)),
+            mesh=opts.get("mesh", 20), **{k: opts[k] for k in (
+                "symmetrize_fc", "fc_calculator", "min_supercell_width", "max_atoms")
+                if k in opts})
+        fc = {"symmetrize_fc": soft.symmetrize_fc, "fc_calculator": soft.fc_calculator}
+        size = {"width": soft.supercell_width, "message": soft.supercell_warning}
+        res = phonons_from_phonopy(soft.model_phonon, label=label, nac_source=soft.nac_source,
+                                   fc_info={**fc, "fc_drift": soft.fc_drift_model},
+                                   size_info=size, phonopy_params=params, **analysis)
+        ref_label = f"reference ({_ref_name(soft.reference)})"
+        ref_res = phonons_from_phonopy(soft.reference_phonon, label=ref_label,
+                                       nac_source=soft.nac_source,
+                                       fc_info={**fc, "fc_drift": soft.fc_drift_ref},
+                                       size_info=size, **analysis)
+        if png is not None:
+            res.plot = plot_phonons(png, [(ref_label, ref_res), (label, res)])
+        data = res.to_dict()
         data["softening"] = soft.to_dict()
-        print(f"frequency softening ratio = {soft.ratio:.4f}")
+        data["reference_phonons"] = {k: v for k, v in ref_res.to_dict().items()
+                                     if k not in ("thermal",)}
+        print(f"frequency softening ratio = {soft.ratio:.4f} (mesh "
+              f"{'x'.join(map(str, soft.mesh))}, NAC {'on' if soft.nac else 'off'}"
+              f"{f' from {soft.nac_source}' if soft.nac else ''})")
     path = write_json(data, out.json("phonons"))
     print(f"min frequency {res.min_frequency:.3f} THz, imaginary modes: "
           f"{'yes' if res.has_imaginary else 'no'}; results in {path}")
     return 0
+
+
+def _ref_name(source: str) -> str:
+    from pathlib import Path
+
+    return " + ".join(Path(p.strip()).name for p in source.split(" + "))
+

@@ -6,7 +6,8 @@ Each workflow returns a dataclass with ``to_dict()``/``to_json(path)``:
   :class:`RelaxationComparison` (ΔE_relax and RMSD against a DFT trajectory)
 * :func:`surface_energies` → :class:`SurfaceResult` (γ in J/m² and eV/Å²)
 * :func:`neb_barrier`, :func:`vacancy_migration`, :func:`adatom_hop` → :class:`NEBResult`
-* :func:`phonons` → :class:`PhononResult`; :func:`frequency_softening_ratio`
+* :func:`phonons` → :class:`PhononResult`; :func:`frequency_softening_ratio`;
+  phonopy files: :func:`load_phonopy`, :func:`phonons_from_phonopy`
 * :func:`run_md` → :class:`MDResult`
 """
 
@@ -18,9 +19,14 @@ from ase_surftune.properties.neb import NEBResult, adatom_hop, neb_barrier, vaca
 from ase_surftune.properties.phonons import (
     PhononResult,
     SofteningResult,
+    SupercellSizeWarning,
+    check_supercell_size,
     frequency_softening_ratio,
+    load_phonopy,
     parse_supercell,
     phonons,
+    phonons_from_phonopy,
+    produce_force_constants,
 )
 from ase_surftune.properties.relax import (
     NotConvergedWarning,
@@ -50,3 +56,6 @@ __all__ = [
     "relaxation_vs_reference", "run_md", "slab_surface_energy",
     "surface_energies", "vacancy_migration", "wulff_shape",
 ]
+# phonopy data as phonopy users hold them (issue 14)
+__all__ += ["SupercellSizeWarning", "check_supercell_size", "load_phonopy",
+            "phonons_from_phonopy", "produce_force_constants"]

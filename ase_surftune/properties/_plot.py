@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 
 def _plt():
@@ -37,33 +36,71 @@ def plot_mep(path: str | Path, s: Sequence[float], e: Sequence[float],
     return str(path)
 
 
-def plot_phonons(path: str | Path, distances: list[np.ndarray], frequencies: list[np.ndarray],
-                 labels: list[tuple[float, str]], dos_freq: np.ndarray | None,
-                 dos: np.ndarray | None, title: str = "") -> str:
-    """Phonon bands (THz) along the path segments, with the total DOS alongside."""
+def phonon_figure(curves: Sequence[tuple[str, Any]], title: str | None = None):
+    """One figure: the phonon bands (THz) of every entry over each other, with their total
+    DOS (states/THz) alongside.
+
+    Args:
+        curves: ``(label, result)`` pairs; a result has ``band_distances``,
+            ``band_frequencies``, ``band_labels``, ``dos_frequencies``, ``dos`` and
+            ``formula`` (a :class:`~ase_surftune.properties.PhononResult`). Put the
+            reference first: the q-path ticks are taken from the first entry, and it is
+            drawn in black under the models (C0, C1, … colours).
+        title: default "<formula>: <label> vs <label> …".
+
+    Returns the matplotlib Figure (Agg backend; the caller saves or closes it).
+    """
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharey=True,
+    from matplotlib.lines import Line2D
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4.2), sharey=True,
                              gridspec_kw={"width_ratios": [3, 1]})
-    ax = axes[0]
-    for d, f in zip(distances, frequencies):
-        ax.plot(d, f, "-", color="C0", lw=1)
-    for x, _ in labels:
-        ax.axvline(x, color="k", lw=0.5)
+    ax, ax_dos = axes
+    handles = []
+    for i, (label, res) in enumerate(curves):
+        is_ref = i == 0 and len(curves) > 1  # wide grey under the models
+        style = ({"color": "0.6", "lw": 2.8} if is_ref else
+                 {"color": f"C{i - (len(curves) > 1)}", "lw": 1.1})
+        for d, f in zip(res.band_distances, res.band_frequencies):
+            ax.plot(d, f, "-", **style)
+        if len(res.dos) and len(res.dos_frequencies):
+            ax_dos.plot(res.dos, res.dos_frequencies, **style)
+        handles.append(Line2D([], [], label=label, **style))
+    first = curves[0][1] if curves else None
+    if first is not None and first.band_distances:
+        ticks = first.band_labels
+        for x, _ in ticks:
+            ax.axvline(x, color="0.5", lw=0.5)
+        ax.set_xticks([x for x, _ in ticks])
+        ax.set_xticklabels([lab for _, lab in ticks])
+        ax.set_xlim(first.band_distances[0][0], first.band_distances[-1][-1])
     ax.axhline(0, color="k", lw=0.5, ls=":")
-    ax.set_xticks([x for x, _ in labels])
-    ax.set_xticklabels([lab for _, lab in labels])
-    if distances:
-        ax.set_xlim(distances[0][0], distances[-1][-1])
     ax.set_ylabel("frequency (THz)")
-    if title:
-        ax.set_title(title)
-    if dos_freq is not None and dos is not None:
-        axes[1].plot(dos, dos_freq, color="C0")
-        axes[1].set_xlabel("DOS")
+    ax.set_xlabel("wave vector")
+    ax_dos.set_xlabel("DOS (states/THz)")
+    ax_dos.set_xlim(left=0)
+    if handles:
+        ax.legend(handles=handles, loc="best", fontsize=8)
+    if title is None:
+        formula = getattr(first, "formula", "") if first is not None else ""
+        title = f"{formula}: " + " vs ".join(lab for lab, _ in curves)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
+
+
+def plot_phonons(path: str | Path, curves: Sequence[tuple[str, Any]],
+                 title: str | None = None) -> str:
+    """Save :func:`phonon_figure` of ``curves`` as a PNG at ``path`` (atomically)."""
+    from ase_surftune._io import atomic_writer
+
+    plt = _plt()
+    fig = phonon_figure(curves, title)
+    try:
+        with atomic_writer(path, "wb") as fh:
+            fig.savefig(fh, dpi=120, format="png")
+    finally:
+        plt.close(fig)
     return str(path)
 
 
