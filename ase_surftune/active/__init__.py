@@ -10,5 +10,10 @@ by less than the tolerance, or at the label budget. See :mod:`ase_surftune.activ
 from ase_surftune.active.config import ActiveConfig, load_active_config
 from ase_surftune.active.loop import ActiveLearningInterrupted, ActiveResult, active_learn
 
-__all__ = ["ActiveConfig", "ActiveResult", "ActiveLearningInterrupted", "active_learn",
-           "load_active_config"]
+__all__ = [
+           "ActiveConfig",
+           "ActiveLearningInterrupted",
+           "ActiveResult",
+           "active_learn",
+           "load_active_config",
+]

@@ -32,8 +32,14 @@ from ase import Atoms
 
 from ase_surftune.active.config import ActiveConfig
 
-__all__ = ["train_committee", "Uncertainty", "predict_uncertainty", "force_errors",
-           "calibration", "spearman"]
+__all__ = [
+    "Uncertainty",
+    "calibration",
+    "force_errors",
+    "predict_uncertainty",
+    "spearman",
+    "train_committee",
+]
 
 log = logging.getLogger(__name__)
 
@@ -166,5 +172,5 @@ def calibration(uncertainty: Sequence[float], error: Sequence[float]) -> dict[st
     """Spearman(uncertainty, true error), the n and the mean ratio error/uncertainty."""
     u, e = np.asarray(uncertainty, float), np.asarray(error, float)
     ok = u > 0
-    return {"n": int(len(u)), "spearman": spearman(u, e),
+    return {"n": len(u), "spearman": spearman(u, e),
             "mean_error_over_uncertainty": float(np.mean(e[ok] / u[ok])) if ok.any() else None}

@@ -16,13 +16,18 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, \
-    model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ase_surftune.errors import ConfigError
 
-__all__ = ["ActiveConfig", "CommitteeSettings", "ExploreSettings", "load_active_config",
-           "DEFAULT_PROPERTIES", "target_properties"]
+__all__ = [
+    "DEFAULT_PROPERTIES",
+    "ActiveConfig",
+    "CommitteeSettings",
+    "ExploreSettings",
+    "load_active_config",
+    "target_properties",
+]
 
 
 class _Strict(BaseModel):
@@ -221,7 +226,8 @@ class ActiveConfig(_Strict):
             self.finetune_config(Path(self.output_dir) / "check")
         except ConfigError as exc:
             problems.append("finetune: " + "; ".join(
-                ln.strip() for ln in str(exc).splitlines()[1:] or [str(exc)]))
+                ln.strip().removeprefix("(top level): ")
+                for ln in str(exc).splitlines()[1:] or [str(exc)]))
         try:
             self.compare_config()
         except ConfigError as exc:
@@ -257,8 +263,11 @@ class ActiveConfig(_Strict):
 
     def labeller_calculator(self):
         """The reference calculator (EMT, GPAW with ``labeller_options``) or teacher model."""
-        from ase_surftune.references import REFERENCE_NAMES, get_calculator, \
-            get_reference_calculator
+        from ase_surftune.references import (
+            REFERENCE_NAMES,
+            get_calculator,
+            get_reference_calculator,
+        )
 
         if self.labeller in REFERENCE_NAMES:
             # GPAW takes YAML-friendly dicts (mode: {name: pw, ecut: 300}) as they are

@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import ase.io
-
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
 from ase_surftune.active.config import ActiveConfig, ExploreSettings
 
-__all__ = ["RecordingCalculator", "measure_and_record", "explore", "workflow_tag"]
+__all__ = ["RecordingCalculator", "explore", "measure_and_record", "workflow_tag"]
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ class RecordingCalculator(Calculator):
     """Delegates to ``inner`` and keeps a copy of every structure it evaluates
     (``frames``, with ``info["al_source"]`` = :func:`workflow_tag` and the call number)."""
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]  # noqa: RUF012 (ASE API)
 
     def __init__(self, inner: Calculator, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -37,7 +37,7 @@ from ase import Atoms
 from ase_surftune.active.config import ActiveConfig, load_active_config
 from ase_surftune.errors import ConfigError, OutputExistsError, SurfTuneError
 
-__all__ = ["active_learn", "ActiveResult", "ActiveLearningInterrupted", "STEPS"]
+__all__ = ["STEPS", "ActiveLearningInterrupted", "ActiveResult", "active_learn"]
 
 log = logging.getLogger(__name__)
 
@@ -383,7 +383,8 @@ def _iterate(run: _Run, i: int) -> None:
         train = run.labels_until(i)
         start = prev_model if cfg.warm_start else cfg.model
         t0 = time.perf_counter()
-        res = finetune(cfg.finetune_config(run.path(f"{d}/model"), model=start, seed=seed),
+        res = finetune(cfg.finetune_config(run.path(f"{d}/model"), model=start, seed=seed,
+                                           **_multihead_warm_start(run, i, start)),
                        train=train)
         it.update(model=str(res.bundle_path.relative_to(run.out)), n_train=len(train),
                   warm_start_from=start if i == 1 or not cfg.warm_start
@@ -413,6 +414,24 @@ def _iterate(run: _Run, i: int) -> None:
         _holdout(run, i, it)
         _convergence(run, i)
         done("measure")
+
+
+def _multihead_warm_start(run: _Run, i: int, start: str) -> dict[str, Any]:
+    """Multi-head strategy from a previous iteration's bundle: train a new head per
+    iteration (``NAME_iNN``) started from the previous one, replaying the foundation
+    head (the starting model's); a head name cannot be trained twice."""
+    cfg = run.cfg
+    if cfg.finetune.get("strategy") != "multihead" or start == cfg.model:
+        return {}
+    from ase_surftune.backends import load_model
+
+    opts = dict(cfg.finetune.get("strategy_options") or {})
+    name = opts.get("new_head", "surface")
+    foundation = opts.get("foundation_head") or load_model(
+        cfg.model, device=cfg.device).adapter.default_head
+    prev = load_model(start, device=cfg.device).resolve_head(None)
+    return {"strategy_options": {**opts, "new_head": f"{name}_i{i:02d}", "from_head": prev,
+                                 "foundation_head": foundation}}
 
 
 def _holdout(run: _Run, i: int, record: dict[str, Any]) -> None:

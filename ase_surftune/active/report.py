@@ -14,7 +14,7 @@ from typing import Any
 
 from ase_surftune.active.config import ActiveConfig
 
-__all__ = ["write_report", "report_rows", "format_row"]
+__all__ = ["format_row", "report_rows", "write_report"]
 
 
 def report_rows(state: dict[str, Any], cfg: ActiveConfig) -> list[dict[str, Any]]:

@@ -17,10 +17,11 @@ Each pick gets a one-line reason for the report.
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import numpy as np
 from ase import Atoms
 
-__all__ = ["select_batch", "descriptors"]
+__all__ = ["descriptors", "select_batch"]
 
 
 def descriptors(configs: Sequence[Atoms], elements: Sequence[str]) -> np.ndarray:
@@ -49,7 +50,7 @@ def select_batch(candidates: Sequence[Atoms], n: int, mode: str, seed: int, *,
     x = descriptors(candidates, elements)
     if uncertainty is not None:
         order = np.argsort(-np.asarray(uncertainty), kind="stable")
-        pool = order[:max(n, int(round(pool_factor * n)))]
+        pool = order[:max(n, round(pool_factor * n))]
     else:
         pool = np.arange(m)
     xp = x[pool]
