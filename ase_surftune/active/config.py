@@ -168,7 +168,8 @@ class ActiveConfig(_Strict):
     #: report each iteration's ratio to it
     reference_properties: bool = False
     #: benchmarking: stop as soon as every target is within ``tolerance`` of the
-    #: labeller's own value (needs ``reference_properties``)
+    #: labeller's own value (needs ``reference_properties``), and only then or at the
+    #: budget (the convergence stop is off: it says nothing about reaching the reference)
     stop_on_reference: bool = False
     output_dir: Path = Path("active_out")
     #: continue the run in output_dir ("auto": if there is one)

@@ -289,7 +289,8 @@ def _stop_reason(run: _Run) -> str | None:
     cfg, st = run.cfg, run.state
     its = st["iterations"]
     reason = None
-    if its and its[-1].get("stop"):
+    if its and its[-1].get("stop") and not (cfg.stop_on_reference
+                                            and its[-1]["stop"] == "converged"):
         reason = its[-1]["stop"]
     elif st["n_labels"] >= cfg.budget:
         reason = "budget"
@@ -473,7 +474,8 @@ def _convergence(run: _Run, i: int) -> None:
         it["reference_error"] = {t: _rel(now.get(t), ref.get(t)) for t in cfg.targets}
         it["within_reference"] = all(e is not None and e < cfg.tolerance
                                      for e in it["reference_error"].values())
-    if it["converged_streak"] >= cfg.patience:
+    if cfg.stop_on_reference:  # benchmark: only the oracle stops the loop (or the budget)
+        if it.get("within_reference"):
+            it["stop"] = "reference"
+    elif it["converged_streak"] >= cfg.patience:
         it["stop"] = "converged"
-    elif cfg.stop_on_reference and it.get("within_reference"):
-        it["stop"] = "reference"
