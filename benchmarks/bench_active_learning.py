@@ -53,6 +53,21 @@ def config(out: Path, seed: int, selection: str, budget: int, batch: int, tol: f
                            "neb": {"steps": 40}}}
 
 
+def max_error(row: dict) -> float | None:
+    """Largest |target / EMT − 1| of one report row."""
+    r = [row.get(f"{t}_ratio") for t in TARGETS]
+    return None if any(x is None for x in r) else max(abs(x - 1) for x in r)
+
+
+def labels_to(rows: list[dict], tol: float) -> int | None:
+    """Labels at the first iteration with every target within ``tol`` of EMT (None: never)."""
+    for r in rows:
+        e = max_error(r)
+        if r["iteration"] and e is not None and e < tol:
+            return int(r["n_labels"])
+    return None
+
+
 def holdout_set(path: Path) -> Path:
     from ase.calculators.emt import EMT
 
@@ -121,6 +136,10 @@ def main() -> None:
             last = rep["iterations"][-1]
             row = {"seed": seed, "mode": mode, "status": res.status,
                    "labels_to_3pct": rep["labels_to_reference"], "n_labels": res.n_labels,
+                   "labels_to_5pct": labels_to(rep["iterations"], 0.05),
+                   "labels_to_10pct": labels_to(rep["iterations"], 0.10),
+                   "max_error_by_labels": {r["n_labels"]: max_error(r)
+                                           for r in rep["iterations"]},
                    "final_ratios": {t: last.get(f"{t}_ratio") for t in TARGETS},
                    "holdout_spearman_last": last.get("holdout_spearman"),
                    "holdout_force_mae_last": last.get("holdout_force_mae"),
@@ -141,6 +160,15 @@ def main() -> None:
                          "labels_to_3pct": [r["labels_to_3pct"] for r in rs],
                          "mean_labels_if_all_reached": statistics.mean(reached)
                          if len(reached) == len(rs) and rs else None}
+    for mode in args.modes:  # mean over seeds of the largest target error, per label count
+        rs = [r for r in results if r["mode"] == mode]
+        counts = sorted({n for r in rs for n in r["max_error_by_labels"]})
+        summary[mode]["mean_max_error_by_labels"] = {
+            n: statistics.mean(r["max_error_by_labels"][n] for r in rs)
+            for n in counts if all(r["max_error_by_labels"].get(n) is not None for r in rs)}
+        for tol in ("5pct", "10pct"):
+            summary[mode][f"labels_to_{tol}"] = [r[f"labels_to_{tol}"] for r in rs]
+        summary[mode]["holdout_force_mae_last"] = [r["holdout_force_mae_last"] for r in rs]
     sp = [r["holdout_spearman_last"] for r in results
           if r["mode"] == "uncertainty" and r["holdout_spearman_last"] is not None]
     summary["holdout_spearman_active_mean"] = statistics.mean(sp) if sp else None
