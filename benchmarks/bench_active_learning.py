@@ -15,7 +15,8 @@ cells, an adatom, bulk) for the active runs' last committee.
 The starting model's measurement (iteration 0) and EMT's reference values are the same for
 every run: they are measured once and every run starts from them (a state file that the
 loop resumes, exactly as after a kill), so only the iterations are paid per run.
-Sized for the shared 2-core box with 1 torch thread: the defaults take ~20–30 min.
+Sized for the shared 2-core box with 1 torch thread: the defaults (budget 12) took 21 min
+under load on 2026-12-01, the extension to ``--budget 24`` another 24 min.
 Rerunning with a larger ``--budget`` on the same ``--out`` continues every run (the budget
 may grow on resume) and rewrites the summary.
 """
