@@ -84,13 +84,21 @@ def test_stops_on_tolerance_and_reports(tmp_path, tiny_mace_file):
 
 
 def test_respects_the_budget(tmp_path, tiny_mace_file):
+    # multi-head warm start: a new head per iteration, started from the previous one
+    mh = {"strategy": "multihead", "epochs": 2, "batch_size": 2,
+          "strategy_options": {"replay": {"n": 4}}}
     res = active_learn(_cfg(tiny_mace_file, tmp_path / "run", tolerance=1e-9, budget=5,
-                            selection="random"))
+                            selection="random", finetune=mh))
     assert res.status == "budget"
     assert res.n_labels == 5 == len(_labels(tmp_path / "run"))
     assert [r["batch"] for r in res.rows[1:]] == [2, 2, 1]  # the last batch is cut
     # random mode builds no committee: calibration is "n/a", not a made-up number
     assert all(r["batch_spearman"] is None for r in res.rows[1:])
+    from ase_surftune.backends import load_model
+
+    final = load_model(res.model)
+    assert final.heads == ["Default", "surface", "surface_i02", "surface_i03"]
+    assert final.resolve_head(None) == "surface_i03"
 
 
 def _summary(out):
