@@ -1,0 +1,176 @@
+"""A cheap committee: bootstrap readout heads on the current model's shared trunk.
+
+Member *m* is the current model with every block but the readout frozen, its readout
+weights perturbed (Gaussian noise of ``committee.noise`` × each tensor's spread, seeded per
+member) and then re-trained for a few epochs (the ``frozen`` strategy of
+:func:`~ase_surftune.finetune.finetune`) on a bootstrap resample of the labels. The data
+pull the members together where they constrain the readout; elsewhere the perturbations
+survive, so the members disagree most on structures unlike the labels (a bootstrap alone,
+started from one set of weights, would agree there). Members share the trunk, so
+one committee costs ``size`` short readout fits. The uncertainty of a structure is the
+spread of the members' predictions:
+
+* energy: standard deviation of E/N over members (eV/atom);
+* forces: sqrt(mean over atoms of Σ_xyz var_members F) (eV/Å), and its max over atoms.
+
+Calibration (:func:`calibration`) compares that force uncertainty with the *true* force
+error of the current model on structures it was not trained on (the next batch of labels,
+or a held-out set): Spearman rank correlation, reported with the number of structures.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from ase_surftune.active.config import ActiveConfig
+
+__all__ = [
+    "Uncertainty",
+    "calibration",
+    "force_errors",
+    "predict_uncertainty",
+    "spearman",
+    "train_committee",
+]
+
+log = logging.getLogger(__name__)
+
+
+def train_committee(model: str, labels: Sequence[Atoms], cfg: ActiveConfig, out_dir: Path,
+                    seed: int) -> list[Path]:
+    """Fit ``cfg.committee.size`` bootstrap readout heads on ``model`` (a bundle path or
+    spec); returns the member bundles (``out_dir/member_MM/model.stbundle``). A member
+    already written is reused (resumable)."""
+    from ase_surftune.backends import load_model
+    from ase_surftune.finetune.api import BUNDLE_NAME, finetune
+
+    n_blocks = len(load_model(model, device=cfg.device).adapter.blocks())
+    labels = list(labels)
+    paths = []
+    for m in range(cfg.committee.size):
+        folder = out_dir / f"member_{m:02d}"
+        done = folder / BUNDLE_NAME
+        if done.is_file() and (folder / "metrics.json").is_file():
+            paths.append(done)
+            continue
+        rng = np.random.default_rng([seed, m])
+        boot = rng.integers(0, len(labels), size=len(labels))
+        train = [labels[i] for i in boot]
+        start = _perturbed_start(model, folder / "start.stbundle", cfg, [seed, m])
+        fcfg = cfg.finetune_config(folder, model=str(start), seed=seed * 97 + m,
+                                   strategy="frozen", freeze={"k": n_blocks - 1},
+                                   strategy_options={}, epochs=cfg.committee.epochs,
+                                   optimizer={"lr": cfg.committee.lr}, patience=None,
+                                   forgetting={"enabled": False})
+        res = finetune(fcfg, train=train)
+        paths.append(res.bundle_path)
+    return paths
+
+
+def _perturbed_start(model: str, path: Path, cfg: ActiveConfig, seed: list[int]) -> Path:
+    """``model`` with its readout block perturbed, saved as a bundle at ``path``."""
+    import torch
+
+    from ase_surftune.backends import load_model
+
+    if path.is_file():
+        return path
+    bundle = load_model(model, device=cfg.device)
+    gen = torch.Generator().manual_seed(int(np.random.default_rng(seed).integers(2**31)))
+    readout = bundle.adapter.blocks()[-1]
+    with torch.no_grad():
+        for _, p in readout.parameters:
+            scale = float(p.detach().std()) if p.numel() > 1 else float(p.detach().abs())
+            noise = torch.randn(p.shape, generator=gen, dtype=torch.float64)
+            p.add_((cfg.committee.noise * (scale or 1e-3) * noise).to(p.dtype))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return bundle.save(path)
+
+
+@dataclass
+class Uncertainty:
+    """Per-structure committee spread (see the module docstring for the definitions)."""
+
+    energy: np.ndarray       # eV/atom
+    forces: np.ndarray       # eV/Å, RMS over atoms of the per-atom spread
+    forces_max: np.ndarray   # eV/Å, largest per-atom spread
+
+    def score(self) -> np.ndarray:
+        """Selection score in [0, 1]: the mean percentile rank of the energy and force
+        spreads (γ and barriers are energy differences; softening is in the forces)."""
+        from scipy.stats import rankdata
+
+        n = len(self.forces)
+        if n == 0:
+            return np.zeros(0)
+        return (rankdata(self.energy) + rankdata(self.forces)) / (2.0 * n)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"energy": self.energy.tolist(), "forces": self.forces.tolist(),
+                "forces_max": self.forces_max.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Uncertainty:
+        return cls(*(np.asarray(d[k], dtype=float) for k in ("energy", "forces",
+                                                             "forces_max")))
+
+
+def _predict(model: Any, configs: Sequence[Atoms], device: str):
+    from ase_surftune.calculator import SurfTuneCalculator
+
+    return SurfTuneCalculator(str(model), device=device).predict(list(configs))
+
+
+def predict_uncertainty(members: Sequence[Path], configs: Sequence[Atoms],
+                        device: str = "cpu") -> Uncertainty:
+    """The committee's energy and force spread on ``configs``."""
+    n_at = np.array([len(a) for a in configs], dtype=float)
+    preds = [_predict(m, configs, device) for m in members]
+    e = np.stack([p.energy for p in preds]) / n_at  # (members, structures)
+    f_rms, f_max = [], []
+    for i in range(len(configs)):
+        fi = np.stack([np.asarray(p.forces[i]) for p in preds])  # (members, atoms, 3)
+        var = fi.var(axis=0).sum(axis=1)  # per atom
+        f_rms.append(math.sqrt(float(var.mean())))
+        f_max.append(math.sqrt(float(var.max())))
+    return Uncertainty(e.std(axis=0), np.array(f_rms), np.array(f_max))
+
+
+def force_errors(model: Any, labelled: Sequence[Atoms], device: str = "cpu"
+                 ) -> tuple[np.ndarray, float]:
+    """Per-structure RMS force error (eV/Å) of ``model`` and the overall MAE (eV/Å)."""
+    from ase_surftune.data import get_labels
+
+    pred = _predict(model, labelled, device)
+    rms, absall = [], []
+    for a, f in zip(labelled, pred.forces):
+        d = np.asarray(f) - get_labels(a)[1]
+        rms.append(math.sqrt(float((d ** 2).sum(axis=1).mean())))
+        absall.append(np.abs(d).ravel())
+    return np.array(rms), float(np.concatenate(absall).mean()) if absall else math.nan
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman rank correlation, or None (printed "n/a") for < 3 points or a constant."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return None
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(x, y).statistic)
+
+
+def calibration(uncertainty: Sequence[float], error: Sequence[float]) -> dict[str, Any]:
+    """Spearman(uncertainty, true error), the n and the mean ratio error/uncertainty."""
+    u, e = np.asarray(uncertainty, float), np.asarray(error, float)
+    ok = u > 0
+    return {"n": len(u), "spearman": spearman(u, e),
+            "mean_error_over_uncertainty": float(np.mean(e[ok] / u[ok])) if ok.any() else None}

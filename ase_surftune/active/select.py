@@ -1,0 +1,85 @@
+"""Batch selection: uncertainty + diversity, or random, deterministic for a seed.
+
+``uncertainty``: keep the ``pool_factor × n`` candidates with the largest committee
+uncertainty score (:meth:`~ase_surftune.active.committee.Uncertainty.score`), then pick
+``n`` of them by farthest-point sampling in descriptor space
+(:func:`~ase_surftune.finetune.replay.structure_descriptor`: composition, volume per atom,
+pair-distance histogram), starting from the most uncertain one and counting the distance
+to structures labelled earlier, so a batch is not ``n`` near-copies of one configuration.
+Without a committee (the first batch: nothing is labelled yet) the pool is every candidate
+and the first pick is the one farthest from the labelled set (or the seeded random one).
+
+``random``: ``n`` candidates drawn uniformly with the seed.
+
+Each pick gets a one-line reason for the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from ase import Atoms
+
+__all__ = ["descriptors", "select_batch"]
+
+
+def descriptors(configs: Sequence[Atoms], elements: Sequence[str]) -> np.ndarray:
+    """Per-structure descriptors (rows) for farthest-point sampling."""
+    from ase_surftune.finetune.replay import structure_descriptor
+
+    return np.stack([structure_descriptor(a, elements) for a in configs])
+
+
+def select_batch(candidates: Sequence[Atoms], n: int, mode: str, seed: int, *,
+                 uncertainty: np.ndarray | None = None, labelled: Sequence[Atoms] = (),
+                 pool_factor: float = 3.0) -> tuple[list[int], list[str]]:
+    """Indices of ``n`` candidates to label and, for each, why it was chosen."""
+    m = len(candidates)
+    n = min(n, m)
+    rng = np.random.default_rng(seed)
+    if n <= 0:
+        return [], []
+    if mode == "random":
+        idx = sorted(rng.choice(m, size=n, replace=False).tolist())
+        return idx, ["random draw"] * n
+    if mode != "uncertainty":
+        raise ValueError(f"unknown selection mode {mode!r}")
+    elements = sorted({s for a in list(candidates) + list(labelled)
+                       for s in a.get_chemical_symbols()})
+    x = descriptors(candidates, elements)
+    if uncertainty is not None:
+        order = np.argsort(-np.asarray(uncertainty), kind="stable")
+        pool = order[:max(n, round(pool_factor * n))]
+    else:
+        pool = np.arange(m)
+    xp = x[pool]
+    if len(labelled):
+        xl = descriptors(labelled, elements)
+        dist = np.min(np.linalg.norm(xp[:, None, :] - xl[None, :, :], axis=2), axis=1)
+    else:
+        dist = np.full(len(pool), np.inf)
+    chosen: list[int] = []
+    reasons: list[str] = []
+    for k in range(n):
+        if k == 0 and uncertainty is not None:
+            j = 0  # the most uncertain candidate
+        elif np.all(np.isinf(dist)):
+            j = int(rng.integers(len(pool)))
+        else:
+            d = np.where(np.isin(np.arange(len(pool)), chosen), -np.inf, dist)
+            j = int(np.argmax(d))
+        chosen.append(j)
+        parts = []
+        if uncertainty is not None:
+            u = float(np.asarray(uncertainty)[pool[j]])
+            rank = int(np.where(order == pool[j])[0][0]) + 1
+            parts.append(f"uncertainty score {u:.3f} (rank {rank} of {m})")
+        if np.isfinite(dist[j]):
+            parts.append(f"descriptor distance {dist[j]:.3f} to the labelled/chosen set")
+        else:
+            parts.append("first pick" + (" (seeded)" if uncertainty is None else ""))
+        reasons.append("; ".join(parts))
+        dist = np.minimum(dist, np.linalg.norm(xp - xp[j], axis=1))
+    idx = [int(pool[j]) for j in chosen]
+    return idx, reasons

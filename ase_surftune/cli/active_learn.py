@@ -1,0 +1,53 @@
+"""``surftune active-learn CONFIG.yaml``: the fewest labels to converged target properties."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "active-learn", help="active learning: label the most informative structures until "
+                             "the target properties converge",
+        description="Explore with the model through the target properties' workflows, pick "
+                    "the structures a bootstrap committee is least sure about (or random "
+                    "ones), label them with the reference, fine-tune, re-measure; stop when "
+                    "every target changes by less than the tolerance or at the label "
+                    "budget. A rerun resumes after the last finished step. Settings live "
+                    "in the YAML config (examples/active_learn_cu.yaml); options override it.")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("--output-dir", default=None, help="override output_dir")
+    p.add_argument("--budget", type=int, default=None, help="override budget (labels)")
+    p.add_argument("--batch-size", type=int, default=None, help="override batch_size")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="override tolerance (relative change of every target)")
+    p.add_argument("--selection", choices=("uncertainty", "random"), default=None,
+                   help="override selection")
+    p.add_argument("--seed", type=int, default=None, help="override seed")
+    p.add_argument("--overwrite", action="store_true",
+                   help="move a previous run in output_dir aside and start afresh")
+    p.add_argument("--check", action="store_true", help="only validate the config and exit")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ase_surftune.active import active_learn, load_active_config
+    from ase_surftune.active.report import format_row
+
+    overrides = {"output_dir": args.output_dir, "budget": args.budget,
+                 "batch_size": args.batch_size, "tolerance": args.tolerance,
+                 "selection": args.selection, "seed": args.seed}
+    if args.overwrite:
+        overrides.update(overwrite=True, resume=False)
+    cfg = load_active_config(args.config, **overrides)
+    if args.check:
+        print(f"config OK: targets {cfg.targets}, labeller {cfg.labeller}, model {cfg.model}, "
+              f"budget {cfg.budget}, batch {cfg.batch_size}, selection {cfg.selection}")
+        return 0
+    res = active_learn(cfg)
+    for row in res.rows:
+        print(format_row(row, cfg.targets))
+    print(f"status: {res.status} after {res.n_labels} label(s); final model: {res.model}")
+    print(f"report: {res.output_dir / 'report.json'} (also report.csv, selected.csv, "
+          f"progress.png, calibration.png)")
+    return 0

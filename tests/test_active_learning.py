@@ -1,0 +1,197 @@
+"""Active learning (issue 17) on EMT with a tiny MACE model: stopping, budget, exact
+resume after a kill, committee uncertainty and deterministic selection."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ase.build import bulk, fcc111
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from ase_surftune.active import ActiveLearningInterrupted, active_learn, load_active_config
+from ase_surftune.errors import ConfigError
+
+
+def _cfg(model: str, out, **kw):
+    base = {"model": model, "targets": ["lattice_a"], "budget": 6, "batch_size": 2,
+            "tolerance": 0.5, "seed": 3, "output_dir": str(out),
+            "committee": {"size": 2, "epochs": 2},
+            "explore": {"md_steps": 6, "md_interval": 3, "frames_per_workflow": 3,
+                        "md_temperatures": [600.0]},
+            "finetune": {"strategy": "full", "epochs": 3, "batch_size": 2},
+            "properties": {"lattice": {"steps": 15}}}
+    base.update(kw)
+    return base
+
+
+def _labels(out):
+    import ase.io
+
+    frames = []
+    for p in sorted(out.glob("iter_*/labels.xyz")):
+        frames += ase.io.read(p, ":")
+    return frames
+
+
+def test_config_errors_all_at_once_before_work(tmp_path, tiny_mace_file):
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError) as exc:
+        load_active_config(_cfg(tiny_mace_file, out, targets=["gamma_1x1"], bogus=1,
+                                budget=0, finetune={"output_dir": "x"}))
+    msg = str(exc.value)
+    for part in ("gamma_1x1", "bogus", "budget", "output_dir"):
+        assert part in msg
+    # cross-field problems (checked once every field is valid), also all at once
+    with pytest.raises(ConfigError) as exc:
+        load_active_config(_cfg(tiny_mace_file, out, stop_on_reference=True,
+                                finetune={"epochs": 0}, properties={"neb": {"n_images": 0}},
+                                targets=["barrier_vacancy"]))
+    msg = str(exc.value)
+    for part in ("stop_on_reference", "epochs", "n_images"):
+        assert part in msg
+    assert not out.exists()
+    cfg = load_active_config(_cfg(tiny_mace_file, out, targets=["gamma_111", "barrier_vacancy"]))
+    cc = cfg.compare_config()
+    assert cc.properties == ["surface", "neb"] and cc.surface.miller == [(1, 1, 1)]
+    assert cc.neb.migrations == ["vacancy"]
+
+
+def test_stops_on_tolerance_and_reports(tmp_path, tiny_mace_file):
+    res = active_learn(_cfg(tiny_mace_file, tmp_path / "run", tolerance=0.5,
+                            reference_properties=True))
+    assert res.status == "converged"
+    assert res.n_labels == 2  # one batch: |Δa|/a < 50 % at once
+    assert len(res.rows) == 2 and res.rows[1]["lattice_a_change"] < 0.5
+    rep = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert rep["status"] == "converged" and len(rep["selected"]) == 2
+    assert all(s["reason"] and s["source"] for s in rep["selected"])
+    # the reference is EMT's own lattice constant of Cu (3.59 Å with EMT)
+    assert rep["reference"]["lattice_a"] == pytest.approx(3.59, abs=0.01)
+    assert res.rows[1]["lattice_a_ratio"] == pytest.approx(
+        res.rows[1]["lattice_a"] / rep["reference"]["lattice_a"])
+    # the labels are EMT's, written by label() with their provenance
+    lab = _labels(tmp_path / "run")
+    for a in lab:
+        ref = a.copy()
+        ref.calc = EMT()
+        np.testing.assert_allclose(a.get_forces(), ref.get_forces(), atol=1e-6)
+        assert a.info["al_source"] and a.info["structure_hash"]
+    for name in ("report.csv", "selected.csv", "progress.png", "state.json"):
+        assert (tmp_path / "run" / name).is_file()
+
+
+def test_respects_the_budget(tmp_path, tiny_mace_file):
+    # multi-head warm start: a new head per iteration, started from the previous one
+    mh = {"strategy": "multihead", "epochs": 2, "batch_size": 2,
+          "strategy_options": {"replay": {"n": 4}}}
+    res = active_learn(_cfg(tiny_mace_file, tmp_path / "run", tolerance=1e-9, budget=5,
+                            selection="random", finetune=mh))
+    assert res.status == "budget"
+    assert res.n_labels == 5 == len(_labels(tmp_path / "run"))
+    assert [r["batch"] for r in res.rows[1:]] == [2, 2, 1]  # the last batch is cut
+    # random mode builds no committee: calibration is "n/a", not a made-up number
+    assert all(r["batch_spearman"] is None for r in res.rows[1:])
+    from ase_surftune.backends import load_model
+
+    final = load_model(res.model)
+    assert final.heads == ["Default", "surface", "surface_i02", "surface_i03"]
+    assert final.resolve_head(None) == "surface_i03"
+
+
+def _summary(out):
+    st = json.loads((out / "state.json").read_text())
+    return ([it["selected"] for it in st["iterations"]],
+            [a.info["structure_hash"] for a in _labels(out)],
+            [it["properties"]["values"]["lattice_a"] for it in st["iterations"]],
+            st["status"], st["n_labels"])
+
+
+def test_resumes_exactly_after_a_kill(tmp_path, tiny_mace_file):
+    kw = {"tolerance": 1e-9, "budget": 4}
+    full = active_learn(_cfg(tiny_mace_file, tmp_path / "a", **kw))
+    cfg = _cfg(tiny_mace_file, tmp_path / "b", **kw)
+    for step in ("1:committee", "2:label", "2:measure"):
+        with pytest.raises(ActiveLearningInterrupted):
+            active_learn(cfg, stop_after=step)
+    resumed = active_learn(cfg)
+    a, b = _summary(tmp_path / "a"), _summary(tmp_path / "b")
+    assert a[0] == b[0] and a[1] == b[1] and a[3:] == b[3:] == ("budget", 4)
+    np.testing.assert_allclose(a[2], b[2], rtol=1e-10)
+    assert resumed.properties == pytest.approx(full.properties, rel=1e-10)
+    # a finished run is resumed as finished; another config is refused
+    again = active_learn(cfg)
+    assert again.n_labels == 4
+    with pytest.raises(ConfigError, match="other settings"):
+        active_learn({**cfg, "seed": 4})
+
+
+def _slabs(sym, n, rattle, seed):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        s = fcc111(sym, (2, 2, 3), a={"Cu": 3.6, "Au": 4.08}[sym], vacuum=5.0, periodic=True)
+        s.positions += rng.normal(scale=rattle, size=s.positions.shape)
+        s.calc = EMT()
+        e, f = s.get_potential_energy(), s.get_forces()
+        s.calc = SinglePointCalculator(s, energy=e, forces=f)
+        out.append(s)
+    return out
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Au is unseen: that is the point
+def test_committee_is_less_sure_off_the_training_data(tmp_path, tiny_mace_file):
+    from ase_surftune.active.committee import predict_uncertainty, train_committee
+
+    cfg = load_active_config(_cfg(tiny_mace_file, tmp_path / "run",
+                                  committee={"size": 4, "epochs": 4}))
+    train = _slabs("Cu", 6, 0.05, 0)
+    members = train_committee(tiny_mace_file, train, cfg, tmp_path / "committee", seed=1)
+    like = _slabs("Cu", 4, 0.05, 1)  # same kind as the training data
+    unlike = _slabs("Au", 4, 0.05, 2) + [bulk("Cu", "fcc", a=3.3, cubic=True).repeat(2)]
+    unlike[-1].rattle(0.15, seed=3)
+    u_like = predict_uncertainty(members, like)
+    u_unlike = predict_uncertainty(members, unlike)
+    # tiny MACE, 4 readout epochs: energies separate clearly (measured ~13x), forces less
+    # (~1.5x; the readout moves forces only through the shared, frozen features)
+    assert u_unlike.energy.mean() > 3 * u_like.energy.mean()
+    assert u_unlike.forces.mean() > 1.25 * u_like.forces.mean()
+    # members are reused on a rerun (resumable), not retrained
+    again = train_committee(tiny_mace_file, train, cfg, tmp_path / "committee", seed=1)
+    assert [p.stat().st_mtime_ns for p in again] == [p.stat().st_mtime_ns for p in members]
+
+
+def test_selection_is_deterministic_for_a_seed():
+    from ase_surftune.active.select import select_batch
+
+    cands = _slabs("Cu", 12, 0.08, 5)
+    unc = np.linspace(0.0, 1.0, 12)
+    for mode in ("random", "uncertainty"):
+        a = select_batch(cands, 4, mode, seed=7, uncertainty=unc if mode != "random" else None)
+        b = select_batch(cands, 4, mode, seed=7, uncertainty=unc if mode != "random" else None)
+        assert a == b and len(set(a[0])) == 4
+    idx, why = select_batch(cands, 4, "uncertainty", seed=7, uncertainty=unc, pool_factor=1.5)
+    assert idx[0] == 11 and set(idx) <= {11, 10, 9, 8, 7, 6}  # top 1.5 × 4 pool, top first
+    assert "rank 1 of 12" in why[0]
+    r1 = select_batch(cands, 4, "random", seed=1)[0]
+    assert any(select_batch(cands, 4, "random", seed=s)[0] != r1 for s in (2, 3, 4))
+
+
+def test_cli_mirrors_the_api(tmp_path, tiny_mace_file, capsys):
+    import yaml
+
+    from ase_surftune.cli import main
+
+    cfg = _cfg(tiny_mace_file, "run")
+    (tmp_path / "al.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["active-learn", str(tmp_path / "al.yaml"), "--check"]) == 0
+    assert main(["active-learn", str(tmp_path / "al.yaml"), "--budget", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "status: converged after 2 label(s)" in out and "iter 1" in out
+    assert (tmp_path / "run" / "report.json").is_file()  # relative to the YAML's folder
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**cfg, "targets": ["nope"]}))
+    assert main(["active-learn", str(tmp_path / "bad.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown target" in err[0]
