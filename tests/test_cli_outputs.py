@@ -19,7 +19,7 @@ from ase.calculators.emt import EMT
 from ase.io import read, write
 
 from ase_surftune.cli import main
-from ase_surftune.properties._cli import model_label
+from ase_surftune.cli._properties import model_label
 
 #: one short run per property command on a 4-atom Cu cell (EMT)
 COMMANDS = {

@@ -25,7 +25,7 @@ NEB_KEYS = ("n_images", "interpolation", "climb", "method", "k", "fmax", "steps"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ase_surftune.properties._cli import register_command
+    from ase_surftune.cli._properties import register_command
 
     register_command(subparsers, "neb", "NEB migration barrier", OPTIONS, run,
                      structure_help=("initial and final files; or one multi-frame band "
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from ase_surftune.cli._common import load_yaml, write_json
     from ase_surftune.errors import ConfigError
     from ase_surftune.properties import neb_barrier, vacancy_migration
-    from ase_surftune.properties._cli import (
+    from ase_surftune.cli._properties import (
         ints_to_supercell,
         make_calculator,
         merge_options,

@@ -43,7 +43,7 @@ _ANALYSIS = ("mesh", "band_npoints", "t_min", "t_max", "t_step", "imaginary_tol"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ase_surftune.properties._cli import register_command
+    from ase_surftune.cli._properties import register_command
 
     register_command(subparsers, "phonons", "phonons with phonopy", OPTIONS, run,
                      structure_help="(relaxed) unit cell readable by ase.io, or a phonopy "
@@ -84,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
         phonons,
         phonons_from_phonopy,
     )
-    from ase_surftune.properties._cli import (
+    from ase_surftune.cli._properties import (
         ints_to_supercell,
         make_calculator,
         merge_options,

@@ -15,7 +15,7 @@ OPTIONS = [
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ase_surftune.properties._cli import register_command
+    from ase_surftune.cli._properties import register_command
 
     p = register_command(
         subparsers, "relax", "relax positions (and cell) of a structure; --reference TRAJ "
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from ase_surftune.cli._common import load_yaml, write_json
     from ase_surftune.errors import ConfigError
     from ase_surftune.properties import relax, relaxation_vs_reference
-    from ase_surftune.properties._cli import (
+    from ase_surftune.cli._properties import (
         make_calculator,
         merge_options,
         outputs,

@@ -9,7 +9,7 @@ from ase_surftune.cli._common import add_model_args, write_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ase_surftune.properties._cli import add_output_arg
+    from ase_surftune.cli._properties import add_output_arg
 
     p = sub.add_parser("single-point", help="energy/forces/stress of a structure file "
                        "(default: a built-in Cu(111) slab)")
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from ase.build import fcc111
 
-    from ase_surftune.properties._cli import (
+    from ase_surftune.cli._properties import (
         calculator_spec,
         make_calculator,
         outputs,

@@ -26,7 +26,7 @@ OPTIONS = [
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ase_surftune.properties._cli import register_command
+    from ase_surftune.cli._properties import register_command
 
     register_command(subparsers, "surface", "surface energies from a bulk structure", OPTIONS, run,
                      structure_help="bulk structure file readable by ase.io")
@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ase_surftune.cli._common import load_yaml, write_json
     from ase_surftune.properties import surface_energies
-    from ase_surftune.properties._cli import (
+    from ase_surftune.cli._properties import (
         make_calculator,
         merge_options,
         outputs,
