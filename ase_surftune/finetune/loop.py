@@ -311,15 +311,18 @@ def plot_history(history: list[dict[str, Any]], path: Path) -> Path | None:
         return None
     ep = [r["epoch"] for r in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    has_valid = any(r.get("valid_loss") is not None for r in history)
     ax1.plot(ep, [r["train_loss"] for r in history], "o-", label="train")
-    ax1.plot(ep, [r["valid_loss"] for r in history], "s-", label="valid")
+    if has_valid:  # without a validation set there is no second curve (not a train copy)
+        ax1.plot(ep, [r["valid_loss"] for r in history], "s-", label="valid")
     ax1.set_yscale("log")
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("loss")
-    ax1.legend()
-    ax2.plot(ep, [r["valid_forces_mae"] for r in history], "s-", color="C1")
+    ax1.legend(title=None if has_valid else "no validation set")
+    which = "valid" if has_valid else "train"
+    ax2.plot(ep, [r[f"{which}_forces_mae"] for r in history], "s-", color="C1")
     ax2.set_xlabel("epoch")
-    ax2.set_ylabel("valid force MAE (eV/Å)")
+    ax2.set_ylabel(f"{which} force MAE (eV/Å)")
     fig.tight_layout()
     from ase_surftune._io import atomic_writer
 
@@ -510,7 +513,8 @@ def train_loop(adapter: ModelAdapter, head: str,
             scheduler.step()
         row = {"epoch": epoch + 1, "step": st["global_step"], "lr": lr,
                "train_loss": acc.mean("loss"), "train_energy_mae_per_atom": acc.mae("energy"),
-               "train_forces_mae": acc.mae("forces"), "valid_loss": float(vm["loss"]),
+               "train_forces_mae": acc.mae("forces"),
+               "valid_loss": float(vm["loss"]) if valid else None,
                "valid_energy_mae_per_atom": vm.get("energy_mae_per_atom"),
                "valid_energy_rmse_per_atom": vm.get("energy_rmse_per_atom"),
                "valid_forces_mae": vm.get("forces_mae"),
