@@ -167,38 +167,12 @@ def convert_units(value: float, unit: str | None, prop: str) -> float:
 
 
 def parse_facet(value: Any) -> tuple[int, int, int]:
-    """A facet as a Miller index: ``111``, ``(1-10)``, ``1,1,0``, ``-110`` or hcp
-    Miller–Bravais ``0001``/``10-10``/``11-20`` (hkil → hkl, i = −(h+k) checked).
+    """A facet as a Miller index: the package's one facet parser
+    (:func:`ase_surftune.properties.surface.parse_facet`: ``111``, ``(1-10)``, ``1,1,0``,
+    ``-110``, ``Cu111`` and hcp Miller–Bravais ``0001``/``10-10``/``11-20``)."""
+    from ase_surftune.properties.surface import parse_facet as _parse
 
-    Uses :func:`ase_surftune.properties.surface.parse_miller`, and reads the signed
-    digit strings and 4-index forms it refuses here.
-    """
-    from ase_surftune.properties.surface import parse_miller
-
-    try:
-        return parse_miller(value)
-    except ConfigError:
-        if not isinstance(value, str):
-            raise
-    s = value.strip().strip("()[]{}")
-    if "," in s or " " in s:
-        tokens = [t for t in re.split(r"[,\s]+", s) if t]
-    else:
-        tokens = re.findall(r"-?\d", s) if re.fullmatch(r"(-?\d)+", s) else []
-    try:
-        ints = [int(t) for t in tokens]
-    except ValueError:
-        ints = []
-    if len(ints) == 4:
-        h, k, i, l = ints
-        if i != -(h + k):
-            raise ConfigError(f"Miller–Bravais index {value!r}: i must equal -(h+k) "
-                              f"= {-(h + k)}, got {i}")
-        ints = [h, k, l]
-    if len(ints) != 3:
-        raise ConfigError(f"cannot read facet {value!r}: give 3 Miller or 4 "
-                          f"Miller–Bravais indices, e.g. 111, 1-10, 0001, 10-10")
-    return parse_miller(tuple(ints))
+    return _parse(value)
 
 
 def facet_key(miller: Sequence[int]) -> str:
