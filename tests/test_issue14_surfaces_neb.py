@@ -229,3 +229,16 @@ def test_relaxation_vs_reference_bad_input(tmp_path):
 
     with pytest.raises(InvalidStructureError, match="no energy"):
         relaxation_vs_reference(bare, EMT())
+
+
+def test_loosely_relaxed_rattled_bulk_keeps_its_facets():
+    """A rattled Cu cell relaxed to fmax 0.05 misses fcc symmetry at symprec 0.01 Å; the
+    facets must still be those of the fcc cell (EMT γ(111) = 1.0442 J/m² for the ideal
+    lattice), with a warning that the symmetrised cell was used."""
+    from ase_surftune.properties.surface import BulkSymmetryWarning, surface_energies
+
+    cu = bulk("Cu", "fcc", a=3.6, cubic=True)
+    cu.rattle(0.05, seed=0)  # seed 0 gave γ(111) = 1.29 J/m² before the fix
+    with pytest.warns(BulkSymmetryWarning, match="Fm-3m"):
+        res = surface_energies(cu, EMT(), ["111"], relax_slabs=False)
+    assert res.entries[0].gamma == pytest.approx(1.0442, abs=0.003)

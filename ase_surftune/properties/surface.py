@@ -404,6 +404,45 @@ def _warn_thin(res: SlabEnergy, recommended: int) -> None:
                       ThinSlabWarning, stacklevel=3)
 
 
+#: symmetry tolerances (Å) tried in turn for the bulk the slabs are cut from
+SYMPREC_STEPS = (0.01, 0.1)
+
+
+class BulkSymmetryWarning(UserWarning):
+    """The relaxed bulk is only symmetric at a looser tolerance; its symmetrised cell is used."""
+
+
+def conventional_cell(bulk: Atoms):
+    """The conventional standard cell (pymatgen ``Structure``) that Miller indices refer to.
+
+    spglib finds the space group at ``symprec`` 0.01 Å first. A bulk relaxed to a loose
+    ``fmax`` from a rattled start can miss its symmetry at 0.01 Å; the "conventional" cell
+    is then a low-symmetry (e.g. triclinic) cell and "111" silently names another plane
+    (EMT Cu: γ(111) 1.29 instead of 1.04 J/m²). When 0.1 Å finds a higher-symmetry group,
+    that symmetrised cell is used and a :class:`BulkSymmetryWarning` says so (the bulk
+    energy is then evaluated on it, so slabs and bulk share one lattice).
+    """
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    structure = _to_structure(bulk)
+    best = None
+    for symprec in SYMPREC_STEPS:
+        sga = SpacegroupAnalyzer(structure, symprec=symprec)
+        number = sga.get_space_group_number()
+        if best is None or number > best[0]:
+            best = (number, symprec, sga)
+    number, symprec, sga = best
+    if symprec != SYMPREC_STEPS[0]:
+        first = SpacegroupAnalyzer(structure, symprec=SYMPREC_STEPS[0]).get_space_group_symbol()
+        warnings.warn(
+            f"{bulk.get_chemical_formula()}: the bulk has space group {first} at symprec "
+            f"{SYMPREC_STEPS[0]} Å but {sga.get_space_group_symbol()} at {symprec} Å (a loose "
+            f"relaxation of a distorted cell?); Miller indices refer to the symmetrised "
+            f"{sga.get_space_group_symbol()} conventional cell",
+            BulkSymmetryWarning, stacklevel=3)
+    return sga.get_conventional_standard_structure()
+
+
 def _bulk_energy_per_atom(relaxed: Atoms, relaxed_energy: float | None, conv,
                           calc: BaseCalculator, tol: float = 1e-5) -> float:
     """Bulk energy per atom (eV) on exactly the lattice the slabs are cut from.
@@ -445,12 +484,11 @@ def _check_facet_sizes(bulk: Atoms, millers: list[Miller], min_slab_size: float,
                        max_atoms: int | None) -> None:
     if max_atoms is None:
         return
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
     from ase_surftune.errors import SizeLimitError
 
-    conv = SpacegroupAnalyzer(_to_structure(bulk), symprec=0.01
-                              ).get_conventional_standard_structure()
+    with warnings.catch_warnings():  # said once, by surface_energies
+        warnings.simplefilter("ignore", BulkSymmetryWarning)
+        conv = conventional_cell(bulk)
     for m in millers:
         n = estimate_facet_atoms(conv, m, min_slab_size)
         if n > max_atoms:
@@ -526,7 +564,6 @@ def surface_energies(bulk: Atoms, calc: BaseCalculator,
     max_extra_layers = check_int("max_extra_layers", max_extra_layers)
     fix_bottom_layers = check_int("fix_bottom_layers", fix_bottom_layers)
 
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
     bulk_conv_ok: bool | None = None
     work = bulk.copy()
@@ -536,7 +573,7 @@ def surface_energies(bulk: Atoms, calc: BaseCalculator,
         work = rb.atoms
         bulk_conv_ok = rb.converged
         e_relaxed = rb.energy
-    conv = SpacegroupAnalyzer(_to_structure(work), symprec=0.01).get_conventional_standard_structure()
+    conv = conventional_cell(work)
     e_bulk = _bulk_energy_per_atom(work, e_relaxed, conv, calc)
 
     entries: list[SurfaceEntry] = []
