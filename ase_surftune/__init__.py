@@ -8,27 +8,31 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ase_surftune import _compat
+
+_compat.install()
+
 __version__ = "0.1.0"
 
 __all__ = ["SurfTuneCalculator", "load_model", "Bundle", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ase_surftune.bundle import Bundle
-    from ase_surftune.calculator import SurfTuneCalculator
-    from ase_surftune.backends import load_model
+    from ase_surftune.models.backends import load_model
+    from ase_surftune.models.bundle import Bundle
+    from ase_surftune.models.calculator import SurfTuneCalculator
 
 
 def __getattr__(name: str) -> Any:
     if name == "SurfTuneCalculator":
-        from ase_surftune.calculator import SurfTuneCalculator
+        from ase_surftune.models.calculator import SurfTuneCalculator
 
         return SurfTuneCalculator
     if name == "load_model":
-        from ase_surftune.backends import load_model
+        from ase_surftune.models.backends import load_model
 
         return load_model
     if name == "Bundle":
-        from ase_surftune.bundle import Bundle
+        from ase_surftune.models.bundle import Bundle
 
         return Bundle
     raise AttributeError(f"module 'ase_surftune' has no attribute {name!r}")

@@ -77,7 +77,7 @@ PROPERTY_SETTINGS: dict[str, dict[str, Any]] = {
 
 def demo_reference(name: str) -> Any:
     """The demo's reference calculator: EMT, or GPAW with :data:`GPAW_DEMO_SETTINGS`."""
-    from ase_surftune.references import get_reference_calculator
+    from ase_surftune.models.references import get_reference_calculator
 
     if name.lower() == "gpaw":
         return get_reference_calculator("gpaw", **GPAW_DEMO_SETTINGS)
@@ -185,8 +185,8 @@ def _run(output: str | Path, reference: str, quick: bool, model: str, progress: 
     from ase_surftune.data import label, split
     from ase_surftune.evaluation import compare, evaluate
     from ase_surftune.evaluation.tables import write_json
-    from ase_surftune.finetune import finetune
-    from ase_surftune.finetune.strategies import STRATEGIES
+    from ase_surftune.training import finetune
+    from ase_surftune.training.strategies import STRATEGIES
 
     t_all = time.perf_counter()
     out = Path(output)

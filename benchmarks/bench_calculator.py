@@ -73,16 +73,16 @@ def main() -> None:
     ap.add_argument("--predict-sizes", default="45,96", help="slab sizes for predict")
     args = ap.parse_args()
 
-    from ase_surftune.backends.mace import import_mace
+    from ase_surftune.models.backends.mace import import_mace
 
     import_mace()  # before e3nn; keeps torch's safe load default
     from chgnet.model.dynamics import CHGNetCalculator
     from mace.calculators import MACECalculator
 
     from ase_surftune import SurfTuneCalculator
-    from ase_surftune.backends.chgnet import CHGNetAdapter
-    from ase_surftune.backends.mace_builders import build_mace
-    from ase_surftune.bundle import Bundle
+    from ase_surftune.models.backends.chgnet import CHGNetAdapter
+    from ase_surftune.models.backends.mace_builders import build_mace
+    from ase_surftune.models.bundle import Bundle
 
     rows = []
     chg = CHGNetAdapter.load()

@@ -6,7 +6,7 @@ $SURFTUNE_DFT_CACHE; run that first) and compares, on the
 same structures:
 
 * ``zero-shot``       bundled CHGNet
-* ``scalar mse``      :func:`ase_surftune.correction.fit_linear_correction_from_calc`
+* ``scalar mse``      :func:`ase_surftune.models.correction.fit_linear_correction_from_calc`
                       as it is on this branch (a = ΣF_ref·F_m/ΣF_m²)
 * ``scalar slope``    slope-restoring scale a = ΣF_ref²/ΣF_ref·F_m + shift
 * ``pair``            a = 1 + short-range pair residual (candidate b)
@@ -53,10 +53,13 @@ from ase.units import GPa, J, m
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dft_cu_set import DEFAULT_OUT, read_set  # noqa: E402
 
-from ase_surftune.correction import fit_linear_correction_from_calc, softening_scale  # noqa: E402
 from ase_surftune.data import get_labels  # noqa: E402
-from ase_surftune.env_correction import (EnvCorrectedCalculator, EnvCorrection,  # noqa: E402
-                                         fit_env_correction)
+from ase_surftune.models.correction import fit_linear_correction_from_calc, softening_scale  # noqa: E402
+from ase_surftune.models.env_correction import (  # noqa: E402
+    EnvCorrectedCalculator,
+    EnvCorrection,
+    fit_env_correction,
+)
 
 FIT_NAMES = ("vac_rattle_0", "compr_0", "slab111_rattle_0")
 GROUPS = ("bulk_eq", "bulk_compressed", "phonon", "slab111", "slab100", "vacancy")
@@ -166,8 +169,8 @@ def corrections(chgnet: Any, fit: list[Atoms]) -> dict[str, tuple[Any, dict[str,
 
 def finetuned(fit: list[Atoms], workdir: Path, epochs: int) -> dict[str, tuple[Any, dict]]:
     """Frozen and multi-head CHGNet fine-tuned on ``fit`` (validation = the fit frames)."""
-    from ase_surftune.calculator import SurfTuneCalculator
-    from ase_surftune.finetune import finetune
+    from ase_surftune.models.calculator import SurfTuneCalculator
+    from ase_surftune.training import finetune
 
     common = {"model": "chgnet", "epochs": epochs, "batch_size": 3, "progress": False,
               "plot": False, "patience": None, "optimizer": {"lr": 5e-4},
@@ -246,7 +249,7 @@ def run(cache: Path, do_finetune: bool, epochs: int) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    from ase_surftune.calculator import SurfTuneCalculator
+    from ase_surftune.models.calculator import SurfTuneCalculator
 
     frames = read_set(cache)
     by_name = {a.info["name"]: a for a in frames}

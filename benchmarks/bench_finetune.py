@@ -54,7 +54,7 @@ def peak_rss_mb() -> float:
 
 def mark_our_epochs() -> list[float]:
     """Record the time each epoch of our loop ends (after its checkpoint and metrics)."""
-    import ase_surftune.finetune.loop as loop
+    import ase_surftune.training.loop as loop
 
     marks: list[float] = []
     write_metrics = loop.write_metrics
@@ -69,7 +69,7 @@ def mark_our_epochs() -> list[float]:
 
 
 def worker_chgnet_ours(args) -> dict:
-    from ase_surftune.finetune import finetune
+    from ase_surftune.training import finetune
 
     marks = mark_our_epochs()
     slabs = make_slabs(args.n_train + args.n_valid)
@@ -148,13 +148,13 @@ MACE_ARCH = {"channels": 16, "max_L": 0, "num_interactions": 2, "correlation": 2
 def worker_mace_ours(args) -> dict:
     import torch
 
-    from ase_surftune.backends.mace import MACEAdapter, import_mace
-    from ase_surftune.bundle import Bundle
+    from ase_surftune.models.backends.mace import MACEAdapter, import_mace
+    from ase_surftune.models.bundle import Bundle
 
     import_mace()  # before e3nn; keeps torch's safe load default
 
-    from ase_surftune.backends.mace_builders import build_mace
-    from ase_surftune.finetune import finetune
+    from ase_surftune.models.backends.mace_builders import build_mace
+    from ase_surftune.training import finetune
 
     marks = mark_our_epochs()
     slabs = make_slabs(args.n_train + args.n_valid)
@@ -216,7 +216,7 @@ def worker_mace_run_train(args) -> dict:
     wall = time.perf_counter() - t0
     import torch
 
-    from ase_surftune.backends.mace import import_mace
+    from ase_surftune.models.backends.mace import import_mace
 
     import_mace()  # before e3nn; keeps torch's safe load default
     # end of each epoch from the log's timestamps ("... INFO: Epoch N: ...")
@@ -315,7 +315,7 @@ def oc20(args) -> dict:
     import ase.io
     import numpy as np
 
-    from ase_surftune.finetune import finetune
+    from ase_surftune.training import finetune
 
     files = sorted(glob.glob(os.path.join(args.data, "*.traj")))
     if not files:

@@ -79,7 +79,7 @@ def main() -> None:
     import matgl
     from matgl.ext.ase import PESCalculator
 
-    from ase_surftune.calculator import SurfTuneCalculator
+    from ase_surftune.models.calculator import SurfTuneCalculator
 
     ours = SurfTuneCalculator(f"m3gnet:{args.model}")
     base = PESCalculator(matgl.load_model(args.model), stress_unit="eV/A3")

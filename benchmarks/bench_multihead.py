@@ -36,15 +36,15 @@ def main() -> None:
 
     from conftest import make_emt_slabs
 
-    from ase_surftune.backends.mace_builders import build_mace
-    from ase_surftune.finetune import finetune
-    from ase_surftune.finetune.loop import _targets, compute_loss
-    from ase_surftune.finetune.config import LossConfig
+    from ase_surftune.models.backends.mace_builders import build_mace
+    from ase_surftune.training import finetune
+    from ase_surftune.training.config import LossConfig
+    from ase_surftune.training.loop import _targets, compute_loss
 
     tmp = Path(tempfile.mkdtemp())
     if args.backend == "mace":
-        from ase_surftune.backends.mace import MACEAdapter
-        from ase_surftune.bundle import Bundle
+        from ase_surftune.models.backends.mace import MACEAdapter
+        from ase_surftune.models.bundle import Bundle
 
         model_path = Bundle(MACEAdapter(build_mace(["Cu", "Au"], channels=32, max_L=1,
                                                    r_max=5.0))).save(tmp / "small.stbundle")
@@ -67,9 +67,9 @@ def main() -> None:
         rows[strat] = {"epoch_s": float(np.median(ep)), "total_s": time.perf_counter() - t0,
                        "steps_per_epoch": res.history[0]["step"]}
     # cost of the replay batches alone (forward + backward, foundation head)
-    from ase_surftune.backends import load_model
-    from ase_surftune.finetune.api import featurize_samples
-    from ase_surftune.finetune.replay import ReplayOptions, build_replay
+    from ase_surftune.models.backends import load_model
+    from ase_surftune.training.api import featurize_samples
+    from ase_surftune.training.replay import ReplayOptions, build_replay
 
     ad = load_model(spec).adapter
     reps = build_replay(ad, ["Cu", "Au"], ReplayOptions(n=32, selection="random"))

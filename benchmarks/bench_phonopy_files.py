@@ -54,7 +54,7 @@ def main() -> None:
     from ase.build import bulk
     from ase.calculators.emt import EMT
 
-    from ase_surftune.calculator import SurfTuneCalculator
+    from ase_surftune.models.calculator import SurfTuneCalculator
     from ase_surftune.properties import frequency_softening_ratio, phonons
     from ase_surftune.properties.phonons import SupercellSizeWarning
 

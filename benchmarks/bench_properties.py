@@ -13,7 +13,7 @@ and records the median wall time over ``--repeats`` rounds (alternating which si
 first), the number of force calls (``calc.calculate`` invocations) and the results. Target: wall-time ratio ours/matcalc ≤ 0.8, results within tolerance.
 
 Our relaxation, surface and NEB workflows limit numpy's bundled OpenBLAS to one thread
-while they run (:mod:`ase_surftune.threads`); matcalc does not. To see how much of the
+while they run (:mod:`ase_surftune.core.threads`); matcalc does not. To see how much of the
 ratio that accounts for, run once more with ``OPENBLAS_NUM_THREADS=1`` in the environment,
 which gives both sides one BLAS thread (the header prints the thread counts in force).
 
@@ -50,7 +50,6 @@ from ase_surftune.properties import (
     vacancy_migration,
 )
 
-
 #: 2×2×1 conventional cells: 16 sites, 15 atoms with the vacancy (kept small because the
 #: shared 2-core machine makes CHGNet NEB on 31 atoms take tens of minutes)
 NEB_SUPERCELL = (2, 2, 1)
@@ -58,7 +57,7 @@ NEB_SUPERCELL = (2, 2, 1)
 
 def make_calc():
     try:
-        from ase_surftune.calculator import SurfTuneCalculator
+        from ase_surftune.models.calculator import SurfTuneCalculator
 
         calc = SurfTuneCalculator(model="chgnet")
         a = bulk("Cu")

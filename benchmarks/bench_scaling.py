@@ -41,11 +41,11 @@ def main() -> None:
     ap.add_argument("--oc20", default=None, help="folder with OC20 .traj files (optional)")
     args = ap.parse_args()
 
-    from ase_surftune.backends.chgnet import CHGNetAdapter
-    from ase_surftune.backends.mace import MACEAdapter, import_mace
+    from ase_surftune.models.backends.chgnet import CHGNetAdapter
+    from ase_surftune.models.backends.mace import MACEAdapter, import_mace
 
     import_mace()  # before e3nn; keeps torch's safe load default
-    from ase_surftune.backends.mace_builders import build_mace
+    from ase_surftune.models.backends.mace_builders import build_mace
 
     structs = structures(args.n)
     adapters = {

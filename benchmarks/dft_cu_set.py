@@ -128,7 +128,7 @@ def label_set(out_dir: Path = DEFAULT_OUT, only: list[str] | None = None,
     """Label (resumably) the set, or the groups in ``only``, with GPAW PBE."""
     from ase_surftune.data import label
     from ase_surftune.demo import GPAW_DEMO_SETTINGS
-    from ase_surftune.references import get_reference_calculator
+    from ase_surftune.models.references import get_reference_calculator
 
     configs = structures()
     if only:

@@ -20,8 +20,7 @@ from ase.calculators.emt import EMT
 
 from ase_surftune.evaluation.benchmark import load_benchmark_config
 from ase_surftune.properties import relax, surface_energies, vacancy_migration
-from ase_surftune.properties.bulk import (conventional_lattice, equation_of_state,
-                                          vacancy_formation)
+from ase_surftune.properties.bulk import conventional_lattice, equation_of_state, vacancy_formation
 
 
 def main(out: Path) -> None:

@@ -28,8 +28,8 @@ from ase.calculators.emt import EMT
 from ase_surftune import SurfTuneCalculator
 from ase_surftune.data import label, read_labelled
 from ase_surftune.evaluation import evaluate
-from ase_surftune.finetune import finetune
 from ase_surftune.properties import vacancy_migration
+from ase_surftune.training import finetune
 
 
 def make_reference_data(path: Path, n: int = 16, seed: int = 0) -> Path:

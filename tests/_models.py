@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 
-from ase_surftune.backends.chgnet import CHGNetAdapter
-from ase_surftune.backends.mace import MACEAdapter
-from ase_surftune.backends.mace_builders import build_mace
+from ase_surftune.models.backends.chgnet import CHGNetAdapter
+from ase_surftune.models.backends.mace import MACEAdapter
+from ase_surftune.models.backends.mace_builders import build_mace
 
 
 @functools.lru_cache(maxsize=1)

@@ -24,7 +24,7 @@ from ase.build import fcc111
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from ase_surftune.backends.mace import import_mace
+from ase_surftune.models.backends.mace import import_mace
 
 #: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD as the test run found it (test_security checks that
 #: importing mace leaves it so)
@@ -67,7 +67,7 @@ def emt_slabs() -> list[Atoms]:
 
 
 def build_tiny_mace(seed: int = 0, dtype: torch.dtype = torch.float64):
-    from ase_surftune.backends.mace_builders import build_mace
+    from ase_surftune.models.backends.mace_builders import build_mace
 
     return build_mace(["Cu", "Au"], channels=8, max_L=0, num_interactions=2, r_max=4.5,
                       atomic_energies={"Cu": -3.0, "Au": -3.2}, scale=0.5, seed=seed,
@@ -81,8 +81,8 @@ def tiny_mace_model():
 
 def save_tiny_mace(path, model=None, **kwargs) -> str:
     """Save ``model`` (default: ``build_tiny_mace(**kwargs)``) as a safe bundle file."""
-    from ase_surftune.backends.mace import MACEAdapter
-    from ase_surftune.bundle import Bundle
+    from ase_surftune.models.backends.mace import MACEAdapter
+    from ase_surftune.models.bundle import Bundle
 
     model = build_tiny_mace(**kwargs) if model is None else model
     return str(Bundle(MACEAdapter(model, name="tiny-mace")).save(path))

@@ -12,7 +12,7 @@ from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from ase_surftune.active import ActiveLearningInterrupted, active_learn, load_active_config
-from ase_surftune.errors import ConfigError
+from ase_surftune.core.errors import ConfigError
 
 
 def _cfg(model: str, out, **kw):
@@ -94,7 +94,7 @@ def test_respects_the_budget(tmp_path, tiny_mace_file):
     assert [r["batch"] for r in res.rows[1:]] == [2, 2, 1]  # the last batch is cut
     # random mode builds no committee: calibration is "n/a", not a made-up number
     assert all(r["batch_spearman"] is None for r in res.rows[1:])
-    from ase_surftune.backends import load_model
+    from ase_surftune.models.backends import load_model
 
     final = load_model(res.model)
     assert final.heads == ["Default", "surface", "surface_i02", "surface_i03"]

@@ -9,10 +9,14 @@ from ase.build import fcc111
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from ase_surftune.alignment import (ReferenceAlignment, composition_matrix, fit_element_shifts,
-                                   fit_shifts)
+from ase_surftune.core.errors import DataError
 from ase_surftune.data import get_labels
-from ase_surftune.errors import DataError
+from ase_surftune.data.alignment import (
+    ReferenceAlignment,
+    composition_matrix,
+    fit_element_shifts,
+    fit_shifts,
+)
 
 SHIFTS = {"Cu": 3.0, "Au": -1.5}
 

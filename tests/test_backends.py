@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _models import chgnet_adapter, tiny_mace
 from ase.build import bulk, fcc111
 from scipy.spatial.transform import Rotation
-
-from _models import chgnet_adapter, tiny_mace
 
 
 def _slab(symbols=("Cu",), size=(2, 2, 3), seed=0):
@@ -97,7 +96,7 @@ def test_batched_forward_equals_single(chg, mace):
 
 def test_mace_collate_equals_mace_batching(mace):
     """The per-key collate gives exactly mace's Batch.from_data_list dictionary."""
-    from ase_surftune.backends.mace import _import_mace, collate_atomic_data
+    from ase_surftune.models.backends.mace import _import_mace, collate_atomic_data
 
     structs = [_slab(("Cu", "Au"), seed=s) for s in range(2)] + [
         bulk("Cu", cubic=True), fcc111("Au", (2, 2, 3), vacuum=5.0), bulk("Au")]

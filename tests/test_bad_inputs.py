@@ -30,10 +30,10 @@ from ase import Atoms
 from ase.build import bulk, fcc111
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
-
 from conftest import build_tiny_mace, make_emt_slabs, save_tiny_mace
-from ase_surftune import errors as E
+
 from ase_surftune.cli import main as cli_main
+from ase_surftune.core import errors as E
 
 # --------------------------------------------------------------------------- helpers
 
@@ -197,7 +197,7 @@ CONFIG_CASES: list[tuple[str, dict[str, Any], str]] = [
 
 def _config_case(overrides: dict[str, Any]) -> Callable[[Path], Any]:
     def fn(tmp: Path) -> Any:
-        from ase_surftune.finetune import load_config
+        from ase_surftune.training import load_config
 
         return load_config({**BASE, **overrides})
     return fn
@@ -218,7 +218,7 @@ CASES += [
          lambda t: _config_case({"output_dir": str(t / "out" / "run")})(t),
          E.ConfigError, "existing file", "another output_dir", setup=_output_is_file),
     Case("config-not-a-mapping", lambda t: __import__(
-        "ase_surftune.finetune", fromlist=["load_config"]).load_config(42),
+        "ase_surftune.training", fromlist=["load_config"]).load_config(42),
         E.ConfigError, "config must be", "dict or YAML"),
 ]
 
@@ -245,7 +245,7 @@ for yid, text in YAML_BAD.items():
                       None, r"not valid YAML|YAML", r"fix the syntax|line \d+",
                       setup=_yaml_setup(text)))
     CASES.append(Case(f"api-yaml-{yid}", lambda t: __import__(
-        "ase_surftune.finetune", fromlist=["load_config"]).load_config(t / "cfg.yaml"),
+        "ase_surftune.training", fromlist=["load_config"]).load_config(t / "cfg.yaml"),
         E.ConfigError, "not valid YAML", "fix the syntax", setup=_yaml_setup(text)))
 
 CASES += [
@@ -374,7 +374,7 @@ DATA_KINDS = [
 
 def _finetune_mem(kind: str, part: str) -> Callable[[Path], Any]:
     def fn(tmp: Path) -> Any:
-        from ase_surftune.finetune import finetune
+        from ase_surftune.training import finetune
 
         sets = {"train": [good_labelled()], "valid": [good_labelled()], "test": []}
         sets[part] = [good_labelled(), _bad(kind)]
@@ -398,7 +398,7 @@ for kind, prob, fix in DATA_KINDS[::4]:
     CASES.append(Case(f"finetune-valid-{kind}", _finetune_mem(kind, "valid"), E.DataError,
                       r"valid\[1\].*" + prob, fix))
 CASES.append(Case("finetune-train-not-atoms",
-                  lambda t: __import__("ase_surftune.finetune", fromlist=["finetune"]).finetune(
+                  lambda t: __import__("ase_surftune.training", fromlist=["finetune"]).finetune(
                       {**BASE, "output_dir": str(t / "run")}, train=[good_labelled(), "x.xyz"]),
                   E.DataError, r"train\[1\].*expected an ase\.Atoms", "str"))
 
@@ -440,7 +440,7 @@ def _hold_run(tmp: Path) -> None:
 
 def _ft(**kw: Any) -> Callable[[Path], Any]:
     def fn(tmp: Path) -> Any:
-        from ase_surftune.finetune import finetune
+        from ase_surftune.training import finetune
 
         return finetune({**BASE, "output_dir": str(tmp / "run"), **kw}, train=[good_labelled()])
     return fn
@@ -451,7 +451,7 @@ def _lock_in_other_process(lock_file: Path) -> None:
     import subprocess
     import sys
 
-    code = ("import sys\nfrom ase_surftune._io import exclusive_lock\n"
+    code = ("import sys\nfrom ase_surftune.core.io import exclusive_lock\n"
             f"with exclusive_lock({str(lock_file)!r}, 'x'):\n"
             "    print('locked', flush=True)\n    sys.stdin.read()\n")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
@@ -490,7 +490,7 @@ CASES += [
     Case("finetune-folder-locked", _ft(), E.LockedError, r"in use by PID \d+",
          "wait for that run", setup=_hold_lock),
     Case("finetune-no-train-data", lambda t: __import__(
-        "ase_surftune.finetune", fromlist=["finetune"]).finetune({**BASE}), E.ConfigError,
+        "ase_surftune.training", fromlist=["finetune"]).finetune({**BASE}), E.ConfigError,
          "train_file", "train="),
     Case("cli-finetune-folder-holds-run",
          lambda t: ["finetune", str(t / "cfg.yaml"), "--no-progress"], None,
@@ -575,7 +575,7 @@ CASES.append(Case("cli-label-second-writer", lambda t: ["label", str(t / "in.xyz
 
 def _get_executor(spec: str) -> Callable[[Path], Any]:
     def fn(tmp: Path) -> Any:
-        from ase_surftune.parallel import get_executor
+        from ase_surftune.core.parallel import get_executor
 
         return get_executor(spec)
     return fn
@@ -603,7 +603,7 @@ except ImportError:
 
 
 def _blas(tmp: Path) -> Any:
-    from ase_surftune.threads import numpy_blas_threads
+    from ase_surftune.core.threads import numpy_blas_threads
 
     with numpy_blas_threads():
         pass
@@ -745,7 +745,7 @@ CASES += [
 
 @functools.lru_cache(maxsize=1)
 def _tiny_adapter():
-    from ase_surftune.backends.mace import MACEAdapter
+    from ase_surftune.models.backends.mace import MACEAdapter
 
     return MACEAdapter(build_tiny_mace(), name="tiny")
 
@@ -810,7 +810,7 @@ def mace_file(tmp_path_factory) -> str:
 
 
 def test_lr_1e6_diverges_with_an_error_and_no_bundle(tmp_path, mace_file):
-    from ase_surftune.finetune import finetune
+    from ase_surftune.training import finetune
 
     train = make_emt_slabs(4, size=(1, 1, 3))
     with pytest.raises(E.TrainingDivergedError) as info:
@@ -836,9 +836,9 @@ def test_cli_nan_training_exits_2_without_bundle(tmp_path, mace_file, capsys):
 
 
 def test_calculator_raises_on_non_finite_outputs(tmp_path):
-    from ase_surftune.backends.mace import MACEAdapter
-    from ase_surftune.bundle import Bundle
-    from ase_surftune.calculator import SurfTuneCalculator
+    from ase_surftune.models.backends.mace import MACEAdapter
+    from ase_surftune.models.bundle import Bundle
+    from ase_surftune.models.calculator import SurfTuneCalculator
 
     adapter = MACEAdapter(build_tiny_mace(), name="tiny")
     with torch.no_grad():
@@ -852,7 +852,7 @@ def test_calculator_raises_on_non_finite_outputs(tmp_path):
 
 
 def test_ctrl_c_stops_an_inline_sweep():
-    from ase_surftune.parallel import map_tasks
+    from ase_surftune.core.parallel import map_tasks
 
     seen = []
 
@@ -868,7 +868,7 @@ def test_ctrl_c_stops_an_inline_sweep():
 
 
 def test_a_task_exception_is_still_reported_per_task():
-    from ase_surftune.parallel import map_tasks
+    from ase_surftune.core.parallel import map_tasks
 
     res = map_tasks(lambda i: 1 / i, [1, 0, 2], progress=False)
     assert [r.ok for r in res] == [True, False, True]

@@ -23,7 +23,7 @@ from test_evaluate import ScaledEMT
 # the module (ase_surftune.evaluation.benchmark is also the name of the function)
 bm = importlib.import_module("ase_surftune.evaluation.benchmark")
 
-from ase_surftune.errors import ConfigError
+from ase_surftune.core.errors import ConfigError
 from ase_surftune.evaluation.benchmark import benchmark, load_benchmark_config
 from ase_surftune.evaluation.reference_sets import load_reference_set, parse_facet, split_system
 from ase_surftune.properties import relax, surface_energies, vacancy_migration
@@ -347,8 +347,8 @@ def test_spec_at_head_is_a_benchmark_model(tiny_mace_file, tmp_path, capsys):
 def test_structure_file_rows_and_the_folder_lock(tables, tmp_path):
     import ase.io
 
-    from ase_surftune._io import exclusive_lock
-    from ase_surftune.errors import LockedError
+    from ase_surftune.core.errors import LockedError
+    from ase_surftune.core.io import exclusive_lock
 
     # a primitive fcc cell: a is read from the conventional cell, so it matches the table
     ase.io.write(tmp_path / "cu_prim.extxyz", bulk("Cu", "fcc", a=3.7))

@@ -9,16 +9,21 @@ import time
 
 import numpy as np
 import pytest
+from _models import chgnet_adapter, tiny_mace
 from ase import Atoms
 from ase.build import fcc111, molecule
 
-from _models import chgnet_adapter, tiny_mace
 from ase_surftune import SurfTuneCalculator, load_model
-from ase_surftune.bundle import Bundle
 from ase_surftune.cli import main
-from ase_surftune.correction import LinearCorrection
-from ase_surftune.errors import (BundleError, HeadError, InvalidStructureError, ModelLoadError,
-                                 UnsupportedElementError)
+from ase_surftune.core.errors import (
+    BundleError,
+    HeadError,
+    InvalidStructureError,
+    ModelLoadError,
+    UnsupportedElementError,
+)
+from ase_surftune.models.bundle import Bundle
+from ase_surftune.models.correction import LinearCorrection
 
 
 def _atoms(seed=0):

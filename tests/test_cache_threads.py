@@ -12,12 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
+from _models import chgnet_adapter, tiny_mace
 from ase.build import bulk, fcc111
 
-from _models import chgnet_adapter, tiny_mace
-from ase_surftune import calculator as calc_mod
-from ase_surftune.bundle import Bundle
-from ase_surftune.calculator import SurfTuneCalculator
+from ase_surftune.models import calculator as calc_mod
+from ase_surftune.models.bundle import Bundle
+from ase_surftune.models.calculator import SurfTuneCalculator
 
 
 def _slab():

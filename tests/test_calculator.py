@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _models import chgnet_adapter, tiny_mace
 from ase import units
 from ase.build import add_adsorbate, bulk, fcc100, fcc111
 from ase.constraints import FixAtoms
@@ -12,10 +13,9 @@ from ase.md.verlet import VelocityVerlet
 from ase.mep import NEB
 from ase.optimize import BFGS, FIRE
 
-from _models import chgnet_adapter, tiny_mace
 from ase_surftune import SurfTuneCalculator
-from ase_surftune.bundle import Bundle
-from ase_surftune.correction import LinearCorrection
+from ase_surftune.models.bundle import Bundle
+from ase_surftune.models.correction import LinearCorrection
 
 
 @pytest.fixture(scope="module")

@@ -135,9 +135,9 @@ def two_head_bundle(tmp_path_factory):
     """A tiny MACE bundle with heads Default and surf (different readouts)."""
     import torch
 
-    from ase_surftune.backends.mace import MACEAdapter
-    from ase_surftune.backends.mace_builders import build_mace
-    from ase_surftune.bundle import Bundle
+    from ase_surftune.models.backends.mace import MACEAdapter
+    from ase_surftune.models.backends.mace_builders import build_mace
+    from ase_surftune.models.bundle import Bundle
 
     torch.set_num_threads(1)
     model = build_mace(["Cu", "Au"], channels=8, max_L=0, num_interactions=1, r_max=4.0,
@@ -164,7 +164,7 @@ def test_spec_at_head_accepted_by_every_command(command, two_head_bundle, readon
 
 
 def test_head_energies_differ_and_match_the_api(two_head_bundle, readonly_input, tmp_path):
-    from ase_surftune.calculator import SurfTuneCalculator
+    from ase_surftune.models.calculator import SurfTuneCalculator
 
     atoms = read(str(readonly_input), 0)
     e = {}

@@ -9,12 +9,15 @@ import math
 
 import pytest
 from ase.calculators.emt import EMT
-
-from ase_surftune.errors import ConfigError
-from ase_surftune.evaluation import (ComparisonReport, MeasuredProperties, compare,
-                                     load_compare_config)
-
 from test_evaluate import ScaledEMT
+
+from ase_surftune.core.errors import ConfigError
+from ase_surftune.evaluation import (
+    ComparisonReport,
+    MeasuredProperties,
+    compare,
+    load_compare_config,
+)
 
 FAST = {"element": "Cu", "properties": ["lattice", "surface", "neb", "phonons"],
         "surface": {"miller": ["111", "100"], "min_slab_size": 5.0, "min_vacuum_size": 6.0},

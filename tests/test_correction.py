@@ -10,14 +10,14 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from ase_surftune.correction import (
+from ase_surftune.core.errors import DataError
+from ase_surftune.models.correction import (
     LinearCorrection,
     fit_linear_correction,
     fit_linear_correction_from_calc,
     softening_scale,
     softening_scale_high_force,
 )
-from ase_surftune.errors import DataError
 
 A_TRUE = 1.3
 SHIFTS = {"Cu": 0.7, "Au": -0.4}
@@ -216,7 +216,7 @@ def test_correction_that_makes_things_worse_says_so():
     e_ref, f_ref, e_mod, f_mod, nums = _scaled_emt_set()
     corr = fit_linear_correction(e_ref, f_ref, e_mod, f_mod, nums)
     # judged on data where the model was already right (s = 1): s moves away from 1
-    from ase_surftune.correction import assess_correction
+    from ase_surftune.models.correction import assess_correction
 
     check = assess_correction(corr, f_mod, f_mod, name="validation data")
     assert any("AWAY from 1" in w for w in check["warnings"])

@@ -14,6 +14,7 @@ from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
 
+from ase_surftune.core.errors import DataError, UnsupportedElementError
 from ase_surftune.data import (
     DataReport,
     check_elements,
@@ -27,7 +28,6 @@ from ase_surftune.data import (
     validate_config,
     write_labelled,
 )
-from ase_surftune.errors import DataError, UnsupportedElementError
 
 
 def _slab(symbol: str = "Cu", seed: int = 0, size=(2, 2, 2)) -> Atoms:

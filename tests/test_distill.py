@@ -8,13 +8,12 @@ import sys
 import numpy as np
 import pytest
 import torch
+from _models import chgnet_adapter
 from ase.build import bulk, fcc111
 from ase.io import write
 
-from _models import chgnet_adapter
-from ase_surftune.errors import ConfigError, ModelLoadError
-from ase_surftune.finetune.distill import distill, load_distill_config
-
+from ase_surftune.core.errors import ConfigError, ModelLoadError
+from ase_surftune.training.distill import distill, load_distill_config
 
 #: the module fixture distils a student (~35 s): slow lane
 pytestmark = pytest.mark.slow
@@ -30,7 +29,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def distilled(tmp_path_factory):
-    from ase_surftune.bundle import Bundle
+    from ase_surftune.models.bundle import Bundle
 
     d = tmp_path_factory.mktemp("distill")
     teacher = Bundle(adapter=chgnet_adapter(), head_info={"foundation": {"trained_on": "MPtrj"}})
@@ -48,8 +47,8 @@ def distilled(tmp_path_factory):
 
 
 def test_student_tracks_teacher_and_is_faster(distilled):
-    from ase_surftune.bundle import Bundle
-    from ase_surftune.calculator import SurfTuneCalculator
+    from ase_surftune.models.bundle import Bundle
+    from ase_surftune.models.calculator import SurfTuneCalculator
 
     r = distilled["res"].report
     assert r["n_samples"]["test"] >= 3

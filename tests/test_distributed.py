@@ -11,9 +11,9 @@ import pytest
 import yaml
 from ase.io import write
 
-from ase_surftune.bundle import Bundle
-from ase_surftune.errors import ConfigError
-from ase_surftune.finetune import finetune
+from ase_surftune.core.errors import ConfigError
+from ase_surftune.models.bundle import Bundle
+from ase_surftune.training import finetune
 
 
 def _config(tmp_path, emt_slabs, tiny_mace_model):

@@ -13,9 +13,13 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
 
-from ase_surftune.env_correction import (EnvCorrectedCalculator, EnvCorrection,
-                                         basis_terms, fit_env_correction)
-from ase_surftune.errors import DataError
+from ase_surftune.core.errors import DataError
+from ase_surftune.models.env_correction import (
+    EnvCorrectedCalculator,
+    EnvCorrection,
+    basis_terms,
+    fit_env_correction,
+)
 
 RC = 3.1  # Å, between the first (2.55) and second (3.61) neighbour shells of EMT Cu
 
@@ -163,7 +167,7 @@ def test_bad_input_is_refused():
 
 def test_group_without_force_signal_gets_no_slope():
     """An ideal bulk cell has zero forces: its s is None ('n/a'), never a number."""
-    from ase_surftune.env_correction import per_group_scales
+    from ase_surftune.models.env_correction import per_group_scales
 
     ideal = _label([bulk("Cu", cubic=True)], EMT())[0]
     ideal.info["config_type"] = "bulk_eq"

@@ -86,8 +86,8 @@ def test_chgnet_against_its_own_labels():
     """Batched SurfTuneCalculator path: self = 1, a 0.7 linear correction = 0.7."""
     from ase.build import fcc111
 
-    from ase_surftune.calculator import SurfTuneCalculator
-    from ase_surftune.correction import LinearCorrection
+    from ase_surftune.models.calculator import SurfTuneCalculator
+    from ase_surftune.models.correction import LinearCorrection
 
     rng = np.random.default_rng(0)
     configs = []
@@ -142,7 +142,7 @@ def test_alignment_removes_constant_offsets(data):
     selfa = evaluate_model(("emt", EMT()), shifted, align="self")
     assert selfa.energy_reference == "SELF-ALIGNED"
     assert "SELF-ALIGNED" in json.dumps(selfa.to_dict())
-    from ase_surftune.errors import ConfigError
+    from ase_surftune.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="leak"):
         evaluate_model(("emt", EMT()), shifted, align="fit")

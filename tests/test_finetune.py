@@ -13,10 +13,15 @@ import yaml
 from ase.calculators.singlepoint import SinglePointCalculator
 from conftest import build_tiny_mace, make_emt_slabs, save_tiny_mace
 
-from ase_surftune.bundle import Bundle
-from ase_surftune.errors import ConfigError
-from ase_surftune.finetune import (STRATEGIES, FinetuneConfig, TrainingInterrupted, finetune,
-                                   load_config)
+from ase_surftune.core.errors import ConfigError
+from ase_surftune.models.bundle import Bundle
+from ase_surftune.training import (
+    STRATEGIES,
+    FinetuneConfig,
+    TrainingInterrupted,
+    finetune,
+    load_config,
+)
 
 SLABS = make_emt_slabs(12)
 TRAIN, VALID = SLABS[:8], SLABS[8:]
@@ -111,8 +116,8 @@ def test_frozen_blocks_bit_identical_mace(mace_file, frozen_run):
 
 
 def test_frozen_selection_by_pattern_and_k():
-    from ase_surftune.backends.mace import MACEAdapter
-    from ase_surftune.finetune.strategies import get_strategy
+    from ase_surftune.models.backends.mace import MACEAdapter
+    from ase_surftune.training.strategies import get_strategy
 
     adapter = MACEAdapter(build_tiny_mace())
     cfg = load_config({"model": "chgnet", "strategy": "frozen",
@@ -129,7 +134,7 @@ def test_frozen_selection_by_pattern_and_k():
 
 def test_linear_recovers_known_scale(mace_file, tmp_path):
     """Labels = 1.3 × the model (+ per-element offsets): the strategy finds a = 1.3."""
-    from ase_surftune.backends.mace import MACEAdapter
+    from ase_surftune.models.backends.mace import MACEAdapter
 
     adapter = MACEAdapter.load_file(mace_file)
     pred = adapter.predict(SLABS)
@@ -192,10 +197,8 @@ def test_max_force_drops_and_names_frames(mace_file, tmp_path):
 
 
 def test_frozen_default_k_is_documented_per_backend():
-    from ase_surftune.finetune.strategies import DEFAULT_FROZEN_K
-
-    from ase_surftune.backends.mace import MACEAdapter
-    from ase_surftune.finetune.strategies import get_strategy
+    from ase_surftune.models.backends.mace import MACEAdapter
+    from ase_surftune.training.strategies import DEFAULT_FROZEN_K, get_strategy
 
     assert DEFAULT_FROZEN_K == {"chgnet": 4, "mace": 2}
     cfg = load_config({"model": "chgnet", "strategy": "frozen"})  # no freeze: default k
@@ -248,7 +251,7 @@ def test_resume_after_mid_epoch_kill_equals_uninterrupted(mace_file, tmp_path, f
 
 
 def test_bundle_round_trip_and_calculator(full_run):
-    from ase_surftune.calculator import SurfTuneCalculator
+    from ase_surftune.models.calculator import SurfTuneCalculator
 
     res = full_run
     assert (res.output_dir / "loss_curve.png").is_file()
@@ -329,7 +332,7 @@ def test_chgnet_strategies(tmp_path, strategy):
     assert m["finetuned"]["valid"]["forces_mae"] < m["initial"]["valid"]["forces_mae"]
     bundle = Bundle.load(res.bundle_path)
     if strategy == "frozen":
-        from ase_surftune.backends.chgnet import CHGNetAdapter
+        from ase_surftune.models.backends.chgnet import CHGNetAdapter
 
         base = CHGNetAdapter.load("0.3.0").model.state_dict()
         new = bundle.adapter.model.state_dict()

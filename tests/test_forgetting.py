@@ -16,11 +16,14 @@ import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
-
 from test_evaluate import ScaledEMT
-from ase_surftune.evaluation.forgetting import (element_properties, plot_forgetting,
-                                                property_forgetting)
-from ase_surftune.finetune.forgetting import ForgettingOptions, relative_energy_errors
+
+from ase_surftune.evaluation.forgetting import (
+    element_properties,
+    plot_forgetting,
+    property_forgetting,
+)
+from ase_surftune.training.forgetting import ForgettingOptions, relative_energy_errors
 
 
 def test_emt_cu_properties_pinned():
@@ -88,9 +91,9 @@ def test_relative_energy_errors_ignore_each_models_own_reference():
 
 
 def test_unseen_element_warning_once_per_head_and_element():
-    from ase_surftune.backends import load_model
-    from ase_surftune.calculator import SurfTuneCalculator, UnseenElementWarning
     from ase_surftune.data import element_counts
+    from ase_surftune.models.backends import load_model
+    from ase_surftune.models.calculator import SurfTuneCalculator, UnseenElementWarning
 
     b = load_model("chgnet")
     head = b.resolve_head(None)

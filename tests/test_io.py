@@ -1,4 +1,4 @@
-"""The atomic-write, lock and temp-file helpers of ase_surftune._io."""
+"""The atomic-write, lock and temp-file helpers of ase_surftune.core.io."""
 
 from __future__ import annotations
 
@@ -9,9 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from ase_surftune._io import (atomic_write_json, atomic_write_text, atomic_writer,
-                              clean_orphan_temps, exclusive_lock, move_aside)
-from ase_surftune.errors import LockedError
+from ase_surftune.core.errors import LockedError
+from ase_surftune.core.io import (
+    atomic_write_json,
+    atomic_write_text,
+    atomic_writer,
+    clean_orphan_temps,
+    exclusive_lock,
+    move_aside,
+)
 
 
 def test_atomic_write_leaves_old_file_on_error(tmp_path):
@@ -51,7 +57,7 @@ def test_clean_orphan_temps_only_removes_ours(tmp_path):
 
 def test_lock_names_the_holder_and_is_released_by_death(tmp_path):
     lock = tmp_path / ".surftune.lock"
-    code = ("import sys\nfrom ase_surftune._io import exclusive_lock\n"
+    code = ("import sys\nfrom ase_surftune.core.io import exclusive_lock\n"
             f"with exclusive_lock({str(lock)!r}, 'folder'):\n"
             "    print('locked', flush=True)\n    sys.stdin.read()\n")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
@@ -80,7 +86,7 @@ def test_move_aside(tmp_path):
 
 
 def test_finetune_overwrite_moves_the_old_run_aside(tmp_path):
-    from ase_surftune.finetune.api import _claim_output_dir, load_config
+    from ase_surftune.training.api import _claim_output_dir, load_config
 
     run = tmp_path / "run"
     run.mkdir()

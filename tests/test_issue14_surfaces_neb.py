@@ -14,7 +14,7 @@ from ase.calculators.lj import LennardJones
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
 
-from ase_surftune.errors import ConfigError
+from ase_surftune.core.errors import ConfigError
 from ase_surftune.properties import (
     neb_barrier,
     parse_facet,
@@ -225,7 +225,7 @@ def test_relaxation_vs_reference_bad_input(tmp_path):
     with pytest.raises(ConfigError, match="out of range"):
         relaxation_vs_reference(frames, EMT(), reference_index=5)
     bare = [f.copy() for f in frames]  # no energies
-    from ase_surftune.errors import InvalidStructureError
+    from ase_surftune.core.errors import InvalidStructureError
 
     with pytest.raises(InvalidStructureError, match="no energy"):
         relaxation_vs_reference(bare, EMT())

@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 from ase.build import fcc111
 from ase.calculators.emt import EMT
-
 from conftest import make_emt_slabs, save_tiny_mace
-from ase_surftune import errors as E
+
+from ase_surftune.core import errors as E
 from ase_surftune.data import label
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,7 +154,7 @@ def test_two_finetune_runs_into_one_folder(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not (lock.exists() and lock.read_text().strip()):
         time.sleep(0.02)
-    from ase_surftune.finetune import finetune
+    from ase_surftune.training import finetune
 
     try:
         with pytest.raises(E.LockedError, match=rf"in use by PID {first.pid}"):
@@ -163,7 +163,7 @@ def test_two_finetune_runs_into_one_folder(tmp_path):
         out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     assert "best model:" in out
-    from ase_surftune.bundle import Bundle
+    from ase_surftune.models.bundle import Bundle
 
     b = Bundle.load(tmp_path / "run" / "model.stbundle")
     assert b.metrics["epochs_run"] == 1

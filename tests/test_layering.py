@@ -18,11 +18,10 @@ PKG = Path(__file__).resolve().parents[1] / "ase_surftune"
 
 #: layer index by first component under ``ase_surftune`` (higher = may import lower)
 LAYERS: dict[str, int] = {
-    "errors": 0, "_io": 0, "trust": 0, "threads": 0, "metrics": 0, "parallel": 0,
-    "data": 1, "alignment": 1,
-    "backends": 2, "bundle": 2, "calculator": 2, "correction": 2, "env_correction": 2,
-    "references": 2, "plugin": 2,
-    "finetune": 3,
+    "core": 0, "_compat": 0,
+    "data": 1,
+    "models": 2,
+    "training": 3,
     "properties": 4,
     "evaluation": 5, "demo": 5, "active": 5,
     "cli": 6, "__main__": 6,
@@ -30,13 +29,13 @@ LAYERS: dict[str, int] = {
 
 #: (importer, imported) pairs that still break the layering, with the reason
 KNOWN: dict[tuple[str, str], str] = {
-    ("ase_surftune.data", "ase_surftune.references"):
+    ("ase_surftune.data", "ase_surftune.models.references"):
         "label() resolves calculator spec strings in pool workers",
-    ("ase_surftune.finetune.distill", "ase_surftune.properties._base"):
+    ("ase_surftune.training.distill", "ase_surftune.properties._base"):
         "distillation samples with MD and checks properties (belongs above properties)",
-    ("ase_surftune.finetune.distill", "ase_surftune.properties.md"): "same",
-    ("ase_surftune.finetune.distill", "ase_surftune.properties.phonons"): "same",
-    ("ase_surftune.finetune.distill", "ase_surftune.properties.surface"): "same",
+    ("ase_surftune.training.distill", "ase_surftune.properties.md"): "same",
+    ("ase_surftune.training.distill", "ase_surftune.properties.phonons"): "same",
+    ("ase_surftune.training.distill", "ase_surftune.properties.surface"): "same",
 }
 
 

@@ -10,7 +10,7 @@ import ase.io
 import pytest
 import yaml
 
-from ase_surftune.errors import ConfigError
+from ase_surftune.core.errors import ConfigError
 from ase_surftune.evaluation.learning_curve import learning_curve, load_learning_curve_config
 
 
@@ -70,8 +70,8 @@ def test_curve_monotone_and_resumes(tiny_mace_file, pool_and_test, tmp_path):
     # nested subsets: N=1 trains on the first structure of the N=2 subset (seeded order)
     import numpy as np
 
-    from ase_surftune.bundle import Bundle
     from ase_surftune.data import dataset_hash
+    from ase_surftune.models.bundle import Bundle
 
     perm = np.random.default_rng(0).permutation(len(pool))
     for n in (1, 2):

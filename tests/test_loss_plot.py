@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ase_surftune.finetune.loop import plot_history  # noqa: E402
+from ase_surftune.training.loop import plot_history  # noqa: E402
 
 
 def _history(valid: bool) -> list[dict]:

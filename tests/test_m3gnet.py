@@ -22,13 +22,12 @@ pytest.importorskip("matgl")
 
 from conftest import make_emt_slabs  # noqa: E402
 
-from ase_surftune.backends import load_model  # noqa: E402
-from ase_surftune.backends.m3gnet import M3GNetAdapter  # noqa: E402
-from ase_surftune.bundle import Bundle  # noqa: E402
-from ase_surftune.calculator import SurfTuneCalculator  # noqa: E402
-from ase_surftune.errors import (HeadError, InvalidStructureError,  # noqa: E402
-                                 ModelLoadError)
-from ase_surftune.finetune import TrainingInterrupted, finetune  # noqa: E402
+from ase_surftune.core.errors import HeadError, InvalidStructureError, ModelLoadError  # noqa: E402
+from ase_surftune.models.backends import load_model  # noqa: E402
+from ase_surftune.models.backends.m3gnet import M3GNetAdapter  # noqa: E402
+from ase_surftune.models.bundle import Bundle  # noqa: E402
+from ase_surftune.models.calculator import SurfTuneCalculator  # noqa: E402
+from ase_surftune.training import TrainingInterrupted, finetune  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "models"
 MP_FOLDER = SHARED / "M3GNet-MP-2021.2.8-PES"
@@ -351,8 +350,8 @@ def test_reinitialized_keeps_statistics_and_is_seeded(tmp_path):
 
 
 def test_config_errors_name_the_folder(tmp_path):
-    from ase_surftune.errors import ConfigError
-    from ase_surftune.finetune import load_config
+    from ase_surftune.core.errors import ConfigError
+    from ase_surftune.training import load_config
 
     with pytest.raises(ConfigError, match="M3GNet model folder not found"):
         load_config({"model": f"m3gnet:{tmp_path / 'nope'}"})
@@ -361,7 +360,7 @@ def test_config_errors_name_the_folder(tmp_path):
 
 @pytest.mark.slow
 def test_m3gnet_teacher_distills(tiny_folder, tmp_path):
-    from ase_surftune.finetune.distill import distill
+    from ase_surftune.training.distill import distill
 
     teacher = Bundle(adapter=load_model(f"m3gnet:{tiny_folder}").adapter)
     tpath = teacher.save(tmp_path / "teacher.stbundle")

@@ -7,8 +7,8 @@ import pytest
 from ase import Atoms
 from ase.neighborlist import neighbor_list
 
+from ase_surftune.core.errors import DataError
 from ase_surftune.data import MIN_INTERATOMIC_DISTANCE, _closest_pair_below, check_min_distance
-from ase_surftune.errors import DataError
 
 
 @pytest.mark.parametrize("seed", range(4))

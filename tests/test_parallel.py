@@ -6,7 +6,7 @@ import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
 
-from ase_surftune.parallel import InlineExecutor, map_tasks, raise_failures
+from ase_surftune.core.parallel import InlineExecutor, map_tasks, raise_failures
 
 
 def emt_energy_per_atom(symbol: str, a: float) -> float:

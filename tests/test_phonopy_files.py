@@ -17,7 +17,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.emt import EMT
 
 from ase_surftune.cli import main
-from ase_surftune.errors import DataError
+from ase_surftune.core.errors import DataError
 from ase_surftune.properties import (
     SupercellSizeWarning,
     check_supercell_size,
@@ -300,7 +300,7 @@ def test_cli_phonopy_errors_are_one_line(cu_set, tmp_path, capsys, extra, match)
 
 
 def test_model_phonons_with_born_and_fc_solvers(b2_set, cu_set):
-    from ase_surftune.errors import ConfigError
+    from ase_surftune.core.errors import ConfigError
 
     res = phonons(_b2_cuau(), EMT(), supercell=2, mesh=4, bands=False, dos=False,
                   born=b2_set / "BORN")

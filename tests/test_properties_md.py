@@ -11,7 +11,7 @@ from ase.calculators.emt import EMT
 from ase.constraints import FixAtoms
 from ase.io import read
 
-from ase_surftune.errors import ConfigError
+from ase_surftune.core.errors import ConfigError
 from ase_surftune.properties import run_md
 
 

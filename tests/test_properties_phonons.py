@@ -9,7 +9,7 @@ import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
 
-from ase_surftune.errors import ConfigError
+from ase_surftune.core.errors import ConfigError
 from ase_surftune.properties import frequency_softening_ratio, parse_supercell, phonons
 
 

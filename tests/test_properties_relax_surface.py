@@ -10,7 +10,7 @@ from ase.build import bulk, fcc111
 from ase.calculators.emt import EMT
 from ase.constraints import FixAtoms
 
-from ase_surftune.errors import ConfigError, InvalidStructureError
+from ase_surftune.core.errors import ConfigError, InvalidStructureError
 from ase_surftune.properties import (
     NotConvergedWarning,
     relax,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from ase_surftune.references import get_calculator, get_reference_calculator
+from ase_surftune.models.references import get_calculator, get_reference_calculator
 
 
 def test_unknown_reference_names_the_choices():

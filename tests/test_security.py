@@ -26,11 +26,11 @@ from ase.build import fcc111
 from ase.io import write
 from conftest import make_emt_slabs, save_tiny_mace
 
-from ase_surftune.bundle import BUNDLE_FORMAT, Bundle
-from ase_surftune.calculator import SurfTuneCalculator
 from ase_surftune.cli import main
-from ase_surftune.errors import BundleError, ConfigError, UnsafeLoadError
-from ase_surftune.finetune.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+from ase_surftune.core.errors import BundleError, ConfigError, UnsafeLoadError
+from ase_surftune.models.bundle import BUNDLE_FORMAT, Bundle
+from ase_surftune.models.calculator import SurfTuneCalculator
+from ase_surftune.training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
 
 ENV = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +108,7 @@ def _crafted(tmp_path: Path, good: Path, marker: Path) -> dict[str, Path]:
 
 @pytest.mark.parametrize("kind", ["legacy", "tampered", "forged", "forged_meta"])
 def test_crafted_bundle_api(kind, tmp_path, good_bundle, marker):
-    from ase_surftune.backends import load_model
+    from ase_surftune.models.backends import load_model
 
     path = _crafted(tmp_path, good_bundle, marker)[kind]
     expected = {"legacy": "--trust-pickle", "tampered": "checksum",
@@ -148,7 +148,7 @@ def test_trusted_legacy_bundle_loads_and_converts(tmp_path, marker):
 
 
 def test_mace_model_file_needs_trust(tmp_path, marker):
-    from ase_surftune.backends import load_model
+    from ase_surftune.models.backends import load_model
 
     evil = tmp_path / "evil.model"
     torch.save({"x": _Evil(marker)}, evil)
@@ -160,7 +160,7 @@ def test_mace_model_file_needs_trust(tmp_path, marker):
 
 
 def test_crafted_checkpoint(tmp_path, tiny_mace_file, marker):
-    from ase_surftune.finetune import finetune
+    from ase_surftune.training import finetune
 
     out = tmp_path / "run"
     out.mkdir()
@@ -253,8 +253,8 @@ def _child(code: str, env: dict[str, str | None] | None = None) -> subprocess.Co
 def test_importing_mace_restores_env_in_process_and_children(before):
     code = (
         "import os, subprocess, sys\n"
-        "from ase_surftune.backends.mace import import_mace\n"
-        "from ase_surftune.backends.mace_builders import build_mace\n"
+        "from ase_surftune.models.backends.mace import import_mace\n"
+        "from ase_surftune.models.backends.mace_builders import build_mace\n"
         "import_mace(); build_mace(['Cu'], channels=4)\n"
         "import mace, mace.calculators\n"  # already imported: no effect
         f"print('self', os.environ.get({ENV!r}))\n"
@@ -273,11 +273,11 @@ def test_crafted_files_in_child_process_with_mace_imported(tmp_path, good_bundle
     torch.save({"format": CHECKPOINT_FORMAT, "model": _Evil(marker)}, ck)
     code = (
         "import sys, torch\n"
-        "from ase_surftune.backends.mace import import_mace\n"
+        "from ase_surftune.models.backends.mace import import_mace\n"
         "import_mace()\n"
-        "from ase_surftune.backends import load_model\n"
-        "from ase_surftune.errors import SurfTuneError\n"
-        "from ase_surftune.finetune.checkpoint import load_checkpoint\n"
+        "from ase_surftune.models.backends import load_model\n"
+        "from ase_surftune.core.errors import SurfTuneError\n"
+        "from ase_surftune.training.checkpoint import load_checkpoint\n"
         "n = 0\n"
         f"for p in {[str(p) for p in crafted.values()]!r}:\n"
         "    try:\n"

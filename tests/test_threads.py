@@ -8,9 +8,9 @@ import torch
 from ase.build import bulk
 from ase.calculators.emt import EMT
 
-from ase_surftune import threads
+from ase_surftune.core import threads
+from ase_surftune.core.threads import numpy_blas_threads
 from ase_surftune.properties import relax
-from ase_surftune.threads import numpy_blas_threads
 
 
 def _blas_threads() -> list[int]:

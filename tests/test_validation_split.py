@@ -13,11 +13,11 @@ from ase.build import bulk, fcc111
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
-
 from conftest import make_emt_slabs, save_tiny_mace
+
+from ase_surftune.core.errors import ConfigError
 from ase_surftune.data import is_slab, read_labelled, split_by_trajectory, trajectory_group
-from ase_surftune.errors import ConfigError
-from ase_surftune.finetune import finetune
+from ase_surftune.training import finetune
 
 
 def _emt(atoms: Atoms, **info) -> Atoms:
@@ -135,7 +135,7 @@ def test_monitor_group_by_name_and_unmonitored_warning(mace_file, tmp_path, capl
     for i, a in enumerate(cells):
         a.positions += np.random.default_rng(i).normal(scale=0.05, size=a.positions.shape)
     bulk_only = [_emt(a, trajectory=f"t{i}") for i, a in enumerate(cells)]
-    with caplog.at_level(logging.WARNING, logger="ase_surftune.finetune.api"):
+    with caplog.at_level(logging.WARNING, logger="ase_surftune.training.api"):
         res = finetune(_cfg(mace_file, tmp_path / "b", epochs=1, valid_fraction=0.25),
                        train=bulk_only)
     assert "surface accuracy is unmonitored" in caplog.text

@@ -3,7 +3,7 @@
 Member *m* is the current model with every block but the readout frozen, its readout
 weights perturbed (Gaussian noise of ``committee.noise`` × each tensor's spread, seeded per
 member) and then re-trained for a few epochs (the ``frozen`` strategy of
-:func:`~ase_surftune.finetune.finetune`) on a bootstrap resample of the labels. The data
+:func:`~ase_surftune.training.finetune`) on a bootstrap resample of the labels. The data
 pull the members together where they constrain the readout; elsewhere the perturbations
 survive, so the members disagree most on structures unlike the labels (a bootstrap alone,
 started from one set of weights, would agree there). Members share the trunk, so
@@ -49,8 +49,8 @@ def train_committee(model: str, labels: Sequence[Atoms], cfg: ActiveConfig, out_
     """Fit ``cfg.committee.size`` bootstrap readout heads on ``model`` (a bundle path or
     spec); returns the member bundles (``out_dir/member_MM/model.stbundle``). A member
     already written is reused (resumable)."""
-    from ase_surftune.backends import load_model
-    from ase_surftune.finetune.api import BUNDLE_NAME, finetune
+    from ase_surftune.models.backends import load_model
+    from ase_surftune.training.api import BUNDLE_NAME, finetune
 
     n_blocks = len(load_model(model, device=cfg.device).adapter.blocks())
     labels = list(labels)
@@ -79,7 +79,7 @@ def _perturbed_start(model: str, path: Path, cfg: ActiveConfig, seed: list[int])
     """``model`` with its readout block perturbed, saved as a bundle at ``path``."""
     import torch
 
-    from ase_surftune.backends import load_model
+    from ase_surftune.models.backends import load_model
 
     if path.is_file():
         return path
@@ -124,7 +124,7 @@ class Uncertainty:
 
 
 def _predict(model: Any, configs: Sequence[Atoms], device: str):
-    from ase_surftune.calculator import SurfTuneCalculator
+    from ase_surftune.models.calculator import SurfTuneCalculator
 
     return SurfTuneCalculator(str(model), device=device).predict(list(configs))
 

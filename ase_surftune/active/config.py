@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ase_surftune.errors import ConfigError
+from ase_surftune.core.errors import ConfigError
 
 __all__ = [
     "DEFAULT_PROPERTIES",
@@ -197,11 +197,11 @@ class ActiveConfig(_Strict):
     @field_validator("labeller")
     @classmethod
     def _labeller(cls, v: str) -> str:
-        from ase_surftune.references import REFERENCE_NAMES
+        from ase_surftune.models.references import REFERENCE_NAMES
 
         if v.lower() in REFERENCE_NAMES:
             return v.lower()
-        from ase_surftune.finetune.config import infer_backend
+        from ase_surftune.training.config import infer_backend
 
         infer_backend(v)  # a model as teacher; raises ValueError naming the known ones
         return v
@@ -241,7 +241,7 @@ class ActiveConfig(_Strict):
     def finetune_config(self, output_dir: Path, model: str | None = None, seed: int = 0,
                         **extra: Any):
         """The :class:`FinetuneConfig` of one fine-tuning step (``model``: warm start)."""
-        from ase_surftune.finetune.config import load_config
+        from ase_surftune.training.config import load_config
 
         data = {"valid_fraction": 0.0, "progress": self.progress, "plot": False,
                 "num_threads": self.num_threads, "device": self.device,
@@ -264,7 +264,7 @@ class ActiveConfig(_Strict):
 
     def labeller_calculator(self):
         """The reference calculator (EMT, GPAW with ``labeller_options``) or teacher model."""
-        from ase_surftune.references import (
+        from ase_surftune.models.references import (
             REFERENCE_NAMES,
             get_calculator,
             get_reference_calculator,
@@ -301,7 +301,7 @@ def load_active_config(config: ActiveConfig | dict[str, Any] | str | Path,
     if isinstance(config, ActiveConfig):
         data = config.model_dump()
     elif isinstance(config, (str, Path)):
-        from ase_surftune._io import load_yaml
+        from ase_surftune.core.io import load_yaml
 
         data = load_yaml(config)
         source, base = repr(str(config)), Path(config).resolve().parent

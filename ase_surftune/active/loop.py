@@ -35,7 +35,7 @@ import numpy as np
 from ase import Atoms
 
 from ase_surftune.active.config import ActiveConfig, load_active_config
-from ase_surftune.errors import ConfigError, OutputExistsError, SurfTuneError
+from ase_surftune.core.errors import ConfigError, OutputExistsError, SurfTuneError
 
 __all__ = ["STEPS", "ActiveLearningInterrupted", "ActiveResult", "active_learn"]
 
@@ -81,7 +81,7 @@ def _write_frames(path: Path, frames: Sequence[Atoms]) -> list[Atoms]:
     """Write ``frames`` atomically and return them as read back (exact file values)."""
     import ase.io
 
-    from ase_surftune._io import atomic_writer
+    from ase_surftune.core.io import atomic_writer
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_writer(path, "w") as fh:
@@ -114,7 +114,7 @@ class _Run:
         self.cfg, self.out, self.state, self.stop_after = cfg, out, state, stop_after
 
     def save(self, step: str | None = None) -> None:
-        from ase_surftune._io import atomic_write_json
+        from ase_surftune.core.io import atomic_write_json
         from ase_surftune.evaluation.tables import jsonable
 
         atomic_write_json(self.out / STATE_FILE, jsonable(self.state))
@@ -158,7 +158,7 @@ class _Run:
 def _claim(cfg: ActiveConfig, out: Path, stack: contextlib.ExitStack) -> dict[str, Any]:
     import json
 
-    from ase_surftune._io import clean_orphan_temps, exclusive_lock, move_aside
+    from ase_surftune.core.io import clean_orphan_temps, exclusive_lock, move_aside
 
     out.mkdir(parents=True, exist_ok=True)
     stack.enter_context(exclusive_lock(out / LOCK_FILE, f"output folder {str(out)!r}"))
@@ -242,7 +242,7 @@ def active_learn(config: ActiveConfig | dict[str, Any] | str | Path, *,
 
 
 def _calc(model: str, device: str):
-    from ase_surftune.calculator import SurfTuneCalculator
+    from ase_surftune.models.calculator import SurfTuneCalculator
 
     return SurfTuneCalculator(model, device=device)
 
@@ -379,7 +379,7 @@ def _iterate(run: _Run, i: int) -> None:
             it["calibration_batch"] = None
         done("calibrate")
     if "finetune" not in it["done"]:
-        from ase_surftune.finetune.api import finetune
+        from ase_surftune.training.api import finetune
 
         train = run.labels_until(i)
         start = prev_model if cfg.warm_start else cfg.model
@@ -424,7 +424,7 @@ def _multihead_warm_start(run: _Run, i: int, start: str) -> dict[str, Any]:
     cfg = run.cfg
     if cfg.finetune.get("strategy") != "multihead" or start == cfg.model:
         return {}
-    from ase_surftune.backends import load_model
+    from ase_surftune.models.backends import load_model
 
     opts = dict(cfg.finetune.get("strategy_options") or {})
     name = opts.get("new_head", "surface")

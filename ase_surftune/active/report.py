@@ -129,7 +129,7 @@ def _plots(state: dict[str, Any], rows: list[dict[str, Any]], out: Path,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ase_surftune._io import atomic_writer
+    from ase_surftune.core.io import atomic_writer
 
     if rows:
         fig, ax = plt.subplots(figsize=(5.5, 3.8))

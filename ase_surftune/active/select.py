@@ -3,7 +3,7 @@
 ``uncertainty``: keep the ``pool_factor × n`` candidates with the largest committee
 uncertainty score (:meth:`~ase_surftune.active.committee.Uncertainty.score`), then pick
 ``n`` of them by farthest-point sampling in descriptor space
-(:func:`~ase_surftune.finetune.replay.structure_descriptor`: composition, volume per atom,
+(:func:`~ase_surftune.training.replay.structure_descriptor`: composition, volume per atom,
 pair-distance histogram), starting from the most uncertain one and counting the distance
 to structures labelled earlier, so a batch is not ``n`` near-copies of one configuration.
 Without a committee (the first batch: nothing is labelled yet) the pool is every candidate
@@ -26,7 +26,7 @@ __all__ = ["descriptors", "select_batch"]
 
 def descriptors(configs: Sequence[Atoms], elements: Sequence[str]) -> np.ndarray:
     """Per-structure descriptors (rows) for farthest-point sampling."""
-    from ase_surftune.finetune.replay import structure_descriptor
+    from ase_surftune.training.replay import structure_descriptor
 
     return np.stack([structure_descriptor(a, elements) for a in configs])
 

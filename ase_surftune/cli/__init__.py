@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Sequence
 
 from ase_surftune import __version__
-from ase_surftune.errors import SurfTuneError
+from ase_surftune.core.errors import SurfTuneError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    from ase_surftune.trust import trust_pickle
+    from ase_surftune.core.trust import trust_pickle
 
     try:
         with trust_pickle(bool(getattr(args, "trust_pickle", False))):

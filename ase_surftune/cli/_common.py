@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ase_surftune._io import load_yaml  # noqa: F401  (the commands' YAML reader)
+from ase_surftune.core.io import load_yaml  # noqa: F401  (the commands' YAML reader)
 
 
 def add_model_args(parser: argparse.ArgumentParser, *, reference: bool = True) -> None:
@@ -25,7 +25,7 @@ def add_model_args(parser: argparse.ArgumentParser, *, reference: bool = True) -
 
 def add_trust_arg(parser: argparse.ArgumentParser) -> None:
     """``--trust-pickle``: allow model files that are Python pickles (every command that
-    takes a model spec has it; ``main`` applies it with :func:`ase_surftune.trust.trust_pickle`)."""
+    takes a model spec has it; ``main`` applies it with :func:`ase_surftune.core.trust.trust_pickle`)."""
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow model files that are Python pickles (MACE .model files, "
                              "legacy version-1 bundles). Reading a pickle can run arbitrary "
@@ -34,7 +34,7 @@ def add_trust_arg(parser: argparse.ArgumentParser) -> None:
 
 def write_json(data: Any, path: str | Path) -> Path:
     """Write JSON atomically (temp file then rename) and return the path."""
-    from ase_surftune._io import atomic_write_json
+    from ase_surftune.core.io import atomic_write_json
 
     return atomic_write_json(path, data, default=_json_default)
 
@@ -55,11 +55,11 @@ def _json_default(obj: Any) -> Any:
 
 def add_sweep_args(parser: argparse.ArgumentParser, default_output: str) -> None:
     """--device, --executor, --no-progress, -o and --trust-pickle: what every command
-    that measures several models through :mod:`ase_surftune.parallel` takes."""
+    that measures several models through :mod:`ase_surftune.core.parallel` takes."""
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--executor", default=None,
                         help="process[:N] or dask[:N] to run the work in parallel (default: "
-                             "in process); see ase_surftune.parallel")
+                             "in process); see ase_surftune.core.parallel")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("-o", "--output", default=default_output,
                         help=f"output folder; everything is written here (default: "

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ase_surftune.errors import ConfigError, InvalidStructureError
+from ase_surftune.core.errors import ConfigError, InvalidStructureError
 
 # (name, type, help); type "bool" gives --name/--no-name, "list" a repeatable option
 OptionSpec = tuple[str, Any, str]
@@ -102,7 +102,7 @@ def calculator_spec(args: argparse.Namespace) -> str:
 
 def make_calculator(args: argparse.Namespace, spec: str | None = None):
     """Reference calculator (``--reference``) or model (``--model``; ``spec@head`` too)."""
-    from ase_surftune.references import get_calculator
+    from ase_surftune.models.references import get_calculator
 
     spec = spec or calculator_spec(args)
     try:
@@ -174,7 +174,7 @@ def model_label(spec: str, head: str | None = None) -> str:
     A path (``mace:/runs/a/model.stbundle``) gives its file stem (its folder's name for a
     generic stem such as ``model``); the head (``spec@head`` or ``head``) is appended.
     """
-    from ase_surftune.references import parse_spec
+    from ase_surftune.models.references import parse_spec
 
     model, spec_head = parse_spec(spec)
     head = head or spec_head
@@ -229,7 +229,7 @@ def write_structures(path: str | Path, images: Any) -> Path:
     """Write one structure or a list as extended XYZ, atomically (temp file, then rename)."""
     from ase.io import write
 
-    from ase_surftune._io import atomic_writer
+    from ase_surftune.core.io import atomic_writer
 
     with atomic_writer(path, "w", encoding="utf-8") as fh:
         write(fh, images, format="extxyz")

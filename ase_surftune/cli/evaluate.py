@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--executor", default=None,
                    help="process[:N] or dask[:N] to run the work in parallel (default: in "
-                        "process); see ase_surftune.parallel")
+                        "process); see ase_surftune.core.parallel")
     p.add_argument("-o", "--output", default="evaluate_out",
                    help="output folder (default: evaluate_out)")
     add_trust_arg(p)

@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ase_surftune.finetune import finetune, load_config
+    from ase_surftune.training import finetune, load_config
 
     overrides = {}
     if args.output_dir is not None:
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         import torch.distributed as tdist
 
         rank = tdist.get_rank() if tdist.is_initialized() else 0
-        from ase_surftune.finetune.distributed import shutdown_distributed
+        from ase_surftune.training.distributed import shutdown_distributed
 
         shutdown_distributed()
         if rank != 0:
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
                   f"energy MAE {1000 * z['energy_mae_per_atom']:.2f} -> "
                   f"{1000 * f['energy_mae_per_atom']:.2f} meV/atom (zero-shot -> fine-tuned)")
     if m.get("linear_correction"):
-        from ase_surftune.correction import LinearCorrection
+        from ase_surftune.models.correction import LinearCorrection
 
         print(LinearCorrection.from_dict(m["linear_correction"]).summary())
     for fr in (m.get("max_force") or {}).get("frames", []):

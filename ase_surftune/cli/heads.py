@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ase_surftune.backends import load_model
+    from ase_surftune.models.backends import load_model
 
     bundle = load_model(args.model)
     default = bundle.resolve_head(None)

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="start over instead of resuming (old results kept as .old)")
     p.add_argument("--executor", default=None,
                    help="process[:N] or dask[:N] to run the work in parallel (default: in "
-                        "process); see ase_surftune.parallel")
+                        "process); see ase_surftune.core.parallel")
     p.add_argument("--max-runs", type=int, default=None,
                    help="stop after this many new fine-tuning runs")
     p.add_argument("--max-force", type=float, default=None, metavar="EV_PER_A",
@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ase_surftune.errors import ConfigError
+    from ase_surftune.core.errors import ConfigError
     from ase_surftune.evaluation.learning_curve import learning_curve
 
     overrides: dict = {"output_dir": args.output_dir, "max_force": args.max_force}

@@ -37,13 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ase_surftune.cli._common import load_yaml, write_json
-    from ase_surftune.properties import run_md
     from ase_surftune.cli._properties import (
         make_calculator,
         merge_options,
         outputs,
         read_structure,
     )
+    from ase_surftune.properties import run_md
 
     opts = merge_options(args, load_yaml(args.config), [o[0] for o in OPTIONS], "md")
     atoms = read_structure(args.structure, args.index)

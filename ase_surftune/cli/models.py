@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ase_surftune.backends import available_models
+    from ase_surftune.models.backends import available_models
 
     for name in available_models():
         where = ("bundled, offline" if name.startswith("chgnet") else

@@ -36,8 +36,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ase_surftune.cli._common import load_yaml, write_json
-    from ase_surftune.errors import ConfigError
-    from ase_surftune.properties import neb_barrier, vacancy_migration
     from ase_surftune.cli._properties import (
         ints_to_supercell,
         make_calculator,
@@ -47,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
         read_structure,
         write_structures,
     )
+    from ase_surftune.core.errors import ConfigError
+    from ase_surftune.properties import neb_barrier, vacancy_migration
 
     opts = merge_options(args, load_yaml(args.config), [o[0] for o in OPTIONS], "neb")
     first = args.structures[0]

@@ -77,19 +77,19 @@ def _run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ase_surftune.cli._common import load_yaml, write_json
-    from ase_surftune.errors import ConfigError
-    from ase_surftune.properties import (
-        frequency_softening_ratio,
-        parse_supercell,
-        phonons,
-        phonons_from_phonopy,
-    )
     from ase_surftune.cli._properties import (
         ints_to_supercell,
         make_calculator,
         merge_options,
         outputs,
         read_structure,
+    )
+    from ase_surftune.core.errors import ConfigError
+    from ase_surftune.properties import (
+        frequency_softening_ratio,
+        parse_supercell,
+        phonons,
+        phonons_from_phonopy,
     )
     from ase_surftune.properties._plot import plot_phonons
     from ase_surftune.properties.phonons import _is_phonopy_yaml, read_phonopy_structure

@@ -40,7 +40,7 @@ def _split_reference(args: argparse.Namespace) -> str | None:
     """``--reference`` naming a file is a trajectory to compare with; take it off args."""
     from pathlib import Path
 
-    from ase_surftune.references import REFERENCE_NAMES
+    from ase_surftune.models.references import REFERENCE_NAMES
 
     ref = args.reference
     if ref is None or ref.lower() in REFERENCE_NAMES:
@@ -56,8 +56,6 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ase_surftune.cli._common import load_yaml, write_json
-    from ase_surftune.errors import ConfigError
-    from ase_surftune.properties import relax, relaxation_vs_reference
     from ase_surftune.cli._properties import (
         make_calculator,
         merge_options,
@@ -66,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         read_structure,
         write_structures,
     )
+    from ase_surftune.core.errors import ConfigError
+    from ase_surftune.properties import relax, relaxation_vs_reference
 
     opts = merge_options(args, load_yaml(args.config), [o[0] for o in OPTIONS], "relax")
     traj = _split_reference(args)

@@ -34,7 +34,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ase_surftune.cli._common import load_yaml, write_json
-    from ase_surftune.properties import surface_energies
     from ase_surftune.cli._properties import (
         make_calculator,
         merge_options,
@@ -42,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         read_structure,
         write_structures,
     )
+    from ase_surftune.properties import surface_energies
     from ase_surftune.properties.surface import facet_key
 
     opts = merge_options(args, load_yaml(args.config), [o[0] for o in OPTIONS], "surface")

@@ -17,18 +17,36 @@ see :mod:`ase_surftune.evaluation._spec`) so the work can be shipped to other pr
 """
 
 from ase_surftune.evaluation._spec import make_calculator, parse_spec
-from ase_surftune.evaluation.benchmark import (BenchmarkConfig, BenchmarkReport, benchmark,
-                                               load_benchmark_config)
-from ase_surftune.evaluation.compare import (CompareConfig, ComparisonReport,
-                                             MeasuredProperties, compare, load_compare_config,
-                                             measure_properties)
-from ase_surftune.evaluation.errors import (ErrorStats, EvaluationReport, ModelEvaluation,
-                                            evaluate, evaluate_files, evaluate_model,
-                                            predict_with)
-from ase_surftune.evaluation.learning_curve import (LearningCurveConfig, LearningCurveResult,
-                                                    learning_curve, load_learning_curve_config)
-from ase_surftune.evaluation.reference_sets import (ReferenceEntry, ReferenceSet,
-                                                    load_reference_set)
+from ase_surftune.evaluation.benchmark import (
+                                               BenchmarkConfig,
+                                               BenchmarkReport,
+                                               benchmark,
+                                               load_benchmark_config,
+)
+from ase_surftune.evaluation.compare import (
+                                               CompareConfig,
+                                               ComparisonReport,
+                                               MeasuredProperties,
+                                               compare,
+                                               load_compare_config,
+                                               measure_properties,
+)
+from ase_surftune.evaluation.errors import (
+                                               ErrorStats,
+                                               EvaluationReport,
+                                               ModelEvaluation,
+                                               evaluate,
+                                               evaluate_files,
+                                               evaluate_model,
+                                               predict_with,
+)
+from ase_surftune.evaluation.learning_curve import (
+                                               LearningCurveConfig,
+                                               LearningCurveResult,
+                                               learning_curve,
+                                               load_learning_curve_config,
+)
+from ase_surftune.evaluation.reference_sets import ReferenceEntry, ReferenceSet, load_reference_set
 
 __all__ = ["parse_spec", "make_calculator", "ErrorStats", "ModelEvaluation",
            "EvaluationReport", "evaluate", "evaluate_files", "evaluate_model", "predict_with", "CompareConfig",

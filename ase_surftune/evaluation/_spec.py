@@ -4,8 +4,8 @@ A *spec* is a plain string, so that work can be described, logged, cached and sh
 another process (a later issue runs these functions through ``concurrent.futures``):
 
 ==================================  ===============================================
-``"emt"``, ``"gpaw"``               reference calculators (:mod:`ase_surftune.references`)
-``"chgnet"``, ``"mace:/x.model"``   models, as :func:`ase_surftune.backends.load_model`
+``"emt"``, ``"gpaw"``               reference calculators (:mod:`ase_surftune.models.references`)
+``"chgnet"``, ``"mace:/x.model"``   models, as :func:`ase_surftune.models.backends.load_model`
 ``"run/model.stbundle"``            a fine-tuned bundle (its default head)
 ``"run/model.stbundle@surface"``    ``spec@head``: one head of a (multi-head) model
 ==================================  ===============================================
@@ -22,8 +22,8 @@ from typing import Any
 
 from ase.calculators.calculator import BaseCalculator
 
-from ase_surftune.errors import ConfigError
-from ase_surftune.references import parse_spec
+from ase_surftune.core.errors import ConfigError
+from ase_surftune.models.references import parse_spec
 
 __all__ = ["parse_spec", "make_calculator", "spec_label"]
 
@@ -52,7 +52,7 @@ def make_calculator(spec: Any, device: str = "cpu") -> BaseCalculator:
             return spec
         raise ConfigError(f"expected a calculator spec or an ASE calculator, got "
                           f"{type(spec).__name__}")
-    from ase_surftune.references import get_calculator
+    from ase_surftune.models.references import get_calculator
 
     try:
         return get_calculator(str(spec), device=device)

@@ -28,14 +28,14 @@ Settings (:class:`BenchmarkConfig`) reuse compare's sections (``lattice``, ``sur
 ``compare`` and ``benchmark``; ``surface.miller`` is unused here (facets come from the
 table).
 
-Tasks run through :func:`ase_surftune.parallel.map_tasks` (``executor=None``,
+Tasks run through :func:`ase_surftune.core.parallel.map_tasks` (``executor=None``,
 ``"process:N"``, ``"dask:N"`` or any Executor). Each finished task's result is written
 atomically to ``OUTPUT/tasks/<task>-<fingerprint>.json`` by the task itself, so a
 killed sweep resumes where it stopped: a task whose file exists with the same
 fingerprint (model, system, row, settings, bulk, the content of structure and phonon
 files) is not recomputed. A failed task is reported in the table (``error``, ratio n/a)
 and retried on the next run. The output
-folder is locked (:func:`ase_surftune._io.exclusive_lock`) while a sweep writes to it.
+folder is locked (:func:`ase_surftune.core.io.exclusive_lock`) while a sweep writes to it.
 Nothing is written outside ``output_dir``.
 """
 
@@ -54,13 +54,13 @@ from typing import Any
 
 from pydantic import Field
 
-from ase_surftune._io import (
+from ase_surftune.core.errors import ConfigError, DataError
+from ase_surftune.core.io import (
     atomic_write_json,
     atomic_write_text,
     clean_orphan_temps,
     exclusive_lock,
 )
-from ase_surftune.errors import ConfigError, DataError
 from ase_surftune.evaluation.compare import (
     LatticeSettings,
     NEBSettings,
@@ -431,8 +431,8 @@ def benchmark(reference: str | Path | ReferenceSet, models: Sequence[Any] | str,
         ConfigError: bad reference or settings (before anything is computed);
         LockedError: another sweep writes to ``output_dir``.
     """
+    from ase_surftune.core.parallel import check_executor, map_tasks
     from ase_surftune.evaluation._spec import spec_label
-    from ase_surftune.parallel import check_executor, map_tasks
 
     refs = load_reference_set(reference, system=system)
     cfg = load_benchmark_config(config, **overrides)

@@ -31,8 +31,8 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ase_surftune._io import atomic_write_text
-from ase_surftune.errors import ConfigError
+from ase_surftune.core.errors import ConfigError
+from ase_surftune.core.io import atomic_write_text
 from ase_surftune.properties.settings import SURFACE
 
 __all__ = ["CompareConfig", "MeasuredProperties", "ComparisonReport", "measure_properties",
@@ -163,7 +163,7 @@ def load_settings(cls: type[_M], config: Any = None, what: str = "compare",
     elif isinstance(config, dict):
         data = dict(config)
     else:
-        from ase_surftune._io import load_yaml
+        from ase_surftune.core.io import load_yaml
 
         data = load_yaml(config)
         if data.get("bulk_file") is not None and not Path(data["bulk_file"]).is_absolute():
@@ -274,8 +274,13 @@ def measure_properties(calculator: Any, config: CompareConfig | dict | str | Pat
     from tqdm.auto import tqdm
 
     from ase_surftune.evaluation._spec import make_calculator, spec_label
-    from ase_surftune.properties import (adatom_hop, phonons, relax, surface_energies,
-                                         vacancy_migration)
+    from ase_surftune.properties import (
+        adatom_hop,
+        phonons,
+        relax,
+        surface_energies,
+        vacancy_migration,
+    )
     from ase_surftune.properties.relax import NotConvergedWarning
 
     cfg = load_compare_config(config)
@@ -482,8 +487,11 @@ def _as_reference(reference: Any, cfg: CompareConfig, device: str, progress: boo
         return reference
     if isinstance(reference, dict):
         return MeasuredProperties.from_dict(reference)
-    from ase_surftune.evaluation.reference_sets import (ReferenceSet, is_reference_table,
-                                                        load_reference_set)
+    from ase_surftune.evaluation.reference_sets import (
+        ReferenceSet,
+        is_reference_table,
+        load_reference_set,
+    )
 
     if isinstance(reference, ReferenceSet):
         return reference.to_measured(cfg.element)
@@ -541,7 +549,7 @@ def compare(reference: Any, models: Sequence[Any],
         output_dir: if given, write the report there (:meth:`ComparisonReport.write`).
         executor: where the models are measured: ``None`` (in this process), ``"process"``
             / ``"process:N"`` (a local pool), or any ``concurrent.futures.Executor`` such as
-            ``dask.distributed.Client(...).get_executor()`` (see :mod:`ase_surftune.parallel`;
+            ``dask.distributed.Client(...).get_executor()`` (see :mod:`ase_surftune.core.parallel`;
             give models as spec strings so they pickle). A model whose measurement fails
             is reported in the table (``details["error"]``) instead of stopping the others.
     """
@@ -552,7 +560,7 @@ def compare(reference: Any, models: Sequence[Any],
         raise ConfigError("give at least one model to compare with the reference")
     plot_dir = None if output_dir is None else Path(output_dir)
     ref = _as_reference(reference, cfg, device, progress, plot_dir)
-    from ase_surftune.parallel import map_tasks
+    from ase_surftune.core.parallel import map_tasks
 
     cfg_d = cfg.model_dump(mode="json")
     runs = map_tasks(_measure_task, [(m, cfg_d, device, plot_dir) for m in models], executor,

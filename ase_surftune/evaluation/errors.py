@@ -17,11 +17,11 @@ For each model (spec, ``spec@head`` or calculator) on a labelled data set:
 * force-component (eV/Å) and stress-component (eV/Å³) MAE and RMSE, overall and per
   group (``atoms.info[group_key]``, default ``config_type``; frames without a group are
   grouped by their source file);
-* the softening scale (:mod:`ase_surftune.metrics`): s on all components, s on the
+* the softening scale (:mod:`ase_surftune.core.metrics`): s on all components, s on the
   band ``FORCE_NOISE_FLOOR <= |F_ref| <= FORCE_BAND_MAX`` (0.05–10 eV/Å), the per-frame
   median, the number of components left out, and "n/a (too little force signal)"
   instead of a number where the signal is too small; also the high-force subset
-  (:func:`~ase_surftune.correction.softening_scale_high_force`);
+  (:func:`~ase_surftune.models.correction.softening_scale_high_force`);
 * ``max_force``: frames whose largest reference atomic force exceeds it are dropped
   (or only flagged), and every one is named in the result.
 
@@ -41,8 +41,9 @@ import numpy as np
 from ase import Atoms
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from ase_surftune._io import atomic_write_text
-from ase_surftune.errors import ConfigError, DataError
+from ase_surftune.core.energy import per_element_sum
+from ase_surftune.core.errors import ConfigError, DataError
+from ase_surftune.core.io import atomic_write_text
 
 __all__ = ["ErrorStats", "ModelEvaluation", "EvaluationReport", "predict_with",
            "evaluate_model", "evaluate", "load_configs", "group_of", "relative_energies",
@@ -68,7 +69,7 @@ class ErrorStats:
     relative to the mean of the same composition (over ``n_energy_rel`` frames in
     compositions with ≥ 2 frames); ``energy_form_*``: formation-like slab − bulk energy
     (``n_energy_form`` frames). Softening scales are dimensionless (1 = no bias, < 1 =
-    model too soft; see :func:`ase_surftune.metrics.softening_stats`): ``None`` with
+    model too soft; see :func:`ase_surftune.core.metrics.softening_stats`): ``None`` with
     ``softening_note = "n/a (too little force signal)"`` when the group's force signal
     is too small.
     """
@@ -201,7 +202,7 @@ class EvaluationReport:
                 r["softening_scale"] = r["softening_note"]
             rows.append(r)
         text = markdown_table(rows, cols)
-        from ase_surftune.metrics import FORCE_BAND_MAX, FORCE_NOISE_FLOOR
+        from ase_surftune.core.metrics import FORCE_BAND_MAX, FORCE_NOISE_FLOOR
 
         text += (f"\n\ns (band): components with {FORCE_NOISE_FLOOR:g} <= |F_ref| <= "
                  f"{FORCE_BAND_MAX:g} eV/Å. E ref: where the energy reference came from "
@@ -267,7 +268,7 @@ def predict_with(calc: Any, configs: Sequence[Atoms], *, compute_stress: Sequenc
                  ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray | None]]:
     """Energies (eV), raw forces (eV/Å) and Voigt stresses (eV/Å³ or None) of ``calc``.
 
-    Batched for :class:`~ase_surftune.calculator.SurfTuneCalculator`, one structure at a
+    Batched for :class:`~ase_surftune.models.calculator.SurfTuneCalculator`, one structure at a
     time for any other ASE calculator. ``compute_stress`` may be one flag per structure.
     """
     n = len(configs)
@@ -314,8 +315,8 @@ def _stats(e_ref_pa: np.ndarray, e_mod_pa: np.ndarray, f_ref: list[np.ndarray],
            ) -> ErrorStats:
     """Statistics of one set of frames. ``e_rel``/``e_form``: (reference, model) per-atom
     relative / formation-like energies of these frames, NaN where not defined."""
-    from ase_surftune.correction import softening_scale_high_force
-    from ase_surftune.metrics import mae_rmse, softening_stats
+    from ase_surftune.core.metrics import mae_rmse, softening_stats
+    from ase_surftune.models.correction import softening_scale_high_force
 
     fr = np.concatenate([f.reshape(-1, 3) for f in f_ref]) if f_ref else np.zeros((0, 3))
     fm = np.concatenate([f.reshape(-1, 3) for f in f_mod]) if f_mod else np.zeros((0, 3))
@@ -421,8 +422,8 @@ def _max_force(forces: np.ndarray) -> float:
 def _fit_alignment(calc: Any, align_on: Any, group_key: str, keys: dict[str, Any],
                    scored: Sequence[Atoms]) -> dict[str, Any]:
     """Shifts fitted on the ``align_on`` frames (never the scored ones), with a report."""
-    from ase_surftune.alignment import ReferenceAlignment
     from ase_surftune.data import get_labels
+    from ase_surftune.data.alignment import ReferenceAlignment
 
     frames, desc = load_configs(align_on, group_key, **keys)
     if not frames:
@@ -488,10 +489,8 @@ def evaluate_model(model: Any, data: Any, *, align: str | dict[str, float] = "st
     """
     import time
 
-    from ase.data import chemical_symbols
-
-    from ase_surftune.alignment import ReferenceAlignment
     from ase_surftune.data import get_labels
+    from ase_surftune.data.alignment import ReferenceAlignment
     from ase_surftune.evaluation._spec import make_calculator, spec_label
 
     if not 0.0 <= high_force_quantile < 1.0:
@@ -559,8 +558,7 @@ def evaluate_model(model: Any, data: Any, *, align: str | dict[str, float] = "st
         alignment = {"shifts": {}, "source": "stored", "label": align,
                      "note": "the model's own calibration (a bundle's stored shifts, "
                              "fitted on its training data); no fit on the scored frames"}
-    shift_e = np.array([sum(shifts.get(chemical_symbols[int(z)], 0.0) for z in a.numbers)
-                        for a in configs])
+    shift_e = np.array([per_element_sum(shifts, a.numbers) for a in configs])
     e_mod_aligned = e_mod + shift_e
 
     masks = [(_free(a) if exclude_fixed_atoms else np.ones(len(a), bool)) for a in configs]
@@ -616,7 +614,7 @@ def evaluate(models: Sequence[Any], data: Any, *, progress: bool = True,
     give them as spec strings so they pickle. Failures raise after all models ran, with
     every failed model named.
     """
-    from ase_surftune.parallel import map_tasks, raise_failures
+    from ase_surftune.core.parallel import map_tasks, raise_failures
 
     if isinstance(models, (str, Path)):
         models = [models]
@@ -642,11 +640,11 @@ def evaluate_files(models: Sequence[Any], files: Sequence[str | Path], *,
                    executor: Any = None, progress: bool = True, **kwargs: Any) -> list[Any]:
     """Evaluate ``models`` on each data file separately, one task per file.
 
-    Returns one :class:`~ase_surftune.parallel.TaskResult` per file, in order: ``value`` is
+    Returns one :class:`~ase_surftune.core.parallel.TaskResult` per file, in order: ``value`` is
     the file's :class:`EvaluationReport`, ``error`` says why a file failed (the other files
     still run).
     """
-    from ase_surftune.parallel import map_tasks
+    from ase_surftune.core.parallel import map_tasks
 
     models = [models] if isinstance(models, (str, Path)) else list(models)
     return map_tasks(_evaluate_file_task, [(models, str(f), kwargs) for f in files], executor,

@@ -19,7 +19,7 @@ cell with :func:`ase_surftune.properties.relax.relax`). Every change larger than
 (``flags``) and the figure (red bars).
 
 The error level (bulk E/F errors per head) is computed inside every fine-tuning run
-(:mod:`ase_surftune.finetune.forgetting`); :func:`report_run` adds the property level
+(:mod:`ase_surftune.training.forgetting`); :func:`report_run` adds the property level
 to it and rewrites ``forgetting.json`` and ``forgetting.png`` in the run folder.
 ``surftune finetune`` calls it after training.
 """
@@ -35,12 +35,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from ase import Atoms
 
-from ase_surftune.finetune.forgetting import ForgettingOptions, percent_change
+from ase_surftune.training.forgetting import ForgettingOptions, percent_change
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase.calculators.calculator import BaseCalculator
 
-    from ase_surftune.finetune.api import FinetuneResult
+    from ase_surftune.training.api import FinetuneResult
 
 __all__ = ["LOW_INDEX_FACETS", "element_properties", "compare_properties",
            "property_forgetting", "report_run", "plot_forgetting"]
@@ -74,7 +74,7 @@ def _eos(calc: BaseCalculator, symbol: str, points: int, vrange: float
     from ase.eos import EquationOfState
     from ase.units import GPa
 
-    from ase_surftune.finetune.replay import ground_state_bulk
+    from ase_surftune.training.replay import ground_state_bulk
 
     try:
         at = bulk(symbol, cubic=True)
@@ -201,7 +201,7 @@ def property_forgetting(before: dict[str, BaseCalculator], after: dict[str, Base
         ``{"properties": {head: {element: {prop: {before, after, change_percent,
         flagged}}}}, "flags": [...], "summary": "..."}``.
     """
-    from ase_surftune.finetune.replay import bulk_elements
+    from ase_surftune.training.replay import bulk_elements
 
     o = options or ForgettingOptions()
     syms = bulk_elements(sorted(set(elements)))
@@ -234,7 +234,7 @@ def plot_forgetting(report: dict[str, Any], path: str | Path) -> Path | None:
     """Bar chart of every property change (%) per head, ±threshold band, flagged in red."""
     import io
 
-    from ase_surftune._io import atomic_write_bytes
+    from ase_surftune.core.io import atomic_write_bytes
     from ase_surftune.evaluation.plots import _plt
 
     rows = []
@@ -273,9 +273,9 @@ def report_run(result: FinetuneResult, options: ForgettingOptions | None = None
     ``result.metrics["forgetting"]`` and rewrites ``forgetting.json`` and
     ``forgetting.png`` in the run folder (atomically).
     """
-    from ase_surftune._io import atomic_write_json
-    from ase_surftune.backends import load_model
-    from ase_surftune.calculator import SurfTuneCalculator
+    from ase_surftune.core.io import atomic_write_json
+    from ase_surftune.models.backends import load_model
+    from ase_surftune.models.calculator import SurfTuneCalculator
 
     cfg = result.config
     o = options or (cfg.forgetting if cfg is not None else ForgettingOptions())

@@ -33,7 +33,7 @@ import numpy as np
 from ase import Atoms
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ase_surftune.errors import ConfigError, DataError
+from ase_surftune.core.errors import ConfigError, DataError
 
 __all__ = ["LearningCurveConfig", "LearningCurveResult", "learning_curve",
            "load_learning_curve_config"]
@@ -48,7 +48,7 @@ class LearningCurveConfig(BaseModel):
     """Settings of a learning curve (see ``examples/learning_curve_chgnet.yaml``).
 
     ``finetune`` holds fine-tuning keys shared by every run (epochs, optimizer, loss,
-    batch_size...; see :class:`~ase_surftune.finetune.FinetuneConfig`);
+    batch_size...; see :class:`~ase_surftune.training.FinetuneConfig`);
     ``strategy_options`` per-strategy overrides, e.g. ``{"frozen": {"freeze": {"k": 3}}}``.
     """
 
@@ -80,7 +80,7 @@ class LearningCurveConfig(BaseModel):
     @field_validator("strategies")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        from ase_surftune.finetune.strategies import STRATEGIES
+        from ase_surftune.training.strategies import STRATEGIES
 
         unknown = [s for s in v if s not in STRATEGIES]
         if not v or unknown:
@@ -130,7 +130,7 @@ def load_learning_curve_config(config: LearningCurveConfig | dict | str | Path,
     elif isinstance(config, dict):
         data = dict(config)
     else:
-        from ase_surftune._io import load_yaml
+        from ase_surftune.core.io import load_yaml
 
         data = load_yaml(config)
         base = Path(config).resolve().parent
@@ -154,7 +154,7 @@ def load_learning_curve_config(config: LearningCurveConfig | dict | str | Path,
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}"
                              for e in exc.errors())
         raise ConfigError(f"Invalid learning-curve config: {problems}") from None
-    from ase_surftune.finetune import load_config
+    from ase_surftune.training import load_config
 
     for strat in cfg.strategies:
         try:
@@ -304,7 +304,7 @@ def _fit_point(cfg_d: dict[str, Any], strat: str, n: int, seed: int, pool: list,
     Module level and free of live models so it runs in executor workers.
     """
     from ase_surftune.evaluation.errors import evaluate_model
-    from ase_surftune.finetune import finetune
+    from ase_surftune.training import finetune
 
     t0 = time.perf_counter()
     cfg = LearningCurveConfig.model_validate(cfg_d)
@@ -337,7 +337,7 @@ def learning_curve(config: LearningCurveConfig | dict | str | Path, *,
         max_runs: stop after this many new fine-tuning runs (the result is then
             ``complete=False``); for budgeted or staged runs.
         executor: run the fine-tuning points through ``"process[:N]"`` or any
-            ``concurrent.futures.Executor`` (Dask...; see :mod:`ase_surftune.parallel`);
+            ``concurrent.futures.Executor`` (Dask...; see :mod:`ase_surftune.core.parallel`);
             default: one after another in this process. Each finished point is appended
             to ``results.jsonl`` as it completes; a failed point is logged, skipped and
             retried on the next resume.
@@ -379,7 +379,7 @@ def learning_curve(config: LearningCurveConfig | dict | str | Path, *,
     if not resume and results_path.exists():
         results_path.replace(results_path.with_name(RESULTS_FILE + ".old"))
     if not resume and (out / "runs").is_dir():  # fresh runs; the old ones are kept aside
-        from ase_surftune._io import move_aside
+        from ase_surftune.core.io import move_aside
 
         move_aside(out / "runs")
     if results_path.exists() and manifest_path.is_file():
@@ -427,7 +427,7 @@ def learning_curve(config: LearningCurveConfig | dict | str | Path, *,
              for strat, n, seed in todo]
     from concurrent.futures import as_completed
 
-    from ase_surftune.parallel import get_executor
+    from ase_surftune.core.parallel import get_executor
 
     ex, owned = get_executor(executor)
     try:

@@ -33,7 +33,7 @@ def _plt():
 
 
 def _save(fig: Any, path: str | Path) -> Path:
-    from ase_surftune._io import atomic_writer
+    from ase_surftune.core.io import atomic_writer
 
     p = Path(path)
     with atomic_writer(p, "wb") as fh:

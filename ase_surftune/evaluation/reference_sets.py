@@ -70,7 +70,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ase_surftune.errors import ConfigError, DataError
+from ase_surftune.core.errors import ConfigError, DataError
 
 __all__ = [
     "PROPERTY_UNITS",

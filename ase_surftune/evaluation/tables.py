@@ -38,7 +38,7 @@ def jsonable(obj: Any) -> Any:
 
 
 def _atomic_write(path: Path, text: str) -> Path:
-    from ase_surftune._io import atomic_write_text
+    from ase_surftune.core.io import atomic_write_text
 
     return atomic_write_text(path, text)
 

@@ -12,7 +12,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import BaseCalculator
 
-from ase_surftune.errors import ConfigError, InvalidStructureError
+from ase_surftune.core.errors import ConfigError, InvalidStructureError
 
 #: 1 eV/Å² in J/m².
 EV_PER_A2_TO_J_PER_M2 = 16.021766208
@@ -63,7 +63,7 @@ class PropertyResult:
 
     def to_json(self, path: str | Path) -> Path:
         """Write :meth:`to_dict` as indented JSON and return the path."""
-        from ase_surftune._io import atomic_write_json
+        from ase_surftune.core.io import atomic_write_json
 
         return atomic_write_json(path, self.to_dict(), default=None)
 
@@ -132,7 +132,7 @@ def check_size(n_atoms: int, what: str, max_atoms: int | None, *, force_calls: i
     """
     if max_atoms is None or n_atoms <= max_atoms:
         return
-    from ase_surftune.errors import SizeLimitError
+    from ase_surftune.core.errors import SizeLimitError
 
     t = n_atoms * SECONDS_PER_ATOM_FORCE_CALL * force_calls
     est = f"{t / 60:.0f} min" if t >= 60 else f"{t:.0f} s"

@@ -92,7 +92,7 @@ def phonon_figure(curves: Sequence[tuple[str, Any]], title: str | None = None):
 def plot_phonons(path: str | Path, curves: Sequence[tuple[str, Any]],
                  title: str | None = None) -> str:
     """Save :func:`phonon_figure` of ``curves`` as a PNG at ``path`` (atomically)."""
-    from ase_surftune._io import atomic_writer
+    from ase_surftune.core.io import atomic_writer
 
     plt = _plt()
     fig = phonon_figure(curves, title)

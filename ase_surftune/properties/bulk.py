@@ -21,7 +21,8 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import BaseCalculator
 
-from ase_surftune.errors import DataError
+from ase_surftune.core.errors import DataError
+from ase_surftune.core.threads import single_threaded_numpy
 from ase_surftune.properties._base import (
     PropertyResult,
     check_atoms,
@@ -29,7 +30,6 @@ from ase_surftune.properties._base import (
     check_positive,
     resolve_calc,
 )
-from ase_surftune.threads import single_threaded_numpy
 
 __all__ = ["EOSResult", "VacancyFormationResult", "conventional_lattice",
            "equation_of_state", "vacancy_formation"]

@@ -12,7 +12,8 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import BaseCalculator
 
-from ase_surftune.errors import ConfigError, SurfTuneError
+from ase_surftune.core.errors import ConfigError, SurfTuneError
+from ase_surftune.core.threads import single_threaded_numpy
 from ase_surftune.properties._base import (
     PropertyResult,
     attach_calc,
@@ -21,7 +22,6 @@ from ase_surftune.properties._base import (
     check_positive,
     vacuum_size,
 )
-from ase_surftune.threads import single_threaded_numpy
 
 logger = logging.getLogger(__name__)
 

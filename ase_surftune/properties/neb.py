@@ -14,21 +14,21 @@ from ase.calculators.calculator import BaseCalculator
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
 
-from ase_surftune.errors import ConfigError, InvalidStructureError
+from ase_surftune.core.errors import ConfigError, InvalidStructureError
+from ase_surftune.core.threads import single_threaded_numpy
 from ase_surftune.properties._base import (
     MAX_ATOMS,
-    check_size,
     CalculatorLike,
     PropertyResult,
     attach_calc,
     check_atoms,
     check_int,
     check_positive,
+    check_size,
     is_calculator,
     resolve_calc,
 )
 from ase_surftune.properties.relax import NotConvergedWarning, get_optimizer, relax
-from ase_surftune.threads import single_threaded_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -305,7 +305,7 @@ def vacancy_migration(bulk: Atoms, calc: CalculatorLike, *, supercell=(2, 2, 2),
     band is never wrapped across the cell. Extra keywords go to :func:`neb_barrier`.
     ``relax_bulk`` (default on) relaxes the perfect cell (cell + positions) first, so the
     barrier is that of the model's own lattice; ``False`` keeps the given cell. ``max_atoms``
-    refuses larger supercells (:class:`~ase_surftune.errors.SizeLimitError` with an
+    refuses larger supercells (:class:`~ase_surftune.core.errors.SizeLimitError` with an
     estimate; ``None``: no limit).
     """
     from ase.build import make_supercell

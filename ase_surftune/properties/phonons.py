@@ -26,7 +26,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import BaseCalculator
 
-from ase_surftune.errors import ConfigError, DataError
+from ase_surftune.core.errors import ConfigError, DataError
 from ase_surftune.properties._base import (
     MAX_ATOMS,
     PropertyResult,
@@ -663,7 +663,7 @@ def save_phonopy_params(ph, path: str | Path) -> str:
     import os
     import tempfile
 
-    from ase_surftune._io import fsync_dir
+    from ase_surftune.core.io import fsync_dir
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

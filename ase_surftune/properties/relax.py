@@ -13,7 +13,8 @@ from ase import Atoms
 from ase.calculators.calculator import BaseCalculator
 from ase.filters import FrechetCellFilter
 
-from ase_surftune.errors import ConfigError
+from ase_surftune.core.errors import ConfigError
+from ase_surftune.core.threads import single_threaded_numpy
 from ase_surftune.properties._base import (
     PropertyResult,
     attach_calc,
@@ -21,7 +22,6 @@ from ase_surftune.properties._base import (
     check_int,
     check_positive,
 )
-from ase_surftune.threads import single_threaded_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ class RelaxationComparison(PropertyResult):
 
 
 def _reference_energy(atoms: Atoms, what: str) -> float:
-    from ase_surftune.errors import InvalidStructureError
+    from ase_surftune.core.errors import InvalidStructureError
 
     try:
         e = atoms.get_potential_energy() if atoms.calc is not None else None
@@ -271,8 +271,8 @@ def relaxation_vs_reference(trajectory: Sequence[Atoms] | str | Path, calc: Base
     """
     from ase.geometry import find_mic
 
+    from ase_surftune.core.errors import InvalidStructureError
     from ase_surftune.data import free_atom_mask
-    from ase_surftune.errors import InvalidStructureError
 
     if isinstance(trajectory, (str, Path)):
         from ase.io import read

@@ -16,7 +16,8 @@ from ase import Atoms
 from ase.calculators.calculator import BaseCalculator
 from ase.constraints import FixAtoms
 
-from ase_surftune.errors import ConfigError, InvalidStructureError
+from ase_surftune.core.errors import ConfigError, InvalidStructureError
+from ase_surftune.core.threads import single_threaded_numpy
 from ase_surftune.properties._base import (
     EV_PER_A2_TO_J_PER_M2,
     PropertyResult,
@@ -28,7 +29,6 @@ from ase_surftune.properties._base import (
 )
 from ase_surftune.properties.relax import RelaxResult, relax
 from ase_surftune.properties.settings import SURFACE
-from ase_surftune.threads import single_threaded_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -484,7 +484,7 @@ def _check_facet_sizes(bulk: Atoms, millers: list[Miller], min_slab_size: float,
                        max_atoms: int | None) -> None:
     if max_atoms is None:
         return
-    from ase_surftune.errors import SizeLimitError
+    from ase_surftune.core.errors import SizeLimitError
 
     with warnings.catch_warnings():  # said once, by surface_energies
         warnings.simplefilter("ignore", BulkSymmetryWarning)
@@ -548,7 +548,7 @@ def surface_energies(bulk: Atoms, calc: BaseCalculator,
         plot_name: file stem of the Wulff plot (``<plot_name>_wulff.png``; default the
             bulk formula).
         max_atoms: refuse a facet whose oriented cell or slab is estimated above this
-            many atoms (:class:`~ase_surftune.errors.SizeLimitError` with the estimate;
+            many atoms (:class:`~ase_surftune.core.errors.SizeLimitError` with the estimate;
             high-index facets such as (9,8,7) would run for many minutes); ``None``
             for no limit.
     """

@@ -1,0 +1,218 @@
+"""Small I/O helpers: atomic writes, folder locks, orphaned temp files.
+
+One idiom for every file a run writes (checkpoints, bundles, metrics, configs, reports,
+label files): the bytes go to a *unique* temporary file in the same folder
+(``.NAME.XXXXXXXX.tmp``), are flushed and fsynced, the temp file is renamed over the
+target (``os.replace``, atomic on POSIX) and the folder is fsynced so the rename itself
+survives a power cut. A crash or kill at any moment leaves the previous file (or
+nothing), never a torn one; the only debris is a hidden temp file, removed by
+:func:`clean_orphan_temps` when the next run starts (under the folder lock).
+
+Locks: :func:`exclusive_lock` takes an ``fcntl.flock`` on a lock file holding the owner's
+PID. The kernel drops the lock when the process dies (even by SIGKILL), so a stale lock
+file never blocks anyone; a second writer gets :class:`~ase_surftune.core.errors.LockedError`
+("in use by PID …").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from ase_surftune.core.errors import LockedError
+
+__all__ = ["atomic_torch_save", "atomic_write_stream", "atomic_writer", "atomic_write_text",
+           "atomic_write_bytes", "atomic_write_json", "fsync_dir", "clean_orphan_temps",
+           "exclusive_lock", "move_aside", "load_yaml", "TEMP_SUFFIX"]
+
+#: Suffix of the temporary files written by :func:`atomic_writer`.
+TEMP_SUFFIX = ".tmp"
+# ".NAME.<mkstemp random part>.tmp" (current) and "NAME.tmp" (fixed names of v1)
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """fsync a folder so that a rename inside it is durable (no-op where unsupported)."""
+    try:
+        fd = os.open(str(folder), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some file systems refuse fsync on folders
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | Path, mode: str = "w", **open_kw: Any) -> Iterator[IO[Any]]:
+    """Open a unique temp file next to ``path``; on success fsync and rename it over ``path``.
+
+    On any exception (or ``KeyboardInterrupt``) the temp file is removed and ``path`` is
+    left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **open_kw) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see the module docstring)."""
+    with atomic_writer(path, "wb") as fh:
+        fh.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically (see the module docstring)."""
+    with atomic_writer(path, "w", encoding=encoding, newline="") as fh:
+        fh.write(text)
+    return Path(path)
+
+
+def atomic_write_json(path: str | Path, data: Any, *, indent: int | None = 2,
+                      default: Callable[[Any], Any] | None = str) -> Path:
+    """``json.dumps(data)`` written atomically, with a trailing newline."""
+    return atomic_write_text(path, json.dumps(data, indent=indent, default=default) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a unique temporary file in the same folder, fsync, then rename.
+
+    A crash or kill mid-write leaves the previous file (or nothing), never a truncated one.
+    """
+    import torch
+
+    return atomic_write_stream(path, lambda fh: torch.save(obj, fh))
+
+
+def atomic_write_stream(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(fh)`` on a unique temp file next to ``path``, then fsync and rename.
+
+    Like :func:`atomic_torch_save` for any binary format (zip archives...).
+    """
+    with atomic_writer(path, "wb") as fh:
+        write(fh)
+    return Path(path)
+
+
+def clean_orphan_temps(folder: str | Path, names: list[str] | None = None) -> list[Path]:
+    """Remove temp files left by killed atomic writes in ``folder``; return what was removed.
+
+    Only files of this module's pattern (``.NAME.XXXXXXXX.tmp``) and v1's fixed
+    ``NAME.tmp`` names are touched; with ``names``, only those of the given target
+    names. Call it while holding the folder's :func:`exclusive_lock` so that no live
+    writer's temp file is removed.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        if not p.is_file() or not p.name.endswith(TEMP_SUFFIX):
+            continue
+        m = _TEMP_RE.match(p.name)
+        target = m.group("name") if m else p.name[:-len(TEMP_SUFFIX)]
+        if names is not None and target not in names:
+            continue
+        if names is None and m is None and not (folder / target).exists():
+            continue  # a fixed-name NAME.tmp only counts as ours next to its NAME
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: str | Path, what: str) -> Iterator[Path]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created, holding our PID).
+
+    Args:
+        lock_path: the lock file (e.g. ``run_dir/.surftune.lock``, ``labels.xyz.lock``).
+        what: words naming the protected thing in the error (``"output folder 'run'"``).
+
+    Raises:
+        LockedError: another process holds the lock; the message names its PID.
+    """
+    import fcntl
+
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(str(lock_path), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            owner = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise LockedError(f"{what} is in use by PID {owner} (lock {str(lock_path)!r}); "
+                              f"wait for that run to finish or use another path") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield lock_path
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def move_aside(path: str | Path) -> Path:
+    """Rename ``path`` to ``path.old-YYYYmmdd-HHMMSS`` (a counter is added if taken)."""
+    path = Path(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dest = path.with_name(f"{path.name}.old-{stamp}")
+    k = 1
+    while dest.exists():
+        dest = path.with_name(f"{path.name}.old-{stamp}-{k}")
+        k += 1
+    os.replace(path, dest)
+    fsync_dir(path.parent)
+    return dest
+
+
+def load_yaml(path: str | Path | None) -> dict[str, Any]:
+    """Read a YAML mapping (empty dict for ``None``); clear error if not a mapping."""
+    if path is None:
+        return {}
+    import yaml
+
+    from ase_surftune.core.errors import ConfigError
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"Config file not found: {str(p)!r}")
+    try:
+        with p.open(encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(exc, "problem", None) or str(exc).split("\n")[0]
+        raise ConfigError(f"Config {str(p)!r} is not valid YAML{at}: {problem}; fix the "
+                          f"syntax (indentation, 'key: value', matching quotes/brackets)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"Config {str(p)!r} is not a text (UTF-8) YAML file") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config {str(p)!r} must be a YAML mapping, got {type(data).__name__}")
+    return data

@@ -1,0 +1,457 @@
+"""Linear softening correction of a potential-energy surface (Deng et al., seed 002).
+
+Two energy modes (stored in :attr:`LinearCorrection.mode`):
+
+* ``"relative"`` (default for new fits) — the scale acts on the model's energy
+  *relative to its own per-element reference energies* e_Z^model (eV/atom,
+  :attr:`LinearCorrection.model_reference`)::
+
+      E' = a·(E − Σ_i e_{Z_i}^model) + Σ_i e_{Z_i}^model + Σ_i b_{Z_i}
+      F' = a·F,      σ' = a·σ
+
+  so a stretches the energy *landscape* around the model's own reference, and the
+  shifts b_Z (eV/atom) stay small and physical: they only remove what the model gets
+  wrong about the reference-level energy of each element (not (1 − a)·E, which is
+  ±1000 eV/atom when E is already on another DFT code's reference).
+* ``"total"`` (bundles written before this mode existed) — ``E' = a·E + Σ b_Z``.
+
+In both modes the added terms do not depend on positions, so forces and stress stay
+the exact derivatives of E': F' = −∇E' = a·F, σ' = a·σ (eV, eV/Å, eV/Å³).
+
+``E`` is whatever energy is handed to :meth:`LinearCorrection.apply`: inside a bundle
+that is the model energy *after* the bundle's reference-energy shifts, so
+``model_reference`` is in the same frame.
+
+Fits (:func:`fit_linear_correction`, ``fit=``):
+
+* ``"slope"`` (default, seed-faithful): a = Σ F_ref² / Σ F_ref·F_model, so that the
+  corrected model's softening scale on the fitting data is exactly 1;
+* ``"tls"``: total least squares of F_ref against F_model (errors in both);
+* ``"mse"``: the former least-squares fit a = argmin Σ (F_ref − a F_model)² (jointly
+  with energies); its corrected slope is cos² < 1 by construction.
+
+The softening scale itself is defined once, in :mod:`ase_surftune.core.metrics`
+(re-exported here).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from ase.data import chemical_symbols
+
+from ase_surftune.core.energy import per_element_sum
+from ase_surftune.core.errors import DataError
+from ase_surftune.core.metrics import mae_rmse, paired_forces, softening_scale
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ase import Atoms
+    from ase.calculators.calculator import Calculator
+
+__all__ = ["LinearCorrection", "fit_linear_correction", "fit_linear_correction_from_calc",
+           "fit_model_reference", "softening_scale", "softening_scale_high_force",
+           "scale_from_forces", "assess_correction", "CORRECTION_VERSION"]
+
+log = logging.getLogger(__name__)
+
+ForcesLike = np.ndarray | Sequence[np.ndarray]
+FitKind = Literal["slope", "tls", "mse"]
+#: version of the stored correction dict (1: ``E' = a·E + Σb``; 2: adds ``mode``)
+CORRECTION_VERSION = 2
+
+
+@dataclass
+class LinearCorrection:
+    """A fitted PES scale and per-element energy shifts.
+
+    Attributes:
+        scale: dimensionless PES scale ``a`` (1 = no rescaling).
+        shifts: per-element energy shift ``b_Z`` in eV/atom, keyed by chemical symbol.
+        info: fit diagnostics (softening scale before/after, n_structures, warnings...).
+        mode: ``"relative"`` (scale about ``model_reference``) or ``"total"`` (legacy,
+            ``E' = a·E + Σ b``); see the module docstring.
+        model_reference: e_Z^model in eV/atom (``"relative"`` mode only).
+    """
+
+    scale: float = 1.0
+    shifts: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    mode: str = "total"
+    model_reference: dict[str, float] = field(default_factory=dict)
+
+    def energy_shift(self, numbers: np.ndarray) -> float:
+        """Σ_i b_{Z_i} in eV for atoms with atomic numbers ``numbers``."""
+        return per_element_sum(self.shifts, numbers)
+
+    def reference_energy(self, numbers: np.ndarray) -> float:
+        """Σ_i e_{Z_i}^model in eV (0 in ``"total"`` mode)."""
+        if self.mode != "relative":
+            return 0.0
+        return per_element_sum(self.model_reference, numbers)
+
+    def apply_energy(self, energy: float, numbers: np.ndarray) -> float:
+        """Corrected energy E' (eV) of one structure with model energy ``energy`` (eV)."""
+        ref = self.reference_energy(numbers)
+        return self.scale * (float(energy) - ref) + ref + self.energy_shift(numbers)
+
+    def apply(self, energy: float, forces: np.ndarray, numbers: np.ndarray,
+              stress: np.ndarray | None = None
+              ) -> tuple[float, np.ndarray, np.ndarray | None]:
+        """Corrected (energy eV, forces eV/Å, stress eV/Å³) for one structure."""
+        e = self.apply_energy(energy, numbers)
+        f = self.scale * np.asarray(forces)
+        s = None if stress is None else self.scale * np.asarray(stress)
+        return e, f, s
+
+    def summary(self) -> str:
+        """One-line report: scale, shifts and the softening scale before/after the fit."""
+        shifts = ", ".join(f"{k}: {v:+.4f}" for k, v in self.shifts.items()) or "none"
+        text = (f"linear correction ({self.info.get('fit', 'mse')} fit, {self.mode} energies) "
+                f"a = {self.scale:.6f}, shifts b_Z (eV/atom) {{{shifts}}}")
+        for key, name in (("", "fitting data"), ("valid_", "validation data")):
+            before = self.info.get(f"{key}softening_scale_before")
+            if before is not None:
+                after = self.info.get(f"{key}softening_scale_after")
+                text += f"; softening scale s on {name} {before:.4f} -> {after:.4f}"
+            if f"{key}force_mae_before" in self.info:
+                text += (f", force MAE {self.info[f'{key}force_mae_before']:.4f} -> "
+                         f"{self.info[f'{key}force_mae_after']:.4f} eV/Å")
+        for w in self.info.get("warnings", []):
+            text += f"\nWARNING: {w}"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (floats, strings, dicts, lists)."""
+        return {"version": CORRECTION_VERSION, "mode": self.mode, "scale": float(self.scale),
+                "shifts": {k: float(v) for k, v in self.shifts.items()},
+                "model_reference": {k: float(v) for k, v in self.model_reference.items()},
+                "info": dict(self.info)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LinearCorrection:
+        """Inverse of :meth:`to_dict`; dicts without ``mode`` (version 1) are ``"total"``."""
+        mode = str(d.get("mode", "total"))
+        if mode not in ("total", "relative"):
+            raise DataError(f"unknown linear-correction mode {mode!r}")
+        return cls(scale=float(d["scale"]), shifts={k: float(v) for k, v in d["shifts"].items()},
+                   info=dict(d.get("info", {})), mode=mode,
+                   model_reference={k: float(v)
+                                    for k, v in d.get("model_reference", {}).items()})
+
+
+# --------------------------------------------------------------------------- softening scale
+
+
+def softening_scale_high_force(f_ref: ForcesLike, f_model: ForcesLike,
+                               quantile: float = 0.9) -> float:
+    """Softening scale over the atoms with the largest reference forces.
+
+    Keeps atoms whose reference force norm |F_ref,i| (eV/Å) is at or above the given
+    quantile of all atoms' norms, then applies :func:`softening_scale` to them.
+    """
+    if not 0.0 <= quantile < 1.0:
+        raise ValueError(f"quantile must be in [0, 1), got {quantile}")
+    r, m = paired_forces(f_ref, f_model)
+    if r.size % 3:
+        raise DataError(f"{r.size} force components is not a multiple of 3")
+    r3, m3 = r.reshape(-1, 3), m.reshape(-1, 3)
+    norms = np.linalg.norm(r3, axis=1)
+    keep = norms >= np.quantile(norms, quantile)
+    return softening_scale(r3[keep], m3[keep])
+
+
+def scale_from_forces(f_ref: ForcesLike, f_model: ForcesLike, fit: FitKind = "slope") -> float:
+    """The PES scale a from force components alone (dimensionless).
+
+    ``"slope"``: a = Σ F_ref² / Σ F_ref·F_model = 1/s (corrected s is exactly 1);
+    ``"tls"``: total least squares of F_ref = a·F_model (orthogonal distances);
+    ``"mse"``: a = Σ F_ref·F_model / Σ F_model².
+
+    Raises:
+        DataError: the forces cannot determine a (zero or anti-correlated forces).
+    """
+    r, m = paired_forces(f_ref, f_model)
+    srr, smm, srm = float(r @ r), float(m @ m), float(r @ m)
+    if srm <= 0.0 or srr <= 0.0 or smm <= 0.0:
+        raise DataError(f"cannot determine the PES scale from forces: Σ F_ref·F_model = "
+                        f"{srm:.4g} (needs positively correlated, non-zero forces)")
+    if fit == "slope":
+        return srr / srm
+    if fit == "mse":
+        return srm / smm
+    if fit == "tls":  # y = a x with x = F_model, y = F_ref
+        return (srr - smm + np.sqrt((srr - smm) ** 2 + 4 * srm ** 2)) / (2 * srm)
+    raise DataError(f"unknown fit {fit!r}; use 'slope', 'tls' or 'mse'")
+
+
+def fit_model_reference(model_energies: Sequence[float] | np.ndarray,
+                        numbers_list: Sequence[Sequence[int] | np.ndarray]
+                        ) -> tuple[dict[str, float], dict[str, Any]]:
+    """The model's own per-element reference energies e_Z^model (eV/atom).
+
+    Least squares of the model's per-atom energies on the fitting structures against
+    their composition fractions (:func:`ase_surftune.data.alignment.fit_shifts`): a reference
+    point in the model's own energy scale about which the PES scale acts. When the
+    compositions cannot separate the elements, one shared per-atom value is used and the
+    reason is returned. Public so that other corrections reuse the same reference.
+
+    Returns:
+        ``({symbol: e_Z}, report)`` where ``report`` is JSON-able (method, rank, reason).
+    """
+    from ase_surftune.data.alignment import fit_shifts
+
+    fit = fit_shifts([np.asarray(z, dtype=int) for z in numbers_list],
+                     np.asarray(model_energies, dtype=float))
+    rep = fit.to_dict()
+    rep.pop("shifts")
+    return fit.shifts, rep
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+def assess_correction(corr: LinearCorrection, ref_forces: Sequence[np.ndarray],
+                      model_forces: Sequence[np.ndarray],
+                      ref_energies: Sequence[float] | None = None,
+                      model_energies: Sequence[float] | None = None,
+                      numbers_list: Sequence[Sequence[int] | np.ndarray] | None = None,
+                      prefix: str = "", name: str = "fitting data") -> dict[str, Any]:
+    """Softening scale and errors of the model before and after ``corr`` on some data.
+
+    Returns a JSON-able dict with ``{prefix}softening_scale_before/after``,
+    ``{prefix}force_mae_before/after`` (eV/Å), ``{prefix}energy_mae_per_atom_before/
+    after`` (eV/atom; when energies are given, in the frame of ``model_energies``) and
+    ``warnings``: one line each when s moved away from 1 or an error grew.
+    """
+    r, m = paired_forces(list(ref_forces), list(model_forces))
+    out: dict[str, Any] = {}
+    warnings: list[str] = []
+    s0 = softening_scale(r, m) if r.any() else None
+    s1 = softening_scale(r, corr.scale * m) if r.any() else None
+    out[f"{prefix}softening_scale_before"], out[f"{prefix}softening_scale_after"] = s0, s1
+    out[f"{prefix}force_mae_before"] = mae_rmse(r - m)[0]
+    out[f"{prefix}force_mae_after"] = mae_rmse(r - corr.scale * m)[0]
+    if s0 is not None and s1 is not None and abs(s1 - 1) > abs(s0 - 1) + 1e-9:
+        warnings.append(f"softening scale on {name} moved AWAY from 1: {s0:.3f} -> {s1:.3f}")
+    if out[f"{prefix}force_mae_after"] > out[f"{prefix}force_mae_before"] * (1 + 1e-9):
+        warnings.append(f"force MAE on {name} GREW: {out[f'{prefix}force_mae_before']:.4f} "
+                        f"-> {out[f'{prefix}force_mae_after']:.4f} eV/Å")
+    if ref_energies is not None and model_energies is not None and numbers_list is not None:
+        n_at = np.array([len(z) for z in numbers_list], dtype=float)
+        e_ref = np.asarray(ref_energies, dtype=float)
+        e_mod = np.asarray(model_energies, dtype=float)
+        e_new = np.array([corr.apply_energy(e, z) for e, z in zip(e_mod, numbers_list)])
+        before = mae_rmse((e_mod - e_ref) / n_at)[0]
+        after = mae_rmse((e_new - e_ref) / n_at)[0]
+        out[f"{prefix}energy_mae_per_atom_before"] = before
+        out[f"{prefix}energy_mae_per_atom_after"] = after
+        if after > before * (1 + 1e-9) + 1e-12:
+            warnings.append(f"energy MAE on {name} GREW: {before * 1000:.2f} -> "
+                            f"{after * 1000:.2f} meV/atom")
+    out["warnings"] = warnings
+    return out
+
+
+def fit_linear_correction(ref_energies: Sequence[float] | np.ndarray | None,
+                          ref_forces: Sequence[np.ndarray],
+                          model_energies: Sequence[float] | np.ndarray | None,
+                          model_forces: Sequence[np.ndarray],
+                          numbers_list: Sequence[Sequence[int] | np.ndarray], *,
+                          energy_weight: float = 1.0, fit_shifts: bool = True,
+                          use_energies: bool = True, fit: FitKind = "slope",
+                          mode: Literal["relative", "total"] = "relative"
+                          ) -> LinearCorrection:
+    """Fit the PES scale ``a`` and per-element shifts ``b_Z``.
+
+    The scale (``fit``, see the module docstring): ``"slope"`` (default) a = ΣF_ref² /
+    ΣF_ref·F_model from the forces alone, so the corrected s on these data is exactly
+    1; ``"tls"`` total least squares; ``"mse"`` the joint least-squares fit below.
+
+    Energies (``mode``): ``"relative"`` (default) first fits the model's own reference
+    energies e_Z^model (:func:`fit_model_reference`) and scales E − Σe_Z^model;
+    ``"total"`` scales E itself (the pre-v2 behaviour).
+
+    Shifts: with energies and ``fit_shifts``, b_Z are fitted (per-atom least squares,
+    :func:`ase_surftune.data.alignment.fit_shifts`, with its rank check and shared-shift
+    fallback) to E_ref − E'(b = 0) at fixed a. For ``fit="mse"`` a and b are fitted
+    jointly, minimising
+
+        L = (1/N_F) Σ_c (F_ref,c − a F_model,c)²
+            + energy_weight · (1/N_S) Σ_s ((T_s − a X_s − Σ_Z n_{s,Z} b_Z) / N_s)²
+
+    with T_s = E_ref,s − Σe^model, X_s = E_model,s − Σe^model (e^model = 0 in
+    ``"total"`` mode); with ``fit_shifts=False`` energies then constrain a directly.
+    Without energies (``ref_energies``/``model_energies`` None or ``use_energies=False``)
+    only a is fitted, from forces, and shifts are empty.
+
+    Args:
+        ref_energies: reference total energies per structure, eV (or None).
+        ref_forces: reference forces per structure, ``(n_s, 3)`` eV/Å.
+        model_energies: model total energies per structure, eV (or None), in the frame
+            in which the correction will be applied (a bundle: after its shifts).
+        model_forces: model forces per structure, ``(n_s, 3)`` eV/Å.
+        numbers_list: atomic numbers per structure.
+        energy_weight: weight of the per-atom energy term (``fit="mse"`` only).
+        fit_shifts: fit per-element shifts ``b_Z`` (eV/atom).
+        use_energies: use energies at all.
+        fit: ``"slope"``, ``"tls"`` or ``"mse"``.
+        mode: ``"relative"`` or ``"total"``.
+
+    Returns:
+        A :class:`LinearCorrection` whose ``info`` holds the :func:`assess_correction`
+        figures on the fitting data (``softening_scale_before/after``,
+        ``force_mae_before/after``, ``energy_mae_per_atom_before/after``), ``warnings``,
+        ``fit``, ``mode``, ``n_structures``, ``n_atoms``, ``energy_weight``,
+        ``used_energies`` and the reports of the shift and model-reference fits.
+
+    Raises:
+        DataError: inconsistent lengths/shapes, NaN/inf, or data that cannot determine
+            ``a`` (zero or anti-correlated forces).
+    """
+    n_struct = len(numbers_list)
+    if n_struct == 0:
+        raise DataError("no structures to fit a linear correction on")
+    if len(ref_forces) != n_struct or len(model_forces) != n_struct:
+        raise DataError(f"{n_struct} structures but {len(ref_forces)} reference and "
+                        f"{len(model_forces)} model force arrays")
+    if fit not in ("slope", "tls", "mse"):
+        raise DataError(f"unknown fit {fit!r}; use 'slope', 'tls' or 'mse'")
+    if mode not in ("relative", "total"):
+        raise DataError(f"unknown mode {mode!r}; use 'relative' or 'total'")
+    numbers = [np.asarray(z, dtype=int).ravel() for z in numbers_list]
+    for i, (z, fr, fm) in enumerate(zip(numbers, ref_forces, model_forces)):
+        if np.shape(fr) != (len(z), 3) or np.shape(fm) != (len(z), 3):
+            raise DataError(f"structure {i}: {len(z)} atoms but reference forces "
+                            f"{np.shape(fr)} and model forces {np.shape(fm)}")
+    f_ref, f_mod = paired_forces(list(ref_forces), list(model_forces))
+    if energy_weight < 0:
+        raise ValueError(f"energy_weight must be >= 0, got {energy_weight}")
+
+    have_e = use_energies and ref_energies is not None and model_energies is not None
+    e_ref = e_mod = None
+    if have_e:
+        e_ref = np.asarray(ref_energies, dtype=float).ravel()
+        e_mod = np.asarray(model_energies, dtype=float).ravel()
+        if e_ref.size != n_struct or e_mod.size != n_struct:
+            raise DataError(f"{n_struct} structures but {e_ref.size} reference and "
+                            f"{e_mod.size} model energies")
+        if not (np.all(np.isfinite(e_ref)) and np.all(np.isfinite(e_mod))):
+            raise DataError("energies contain NaN/inf")
+
+    info: dict[str, Any] = {"fit": fit, "mode": mode}
+    model_ref: dict[str, float] = {}
+    e_base = np.zeros(n_struct)
+    if mode == "relative":
+        if model_energies is not None:
+            e_m_all = np.asarray(model_energies, dtype=float).ravel()
+            if e_m_all.size != n_struct or not np.all(np.isfinite(e_m_all)):
+                raise DataError(f"{n_struct} structures but {e_m_all.size} model energies "
+                                f"(or NaN/inf)")
+            model_ref, info["model_reference_fit"] = fit_model_reference(e_m_all, numbers)
+            e_base = np.array([per_element_sum(model_ref, z) for z in numbers])
+        else:
+            info["model_reference_fit"] = {"reason": "no model energies: scale acts on E"}
+
+    a: float
+    shifts: dict[str, float] = {}
+    if fit == "mse":
+        a, shifts = _joint_mse(f_ref, f_mod, None if not have_e else e_ref - e_base,
+                               None if not have_e else e_mod - e_base, numbers,
+                               energy_weight if have_e else 0.0, fit_shifts)
+    else:
+        if not f_mod.any():
+            raise DataError("cannot determine the PES scale: all model forces are zero; give "
+                            "structures with non-zero forces")
+        a = float(scale_from_forces(f_ref, f_mod, fit))
+        if have_e and fit_shifts:
+            from ase_surftune.data.alignment import fit_shifts as _fit_shifts
+
+            resid = e_ref - (a * (e_mod - e_base) + e_base)
+            sf = _fit_shifts(numbers, resid)
+            shifts = sf.shifts
+            info["shift_fit"] = {k: v for k, v in sf.to_dict().items() if k != "shifts"}
+    corr = LinearCorrection(scale=a, shifts=shifts, mode=mode, model_reference=model_ref)
+    info.update(n_structures=int(n_struct), n_atoms=int(sum(len(z) for z in numbers)),
+                energy_weight=float(energy_weight), used_energies=bool(have_e))
+    check = assess_correction(corr, list(ref_forces), list(model_forces),
+                              e_ref if have_e else None, e_mod if have_e else None,
+                              numbers if have_e else None)
+    info["warnings"] = check.pop("warnings")
+    info.update(check)
+    corr.info = info
+    log.info("%s", corr.summary())
+    return corr
+
+
+def _joint_mse(f_ref: np.ndarray, f_mod: np.ndarray, target: np.ndarray | None,
+               e_x: np.ndarray | None, numbers: list[np.ndarray], energy_weight: float,
+               fit_shifts: bool) -> tuple[float, dict[str, float]]:
+    """Joint least squares of a and b_Z (the ``fit="mse"`` loss)."""
+    n_struct = len(numbers)
+    have_e = target is not None and e_x is not None and energy_weight > 0
+    elements: list[str] = []
+    if have_e and fit_shifts:
+        elements = [chemical_symbols[z] for z in sorted({int(z) for n in numbers for z in n})]
+    col = {chemical_symbols.index(s): k + 1 for k, s in enumerate(elements)}
+    n_cols = 1 + len(elements)
+    w_f = 1.0 / np.sqrt(f_ref.size)
+    rows = [np.column_stack([w_f * f_mod, np.zeros((f_mod.size, n_cols - 1))])]
+    targets = [w_f * f_ref]
+    if have_e:
+        n_at = np.array([len(z) for z in numbers], dtype=float)
+        w_e = np.sqrt(energy_weight / n_struct) / n_at
+        e_rows = np.zeros((n_struct, n_cols))
+        e_rows[:, 0] = w_e * e_x
+        for s, z in enumerate(numbers):
+            for zz, c in zip(*np.unique(z, return_counts=True)):
+                if int(zz) in col:  # no shift columns when fit_shifts=False
+                    e_rows[s, col[int(zz)]] = w_e[s] * c
+        rows.append(e_rows)
+        targets.append(w_e * target)
+    mat, y = np.vstack(rows), np.concatenate(targets)
+    _check_scale_determined(mat)
+    sol, *_ = np.linalg.lstsq(mat, y, rcond=None)
+    return float(sol[0]), {s: float(sol[k + 1]) for k, s in enumerate(elements)}
+
+
+def _check_scale_determined(mat: np.ndarray) -> None:
+    """Raise unless column 0 (the scale) is independent of the shift columns."""
+    a_col, rest = mat[:, 0], mat[:, 1:]
+    norm = float(np.linalg.norm(a_col))
+    if norm == 0.0:
+        raise DataError("cannot determine the PES scale: all model forces (and energies) "
+                        "are zero")
+    if rest.shape[1]:
+        coef, *_ = np.linalg.lstsq(rest, a_col, rcond=None)
+        a_col = a_col - rest @ coef
+    if float(np.linalg.norm(a_col)) <= 1e-10 * norm:
+        raise DataError("cannot determine the PES scale: model forces are all zero and the "
+                        "energies are explained by per-element shifts alone; give "
+                        "structures with non-zero forces")
+
+
+def fit_linear_correction_from_calc(configs: Sequence[Atoms], calc: Calculator,
+                                    **kwargs: Any) -> LinearCorrection:
+    """Evaluate ``calc`` (the model) on labelled ``configs`` and fit a correction.
+
+    Reference labels come from :func:`ase_surftune.data.get_labels`; model energies (eV)
+    and raw forces (eV/Å, constraints not applied) from ``calc``. ``kwargs`` go to
+    :func:`fit_linear_correction`.
+    """
+    from ase_surftune.data import get_labels
+
+    e_ref, f_ref, e_mod, f_mod, nums = [], [], [], [], []
+    for atoms in configs:
+        energy, forces, _ = get_labels(atoms)
+        work = atoms.copy()
+        work.calc = calc
+        e_ref.append(energy)
+        f_ref.append(forces)
+        e_mod.append(work.get_potential_energy())
+        f_mod.append(work.get_forces(apply_constraint=False))
+        nums.append(atoms.numbers.copy())
+    return fit_linear_correction(e_ref, f_ref, e_mod, f_mod, nums, **kwargs)

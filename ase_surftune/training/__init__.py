@@ -1,0 +1,17 @@
+"""Fine-tuning engine: one training loop, four strategies, both backends.
+
+>>> from ase_surftune.training import finetune
+>>> result = finetune("examples/finetune_frozen_chgnet.yaml")   # doctest: +SKIP
+>>> result.bundle_path, result.metrics["finetuned"]["valid"]["forces_mae"]  # doctest: +SKIP
+"""
+
+from ase_surftune.training import distill as _distill  # noqa: F401,E402  (registers "distill")
+from ase_surftune.training import multihead as _multihead  # noqa: F401,E402  (registers "multihead")
+from ase_surftune.training.api import FinetuneResult, featurize_samples, finetune
+from ase_surftune.training.config import FinetuneConfig, load_config
+from ase_surftune.training.loop import TrainingInterrupted, train_loop
+from ase_surftune.training.strategies import STRATEGIES, Strategy, register_strategy
+
+__all__ = ["finetune", "FinetuneConfig", "FinetuneResult", "load_config", "train_loop",
+           "TrainingInterrupted", "Strategy", "STRATEGIES", "register_strategy",
+           "featurize_samples"]
