@@ -114,29 +114,27 @@ class CallbackList(Callback):
     def __init__(self, callbacks: Sequence[Callback]) -> None:
         self.callbacks = list(callbacks)
 
-    def on_train_start(self, ctx: LoopContext) -> None:
+    def _each(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
-            cb.on_train_start(ctx)
+            getattr(cb, hook)(*args)
+
+    def on_train_start(self, ctx: LoopContext) -> None:
+        self._each("on_train_start", ctx)
 
     def on_epoch_start(self, ctx: LoopContext) -> None:
-        for cb in self.callbacks:
-            cb.on_epoch_start(ctx)
+        self._each("on_epoch_start", ctx)
 
     def on_step_end(self, ctx: LoopContext) -> None:
-        for cb in self.callbacks:
-            cb.on_step_end(ctx)
+        self._each("on_step_end", ctx)
 
     def on_epoch_end(self, ctx: LoopContext, row: dict[str, Any]) -> None:
-        for cb in self.callbacks:
-            cb.on_epoch_end(ctx, row)
+        self._each("on_epoch_end", ctx, row)
 
     def on_train_end(self, ctx: LoopContext) -> None:
-        for cb in self.callbacks:
-            cb.on_train_end(ctx)
+        self._each("on_train_end", ctx)
 
     def on_exit(self, ctx: LoopContext) -> None:
-        for cb in self.callbacks:
-            cb.on_exit(ctx)
+        self._each("on_exit", ctx)
 
 
 class CheckpointCallback(Callback):

@@ -4,7 +4,11 @@ A strategy is a small class registered under a name. The training loop never loo
 the strategy's name: it asks the strategy for the adapter to train, the head, the
 trainable parameters and (optionally) an extra loss term. New strategies (multi-head
 replay, distillation, ...) subclass :class:`Strategy` and decorate with
-:func:`register_strategy`; nothing in the loop changes.
+:func:`register_strategy` (the registry lives in :mod:`ase_surftune.training.registry`,
+so the config can validate against it without importing this module); nothing in the
+loop changes. A strategy with options declares their pydantic model as
+``options_model``; ``FinetuneConfig`` validates ``strategy_options`` against it (errors
+keyed ``strategy_options.<key>``) and the strategy reads them typed as ``self.options``.
 
 Built in:
 
