@@ -146,3 +146,18 @@ def test_strategy_options_are_typed_with_dotted_errors(tiny_mace_file):
     with pytest.raises(ConfigError, match="not both"):
         load_config({"model": tiny_mace_file, "strategy": "frozen",
                      "strategy_options": {"k": 1}, "freeze": {"k": 1}})
+
+
+def test_linear_options_from_strategy_options_equal_linear_section(tiny_mace_file, tmp_path):
+    from ase_surftune.training import finetune
+
+    slabs = make_emt_slabs(6)
+    base = {"model": tiny_mace_file, "strategy": "linear", "progress": False, "plot": False,
+            "forgetting": {"enabled": False}}
+    runs = {}
+    for name, kw in (("options", {"strategy_options": {"fit": "mse"}}),
+                     ("section", {"linear": {"fit": "mse"}}), ("default", {})):
+        runs[name] = finetune({**base, **kw, "output_dir": str(tmp_path / name)},
+                              train=slabs[:4], valid=slabs[4:]).metrics["linear_correction"]
+    assert runs["options"] == runs["section"]
+    assert runs["options"]["info"]["fit"] == "mse" != runs["default"]["info"]["fit"]

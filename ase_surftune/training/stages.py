@@ -245,7 +245,7 @@ def _fit_linear(spec: RunSpec, setup: ModelSetup, data: RunData, feats: Features
     the validation frames the fit never saw."""
     from ase_surftune.models.correction import assess_correction, fit_linear_correction
 
-    lc = spec.cfg.linear
+    lc = setup.strategy.fit_options()
     lab = [labels(a) for a in data.train]
     corr = fit_linear_correction(
         [x[0] for x in lab], [x[1] for x in lab],

@@ -40,7 +40,7 @@ from pydantic import BaseModel, ValidationError
 
 from ase_surftune.core.config import format_validation_error
 from ase_surftune.core.errors import ConfigError
-from ase_surftune.training.config import FinetuneConfig, FreezeConfig
+from ase_surftune.training.config import FinetuneConfig, FreezeConfig, LinearConfig
 from ase_surftune.training.registry import STRATEGIES, get_strategy, register_strategy
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -317,17 +317,27 @@ def _scratch_mace(adapter: ModelAdapter) -> ModelAdapter:
 @register_strategy
 class LinearStrategy(Strategy):
     """PES scale + per-element shifts (:func:`~ase_surftune.models.correction.fit_linear_correction`);
-    no gradient steps."""
+    no gradient steps. Options (:class:`~ase_surftune.training.config.LinearConfig`) come
+    from ``strategy_options`` or, equivalently, the ``linear`` section (not both)."""
 
     name = "linear"
     trains = False
+    options_model = LinearConfig
 
     @classmethod
     def check_config(cls, config: FinetuneConfig, backend: str) -> list[str]:
         problems = super().check_config(config, backend)
         if config.ema_decay is not None:
             problems.append("ema_decay: strategy 'linear' does no gradient training")
+        if config.strategy_options and config.linear != LinearConfig():
+            problems.append("strategy_options: give the linear options either here or in "
+                            "'linear', not both")
         return problems
+
+    def fit_options(self) -> LinearConfig:
+        """The fit's options: ``strategy_options`` if given, else the ``linear`` section."""
+        assert self.config is not None
+        return self.options if self.config.strategy_options else self.config.linear
 
     def trainable_parameters(self, adapter: ModelAdapter) -> list[tuple[str, torch.nn.Parameter]]:
         for p in adapter.model.parameters():
