@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ase_surftune.core.metrics import ErrorAccumulator
 from ase_surftune.training.checkpoint import rng_states, save_checkpoint
+from ase_surftune.training.ema import ema_state
 
 if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import Callable, Sequence
@@ -153,8 +154,6 @@ class CheckpointCallback(Callback):
     def save(self, ctx: LoopContext) -> None:
         if not ctx.main_rank:
             return
-        from ase_surftune.training.ema import ema_state
-
         save_checkpoint(self.path, {
             "model": ctx.adapter.model.state_dict(), "optimizer": ctx.optimizer.state_dict(),
             "scheduler": ctx.scheduler.state_dict() if ctx.scheduler is not None else None,
