@@ -54,7 +54,7 @@ def peak_rss_mb() -> float:
 
 def mark_our_epochs() -> list[float]:
     """Record the time each epoch of our loop ends (after its checkpoint and metrics)."""
-    import ase_surftune.training.loop as loop
+    import ase_surftune.training.callbacks as loop  # MetricsFileCallback calls it per epoch
 
     marks: list[float] = []
     write_metrics = loop.write_metrics

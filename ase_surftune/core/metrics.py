@@ -38,7 +38,7 @@ from ase_surftune.core.errors import DataError
 
 __all__ = ["FORCE_BAND_MAX", "FORCE_NOISE_FLOOR", "MIN_FORCE_COMPONENTS", "MIN_FORCE_SIGNAL",
            "NA_SIGNAL", "mae_rmse", "softening_scale", "softening_stats", "stack_forces",
-           "paired_forces", "force_signal_ok"]
+           "paired_forces", "force_signal_ok", "ErrorAccumulator"]
 
 #: upper end (eV/Å) of the band of |F_ref| components used for ``s_band``
 FORCE_BAND_MAX = 10.0
@@ -173,3 +173,49 @@ def softening_stats(f_ref: ForcesLike, f_model: ForcesLike, *,
     if out["s_all"] is None and out["s_band"] is None:
         out["note"] = NA_SIGNAL
     return out
+
+
+class ErrorAccumulator:
+    """Streaming MAE/RMSE (and weighted means) over many batches.
+
+    Keeps, per key, the running sums Σ|x|, Σx² and the count n (and Σw·v, Σw for
+    :meth:`add_mean`), so :meth:`mae` and :meth:`rmse` equal :func:`mae_rmse` of all the
+    differences seen, in their units. :attr:`sums` is a plain ``{str: float}`` dict
+    (keys ``<key>_abs``, ``<key>_sq``, ``<key>_n``, ``<key>_sum``, ``<key>_cnt``): it is
+    what training checkpoints store, and what data-parallel ranks sum.
+    """
+
+    def __init__(self, sums: dict[str, float] | None = None) -> None:
+        self.sums: dict[str, float] = dict(sums or {})
+
+    def _inc(self, name: str, value: float) -> None:
+        self.sums[name] = self.sums.get(name, 0.0) + value
+
+    def add(self, key: str, diff: np.ndarray | Sequence[float]) -> None:
+        """Add differences (any shape; float64 sums). Empty input changes nothing."""
+        x = np.asarray(diff, dtype=np.float64).ravel()
+        if x.size == 0:
+            return
+        self._inc(key + "_abs", float(np.abs(x).sum()))
+        self._inc(key + "_sq", float((x * x).sum()))
+        self._inc(key + "_n", float(x.size))
+
+    def add_mean(self, key: str, value: float, weight: float = 1.0) -> None:
+        """Add ``value`` with ``weight`` to the weighted mean of ``key``."""
+        self._inc(key + "_sum", float(value) * weight)
+        self._inc(key + "_cnt", float(weight))
+
+    def mae(self, key: str) -> float | None:
+        """Mean absolute difference of ``key``; None before any value."""
+        n = self.sums.get(key + "_n", 0.0)
+        return self.sums[key + "_abs"] / n if n else None
+
+    def rmse(self, key: str) -> float | None:
+        """Root-mean-square difference of ``key``; None before any value."""
+        n = self.sums.get(key + "_n", 0.0)
+        return float(np.sqrt(self.sums[key + "_sq"] / n)) if n else None
+
+    def mean(self, key: str) -> float | None:
+        """Weighted mean of the values given to :meth:`add_mean`; None before any."""
+        n = self.sums.get(key + "_cnt", 0.0)
+        return self.sums[key + "_sum"] / n if n else None

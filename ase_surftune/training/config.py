@@ -12,20 +12,22 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from ase_surftune.core.config import StrictModel, validate_model
 from ase_surftune.core.errors import ConfigError
 from ase_surftune.training.forgetting import ForgettingOptions
+from ase_surftune.training.registry import STRATEGIES
 
 __all__ = ["FinetuneConfig", "LossConfig", "OptimizerConfig", "SchedulerConfig",
            "FreezeConfig", "LinearConfig", "load_config", "infer_backend"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+#: the file(s) named in "unknown key" messages
+EXAMPLE_FILES = "examples/finetune_*.yaml"
 
 
-class LossConfig(_Strict):
+class LossConfig(StrictModel):
     """Weighted loss on energy per atom (eV/atom), forces (eV/Å) and stress (eV/Å³)."""
 
     energy_weight: float = Field(1.0, ge=0)
@@ -42,13 +44,13 @@ class LossConfig(_Strict):
         return self
 
 
-class OptimizerConfig(_Strict):
+class OptimizerConfig(StrictModel):
     name: Literal["adam", "adamw"] = "adam"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
 
 
-class SchedulerConfig(_Strict):
+class SchedulerConfig(StrictModel):
     """``plateau``: ReduceLROnPlateau on the validation loss; ``cosine``: cosine decay
     over ``epochs`` to ``min_lr``; ``none``: constant learning rate."""
 
@@ -58,8 +60,9 @@ class SchedulerConfig(_Strict):
     min_lr: float = Field(1e-6, ge=0)
 
 
-class FreezeConfig(_Strict):
-    """Which blocks the ``frozen`` strategy freezes.
+class FreezeConfig(StrictModel):
+    """Which blocks the ``frozen`` strategy freezes (its ``strategy_options``, or the
+    ``freeze`` section).
 
     ``k``: freeze the first k of the backend's ordered blocks (embedding → interactions
     → readout). ``patterns``: fnmatch patterns on block names (``"interaction_*"``) or
@@ -73,7 +76,7 @@ class FreezeConfig(_Strict):
     patterns: list[str] | None = None
 
 
-class LinearConfig(_Strict):
+class LinearConfig(StrictModel):
     """Options of the ``linear`` strategy (see :mod:`ase_surftune.models.correction`):
     E' = a·(E − Σe_Z^model) + Σe_Z^model + Σb_Z, F' = a·F, σ' = a·σ.
 
@@ -88,7 +91,7 @@ class LinearConfig(_Strict):
     fit: Literal["slope", "tls", "mse"] = "slope"
 
 
-class FinetuneConfig(_Strict):
+class FinetuneConfig(StrictModel):
     """Everything a fine-tuning run needs. See ``examples/finetune_*.yaml``."""
 
     model: str = "chgnet"
@@ -123,6 +126,8 @@ class FinetuneConfig(_Strict):
     # ---- strategy options
     freeze: FreezeConfig | None = None
     linear: LinearConfig = Field(default_factory=LinearConfig)
+    #: options of the strategy, validated by its ``options_model`` (errors keyed
+    #: ``strategy_options.<key>``); stored as given, read typed via :attr:`options`
     strategy_options: dict[str, Any] = Field(default_factory=dict)
     forgetting: ForgettingOptions = Field(default_factory=lambda: ForgettingOptions())
     # ---- optimisation
@@ -193,8 +198,6 @@ class FinetuneConfig(_Strict):
     @field_validator("strategy")
     @classmethod
     def _strategy_known(cls, v: str) -> str:
-        from ase_surftune.training.strategies import STRATEGIES
-
         if v not in STRATEGIES:
             raise ValueError(f"unknown strategy {v!r}; known: {sorted(STRATEGIES)}")
         return v
@@ -205,10 +208,17 @@ class FinetuneConfig(_Strict):
         infer_backend(v)  # raises ValueError with a clear message
         return v
 
+    @field_validator("strategy_options")
+    @classmethod
+    def _options_typed(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Validate against the strategy's options model (nested errors keep their keys)."""
+        model = getattr(STRATEGIES.get(info.data.get("strategy", "")), "options_model", None)
+        if model is not None:
+            model.model_validate(v)
+        return v
+
     @model_validator(mode="after")
     def _fits_backend(self) -> FinetuneConfig:
-        from ase_surftune.training.strategies import STRATEGIES
-
         backend = infer_backend(self.model)
         problems: list[str] = []
         if backend == "chgnet" and self.dtype == "float64":
@@ -226,6 +236,11 @@ class FinetuneConfig(_Strict):
     @property
     def backend(self) -> str:
         return infer_backend(self.model)
+
+    @property
+    def options(self) -> Any:
+        """``strategy_options`` as the strategy's typed options model (None if it has none)."""
+        return STRATEGIES[self.strategy].parse_options(self.strategy_options)
 
     def fingerprint(self) -> str:
         """Hash of the settings that determine the trajectory of the weights.
@@ -304,24 +319,6 @@ def infer_backend(spec: str) -> str:
                      f"bundle path")
 
 
-def _format_errors(exc: ValidationError, source: str) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        typ = err["type"]
-        if typ == "extra_forbidden":
-            msg = "unknown key (check the spelling; examples/finetune_*.yaml lists the keys)"
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-        if typ not in ("extra_forbidden", "missing") and "input" in err \
-                and not isinstance(err["input"], dict):
-            msg += f" (got {err['input']!r})"
-        lines.append(f"  {loc}: {msg}")
-    n = len(lines)
-    return f"Invalid fine-tuning config {source} ({n} problem{'s' * (n > 1)}):\n" + \
-        "\n".join(lines)
-
-
 def load_config(config: FinetuneConfig | dict[str, Any] | str | Path,
                 **overrides: Any) -> FinetuneConfig:
     """Validate a config given as a model, a dict or a YAML file path.
@@ -362,7 +359,4 @@ def load_config(config: FinetuneConfig | dict[str, Any] | str | Path,
         if isinstance(m, str) and m.lower().startswith("mace:") and \
                 not Path(m[5:]).is_absolute() and (base / m[5:]).is_file():
             data["model"] = "mace:" + str(base / m[5:])
-    try:
-        return FinetuneConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source)) from None
+    return validate_model(FinetuneConfig, data, "fine-tuning", source, example=EXAMPLE_FILES)

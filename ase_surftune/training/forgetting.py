@@ -28,9 +28,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from ase_surftune.core.config import StrictModel
 from ase_surftune.core.io import atomic_write_json
+from ase_surftune.core.metrics import mae_rmse
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase import Atoms
@@ -46,10 +48,8 @@ log = logging.getLogger(__name__)
 HOLDOUT_SEED_OFFSET = 7_777
 
 
-class ForgettingOptions(BaseModel):
+class ForgettingOptions(StrictModel):
     """``forgetting:`` section of a fine-tuning config."""
-
-    model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
     bulk_file: str | None = None
@@ -126,11 +126,10 @@ def bulk_errors(bundle: Bundle, head: str, configs: Sequence[Atoms]) -> dict[str
     df = np.concatenate([(pred.forces[i] - get_labels(a)[1]).ravel()
                          for i, a in enumerate(configs)])
     de = relative_energy_errors(configs, pred.energy)
+    f_mae, f_rmse = mae_rmse(df)
     return {"n_structures": len(configs),
-            "energy_rel_mae_per_atom": float(np.mean(np.abs(de))) if de.size else None,
-            "n_energy_rel": int(de.size),
-            "forces_mae": float(np.mean(np.abs(df))),
-            "forces_rmse": float(np.sqrt(np.mean(df ** 2)))}
+            "energy_rel_mae_per_atom": mae_rmse(de)[0] if de.size else None,
+            "n_energy_rel": int(de.size), "forces_mae": f_mae, "forces_rmse": f_rmse}
 
 
 def _fmt_pct(p: float | None) -> str:

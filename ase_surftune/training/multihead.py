@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 from ase import Atoms
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
+from ase_surftune.core.config import StrictModel
 from ase_surftune.core.errors import ConfigError, HeadError
 from ase_surftune.training.replay import ReplayOptions, build_replay
 from ase_surftune.training.strategies import Strategy, copy_adapter, register_strategy
@@ -52,8 +53,8 @@ __all__ = ["MultiheadOptions", "MultiheadStrategy", "ReplayLoss", "add_head"]
 log = logging.getLogger(__name__)
 
 
-class MultiheadOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class MultiheadOptions(StrictModel):
+    """``strategy_options`` of ``multihead`` (see the module docstring)."""
 
     new_head: str = "surface"
     from_head: str | None = None
@@ -80,19 +81,6 @@ class MultiheadOptions(BaseModel):
         if not v or not v.strip():
             raise ValueError("new_head must be a non-empty name")
         return v
-
-
-def parse_options(raw: dict[str, Any]) -> MultiheadOptions:
-    try:
-        return MultiheadOptions.model_validate(raw or {})
-    except ValidationError as exc:
-        msgs = []
-        for e in exc.errors():
-            loc = ".".join(str(x) for x in e["loc"])
-            msg = "unknown key" if e["type"] == "extra_forbidden" else \
-                e["msg"].removeprefix("Value error, ")
-            msgs.append(f"strategy_options.{loc}: {msg}")
-        raise ConfigError("; ".join(msgs)) from None
 
 
 def add_head(adapter: ModelAdapter, name: str, from_head: str | None = None) -> ModelAdapter:
@@ -137,7 +125,8 @@ class ReplayLoss:
         return torch.randperm(n, generator=gen)[:bs].tolist()
 
     def _loss(self, adapter: ModelAdapter, chunk: list) -> torch.Tensor:
-        from ase_surftune.training.loop import _targets, compute_loss
+        from ase_surftune.training.losses import batch_targets as _targets
+        from ase_surftune.training.losses import compute_loss
 
         stress = self.loss_cfg.stress_weight > 0 and any(s.stress is not None for s in chunk)
         out = adapter.forward([s.graph for s in chunk], self.head, compute_stress=stress,
@@ -164,10 +153,11 @@ class MultiheadStrategy(Strategy):
     """New head on the target data, foundation head on replay data, shared backbone."""
 
     name: ClassVar[str] = "multihead"
+    options_model = MultiheadOptions
+    options: MultiheadOptions
 
     def __init__(self, config: FinetuneConfig | None = None) -> None:
         super().__init__(config)
-        self.options = parse_options(config.strategy_options if config else {})
         self._train: list[Atoms] = []
         self._replay: list[Atoms] = []
         self._replay_new: list[Atoms] = []
@@ -181,10 +171,7 @@ class MultiheadStrategy(Strategy):
         problems = []
         if config.freeze is not None:
             problems.append("freeze: only used by strategy 'frozen'")
-        try:
-            opts = parse_options(config.strategy_options)
-        except ConfigError as exc:
-            return problems + [str(exc)]
+        opts = cls.parse_options(config.strategy_options)  # valid: checked field by field
         if opts.replay.file is not None:
             from pathlib import Path
 
@@ -215,7 +202,7 @@ class MultiheadStrategy(Strategy):
                                     seed=seed)
         if o.replay.file and not o.replay.relabel:
             # user labels: express them in the foundation head's raw frame
-            from ase_surftune.training.api import _residual_shifts
+            from ase_surftune.training.scoring import residual_shifts as _residual_shifts
 
             raw = adapter.predict(self._replay, self.foundation_head).energy
             self._replay_shifts = _residual_shifts(self._replay, raw)
@@ -231,7 +218,7 @@ class MultiheadStrategy(Strategy):
         return self.options.new_head
 
     def trainable_parameters(self, adapter: ModelAdapter) -> list[tuple[str, torch.nn.Parameter]]:
-        from ase_surftune.training.api import featurize_samples
+        from ase_surftune.training.scoring import featurize_samples
 
         params = super().trainable_parameters(adapter)
         samples = featurize_samples(adapter, self._replay, shifts=self._replay_shifts,

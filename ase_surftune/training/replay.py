@@ -31,8 +31,9 @@ from ase import Atoms
 from ase.build import bulk
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import atomic_numbers
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from ase_surftune.core.config import StrictModel
 from ase_surftune.core.energy import per_element_sum
 from ase_surftune.core.errors import ConfigError, UnsupportedElementError
 
@@ -46,10 +47,8 @@ __all__ = ["ReplayOptions", "ground_state_bulk", "bulk_candidates", "select_conf
 log = logging.getLogger(__name__)
 
 
-class ReplayOptions(BaseModel):
+class ReplayOptions(StrictModel):
     """How replay data are obtained (``strategy_options.replay`` of ``multihead``)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     file: str | None = None
     relabel: bool = False

@@ -4,7 +4,11 @@ A strategy is a small class registered under a name. The training loop never loo
 the strategy's name: it asks the strategy for the adapter to train, the head, the
 trainable parameters and (optionally) an extra loss term. New strategies (multi-head
 replay, distillation, ...) subclass :class:`Strategy` and decorate with
-:func:`register_strategy`; nothing in the loop changes.
+:func:`register_strategy` (the registry lives in :mod:`ase_surftune.training.registry`,
+so the config can validate against it without importing this module); nothing in the
+loop changes. A strategy with options declares their pydantic model as
+``options_model``; ``FinetuneConfig`` validates ``strategy_options`` against it (errors
+keyed ``strategy_options.<key>``) and the strategy reads them typed as ``self.options``.
 
 Built in:
 
@@ -32,12 +36,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+from pydantic import BaseModel, ValidationError
 
+from ase_surftune.core.config import format_validation_error
 from ase_surftune.core.errors import ConfigError
+from ase_surftune.training.config import FinetuneConfig, FreezeConfig, LinearConfig
+from ase_surftune.training.registry import STRATEGIES, get_strategy, register_strategy
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase_surftune.models.backends.base import ModelAdapter
-    from ase_surftune.training.config import FinetuneConfig
 
 __all__ = ["Strategy", "STRATEGIES", "register_strategy", "get_strategy",
            "FullStrategy", "FrozenStrategy", "ScratchStrategy", "LinearStrategy",
@@ -54,25 +61,6 @@ DEFAULT_FROZEN_K: dict[str, int] = {"chgnet": 4, "mace": 2}
 def default_frozen_k(backend: str, n_blocks: int) -> int:
     """:data:`DEFAULT_FROZEN_K` for ``backend``; other backends: ``n_blocks - 2``."""
     return max(1, DEFAULT_FROZEN_K.get(backend, n_blocks - 2))
-
-
-#: name -> Strategy subclass
-STRATEGIES: dict[str, type[Strategy]] = {}
-
-
-def register_strategy(cls: type[Strategy]) -> type[Strategy]:
-    """Class decorator adding a strategy to :data:`STRATEGIES` under ``cls.name``."""
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} has no name")
-    STRATEGIES[cls.name] = cls
-    return cls
-
-
-def get_strategy(name: str, config: FinetuneConfig | None = None) -> Strategy:
-    try:
-        return STRATEGIES[name](config)
-    except KeyError:
-        raise ConfigError(f"unknown strategy {name!r}; known: {sorted(STRATEGIES)}") from None
 
 
 def parameter_counts(adapter: ModelAdapter) -> dict[str, int]:
@@ -107,9 +95,27 @@ class Strategy:
     #: the starting weights are the base model's (so the zero-shot reference-energy
     #: alignment applies unchanged); False for ``scratch``.
     keeps_base_weights: ClassVar[bool] = True
+    #: the pydantic model of the strategy's ``strategy_options`` (None: it takes none).
+    #: ``FinetuneConfig`` validates the options against it, errors keyed
+    #: ``strategy_options.<key>``; the strategy reads them typed from :attr:`options`.
+    options_model: ClassVar[type[BaseModel] | None] = None
 
     def __init__(self, config: FinetuneConfig | None = None) -> None:
         self.config = config
+        self.options = self.parse_options(config.strategy_options if config else {})
+
+    @classmethod
+    def parse_options(cls, raw: dict[str, Any] | None) -> Any:
+        """``raw`` validated by :attr:`options_model` (None when the strategy has none);
+        ConfigError in the house format (keys ``strategy_options.*``)."""
+        if cls.options_model is None:
+            return None
+        try:
+            return cls.options_model.model_validate(raw or {})
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(
+                exc, "fine-tuning", "(strategy_options)",
+                example="examples/finetune_*.yaml")) from None
 
     # ---------------------------------------------------------------- validation
     @classmethod
@@ -120,7 +126,7 @@ class Strategy:
                     f"(supports {list(cls.backends)})"]
         if config.freeze is not None and cls.name != "frozen":
             return [f"freeze: only used by strategy 'frozen' (strategy is {cls.name!r})"]
-        if config.strategy_options:
+        if config.strategy_options and cls.options_model is None:
             return [f"strategy_options: strategy {cls.name!r} takes no options "
                     f"(got {sorted(config.strategy_options)})"]
         return []
@@ -169,23 +175,25 @@ class FullStrategy(Strategy):
 
 @register_strategy
 class FrozenStrategy(Strategy):
+    """Options (:class:`~ase_surftune.training.config.FreezeConfig`: ``k``, ``patterns``)
+    come from ``strategy_options`` or, equivalently, the ``freeze`` section (not both)."""
+
     name = "frozen"
+    options_model = FreezeConfig
 
     @classmethod
     def check_config(cls, config: FinetuneConfig, backend: str) -> list[str]:
         problems = []
         if backend not in cls.backends:
             problems.append(f"strategy 'frozen' does not support the {backend} backend")
-        if config.strategy_options:
-            problems.append("strategy_options: strategy 'frozen' takes its options from "
-                            "'freeze'")
+        if config.strategy_options and config.freeze is not None:
+            problems.append("strategy_options: give the frozen options either here or in "
+                            "'freeze', not both")
         return problems
 
     def _frozen_names(self, adapter: ModelAdapter) -> tuple[list[str], set[str]]:
-        from ase_surftune.training.config import FreezeConfig
-
         assert self.config is not None
-        fz = self.config.freeze or FreezeConfig()
+        fz = self.config.freeze or self.options
         blocks = adapter.blocks()
         names = [b.name for b in blocks]
         k = fz.k
@@ -309,17 +317,27 @@ def _scratch_mace(adapter: ModelAdapter) -> ModelAdapter:
 @register_strategy
 class LinearStrategy(Strategy):
     """PES scale + per-element shifts (:func:`~ase_surftune.models.correction.fit_linear_correction`);
-    no gradient steps."""
+    no gradient steps. Options (:class:`~ase_surftune.training.config.LinearConfig`) come
+    from ``strategy_options`` or, equivalently, the ``linear`` section (not both)."""
 
     name = "linear"
     trains = False
+    options_model = LinearConfig
 
     @classmethod
     def check_config(cls, config: FinetuneConfig, backend: str) -> list[str]:
         problems = super().check_config(config, backend)
         if config.ema_decay is not None:
             problems.append("ema_decay: strategy 'linear' does no gradient training")
+        if config.strategy_options and config.linear != LinearConfig():
+            problems.append("strategy_options: give the linear options either here or in "
+                            "'linear', not both")
         return problems
+
+    def fit_options(self) -> LinearConfig:
+        """The fit's options: ``strategy_options`` if given, else the ``linear`` section."""
+        assert self.config is not None
+        return self.options if self.config.strategy_options else self.config.linear
 
     def trainable_parameters(self, adapter: ModelAdapter) -> list[tuple[str, torch.nn.Parameter]]:
         for p in adapter.model.parameters():
