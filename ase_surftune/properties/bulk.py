@@ -30,6 +30,7 @@ from ase_surftune.properties._base import (
     check_positive,
     resolve_calc,
 )
+from ase_surftune.properties.settings import EOS
 
 __all__ = ["EOSResult", "VacancyFormationResult", "conventional_lattice",
            "equation_of_state", "vacancy_formation"]
@@ -66,8 +67,8 @@ class EOSResult(PropertyResult):
 
 
 @single_threaded_numpy
-def equation_of_state(atoms: Atoms, calc: BaseCalculator, *, npoints: int = 7,
-                      eps: float = 0.04, eos: str = "birchmurnaghan") -> EOSResult:
+def equation_of_state(atoms: Atoms, calc: BaseCalculator, *, npoints: int = EOS.npoints,
+                      eps: float = EOS.eps, eos: str = EOS.eos) -> EOSResult:
     """Fit E(V) over volumes ``V·(1 ± eps)`` (``npoints`` points) around ``atoms``' cell.
 
     Raises:

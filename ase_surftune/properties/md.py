@@ -22,6 +22,7 @@ from ase_surftune.properties._base import (
     check_positive,
     vacuum_size,
 )
+from ase_surftune.properties.settings import MD
 
 logger = logging.getLogger(__name__)
 
@@ -151,16 +152,21 @@ def _open_writer(path: Path | None, append: bool):
 
 
 @single_threaded_numpy
-def run_md(atoms: Atoms | None, calc: BaseCalculator, ensemble: str = "nvt_langevin", *,
-           steps: int = 1000, timestep: float = 1.0, temperature: float = 300.0,
-           temperature_end: float | None = None, friction: float = 0.01,
-           taut: float = 100.0, pressure: float = 0.0, taup: float = 1000.0,
-           seed: int | None = 42, init_velocities: bool = True, loginterval: int = 10,
+def run_md(atoms: Atoms | None, calc: BaseCalculator, ensemble: str = MD.ensemble, *,
+           steps: int = MD.steps, timestep: float = MD.timestep,
+           temperature: float = MD.temperature,
+           temperature_end: float | None = MD.temperature_end, friction: float = MD.friction,
+           taut: float = MD.taut, pressure: float = MD.pressure, taup: float = MD.taup,
+           seed: int | None = MD.seed, init_velocities: bool = True,
+           loginterval: int = MD.loginterval,
            logfile: str | Path | None = None, trajectory: str | Path | None = None,
-           traj_interval: int = 100, progress: bool = True,
-           restart_from: str | Path | None = None, max_force: float | None = 50.0,
-           min_distance: float | None = 0.5, max_energy_drift: float | None = 0.05,
-           escape_distance: float | None = 5.0, guard_interval: int = 10,
+           traj_interval: int = MD.traj_interval, progress: bool = MD.progress,
+           restart_from: str | Path | None = None,
+           max_force: float | None = MD.max_force,
+           min_distance: float | None = MD.min_distance,
+           max_energy_drift: float | None = MD.max_energy_drift,
+           escape_distance: float | None = MD.escape_distance,
+           guard_interval: int = MD.guard_interval,
            plot: str | Path | None = None, copy: bool = True) -> MDResult:
     """Run molecular dynamics with ASE's integrators and stop safely on instabilities.
 

@@ -29,6 +29,7 @@ from ase_surftune.properties._base import (
     resolve_calc,
 )
 from ase_surftune.properties.relax import NotConvergedWarning, get_optimizer, relax
+from ase_surftune.properties.settings import NEB
 
 logger = logging.getLogger(__name__)
 
@@ -135,10 +136,12 @@ def unwrap_to(atoms: Atoms, reference: Atoms) -> np.ndarray:
 
 
 @single_threaded_numpy
-def neb_barrier(initial: Atoms, final: Atoms, calc: CalculatorLike, *, n_images: int = 5,
-                interpolation: str | Sequence[Atoms] = "idpp", climb: bool = True,
-                method: str = "improvedtangent", k: float = 0.1, fmax: float = 0.05,
-                steps: int = 500, optimizer: str = "FIRE", relax_endpoints: bool = True,
+def neb_barrier(initial: Atoms, final: Atoms, calc: CalculatorLike, *,
+                n_images: int = NEB.n_images,
+                interpolation: str | Sequence[Atoms] = NEB.interpolation,
+                climb: bool = NEB.climb, method: str = NEB.method, k: float = NEB.k,
+                fmax: float = NEB.fmax, steps: int = NEB.steps,
+                optimizer: str = NEB.optimizer, relax_endpoints: bool = NEB.relax_endpoints,
                 endpoint_fmax: float | None = None, mic: bool = True,
                 trajectory: str | Path | None = None, plot: str | Path | None = None,
                 ) -> NEBResult:

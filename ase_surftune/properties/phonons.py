@@ -37,6 +37,7 @@ from ase_surftune.properties._base import (
     check_size,
     is_calculator,
 )
+from ase_surftune.properties.settings import PHONONS
 
 logger = logging.getLogger(__name__)
 
@@ -487,16 +488,18 @@ def _check_analysis_options(mesh, band_npoints, imaginary_tol, t_min, t_max, t_s
     return mesh, band_npoints, imaginary_tol
 
 
-def phonons(atoms: Atoms, calc: BaseCalculator, *, supercell: Any = (2, 2, 2),
-            displacement: float = 0.01, primitive_matrix: Any = "auto",
-            mesh: Any = (20, 20, 20), band_npoints: int = 51, t_min: float = 0.0,
-            t_max: float = 1000.0, t_step: float = 10.0, imaginary_tol: float = 0.05,
-            symprec: float = 1e-5, bands: bool = True, dos: bool = True,
+def phonons(atoms: Atoms, calc: BaseCalculator, *, supercell: Any = PHONONS.supercell,
+            displacement: float = PHONONS.displacement, primitive_matrix: Any = "auto",
+            mesh: Any = PHONONS.mesh, band_npoints: int = PHONONS.band_npoints,
+            t_min: float = PHONONS.t_min, t_max: float = PHONONS.t_max,
+            t_step: float = PHONONS.t_step, imaginary_tol: float = PHONONS.imaginary_tol,
+            symprec: float = 1e-5, bands: bool = PHONONS.bands, dos: bool = PHONONS.dos,
             plot: str | Path | None = None, phonopy_params: str | Path | None = None,
-            born: str | Path | None = None, symmetrize_fc: bool = True,
-            fc_calculator: str | None = None, min_supercell_width: float | None = None,
+            born: str | Path | None = None, symmetrize_fc: bool = PHONONS.symmetrize_fc,
+            fc_calculator: str | None = PHONONS.fc_calculator,
+            min_supercell_width: float | None = PHONONS.min_supercell_width,
             label: str | None = None, progress: bool = False,
-            max_atoms: int | None = MAX_ATOMS) -> PhononResult:
+            max_atoms: int | None = PHONONS.max_atoms) -> PhononResult:
     """Phonon bands, DOS and thermal properties with phonopy and an ASE calculator.
 
     Args:

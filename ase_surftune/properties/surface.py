@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,14 +24,23 @@ from ase_surftune.properties._base import (
     check_atoms,
     check_int,
     check_positive,
+    layer_indices,
     vacuum_size,
+)
+from ase_surftune.properties.facets import (  # noqa: F401  (re-exported)
+    Miller,
+    _facet_error,
+    _is_single_facet,
+    facet_key,
+    parse_facet,
+    parse_facets,
+    parse_miller,
+    parse_miller_list,
 )
 from ase_surftune.properties.relax import RelaxResult, relax
 from ase_surftune.properties.settings import SURFACE
 
 logger = logging.getLogger(__name__)
-
-Miller = tuple[int, int, int]
 
 #: Smallest vacuum (Å) a slab may have before it is refused as "no vacuum".
 MIN_SLAB_VACUUM = 3.0
@@ -41,113 +49,6 @@ MIN_SLAB_VACUUM = 3.0
 class ThinSlabWarning(UserWarning):
     """A slab has fewer atomic layers than ``SURFACE.recommended_layers`` (4)."""
 
-
-_FACET_PREFIX = re.compile(r"^\s*([A-Z][a-z]?)+(?=[\s(\[{-]*-?\d)")
-_DIGIT_TOKENS = re.compile(r"-?\d")
-
-
-def _facet_error(orig: Any, why: str = "") -> ConfigError:
-    return ConfigError(
-        f"Miller index must be three integers (h,k,l) or four Miller-Bravais integers "
-        f"(h,k,i,l with i = -(h+k)), e.g. 111, (1-10), 1,1,0, 0001, 10-10, Cu111; got "
-        f"{orig!r}{': ' + why if why else ''}")
-
-
-def parse_facet(value: Any) -> Miller:
-    """One facet as a 3-index Miller triple (h, k, l); the one facet parser of the package.
-
-    Accepts three Miller or four Miller–Bravais integers as a sequence or a string:
-    ``"111"``, ``"(1-10)"``, ``"1-10"``, ``"-110"``, ``"1,1,0"``, ``"1 -1 0"``,
-    ``"[1, 1, 1]"``, ``"0001"``, ``"10-10"``, ``"11-20"``, ``"(1,0,-1,0)"``, with an optional
-    element prefix (``"Cu111"``, ``"Mg(0001)"``), or a YAML integer such as ``111``.
-    Without separators every digit is one index (use commas for indices above 9).
-
-    Miller–Bravais (h k i l) of a hexagonal lattice must have i = −(h+k) and becomes
-    (h, k, l): the 3-index convention of ASE's and pymatgen's hexagonal cells (a, b at
-    120°, c along z), which ``SlabGenerator`` uses, so (10-10) → (1, 0, 0) (a prism
-    plane) and (0001) → (0, 0, 1) (the basal plane).
-
-    Raises:
-        ConfigError: anything else (the offending value is in the message).
-    """
-    orig = value
-    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
-        if value < 0:
-            raise _facet_error(orig)
-        value = str(int(value))
-    if isinstance(value, str):
-        s = _FACET_PREFIX.sub("", value.strip()).strip().strip("()[]{}").strip()
-        if "," in s or " " in s:
-            parts = [p for p in s.replace(",", " ").split() if p]
-            try:
-                value = [int(p) for p in parts]
-            except ValueError:
-                raise _facet_error(orig) from None
-        else:
-            if not s or _DIGIT_TOKENS.sub("", s):
-                raise _facet_error(orig)
-            value = [int(t) for t in _DIGIT_TOKENS.findall(s)]
-    if not isinstance(value, (list, tuple, np.ndarray)) or len(value) not in (3, 4):
-        raise _facet_error(orig)
-    out = []
-    for v in value:
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-            if isinstance(v, (float, np.floating)) and float(v).is_integer():
-                v = int(v)
-            else:
-                raise _facet_error(orig)
-        out.append(int(v))
-    if len(out) == 4:
-        h, k, i, l = out
-        if i != -(h + k):
-            raise _facet_error(orig, f"Miller-Bravais needs i = -(h+k) = {-(h + k)}, got {i}")
-        out = [h, k, l]
-    if out == [0, 0, 0]:
-        raise ConfigError(f"Miller index must not be (0, 0, 0), got {orig!r}")
-    return (out[0], out[1], out[2])
-
-
-#: Former name of :func:`parse_facet` (kept for existing callers).
-parse_miller = parse_facet
-
-
-def _is_single_facet(value: Any) -> bool:
-    """3 or 4 integers are one facet, unless all have 3+ digits (``[111, 100, 110]`` from
-    YAML is three facets)."""
-    return isinstance(value, (list, tuple)) and len(value) in (3, 4) and all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value
-    ) and not all(abs(int(v)) >= 100 for v in value)
-
-
-def parse_facets(value: Any) -> list[Miller]:
-    """A list of facets (each as :func:`parse_facet` takes it); one facet such as
-    ``(1, 1, 1)``, ``"111"`` or ``"111 100"`` / ``"111;100"`` is accepted too.
-    Duplicates (the same facet in two notations) are kept once, in order."""
-    if isinstance(value, str):
-        value = value.replace(";", " ").split() if (";" in value or (
-            " " in value.strip() and "," not in value)) else [value]
-    elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = [value]
-    if _is_single_facet(value):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not value:
-        raise ConfigError(f"miller_indices must be a non-empty list of facets (h, k, l), "
-                          f"got {value!r}")
-    out: list[Miller] = []
-    for v in value:
-        m = parse_facet(v)
-        if m not in out:
-            out.append(m)
-    return out
-
-
-#: Former name of :func:`parse_facets`.
-parse_miller_list = parse_facets
-
-
-def facet_key(miller: Sequence[int]) -> str:
-    """The ``"h,k,l"`` key of a facet in result dicts (``gamma["1,1,1"]``)."""
-    return ",".join(map(str, miller))
 
 
 def surface_normal(atoms: Atoms) -> np.ndarray:
@@ -164,19 +65,9 @@ def surface_area(atoms: Atoms) -> float:
 
 
 def slab_layers(atoms: Atoms, tol: float = 0.3) -> list[list[int]]:
-    """Atom indices grouped in layers along the surface normal, bottom first (tol in Å)."""
-    frac_c = atoms.get_scaled_positions(wrap=False)[:, 2]
-    h = frac_c * abs(np.dot(np.asarray(atoms.get_cell())[2], surface_normal(atoms)))
-    order = np.argsort(h)
-    layers: list[list[int]] = []
-    last = None
-    for i in order:
-        if last is None or h[i] - last > tol:
-            layers.append([int(i)])
-        else:
-            layers[-1].append(int(i))
-        last = h[i]
-    return layers
+    """Atom indices grouped in layers along the surface normal, bottom first (tol in Å);
+    :func:`~ase_surftune.properties._base.layer_indices` along c."""
+    return layer_indices(atoms, tol=tol, axis=2)
 
 
 def check_slab(slab: Atoms, min_vacuum: float = MIN_SLAB_VACUUM) -> float:
@@ -466,7 +357,7 @@ def _bulk_energy_per_atom(relaxed: Atoms, relaxed_energy: float | None, conv,
 #: :func:`surface_energies`). Measured here (Cu, 2 cores): pymatgen's SlabGenerator took
 #: 2.3 s for (3,2,1) (36-atom oriented cell) and 15 s for (5,4,3) (100 atoms), roughly
 #: quadratic; (9,8,7) (about 780 atoms) would take of the order of 15 minutes.
-MAX_SLAB_CELL_ATOMS = 400
+MAX_SLAB_CELL_ATOMS = SURFACE.max_atoms
 
 
 def estimate_facet_atoms(conv, miller: Miller, min_slab_size: float) -> int:
@@ -506,18 +397,23 @@ def _plane_spacing(conv, miller: Miller) -> float:
 
 @single_threaded_numpy
 def surface_energies(bulk: Atoms, calc: BaseCalculator,
-                     miller_indices: Sequence[Any] = ((1, 1, 1),), *,
+                     miller_indices: Sequence[Any] = tuple(SURFACE.miller_indices), *,
                      min_slab_size: float = SURFACE.min_slab_size,
                      min_vacuum_size: float = SURFACE.min_vacuum_size,
                      min_layers: int = SURFACE.min_layers,
-                     relax_bulk: bool = True, relax_slabs: bool = True,
-                     fix_bottom_layers: int = 0, fmax: float = SURFACE.fmax, steps: int = 500,
-                     optimizer: str = "FIRE", symmetric_only: bool = True,
-                     lll_reduce: bool = False, converge_thickness: bool = False,
-                     thickness_tol: float = 0.01, max_extra_layers: int = 8,
-                     wulff: bool = False, plot_dir: str | Path | None = None,
+                     relax_bulk: bool = SURFACE.relax_bulk,
+                     relax_slabs: bool = SURFACE.relax_slabs,
+                     fix_bottom_layers: int = SURFACE.fix_bottom_layers,
+                     fmax: float = SURFACE.fmax, steps: int = SURFACE.steps,
+                     optimizer: str = SURFACE.optimizer,
+                     symmetric_only: bool = SURFACE.symmetric_only,
+                     lll_reduce: bool = False,
+                     converge_thickness: bool = SURFACE.converge_thickness,
+                     thickness_tol: float = SURFACE.thickness_tol,
+                     max_extra_layers: int = SURFACE.max_extra_layers,
+                     wulff: bool = SURFACE.wulff, plot_dir: str | Path | None = None,
                      plot_name: str | None = None,
-                     max_atoms: int | None = MAX_SLAB_CELL_ATOMS,
+                     max_atoms: int | None = SURFACE.max_atoms,
                      ) -> SurfaceResult:
     """Surface energies γ (J/m² and eV/Å²) for Miller indices and all symmetric terminations.
 
