@@ -21,7 +21,9 @@ from ase_surftune.core.config import StrictModel
 from ase_surftune.properties.facets import parse_facets
 
 __all__ = ["PropertySettings", "RelaxSettings", "LatticeSettings", "EOSSettings",
-           "SurfaceSettings", "NEBSettings", "PhononSettings", "MDSettings",
+           "SurfaceSettings", "NEBSettings", "BarrierSettings", "VacancyFormationSettings",
+           "PhononSettings", "PhononTableSettings", "MDSettings", "BARRIER",
+           "VACANCY_FORMATION",
            "SURFACE", "RELAX", "LATTICE", "EOS", "NEB", "PHONONS", "MD", "SurfaceDefaults"]
 
 
@@ -123,6 +125,34 @@ class NEBSettings(PropertySettings):
     relax_endpoints: bool = Field(True, description="relax the end points first")
 
 
+class BarrierSettings(NEBSettings):
+    """The ``neb`` property: migration barriers on a (relaxed) bulk."""
+
+    migrations: list[Literal["vacancy", "adatom-100"]] = Field(
+        ["vacancy"], description="vacancy (bulk nearest-neighbour hop) and/or adatom-100 "
+        "(adatom hollow to hollow on fcc(100))")
+    #: of the bulk cell: three ints, or a 3x3 integer matrix, e.g.
+    #: [[0,1,1],[1,0,1],[1,1,0]] for the 8-site fcc cell (2x2x2 primitive cells)
+    supercell: tuple[int, int, int] | tuple[tuple[int, int, int], tuple[int, int, int],
+                                             tuple[int, int, int]] = Field(
+        (2, 2, 2), description="vacancy supercell of the bulk cell: 3 integers or a 3x3 "
+        "matrix")
+    vacancy_index: int = Field(0, ge=0, description="atom removed for the vacancy")
+    slab_size: tuple[int, int, int] = Field((3, 3, 3), description="fcc(100) slab of the "
+                                            "adatom hop, in surface cells and layers")
+
+
+class VacancyFormationSettings(PropertySettings):
+    """:func:`~ase_surftune.properties.bulk.vacancy_formation`."""
+
+    supercell: tuple[int, ...] = Field((2, 2, 2), description="1, 3 or 9 integers")
+    vacancy_index: int = Field(0, ge=0, description="atom removed")
+    relax: bool = Field(True, description="relax the defect cell's positions")
+    fmax: float = Field(0.05, gt=0, description="force threshold (eV/Å)")
+    steps: int = Field(200, ge=1, description="maximum optimizer steps")
+    optimizer: Optimizer = Field("BFGS", description="FIRE, BFGS or LBFGS")
+
+
 class PhononSettings(PropertySettings):
     """:func:`~ase_surftune.properties.phonons` and ``surftune phonons``."""
 
@@ -146,6 +176,13 @@ class PhononSettings(PropertySettings):
                                               "cutoff, else 10")
     max_atoms: int | None = Field(1000, ge=1, description="refuse supercells above this "
                                   "many atoms")
+
+
+class PhononTableSettings(PhononSettings):
+    """The ``phonons`` property of comparisons: mean and max frequency over the mesh."""
+
+    freq_cutoff: float = Field(0.5, gt=0, description="modes with |ω| below this are left "
+                               "out of the mean frequency (THz)")
 
 
 class MDSettings(PropertySettings):
@@ -187,6 +224,8 @@ EOS = EOSSettings()
 NEB = NEBSettings()
 PHONONS = PhononSettings()
 MD = MDSettings()
+BARRIER = BarrierSettings()
+VACANCY_FORMATION = VacancyFormationSettings()
 
 #: The old name of :class:`SurfaceSettings` (issue 14).
 SurfaceDefaults = SurfaceSettings
