@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from ase_surftune.core.errors import ConfigError, DataError
 from ase_surftune.core.io import (
@@ -62,6 +62,7 @@ from ase_surftune.core.io import (
     exclusive_lock,
 )
 from ase_surftune.evaluation.compare import (
+    EOSSettings,
     LatticeSettings,
     NEBSettings,
     PhononSettings,
@@ -76,6 +77,7 @@ from ase_surftune.evaluation.reference_sets import (
     facet_key,
     load_reference_set,
 )
+from ase_surftune.properties.settings import VacancyFormationSettings
 
 __all__ = ["BenchmarkConfig", "BenchmarkReport", "benchmark", "load_benchmark_config"]
 
@@ -86,18 +88,14 @@ _CUBIC = ("fcc", "bcc", "sc", "diamond", "zincblende", "rocksalt", "cesiumchlori
           "fluorite")
 
 
-class EOSSettings(_Strict):
-    npoints: int = Field(7, ge=5)
-    eps: float = Field(0.04, gt=0, lt=0.3)
-    eos: str = "birchmurnaghan"
+class VacancySettings(VacancyFormationSettings):
+    """:class:`~ase_surftune.properties.settings.VacancyFormationSettings` with a tighter
+    relaxation: E_vac is a small difference of large energies, and fmax 0.05 eV/Å leaves
+    about 0.5 % in it."""
 
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-class VacancySettings(_Strict):
-    supercell: tuple[int, int, int] = (2, 2, 2)
-    relax: bool = True
-    #: eV/Å; E_vac is a small difference of large energies: 0.05 leaves ~0.5 % in it
-    fmax: float = Field(0.01, gt=0)
-    steps: int = Field(200, ge=1)
+    fmax: float = Field(0.01, gt=0, description="force threshold (eV/Å)")
 
 
 class BenchmarkConfig(_Strict):
@@ -208,17 +206,8 @@ def _calculator(model: Any, device: str) -> Any:
 
 def _measure(task: dict[str, Any]) -> dict[str, Any]:
     """Run one task; returns ``{"value", "converged", "details"}``."""
-    from ase_surftune.properties import (
-        frequency_softening_ratio,
-        relax,
-        surface_energies,
-        vacancy_migration,
-    )
-    from ase_surftune.properties.bulk import (
-        conventional_lattice,
-        equation_of_state,
-        vacancy_formation,
-    )
+    from ase_surftune.properties import frequency_softening_ratio, get_property, relax
+    from ase_surftune.properties.bulk import conventional_lattice
     from ase_surftune.properties.relax import NotConvergedWarning
 
     calc = _calculator(task["model"], task["device"])
@@ -247,37 +236,29 @@ def _measure(task: dict[str, Any]) -> dict[str, Any]:
                     "details": {"ratio_std": res.ratio_std, "n_modes": res.n_modes,
                                 "mesh": res.mesh, "min_frequency_model":
                                     res.min_frequency_model}}
-        bulk = _atoms(task["relaxed"])
-        if kind == "gamma":
-            facet = tuple(task["facet"])
-            res = surface_energies(bulk, calc, [facet], min_slab_size=s["min_slab_size"],
-                                   min_vacuum_size=s["min_vacuum_size"], relax_bulk=False,
-                                   relax_slabs=s["relax"], fmax=s["fmax"], steps=s["steps"])
-            ents = [e for e in res.entries if tuple(e.miller) == facet]
-            return {"value": res.gamma[",".join(map(str, facet))],
-                    "converged": all(e.result.relax_converged is not False for e in ents),
-                    "details": {"n_atoms": [e.result.n_atoms for e in ents],
-                                "gamma_unrelaxed": min(e.result.gamma_unrelaxed
-                                                       for e in ents)}}
-        if kind == "barrier_vacancy":
-            res = vacancy_migration(bulk, calc, supercell=s["supercell"], relax_bulk=False,
-                                    n_images=s["n_images"], fmax=s["fmax"], steps=s["steps"],
-                                    climb=s["climb"], relax_endpoints=s["relax_endpoints"])
-            return {"value": res.barrier_forward,
-                    "converged": bool(res.converged and res.endpoints_converged is not False),
-                    "details": {"energies": res.energies, "steps": res.steps,
-                                "barrier_fit": res.barrier_fit}}
-        if kind == "vacancy_formation":
-            res = vacancy_formation(bulk, calc, supercell=s["supercell"], relax=s["relax"],
-                                    fmax=s["fmax"], steps=s["steps"])
-            return {"value": res.formation_energy, "converged": res.converged is not False,
-                    "details": {"n_atoms": res.n_atoms}}
-        if kind == "bulk_modulus":
-            res = equation_of_state(bulk, calc, npoints=s["npoints"], eps=s["eps"],
-                                    eos=s["eos"])
-            return {"value": res.bulk_modulus, "converged": True,
-                    "details": {"v0": res.v0, "a_eos": res.a}}
-    raise ConfigError(f"unknown benchmark task kind {kind!r}")
+        if kind not in _ROW_PROPERTIES:
+            raise ConfigError(f"unknown benchmark task kind {kind!r}")
+        prop, extra, key = _row_property(kind, task)
+        pc = get_property(prop)(s, **extra)
+        row = next(v for v in pc.table(pc.run(_atoms(task["relaxed"]), calc)) if v.key == key)
+        return {"value": row.value, "converged": row.converged, "details": row.details}
+
+
+#: benchmark row kind -> the registered property that measures it
+_ROW_PROPERTIES = {"gamma": "surface", "barrier_vacancy": "neb",
+                   "vacancy_formation": "vacancy_formation", "bulk_modulus": "eos"}
+
+
+def _row_property(kind: str, task: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
+    """(registered property, settings overrides, table key) of one benchmark row."""
+    if kind == "gamma":
+        facet = tuple(task["facet"])
+        return "surface", {"miller_indices": [facet], "relax_bulk": False}, \
+            "gamma_" + "".join(map(str, facet))
+    if kind == "barrier_vacancy":
+        return "neb", {"migrations": ["vacancy"]}, "barrier_vacancy"
+    return _ROW_PROPERTIES[kind], {}, kind
+
 
 
 def _run_task(task: dict[str, Any], store: str | None) -> dict[str, Any]:

@@ -34,15 +34,6 @@ __all__ = ["RelaxCalc", "LatticeCalc", "EOSCalc", "VacancyFormationCalc", "Surfa
            "NEBCalc", "PhononCalc", "MDCalc"]
 
 
-class _PlotCalc(PropertyCalc):
-    """A calc that may draw a figure: ``plot`` is its PNG path (None: no figure)."""
-
-    def __init__(self, settings: Any = None, *, plot: str | Path | None = None,
-                 **overrides: Any) -> None:
-        super().__init__(settings, **overrides)
-        self.plot = None if plot is None else str(plot)
-
-
 def _bare(atoms: Atoms) -> Atoms:
     out = atoms.copy()
     out.calc = None
@@ -124,7 +115,7 @@ class VacancyFormationCalc(PropertyCalc):
 
 
 @register()
-class SurfaceCalc(_PlotCalc):
+class SurfaceCalc(PropertyCalc):
     """:func:`~ase_surftune.properties.surface_energies` → ``gamma_<hkl>`` (J/m²)."""
 
     name = "surface"
@@ -157,7 +148,7 @@ _NEB_KEYS = ("n_images", "interpolation", "climb", "method", "k", "fmax", "steps
 
 
 @register()
-class NEBCalc(_PlotCalc):
+class NEBCalc(PropertyCalc):
     """Migration barriers on a (relaxed) bulk: ``barrier_vacancy`` (nearest-neighbour
     vacancy hop, :func:`~ase_surftune.properties.vacancy_migration`) and
     ``barrier_adatom_100`` (adatom hollow → hollow on fcc(100) of the bulk's element and
@@ -210,7 +201,7 @@ def mesh_frequencies(phonon: Any, mesh: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 @register()
-class PhononCalc(_PlotCalc):
+class PhononCalc(PropertyCalc):
     """:func:`~ase_surftune.properties.phonons` → ``phonon_mean_THz`` (q-weighted mean
     over the mesh of the modes above ``freq_cutoff``) and ``phonon_max_THz``."""
 
@@ -234,7 +225,7 @@ class PhononCalc(_PlotCalc):
 
 
 @register()
-class MDCalc(_PlotCalc):
+class MDCalc(PropertyCalc):
     """:func:`~ase_surftune.properties.run_md`; passes on the last frame. Tabulates the
     energy drift (eV/atom; ``converged`` = no guard stopped the run)."""
 

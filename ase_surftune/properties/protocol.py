@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from ase import Atoms
@@ -62,14 +63,17 @@ class PropertyCalc(ABC):
 
     Args:
         settings: a settings instance or dict (validated; unknown keys refused).
+        plot: PNG path of the calc's figure, for the calcs that draw one (phonon bands
+            and DOS, the Wulff shape when ``wulff`` is set, MD log); None: no figure.
         overrides: single settings (``None`` values ignored).
     """
 
     name: ClassVar[str] = ""
     settings_cls: ClassVar[type[PropertySettings]] = PropertySettings
 
-    def __init__(self, settings: BaseModel | dict[str, Any] | None = None,
-                 **overrides: Any) -> None:
+    def __init__(self, settings: BaseModel | dict[str, Any] | None = None, *,
+                 plot: str | Path | None = None, **overrides: Any) -> None:
+        self.plot = None if plot is None else str(plot)
         if isinstance(settings, self.settings_cls) and not overrides:
             self.settings = settings
             return
