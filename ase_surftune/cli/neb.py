@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-OPTIONS = [
-    ("n_images", int, "intermediate images (default 5)"),
-    ("interpolation", str, "idpp or linear (default idpp)"),
-    ("climb", "bool", "climbing image (default on)"),
-    ("method", str, "NEB tangent method (default improvedtangent)"),
-    ("k", float, "spring constant, eV/Å² (default 0.1)"),
-    ("fmax", float, "force threshold, eV/Å (default 0.05)"),
-    ("steps", int, "maximum optimizer steps (default 500)"),
-    ("optimizer", str, "FIRE, BFGS or LBFGS"),
-    ("relax_endpoints", "bool", "relax the end points first (default on)"),
+from ase_surftune.cli._options import option_specs
+from ase_surftune.properties.settings import NEBSettings, VacancyFormationSettings
+
+NEB_KEYS = tuple(NEBSettings.model_fields)
+OPTIONS = option_specs(NEBSettings) + [
     ("vacancy", "bool", "one bulk file: nearest-neighbour vacancy hop in a supercell"),
-    ("supercell", "ints", "vacancy supercell: 1, 3 or 9 integers (default 2 2 2)"),
-    ("vacancy_index", int, "atom removed for the vacancy (default 0)"),
+    *option_specs(VacancyFormationSettings, only=("supercell", "vacancy_index")),
     ("relax_bulk", "bool", "with --vacancy: relax the bulk cell first (default on; "
                            "--no-relax-bulk keeps the given cell)"),
 ]
-NEB_KEYS = ("n_images", "interpolation", "climb", "method", "k", "fmax", "steps", "optimizer",
-            "relax_endpoints")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

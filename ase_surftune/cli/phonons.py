@@ -10,32 +10,16 @@ from __future__ import annotations
 
 import argparse
 
-OPTIONS = [
-    ("supercell", "ints", "1, 3 or 9 integers (default 2 2 2, or the phonopy yaml's)"),
-    ("displacement", float, "finite displacement, Å (default 0.01; a reference brings its "
-                            "own displacements)"),
-    ("mesh", "ints", "q-mesh: 1 or 3 integers (default 20 20 20); also the mesh of the "
-                     "softening ratio"),
-    ("band_npoints", int, "q-points per band segment (default 51)"),
-    ("t_min", float, "K (default 0)"),
-    ("t_max", float, "K (default 1000)"),
-    ("t_step", float, "K (default 10)"),
-    ("imaginary_tol", float, "THz; below -tol a mode is imaginary (default 0.05)"),
-    ("bands", "bool", "band structure along seekpath's path (default on)"),
-    ("max_atoms", int, "refuse supercells above this many atoms (default 1000)"),
-    ("dos", "bool", "total DOS on the q-mesh (default on); the plot needs bands and DOS"),
+from ase_surftune.cli._options import option_specs
+from ase_surftune.properties.settings import PhononSettings
+
+OPTIONS = option_specs(PhononSettings) + [
     ("reference_forces", str, "reference FORCE_SETS (for a structure file or a "
                               "phonopy_disp.yaml) or phonopy_params.yaml: also compute the "
                               "frequency softening ratio and draw the reference bands"),
     ("born", str, "BORN file: LO-TO correction on reference and model alike"),
     ("nac", "bool", "LO-TO correction from --born or the yaml's nac_params (default: on "
                     "when given); --no-nac: on neither side"),
-    ("symmetrize_fc", "bool", "remove drift and symmetrise the force constants of both "
-                              "sides (default on)"),
-    ("fc_calculator", str, "phonopy force-constants solver: traditional (default), symfc, "
-                           "alm"),
-    ("min_supercell_width", float, "Å; warn when the supercell is narrower (default "
-                                   "2 x model cutoff, else 10)"),
 ]
 
 _ANALYSIS = ("mesh", "band_npoints", "t_min", "t_max", "t_step", "imaginary_tol", "bands",

@@ -156,8 +156,10 @@ class VacancyFormationSettings(PropertySettings):
 class PhononSettings(PropertySettings):
     """:func:`~ase_surftune.properties.phonons` and ``surftune phonons``."""
 
-    supercell: tuple[int, ...] = Field((2, 2, 2), description="1, 3 or 9 integers")
-    displacement: float = Field(0.01, gt=0, description="finite displacement (Å)")
+    supercell: tuple[int, ...] = Field((2, 2, 2), description="1, 3 or 9 integers (a "
+                                       "phonopy yaml brings its own)")
+    displacement: float = Field(0.01, gt=0, description="finite displacement (Å); a "
+                                "reference brings its own displacements")
     mesh: tuple[int, ...] = Field((20, 20, 20), description="q-mesh: 1 or 3 integers")
     band_npoints: int = Field(51, ge=2, description="q-points per band segment")
     t_min: float = Field(0.0, ge=0, description="lowest temperature (K)")
@@ -190,8 +192,8 @@ class MDSettings(PropertySettings):
 
     ensemble: Literal["nve", "nvt_langevin", "nvt_bussi", "nvt_nose_hoover",
                       "npt_isotropic", "npt_mtk"] | str = Field(
-        "nvt_langevin", description="nve, nvt_langevin, nvt_bussi, nvt_nose_hoover, "
-        "npt_isotropic, npt_mtk")
+        "nvt_langevin", description="thermostat / barostat ensemble (aliases such as "
+        "langevin, npt are read too)")
     steps: int = Field(1000, ge=0, description="MD steps")
     timestep: float = Field(1.0, gt=0, description="time step (fs)")
     temperature: float = Field(300.0, ge=0, description="target temperature (K)")
