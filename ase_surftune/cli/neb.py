@@ -7,7 +7,6 @@ import argparse
 from ase_surftune.cli._options import option_specs
 from ase_surftune.properties.settings import NEBSettings, VacancyFormationSettings
 
-NEB_KEYS = tuple(NEBSettings.model_fields)
 OPTIONS = option_specs(NEBSettings) + [
     ("vacancy", "bool", "one bulk file: nearest-neighbour vacancy hop in a supercell"),
     *option_specs(VacancyFormationSettings, only=("supercell", "vacancy_index")),
@@ -38,40 +37,26 @@ def run(args: argparse.Namespace) -> int:
         write_structures,
     )
     from ase_surftune.core.errors import ConfigError
-    from ase_surftune.properties import neb_barrier, vacancy_migration
+    from ase_surftune.properties.neb import migration_barrier
 
     opts = merge_options(args, load_yaml(args.config), [o[0] for o in OPTIONS], "neb")
     first = args.structures[0]
     out = outputs(args, first)
-    plot = out.path("neb", ".png")
-    neb_opts = {k: v for k, v in opts.items() if k in NEB_KEYS}
-    calc = make_calculator(args)
-    if opts.get("vacancy"):
-        if len(args.structures) != 1:
-            raise ConfigError(f"--vacancy takes one bulk file, got {args.structures}")
-        extra = {}
-        if "supercell" in opts:
-            extra["supercell"] = ints_to_supercell(opts["supercell"])
-        for key in ("vacancy_index", "relax_bulk"):
-            if key in opts:
-                extra[key] = opts[key]
-        res = vacancy_migration(read_structure(first, args.index), calc, plot=plot, **extra,
-                                **neb_opts)
-    elif args.relax_bulk is not None:  # a YAML shared with --vacancy runs may keep it
-        raise ConfigError("--relax-bulk/--no-relax-bulk applies to --vacancy only")
-    elif len(args.structures) == 2:
-        res = neb_barrier(read_structure(first, args.index),
-                          read_structure(args.structures[1], args.index), calc, plot=plot,
-                          **neb_opts)
-    elif len(args.structures) == 1:
-        band = read_frames(first, ":" if args.index is None else args.index)
-        if len(band) < 3:
-            raise ConfigError(f"band file {first!r} needs >= 3 frames, has {len(band)}; "
-                              f"give initial and final files instead")
-        neb_opts["interpolation"] = band[1:-1]
-        res = neb_barrier(band[0], band[-1], calc, plot=plot, **neb_opts)
-    else:
+    if "supercell" in opts:
+        opts["supercell"] = ints_to_supercell(opts["supercell"])
+    if not opts.get("vacancy") and args.relax_bulk is None:
+        opts.pop("relax_bulk", None)  # a YAML shared with --vacancy runs may keep it
+    if len(args.structures) > 2:
         raise ConfigError(f"neb takes 1 or 2 structure files, got {len(args.structures)}")
+    if len(args.structures) == 2 or opts.get("vacancy"):
+        structures = [read_structure(f, args.index) for f in args.structures]
+    else:  # one band file
+        structures = read_frames(first, ":" if args.index is None else args.index)
+        if len(structures) < 3:
+            raise ConfigError(f"band file {first!r} needs >= 3 frames, has "
+                              f"{len(structures)}; give initial and final files instead")
+    res = migration_barrier(structures, make_calculator(args), plot=out.path("neb", ".png"),
+                            **opts)
     images = write_structures(out.path("neb_images", ".extxyz"), res.images)
     data = res.to_dict()
     data["images_file"] = str(images)

@@ -80,21 +80,21 @@ class MDResult(PropertyResult):
     atoms: Atoms | None = field(default=None, metadata={"json": False})
 
 
+#: ensembles whose target temperature ASE 3.29 lets a caller change during a run
+#: (Langevin.set_temperature; Bussi's public ``temp``/``target_kinetic_energy``). The
+#: Nose-Hoover chain and MTK classes have no public setter, so they cannot ramp.
+RAMP_ENSEMBLES = ("nvt_langevin", "nvt_bussi")
+
+
 def _set_target_temperature(dyn: Any, temperature_K: float) -> None:
-    """Change the thermostat target of an ASE 3.29 dynamics object in place."""
-    kT = units.kB * temperature_K
+    """Change the thermostat target (K) of an ASE 3.29 Langevin or Bussi object in place,
+    through their public API only."""
     if hasattr(dyn, "set_temperature"):  # Langevin
         dyn.set_temperature(temperature_K=temperature_K)
         return
-    if hasattr(dyn, "target_kinetic_energy"):  # Bussi
-        dyn.temp = kT
-        dyn.target_kinetic_energy = 0.5 * kT * dyn.ndof
-        return
-    for obj in (dyn, getattr(dyn, "_thermostat", None), getattr(dyn, "_barostat", None)):
-        if obj is not None and hasattr(obj, "_kT"):
-            obj._kT = kT
-    if hasattr(dyn, "_temperature_K"):
-        dyn._temperature_K = temperature_K
+    kT = units.kB * temperature_K  # Bussi: the attributes its step() reads
+    dyn.temp = kT
+    dyn.target_kinetic_energy = 0.5 * kT * dyn.ndof
 
 
 def _make_dynamics(ensemble: str, atoms: Atoms, dt: float, temperature: float,
@@ -179,7 +179,8 @@ def run_md(atoms: Atoms | None, calc: BaseCalculator, ensemble: str = MD.ensembl
             ``npt_mtk`` (full-cell MTK).
         steps: number of MD steps; timestep in fs.
         temperature: target (and Maxwell–Boltzmann start) temperature in K;
-            ``temperature_end`` (K) ramps the target linearly over the run.
+            ``temperature_end`` (K) ramps the target linearly over the run
+            (nvt_langevin and nvt_bussi: see :data:`RAMP_ENSEMBLES`).
         friction: Langevin friction in 1/fs. taut: thermostat time constant (fs).
         pressure: GPa (NPT). taup: barostat time constant (fs).
         seed: RNG seed for the start velocities and stochastic thermostats.
@@ -205,6 +206,10 @@ def run_md(atoms: Atoms | None, calc: BaseCalculator, ensemble: str = MD.ensembl
     temperature = check_positive("temperature", temperature, allow_zero=True)
     if temperature_end is not None:
         temperature_end = check_positive("temperature_end", temperature_end, allow_zero=True)
+        if ensemble not in RAMP_ENSEMBLES:
+            raise ConfigError(f"temperature_end (a ramp) needs one of {RAMP_ENSEMBLES}; "
+                              f"ASE's {ensemble} has no public way to change its target "
+                              f"temperature during a run")
     if ensemble != "nve" and temperature == 0 and not temperature_end:
         raise ConfigError(f"temperature must be positive for {ensemble}, got {temperature}")
     friction = check_positive("friction", friction)

@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -414,3 +415,36 @@ def adatom_hop(slab: Atoms, adsorbate: str, calc: CalculatorLike, *,
     res.info.update({"system": "adatom", "adsorbate": adsorbate,
                      "hop_vector": vec.tolist(), "hop_distance": float(np.linalg.norm(vec))})
     return res
+
+
+def migration_barrier(structures: Sequence[Atoms], calc: CalculatorLike, *,
+                      vacancy: bool = False, supercell: Any = None,
+                      vacancy_index: int | None = None, relax_bulk: bool | None = None,
+                      plot: str | Path | None = None, **neb_kwargs: Any) -> NEBResult:
+    """The barrier (eV) of what ``structures`` describe, as ``surftune neb`` reads them.
+
+    * one bulk with ``vacancy=True``: a nearest-neighbour vacancy hop
+      (:func:`vacancy_migration`; ``supercell``, ``vacancy_index``, ``relax_bulk``);
+    * two structures: initial and final states (:func:`neb_barrier`);
+    * three or more: a band, its first and last frames the end points and the frames
+      between them the initial images.
+
+    Raises:
+        ConfigError: a combination that fits none of these.
+    """
+    n = len(structures)
+    if vacancy:
+        if n != 1:
+            raise ConfigError(f"a vacancy hop takes one bulk structure, got {n}")
+        extra = {k: v for k, v in (("supercell", supercell), ("vacancy_index", vacancy_index),
+                                   ("relax_bulk", relax_bulk)) if v is not None}
+        return vacancy_migration(structures[0], calc, plot=plot, **extra, **neb_kwargs)
+    if relax_bulk is not None:  # a YAML shared with vacancy runs may keep it
+        raise ConfigError("relax_bulk (--relax-bulk/--no-relax-bulk) applies to vacancy hops only")
+    if n == 2:
+        return neb_barrier(structures[0], structures[1], calc, plot=plot, **neb_kwargs)
+    if n >= 3:
+        neb_kwargs["interpolation"] = list(structures[1:-1])
+        return neb_barrier(structures[0], structures[-1], calc, plot=plot, **neb_kwargs)
+    raise ConfigError(f"a barrier needs 2 end points or a band of >= 3 frames, got {n} "
+                      f"structure(s); give initial and final files instead")
