@@ -251,7 +251,7 @@ class ReferenceSet:
     def to_measured(self, system: str, label: str | None = None):
         """The entries of ``system`` as compare's :class:`MeasuredProperties`
         (phonon data paths are left out: compare measures its own phonons)."""
-        from ase_surftune.evaluation.compare import MeasuredProperties
+        from ase_surftune.evaluation.measured import MeasuredProperties
 
         ents = [e for e in self.for_system(system) if e.value is not None]
         if not ents:
