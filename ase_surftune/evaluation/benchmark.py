@@ -386,6 +386,88 @@ class BenchmarkReport:
 
 # --------------------------------------------------------------------------- sweep
 
+#: benchmark row kind -> the config section of its settings
+_KIND_SETTINGS = {"gamma": "surface", "barrier_vacancy": "neb", "vacancy_formation": "vacancy",
+                  "bulk_modulus": "eos", "phonons": "phonons"}
+
+
+class _Sweep:
+    """Tasks of one sweep: fingerprinted names, and results reused from ``store`` or
+    computed through :func:`~ase_surftune.core.parallel.map_tasks` and stored."""
+
+    def __init__(self, store: Path, executor: Any, progress: bool, device: str,
+                 specs: dict[str, dict[str, Any]]) -> None:
+        self.store, self.executor, self.progress = store, executor, progress
+        self.device, self.specs = device, specs
+        self.counts = {"reused": 0, "computed": 0}
+
+    def run(self, tasks: list[dict[str, Any]], desc: str) -> dict[str, dict[str, Any]]:
+        from ase_surftune.core.parallel import map_tasks
+
+        results: dict[str, dict[str, Any]] = {}
+        todo = []
+        for t in tasks:
+            done = _load_done(self.store, t["name"], t["fingerprint"])
+            if done is not None:
+                results[t["name"]] = done
+                self.counts["reused"] += 1
+            else:
+                todo.append(t)
+        if not todo:
+            return results
+        runs = map_tasks(_run_task, [(t, str(self.store)) for t in todo], self.executor,
+                         labels=[t["name"] for t in todo], progress=self.progress, desc=desc)
+        for t, r in zip(todo, runs):
+            self.counts["computed"] += 1
+            if r.ok:
+                results[t["name"]] = r.value
+                if not (self.store / t["name"]).is_file():  # worker could not write
+                    atomic_write_json(self.store / t["name"], _jsonable(r.value))
+            else:
+                log.error("%s failed: %s", t["name"], r.error)
+                results[t["name"]] = {"error": r.error}
+        return results
+
+    def task(self, kind: str, model: Any, label: str, system: str, settings: dict[str, Any],
+             key: str, **extra: Any) -> dict[str, Any]:
+        # files by content: an edited structure or FORCE_SETS under the same name
+        # must not reuse results measured on the old one
+        build = self.specs[system]
+        files = [build["structure"], extra.get("path")]
+        ident = {"kind": kind, "model": label, "system": system, "settings": settings,
+                 "build": build, "files": [_file_digest(f) for f in files],
+                 **{k: v for k, v in extra.items() if k != "relaxed"}}
+        fp = _fingerprint(ident)
+        name = f"{_safe(label)}__{_safe(system)}__{_safe(key)}-{fp}.json"
+        return {"kind": kind, "model": model, "device": self.device, "system": system,
+                "settings": settings, "build": build, "fingerprint": fp, "name": name,
+                **extra}
+
+
+def _table_row(label: str, e: ReferenceEntry, bulk: dict[str, Any] | None,
+               result: dict[str, Any] | None) -> dict[str, Any]:
+    """One table row: the reference entry, the model's value (from its bulk task for
+    lattice rows and failed bulks, else from its row task) and value/reference."""
+    row = {"model": label, "system": e.system, "property": e.property,
+           "facet": None if e.facet is None else facet_key(e.facet), "key": e.key,
+           "label": e.label, "unit": e.unit, "reference": e.value, "value": None,
+           "ratio": None, "converged": None, "source": e.source, "error": None}
+    if result is None:  # from the bulk task
+        if "error" in bulk:
+            row["error"] = f"bulk relaxation failed: {bulk['error']}"
+        else:
+            row["value"] = bulk["details"][e.property]
+            row["converged"] = bulk["converged"]
+    elif "error" in result:
+        row["error"] = result["error"]
+    else:
+        row["value"], row["converged"] = result["value"], result["converged"]
+        if "ratio" in result:
+            row["ratio"] = result["ratio"]
+    if row["ratio"] is None and row["value"] is not None and e.value:
+        row["ratio"] = row["value"] / e.value
+    return row
+
 
 def benchmark(reference: str | Path | ReferenceSet, models: Sequence[Any] | str,
               config: BenchmarkConfig | dict | str | Path | None = None, *,
@@ -412,7 +494,7 @@ def benchmark(reference: str | Path | ReferenceSet, models: Sequence[Any] | str,
         ConfigError: bad reference or settings (before anything is computed);
         LockedError: another sweep writes to ``output_dir``.
     """
-    from ase_surftune.core.parallel import check_executor, map_tasks
+    from ase_surftune.core.parallel import check_executor
     from ase_surftune.evaluation._spec import spec_label
 
     refs = load_reference_set(reference, system=system)
@@ -434,108 +516,40 @@ def benchmark(reference: str | Path | ReferenceSet, models: Sequence[Any] | str,
         store.mkdir(parents=True, exist_ok=True)
         clean_orphan_temps(store)
         clean_orphan_temps(out)
-        counts = {"reused": 0, "computed": 0}
-
-        def run(tasks: list[dict[str, Any]], desc: str) -> dict[str, dict[str, Any]]:
-            results: dict[str, dict[str, Any]] = {}
-            todo = []
-            for t in tasks:
-                done = _load_done(store, t["name"], t["fingerprint"])
-                if done is not None:
-                    results[t["name"]] = done
-                    counts["reused"] += 1
-                else:
-                    todo.append(t)
-            if todo:
-                runs = map_tasks(_run_task, [(t, str(store)) for t in todo], executor,
-                                 labels=[t["name"] for t in todo], progress=progress,
-                                 desc=desc)
-                for t, r in zip(todo, runs):
-                    counts["computed"] += 1
-                    if r.ok:
-                        results[t["name"]] = r.value
-                        if not (store / t["name"]).is_file():  # worker could not write
-                            atomic_write_json(store / t["name"], _jsonable(r.value))
-                    else:
-                        log.error("%s failed: %s", t["name"], r.error)
-                        results[t["name"]] = {"error": r.error}
-            return results
-
-        def task(kind: str, model: Any, label: str, system: str, settings: dict[str, Any],
-                 key: str, **extra: Any) -> dict[str, Any]:
-            # files by content: an edited structure or FORCE_SETS under the same name
-            # must not reuse results measured on the old one
-            files = [specs[system]["structure"], extra.get("path")]
-            ident = {"kind": kind, "model": label, "system": system, "settings": settings,
-                     "build": specs[system], "files": [_file_digest(f) for f in files],
-                     **{k: v for k, v in extra.items() if k != "relaxed"}}
-            fp = _fingerprint(ident)
-            name = f"{_safe(label)}__{_safe(system)}__{_safe(key)}-{fp}.json"
-            return {"kind": kind, "model": model, "device": device, "system": system,
-                    "settings": settings, "build": specs[system], "fingerprint": fp,
-                    "name": name, **extra}
-
+        sweep = _Sweep(store, executor, progress, device, specs)
         # stage 1: each model's relaxed bulk of each system that needs one
         need_bulk = [s for s in refs.systems()
                      if any(e.property != "phonons" for e in refs.for_system(s))]
-        bulk_tasks = {(lab, s): task("bulk", m, lab, s, sett["lattice"], "bulk")
+        bulk_tasks = {(lab, s): sweep.task("bulk", m, lab, s, sett["lattice"], "bulk")
                       for m, lab in zip(models, labels) for s in need_bulk}
-        bulks = run(list(bulk_tasks.values()), "relax bulks")
+        bulks = sweep.run(list(bulk_tasks.values()), "relax bulks")
         # stage 2: the rows
-        kind_settings = {"gamma": "surface", "barrier_vacancy": "neb",
-                         "vacancy_formation": "vacancy", "bulk_modulus": "eos",
-                         "phonons": "phonons"}
         row_tasks: list[dict[str, Any]] = []
         plan: list[tuple[str, ReferenceEntry, str | None, str | None]] = []
         for m, lab in zip(models, labels):
             for e in refs.entries:
-                if e.property in ("lattice_a", "lattice_c"):
-                    bt = bulk_tasks[(lab, e.system)]
+                bt = bulk_tasks.get((lab, e.system))
+                if e.property in ("lattice_a", "lattice_c") or (
+                        e.property != "phonons" and "error" in bulks[bt["name"]]):
                     plan.append((lab, e, bt["name"], None))
                     continue
                 extra: dict[str, Any] = {}
                 if e.property == "phonons":
                     extra["path"] = e.path
                 else:
-                    bt = bulk_tasks[(lab, e.system)]
-                    b = bulks[bt["name"]]
-                    if "error" in b:
-                        plan.append((lab, e, bt["name"], None))
-                        continue
-                    extra.update(relaxed=b["details"]["atoms"], bulk_fp=bt["fingerprint"])
+                    extra.update(relaxed=bulks[bt["name"]]["details"]["atoms"],
+                                 bulk_fp=bt["fingerprint"])
                 if e.facet is not None:
                     extra["facet"] = list(e.facet)
-                t = task(e.property, m, lab, e.system, sett[kind_settings[e.property]],
-                         e.key, **extra)
+                t = sweep.task(e.property, m, lab, e.system,
+                               sett[_KIND_SETTINGS[e.property]], e.key, **extra)
                 row_tasks.append(t)
                 plan.append((lab, e, None, t["name"]))
-        done = run(row_tasks, "benchmark rows")
-        rows = []
-        for lab, e, bulk_name, row_name in plan:
-            row = {"model": lab, "system": e.system, "property": e.property,
-                   "facet": None if e.facet is None else facet_key(e.facet), "key": e.key,
-                   "label": e.label, "unit": e.unit, "reference": e.value, "value": None,
-                   "ratio": None, "converged": None, "source": e.source, "error": None}
-            if row_name is None:  # from the bulk task
-                b = bulks[bulk_name]
-                if "error" in b:
-                    row["error"] = f"bulk relaxation failed: {b['error']}"
-                else:
-                    row["value"] = b["details"][e.property]
-                    row["converged"] = b["converged"]
-            else:
-                r = done[row_name]
-                if "error" in r:
-                    row["error"] = r["error"]
-                else:
-                    row["value"], row["converged"] = r["value"], r["converged"]
-                    if "ratio" in r:
-                        row["ratio"] = r["ratio"]
-            if row["ratio"] is None and row["value"] is not None and e.value:
-                row["ratio"] = row["value"] / e.value
-            rows.append(row)
+        done = sweep.run(row_tasks, "benchmark rows")
+        rows = [_table_row(lab, e, bulks.get(bn) if bn else None, done.get(rn) if rn else None)
+                for lab, e, bn, rn in plan]
         report = BenchmarkReport(reference=refs.origin, models=labels, rows=rows,
-                                 config=sett, reused=counts["reused"],
-                                 computed=counts["computed"])
+                                 config=sett, reused=sweep.counts["reused"],
+                                 computed=sweep.counts["computed"])
         report.write(out, plot=plot)
     return report
