@@ -21,21 +21,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ase_surftune.cli._common import load_yaml, write_json
-    from ase_surftune.cli._properties import (
-        make_calculator,
-        merge_options,
-        outputs,
-        read_structure,
-    )
+    from ase_surftune.cli._common import write_json
+    from ase_surftune.cli._properties import command_inputs
     from ase_surftune.properties import run_md
 
-    opts = merge_options(args, load_yaml(args.config), [o[0] for o in OPTIONS], "md")
-    atoms = read_structure(args.structure, args.index)
-    out = outputs(args, args.structure)
+    opts, atoms, out, calc = command_inputs(args, OPTIONS, "md")
     opts.setdefault("trajectory", str(out.path("md", ".extxyz")))
     opts.setdefault("logfile", str(out.path("md", ".csv")))
-    calc = make_calculator(args)
     res = run_md(atoms, calc, plot=out.path("md", ".png"), **opts)
     path = write_json(res.to_dict(), out.json("md"))
     if res.completed:

@@ -19,21 +19,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ase_surftune.cli._common import load_yaml, write_json
-    from ase_surftune.cli._properties import (
-        make_calculator,
-        merge_options,
-        outputs,
-        read_structure,
-        write_structures,
-    )
+    from ase_surftune.cli._common import write_json
+    from ase_surftune.cli._properties import command_inputs, write_structures
     from ase_surftune.properties import surface_energies
     from ase_surftune.properties.surface import facet_key
 
-    opts = merge_options(args, load_yaml(args.config), [o[0] for o in OPTIONS], "surface")
-    bulk = read_structure(args.structure, args.index)
-    out = outputs(args, args.structure)
-    calc = make_calculator(args)
+    opts, bulk, out, calc = command_inputs(args, OPTIONS, "surface")
     res = surface_energies(bulk, calc, plot_dir=out.folder, plot_name=out.prefix, **opts)
     data = res.to_dict()
     slabs = []

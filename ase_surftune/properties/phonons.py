@@ -278,3 +278,53 @@ def _analyse(ph, formula, P, displacement, mesh, band_npoints, t_min, t_max, t_s
     return res
 
 
+
+
+#: options of :func:`phonons_from_phonopy` (the analysis of existing force constants)
+ANALYSIS_OPTIONS = ("mesh", "band_npoints", "t_min", "t_max", "t_step", "imaginary_tol",
+                    "bands", "dos")
+
+
+def _ref_name(source: str) -> str:
+    return " + ".join(Path(p.strip()).name for p in source.split(" + "))
+
+
+def phonons_vs_reference(atoms: Atoms | None, calc: BaseCalculator, reference: Any, *,
+                         force_sets: str | Path | None = None,
+                         born: str | Path | None = None, nac: bool | None = None,
+                         supercell: Any = PHONONS.supercell, label: str | None = None,
+                         phonopy_params: str | Path | None = None, **options: Any
+                         ) -> tuple[PhononResult, PhononResult, SofteningResult]:
+    """The model's phonons on the reference's own displacements, the reference's phonons
+    analysed the same way, and the frequency softening ratio (``surftune phonons
+    --reference-forces``).
+
+    Args:
+        atoms: the unit cell (None when ``reference`` is a phonopy yaml, which has it).
+        reference, force_sets, born, nac: as in :func:`frequency_softening_ratio`.
+        label: the model's name in the results and the plot legend.
+        phonopy_params: where to write the model's ``phonopy_params.yaml``.
+        options: :data:`ANALYSIS_OPTIONS` (mesh, bands, DOS, thermal; the mesh is also
+            the softening ratio's) and ``symmetrize_fc``, ``fc_calculator``,
+            ``min_supercell_width``, ``max_atoms``.
+
+    Returns:
+        ``(model, reference, softening)``.
+    """
+
+    analysis = {k: options.pop(k) for k in ANALYSIS_OPTIONS if k in options}
+    soft = frequency_softening_ratio(
+        None if _is_phonopy_yaml(reference) else atoms, calc, reference,
+        force_sets=force_sets, born=born, nac=nac, supercell=supercell,
+        mesh=analysis.get("mesh", PHONONS.mesh), **options)
+    fc = {"symmetrize_fc": soft.symmetrize_fc, "fc_calculator": soft.fc_calculator}
+    size = {"width": soft.supercell_width, "message": soft.supercell_warning}
+    res = phonons_from_phonopy(soft.model_phonon, label=label, nac_source=soft.nac_source,
+                               fc_info={**fc, "fc_drift": soft.fc_drift_model},
+                               size_info=size, phonopy_params=phonopy_params, **analysis)
+    ref_res = phonons_from_phonopy(soft.reference_phonon,
+                                   label=f"reference ({_ref_name(soft.reference)})",
+                                   nac_source=soft.nac_source,
+                                   fc_info={**fc, "fc_drift": soft.fc_drift_ref},
+                                   size_info=size, **analysis)
+    return res, ref_res, soft
