@@ -168,9 +168,9 @@ def convert_units(value: float, unit: str | None, prop: str) -> float:
 
 def parse_facet(value: Any) -> tuple[int, int, int]:
     """A facet as a Miller index: the package's one facet parser
-    (:func:`ase_surftune.properties.surface.parse_facet`: ``111``, ``(1-10)``, ``1,1,0``,
+    (:func:`ase_surftune.properties.facets.parse_facet`: ``111``, ``(1-10)``, ``1,1,0``,
     ``-110``, ``Cu111`` and hcp Miller–Bravais ``0001``/``10-10``/``11-20``)."""
-    from ase_surftune.properties.surface import parse_facet as _parse
+    from ase_surftune.properties.facets import parse_facet as _parse
 
     return _parse(value)
 
