@@ -96,6 +96,9 @@ def test_compare_and_benchmark_sections_derive_from_property_settings():
     assert cfg.surface.miller == [(1, 1, 1), (1, 0, 0)] and cfg.surface.relax is True
     with pytest.raises(ConfigError, match="properties"):
         load_compare_config({"properties": ["md"]})  # registered, but no bulk property
+    # compare's YAML names override a dumped config's field names
+    again = load_compare_config(cfg, **{"surface.miller": ["100"], "surface.relax": False})
+    assert again.surface.miller_indices == [(1, 0, 0)] and again.surface.relax_slabs is False
 
 
 def test_chained_calcs_match_the_api_and_the_physics():

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ase_surftune.core.config import StrictModel, validate_model
 from ase_surftune.core.errors import ConfigError
@@ -71,17 +71,24 @@ class SurfaceSettings(settings.SurfaceSettings):
     also read as ``miller_indices``) and ``relax`` (= ``relax_slabs``). The bulk is the
     ``lattice`` property's relaxed bulk, so it is not relaxed again (``relax_bulk`` off)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True,
-                              populate_by_name=True)
+    model_config = _SECTION
 
     miller_indices: list[tuple[int, int, int]] = Field(
-        [(1, 1, 1), (1, 0, 0)], validation_alias=AliasChoices("miller", "miller_indices"),
-        description="facets tabulated by compare")
-    relax_slabs: bool = Field(settings.SURFACE.relax_slabs,
-                              validation_alias=AliasChoices("relax", "relax_slabs"),
-                              description="relax slab positions")
+        [(1, 1, 1), (1, 0, 0)], description="facets tabulated by compare")
     relax_bulk: bool = Field(False, description="relax the bulk again (compare measures "
                              "on the lattice property's relaxed bulk)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _compare_names(cls, data: Any) -> Any:
+        """compare's YAML names ``miller`` and ``relax`` win over the field names (a
+        dumped config holds both after an override)."""
+        if isinstance(data, dict):
+            data = dict(data)
+            for alias, name in (("miller", "miller_indices"), ("relax", "relax_slabs")):
+                if alias in data:
+                    data[name] = data.pop(alias)
+        return data
 
     @property
     def miller(self) -> list[tuple[int, int, int]]:
