@@ -174,3 +174,29 @@ def test_cli_help_defaults_come_from_settings():
     assert "recommended_layers" not in helps
     assert dict((n, h) for n, _, h in neb.OPTIONS)["k"].endswith("(default: 0.1)")
     assert dict((n, t) for n, t, _ in ph.OPTIONS)["mesh"] == "ints"
+
+
+def test_a_registered_bulk_property_is_measured_by_compare():
+    """Add a property with @register: compare accepts and measures it, no compare edit."""
+    from ase_surftune.evaluation.compare import measure_properties
+    from ase_surftune.properties import registry
+    from ase_surftune.properties.protocol import PropertyValue
+
+    @register()
+    class VolumeCalc(PropertyCalc):
+        name = "volume_per_atom"
+        on_bulk = True
+
+        def run(self, atoms, calculator):
+            return atoms.get_volume() / len(atoms)
+
+        def table(self, result):
+            return [PropertyValue("volume_per_atom", result, "Å³", "V/atom")]
+
+    try:
+        mp = measure_properties("emt", {"element": "Cu", "a": 3.7,
+                                        "properties": ["lattice", "volume_per_atom"]})
+    finally:
+        registry._REGISTRY.pop("volume_per_atom")
+    a = mp.values["lattice_a"]
+    assert mp.values["volume_per_atom"] == pytest.approx(a ** 3 / 4, rel=1e-9)  # fcc cell

@@ -40,8 +40,15 @@ __all__ = ["CompareConfig", "MeasuredProperties", "ComparisonReport", "measure_p
 log = logging.getLogger(__name__)
 
 PROPERTY_NAMES = ("lattice", "surface", "neb", "phonons")
-#: the registered properties compare can measure on a relaxed bulk (a section each)
-COMPARABLE = ("lattice", "surface", "neb", "phonons", "eos", "vacancy_formation")
+
+
+def comparable_properties() -> list[str]:
+    """The registered properties measured on a relaxed bulk (``on_bulk``): what
+    ``properties`` may name. A property registered later is accepted too; its settings
+    are its own defaults unless :class:`CompareConfig` has a section of that name."""
+    from ase_surftune.properties import available_properties, get_property
+
+    return [p for p in available_properties() if get_property(p).on_bulk]
 MIGRATIONS = ("vacancy", "adatom-100")
 
 
@@ -142,12 +149,10 @@ class CompareConfig(_Strict):
     @field_validator("properties")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        from ase_surftune.properties import available_properties
-
-        bad = [p for p in v if p not in COMPARABLE]
+        bad = [p for p in v if p not in comparable_properties()]
         if bad:
-            raise ValueError(f"unknown properties {bad}; compare measures {list(COMPARABLE)} "
-                             f"(registered: {available_properties()})")
+            raise ValueError(f"unknown properties {bad}; compare measures "
+                             f"{comparable_properties()} (the registered bulk properties)")
         return v
 
     def section(self, name: str) -> Any:

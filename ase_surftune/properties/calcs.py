@@ -61,6 +61,7 @@ class LatticeCalc(RelaxCalc):
     """Cell + positions relaxation of a bulk → ``lattice_a`` (and ``lattice_c``), Å."""
 
     name = "lattice"
+    on_bulk = True
     settings_cls = LatticeSettings
 
     def run(self, atoms: Atoms, calculator: Any) -> Any:
@@ -84,6 +85,7 @@ class EOSCalc(PropertyCalc):
     """:func:`~ase_surftune.properties.bulk.equation_of_state` → ``bulk_modulus`` (GPa)."""
 
     name = "eos"
+    on_bulk = True
     settings_cls = EOSSettings
 
     def run(self, atoms: Atoms, calculator: Any) -> Any:
@@ -101,6 +103,7 @@ class VacancyFormationCalc(PropertyCalc):
     """:func:`~ase_surftune.properties.bulk.vacancy_formation` → ``vacancy_formation`` (eV)."""
 
     name = "vacancy_formation"
+    on_bulk = True
     settings_cls = VacancyFormationSettings
 
     def run(self, atoms: Atoms, calculator: Any) -> Any:
@@ -119,6 +122,7 @@ class SurfaceCalc(PropertyCalc):
     """:func:`~ase_surftune.properties.surface_energies` → ``gamma_<hkl>`` (J/m²)."""
 
     name = "surface"
+    on_bulk = True
     settings_cls = SurfaceSettings
 
     def run(self, atoms: Atoms, calculator: Any) -> Any:
@@ -156,6 +160,7 @@ class NEBCalc(PropertyCalc):
     a dict migration → :class:`~ase_surftune.properties.NEBResult`."""
 
     name = "neb"
+    on_bulk = True
     settings_cls = BarrierSettings
 
     def run(self, atoms: Atoms, calculator: Any) -> dict[str, Any]:
@@ -206,6 +211,7 @@ class PhononCalc(PropertyCalc):
     over the mesh of the modes above ``freq_cutoff``) and ``phonon_max_THz``."""
 
     name = "phonons"
+    on_bulk = True
     settings_cls = PhononTableSettings
 
     def run(self, atoms: Atoms, calculator: Any) -> Any:

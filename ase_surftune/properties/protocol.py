@@ -70,6 +70,8 @@ class PropertyCalc(ABC):
 
     name: ClassVar[str] = ""
     settings_cls: ClassVar[type[PropertySettings]] = PropertySettings
+    #: measured on a (relaxed) bulk and tabulated: ``compare`` accepts it by name
+    on_bulk: ClassVar[bool] = False
 
     def __init__(self, settings: BaseModel | dict[str, Any] | None = None, *,
                  plot: str | Path | None = None, **overrides: Any) -> None:
