@@ -243,3 +243,15 @@ def ints_to_supercell(v: Any) -> Any:
     if isinstance(v, list) and len(v) == 9:
         return [v[0:3], v[3:6], v[6:9]]
     return v
+
+
+def command_inputs(args: argparse.Namespace, specs: Iterable[OptionSpec], name: str):
+    """What a one-structure property command starts from: ``(options, structure,
+    outputs, calculator)`` — YAML + flags merged for the ``specs`` keys, the structure
+    file's frame, the output naming and the model or reference calculator."""
+    from ase_surftune.cli._common import load_yaml
+
+    opts = merge_options(args, load_yaml(args.config), [o[0] for o in specs], name)
+    atoms = read_structure(args.structure, args.index)
+    out = outputs(args, args.structure)
+    return opts, atoms, out, make_calculator(args)

@@ -27,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--element", default=None, help="element of the bulk (default Cu)")
     p.add_argument("--crystal", default=None, help="crystal structure (default fcc)")
     p.add_argument("--properties", default=None,
-                   help="comma-separated subset of lattice,surface,neb,phonons")
+                   help="comma-separated subset of lattice,surface,neb,phonons,eos,"
+                        "vacancy_formation (the registered bulk properties; default the "
+                        "first four)")
     p.add_argument("--miller", action="append", default=None,
                    help="Miller index for surface energies, e.g. 111 (repeatable)")
     p.add_argument("--migration", action="append", default=None,

@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-OPTIONS = [
-    ("n_images", int, "intermediate images (default 5)"),
-    ("interpolation", str, "idpp or linear (default idpp)"),
-    ("climb", "bool", "climbing image (default on)"),
-    ("method", str, "NEB tangent method (default improvedtangent)"),
-    ("k", float, "spring constant, eV/Å² (default 0.1)"),
-    ("fmax", float, "force threshold, eV/Å (default 0.05)"),
-    ("steps", int, "maximum optimizer steps (default 500)"),
-    ("optimizer", str, "FIRE, BFGS or LBFGS"),
-    ("relax_endpoints", "bool", "relax the end points first (default on)"),
+from ase_surftune.cli._options import option_specs
+from ase_surftune.properties.settings import NEBSettings, VacancyFormationSettings
+
+OPTIONS = option_specs(NEBSettings) + [
     ("vacancy", "bool", "one bulk file: nearest-neighbour vacancy hop in a supercell"),
-    ("supercell", "ints", "vacancy supercell: 1, 3 or 9 integers (default 2 2 2)"),
-    ("vacancy_index", int, "atom removed for the vacancy (default 0)"),
+    *option_specs(VacancyFormationSettings, only=("supercell", "vacancy_index")),
     ("relax_bulk", "bool", "with --vacancy: relax the bulk cell first (default on; "
                            "--no-relax-bulk keeps the given cell)"),
 ]
-NEB_KEYS = ("n_images", "interpolation", "climb", "method", "k", "fmax", "steps", "optimizer",
-            "relax_endpoints")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,40 +37,26 @@ def run(args: argparse.Namespace) -> int:
         write_structures,
     )
     from ase_surftune.core.errors import ConfigError
-    from ase_surftune.properties import neb_barrier, vacancy_migration
+    from ase_surftune.properties.neb import migration_barrier
 
     opts = merge_options(args, load_yaml(args.config), [o[0] for o in OPTIONS], "neb")
     first = args.structures[0]
     out = outputs(args, first)
-    plot = out.path("neb", ".png")
-    neb_opts = {k: v for k, v in opts.items() if k in NEB_KEYS}
-    calc = make_calculator(args)
-    if opts.get("vacancy"):
-        if len(args.structures) != 1:
-            raise ConfigError(f"--vacancy takes one bulk file, got {args.structures}")
-        extra = {}
-        if "supercell" in opts:
-            extra["supercell"] = ints_to_supercell(opts["supercell"])
-        for key in ("vacancy_index", "relax_bulk"):
-            if key in opts:
-                extra[key] = opts[key]
-        res = vacancy_migration(read_structure(first, args.index), calc, plot=plot, **extra,
-                                **neb_opts)
-    elif args.relax_bulk is not None:  # a YAML shared with --vacancy runs may keep it
-        raise ConfigError("--relax-bulk/--no-relax-bulk applies to --vacancy only")
-    elif len(args.structures) == 2:
-        res = neb_barrier(read_structure(first, args.index),
-                          read_structure(args.structures[1], args.index), calc, plot=plot,
-                          **neb_opts)
-    elif len(args.structures) == 1:
-        band = read_frames(first, ":" if args.index is None else args.index)
-        if len(band) < 3:
-            raise ConfigError(f"band file {first!r} needs >= 3 frames, has {len(band)}; "
-                              f"give initial and final files instead")
-        neb_opts["interpolation"] = band[1:-1]
-        res = neb_barrier(band[0], band[-1], calc, plot=plot, **neb_opts)
-    else:
+    if "supercell" in opts:
+        opts["supercell"] = ints_to_supercell(opts["supercell"])
+    if not opts.get("vacancy") and args.relax_bulk is None:
+        opts.pop("relax_bulk", None)  # a YAML shared with --vacancy runs may keep it
+    if len(args.structures) > 2:
         raise ConfigError(f"neb takes 1 or 2 structure files, got {len(args.structures)}")
+    if len(args.structures) == 2 or opts.get("vacancy"):
+        structures = [read_structure(f, args.index) for f in args.structures]
+    else:  # one band file
+        structures = read_frames(first, ":" if args.index is None else args.index)
+        if len(structures) < 3:
+            raise ConfigError(f"band file {first!r} needs >= 3 frames, has "
+                              f"{len(structures)}; give initial and final files instead")
+    res = migration_barrier(structures, make_calculator(args), plot=out.path("neb", ".png"),
+                            **opts)
     images = write_structures(out.path("neb_images", ".extxyz"), res.images)
     data = res.to_dict()
     data["images_file"] = str(images)

@@ -10,36 +10,18 @@ from __future__ import annotations
 
 import argparse
 
-OPTIONS = [
-    ("supercell", "ints", "1, 3 or 9 integers (default 2 2 2, or the phonopy yaml's)"),
-    ("displacement", float, "finite displacement, Å (default 0.01; a reference brings its "
-                            "own displacements)"),
-    ("mesh", "ints", "q-mesh: 1 or 3 integers (default 20 20 20); also the mesh of the "
-                     "softening ratio"),
-    ("band_npoints", int, "q-points per band segment (default 51)"),
-    ("t_min", float, "K (default 0)"),
-    ("t_max", float, "K (default 1000)"),
-    ("t_step", float, "K (default 10)"),
-    ("imaginary_tol", float, "THz; below -tol a mode is imaginary (default 0.05)"),
-    ("bands", "bool", "band structure along seekpath's path (default on)"),
-    ("max_atoms", int, "refuse supercells above this many atoms (default 1000)"),
-    ("dos", "bool", "total DOS on the q-mesh (default on); the plot needs bands and DOS"),
+from ase_surftune.cli._options import option_specs
+from ase_surftune.properties.settings import PhononSettings
+
+OPTIONS = option_specs(PhononSettings) + [
     ("reference_forces", str, "reference FORCE_SETS (for a structure file or a "
                               "phonopy_disp.yaml) or phonopy_params.yaml: also compute the "
                               "frequency softening ratio and draw the reference bands"),
     ("born", str, "BORN file: LO-TO correction on reference and model alike"),
     ("nac", "bool", "LO-TO correction from --born or the yaml's nac_params (default: on "
                     "when given); --no-nac: on neither side"),
-    ("symmetrize_fc", "bool", "remove drift and symmetrise the force constants of both "
-                              "sides (default on)"),
-    ("fc_calculator", str, "phonopy force-constants solver: traditional (default), symfc, "
-                           "alm"),
-    ("min_supercell_width", float, "Å; warn when the supercell is narrower (default "
-                                   "2 x model cutoff, else 10)"),
 ]
 
-_ANALYSIS = ("mesh", "band_npoints", "t_min", "t_max", "t_step", "imaginary_tol", "bands",
-             "dos")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -85,14 +67,13 @@ def _run(args: argparse.Namespace) -> int:
         read_structure,
     )
     from ase_surftune.core.errors import ConfigError
-    from ase_surftune.properties import (
-        frequency_softening_ratio,
-        parse_supercell,
-        phonons,
-        phonons_from_phonopy,
-    )
+    from ase_surftune.properties import parse_supercell, phonons
     from ase_surftune.properties._plot import plot_phonons
-    from ase_surftune.properties.phonons import _is_phonopy_yaml, read_phonopy_structure
+    from ase_surftune.properties.phonons import (
+        _is_phonopy_yaml,
+        phonons_vs_reference,
+        read_phonopy_structure,
+    )
 
     opts = merge_options(args, load_yaml(args.config), [o[0] for o in OPTIONS], "phonons")
     ref = opts.pop("reference_forces", None)
@@ -134,23 +115,10 @@ def _run(args: argparse.Namespace) -> int:
         if "displacement" in opts:
             raise ConfigError("--displacement does not apply with a reference: its own "
                               "displacements are used")
-        analysis = {k: opts[k] for k in _ANALYSIS if k in opts}
-        soft = frequency_softening_ratio(
-            None if _is_phonopy_yaml(ref) else atoms, calc, ref, force_sets=force_sets,
-            born=born, nac=nac, supercell=opts.get("supercell", (2, 2, 2)),
-            mesh=opts.get("mesh", 20), **{k: opts[k] for k in (
-                "symmetrize_fc", "fc_calculator", "min_supercell_width", "max_atoms")
-                if k in opts})
-        fc = {"symmetrize_fc": soft.symmetrize_fc, "fc_calculator": soft.fc_calculator}
-        size = {"width": soft.supercell_width, "message": soft.supercell_warning}
-        res = phonons_from_phonopy(soft.model_phonon, label=label, nac_source=soft.nac_source,
-                                   fc_info={**fc, "fc_drift": soft.fc_drift_model},
-                                   size_info=size, phonopy_params=params, **analysis)
-        ref_label = f"reference ({_ref_name(soft.reference)})"
-        ref_res = phonons_from_phonopy(soft.reference_phonon, label=ref_label,
-                                       nac_source=soft.nac_source,
-                                       fc_info={**fc, "fc_drift": soft.fc_drift_ref},
-                                       size_info=size, **analysis)
+        res, ref_res, soft = phonons_vs_reference(
+            atoms, calc, ref, force_sets=force_sets, born=born, nac=nac, label=label,
+            phonopy_params=params, **opts)
+        ref_label = ref_res.label
         if png is not None:
             res.plot = plot_phonons(png, [(ref_label, ref_res), (label, res)])
         data = res.to_dict()
@@ -164,10 +132,4 @@ def _run(args: argparse.Namespace) -> int:
     print(f"min frequency {res.min_frequency:.3f} THz, imaginary modes: "
           f"{'yes' if res.has_imaginary else 'no'}; results in {path}")
     return 0
-
-
-def _ref_name(source: str) -> str:
-    from pathlib import Path
-
-    return " + ".join(Path(p.strip()).name for p in source.split(" + "))
 

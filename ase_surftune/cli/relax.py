@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import argparse
 
-OPTIONS = [
-    ("fmax", float, "force threshold, eV/Å (default 0.05)"),
-    ("steps", int, "maximum optimizer steps (default 500)"),
-    ("optimizer", str, "FIRE, BFGS or LBFGS (default FIRE)"),
-    ("relax_cell", "bool", "also relax the cell (FrechetCellFilter)"),
+from ase_surftune.cli._options import option_specs
+from ase_surftune.properties.settings import RelaxSettings
+
+OPTIONS = option_specs(RelaxSettings) + [
     ("trajectory", "bool", "also write the optimisation as <prefix>_relax.traj in -o"),
 ]
 

@@ -24,18 +24,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-    from ase.build import fcc111
-
     from ase_surftune.cli._properties import (
         calculator_spec,
         make_calculator,
         outputs,
         read_frames,
     )
+    from ase_surftune.properties.single_point import default_slab, single_point
 
     if args.structure is None:
-        images = [fcc111("Cu", (3, 3, 4), vacuum=8.0)]
+        images = [default_slab()]
         label = "Cu(111) 3x3x4 slab"
     else:
         images = read_frames(args.structure, args.index)
@@ -43,19 +41,12 @@ def run(args: argparse.Namespace) -> int:
     out = outputs(args, args.structure, default_stem="cu111").json("single_point")
     spec = calculator_spec(args)
     calc = make_calculator(args)
-    results = []
-    for i, atoms in enumerate(images):
-        atoms.calc = calc
-        e = atoms.get_potential_energy()
-        f = atoms.get_forces()
-        row = {"index": i, "formula": atoms.get_chemical_formula(), "n_atoms": len(atoms),
-               "energy_eV": e, "energy_per_atom_eV": e / len(atoms),
-               "fmax_eV_per_A": float(np.linalg.norm(f, axis=1).max()), "forces_eV_per_A": f}
-        if args.stress:
-            row["stress_eV_per_A3"] = atoms.get_stress()
-        results.append(row)
-        print(f"{label} [{i}] {row['formula']}: E = {e:.6f} eV "
-              f"({e / len(atoms):.6f} eV/atom), max |F| = {row['fmax_eV_per_A']:.4f} eV/Å")
+    results = single_point(images, calc, stress=args.stress)
+    for row in results:
+        e = row["energy_eV"]
+        print(f"{label} [{row['index']}] {row['formula']}: E = {e:.6f} eV "
+              f"({row['energy_per_atom_eV']:.6f} eV/atom), max |F| = "
+              f"{row['fmax_eV_per_A']:.4f} eV/Å")
     head = getattr(calc, "head", None)
     write_json({"model": spec, "head": head, "structures": results}, out)
     print(f"wrote {out}")

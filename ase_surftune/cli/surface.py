@@ -4,25 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-OPTIONS = [
-    ("miller_indices", "append", "facet: 111, 1,1,1, (1-10), -110, Cu111, or Miller-Bravais "
-                                 "0001, 10-10, 11-20 (repeatable; default 111)"),
-    ("min_slab_size", float, "minimum slab thickness, Å (default 10)"),
-    ("min_layers", int, "minimum number of atomic layers (default 4; fewer warns)"),
-    ("min_vacuum_size", float, "minimum vacuum, Å (default 15)"),
-    ("relax_bulk", "bool", "relax the bulk cell and positions first (default on)"),
-    ("relax_slabs", "bool", "relax slab positions (default on)"),
-    ("fix_bottom_layers", int, "fix this many bottom layers (default 0: both sides free)"),
-    ("fmax", float, "force threshold, eV/Å (default 0.05)"),
-    ("steps", int, "maximum optimizer steps (default 500)"),
-    ("optimizer", str, "FIRE, BFGS or LBFGS"),
-    ("symmetric_only", "bool", "only symmetric terminations (default on)"),
-    ("converge_thickness", "bool", "add planes until γ converges"),
-    ("thickness_tol", float, "γ tolerance for thickness convergence, J/m² (default 0.01)"),
-    ("max_extra_layers", int, "at most this many added planes (default 8)"),
-    ("wulff", "bool", "Wulff shape and area-weighted γ"),
-    ("max_atoms", int, "refuse facets estimated above this many atoms (default 400)"),
-]
+from ase_surftune.cli._options import option_specs
+from ase_surftune.properties.settings import SurfaceSettings
+
+#: generated from the settings model: names, types, defaults and units in one place
+OPTIONS = option_specs(SurfaceSettings, exclude=("recommended_layers",))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,21 +19,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ase_surftune.cli._common import load_yaml, write_json
-    from ase_surftune.cli._properties import (
-        make_calculator,
-        merge_options,
-        outputs,
-        read_structure,
-        write_structures,
-    )
+    from ase_surftune.cli._common import write_json
+    from ase_surftune.cli._properties import command_inputs, write_structures
     from ase_surftune.properties import surface_energies
     from ase_surftune.properties.surface import facet_key
 
-    opts = merge_options(args, load_yaml(args.config), [o[0] for o in OPTIONS], "surface")
-    bulk = read_structure(args.structure, args.index)
-    out = outputs(args, args.structure)
-    calc = make_calculator(args)
+    opts, bulk, out, calc = command_inputs(args, OPTIONS, "surface")
     res = surface_energies(bulk, calc, plot_dir=out.folder, plot_name=out.prefix, **opts)
     data = res.to_dict()
     slabs = []

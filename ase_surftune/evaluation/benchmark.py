@@ -45,23 +45,22 @@ import hashlib
 import json
 import logging
 import math
-import statistics
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from ase_surftune.core.errors import ConfigError, DataError
 from ase_surftune.core.io import (
     atomic_write_json,
-    atomic_write_text,
     clean_orphan_temps,
     exclusive_lock,
 )
+from ase_surftune.evaluation.benchmark_report import BenchmarkReport
 from ase_surftune.evaluation.compare import (
+    EOSSettings,
     LatticeSettings,
     NEBSettings,
     PhononSettings,
@@ -70,12 +69,12 @@ from ase_surftune.evaluation.compare import (
     load_settings,
 )
 from ase_surftune.evaluation.reference_sets import (
-    PROPERTY_LABELS,
     ReferenceEntry,
     ReferenceSet,
     facet_key,
     load_reference_set,
 )
+from ase_surftune.properties.settings import VacancyFormationSettings
 
 __all__ = ["BenchmarkConfig", "BenchmarkReport", "benchmark", "load_benchmark_config"]
 
@@ -86,18 +85,14 @@ _CUBIC = ("fcc", "bcc", "sc", "diamond", "zincblende", "rocksalt", "cesiumchlori
           "fluorite")
 
 
-class EOSSettings(_Strict):
-    npoints: int = Field(7, ge=5)
-    eps: float = Field(0.04, gt=0, lt=0.3)
-    eos: str = "birchmurnaghan"
+class VacancySettings(VacancyFormationSettings):
+    """:class:`~ase_surftune.properties.settings.VacancyFormationSettings` with a tighter
+    relaxation: E_vac is a small difference of large energies, and fmax 0.05 eV/Å leaves
+    about 0.5 % in it."""
 
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-class VacancySettings(_Strict):
-    supercell: tuple[int, int, int] = (2, 2, 2)
-    relax: bool = True
-    #: eV/Å; E_vac is a small difference of large energies: 0.05 leaves ~0.5 % in it
-    fmax: float = Field(0.01, gt=0)
-    steps: int = Field(200, ge=1)
+    fmax: float = Field(0.01, gt=0, description="force threshold (eV/Å)")
 
 
 class BenchmarkConfig(_Strict):
@@ -208,17 +203,8 @@ def _calculator(model: Any, device: str) -> Any:
 
 def _measure(task: dict[str, Any]) -> dict[str, Any]:
     """Run one task; returns ``{"value", "converged", "details"}``."""
-    from ase_surftune.properties import (
-        frequency_softening_ratio,
-        relax,
-        surface_energies,
-        vacancy_migration,
-    )
-    from ase_surftune.properties.bulk import (
-        conventional_lattice,
-        equation_of_state,
-        vacancy_formation,
-    )
+    from ase_surftune.properties import frequency_softening_ratio, get_property, relax
+    from ase_surftune.properties.bulk import conventional_lattice
     from ase_surftune.properties.relax import NotConvergedWarning
 
     calc = _calculator(task["model"], task["device"])
@@ -247,37 +233,29 @@ def _measure(task: dict[str, Any]) -> dict[str, Any]:
                     "details": {"ratio_std": res.ratio_std, "n_modes": res.n_modes,
                                 "mesh": res.mesh, "min_frequency_model":
                                     res.min_frequency_model}}
-        bulk = _atoms(task["relaxed"])
-        if kind == "gamma":
-            facet = tuple(task["facet"])
-            res = surface_energies(bulk, calc, [facet], min_slab_size=s["min_slab_size"],
-                                   min_vacuum_size=s["min_vacuum_size"], relax_bulk=False,
-                                   relax_slabs=s["relax"], fmax=s["fmax"], steps=s["steps"])
-            ents = [e for e in res.entries if tuple(e.miller) == facet]
-            return {"value": res.gamma[",".join(map(str, facet))],
-                    "converged": all(e.result.relax_converged is not False for e in ents),
-                    "details": {"n_atoms": [e.result.n_atoms for e in ents],
-                                "gamma_unrelaxed": min(e.result.gamma_unrelaxed
-                                                       for e in ents)}}
-        if kind == "barrier_vacancy":
-            res = vacancy_migration(bulk, calc, supercell=s["supercell"], relax_bulk=False,
-                                    n_images=s["n_images"], fmax=s["fmax"], steps=s["steps"],
-                                    climb=s["climb"], relax_endpoints=s["relax_endpoints"])
-            return {"value": res.barrier_forward,
-                    "converged": bool(res.converged and res.endpoints_converged is not False),
-                    "details": {"energies": res.energies, "steps": res.steps,
-                                "barrier_fit": res.barrier_fit}}
-        if kind == "vacancy_formation":
-            res = vacancy_formation(bulk, calc, supercell=s["supercell"], relax=s["relax"],
-                                    fmax=s["fmax"], steps=s["steps"])
-            return {"value": res.formation_energy, "converged": res.converged is not False,
-                    "details": {"n_atoms": res.n_atoms}}
-        if kind == "bulk_modulus":
-            res = equation_of_state(bulk, calc, npoints=s["npoints"], eps=s["eps"],
-                                    eos=s["eos"])
-            return {"value": res.bulk_modulus, "converged": True,
-                    "details": {"v0": res.v0, "a_eos": res.a}}
-    raise ConfigError(f"unknown benchmark task kind {kind!r}")
+        if kind not in _ROW_PROPERTIES:
+            raise ConfigError(f"unknown benchmark task kind {kind!r}")
+        prop, extra, key = _row_property(kind, task)
+        pc = get_property(prop)(s, **extra)
+        row = next(v for v in pc.table(pc.run(_atoms(task["relaxed"]), calc)) if v.key == key)
+        return {"value": row.value, "converged": row.converged, "details": row.details}
+
+
+#: benchmark row kind -> the registered property that measures it
+_ROW_PROPERTIES = {"gamma": "surface", "barrier_vacancy": "neb",
+                   "vacancy_formation": "vacancy_formation", "bulk_modulus": "eos"}
+
+
+def _row_property(kind: str, task: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
+    """(registered property, settings overrides, table key) of one benchmark row."""
+    if kind == "gamma":
+        facet = tuple(task["facet"])
+        return "surface", {"miller_indices": [facet], "relax_bulk": False}, \
+            "gamma_" + "".join(map(str, facet))
+    if kind == "barrier_vacancy":
+        return "neb", {"migrations": ["vacancy"]}, "barrier_vacancy"
+    return _ROW_PROPERTIES[kind], {}, kind
+
 
 
 def _run_task(task: dict[str, Any], store: str | None) -> dict[str, Any]:
@@ -328,82 +306,89 @@ def _build_spec(entries: list[ReferenceEntry]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- report
 
 
-@dataclass
-class BenchmarkReport:
-    """One row per (model, reference row): reference, value and ratio = value/reference."""
-
-    reference: str
-    models: list[str]
-    rows: list[dict[str, Any]]
-    config: dict[str, Any] = field(default_factory=dict)
-    reused: int = 0
-    computed: int = 0
-
-    def failures(self) -> list[dict[str, Any]]:
-        return [r for r in self.rows if r.get("error")]
-
-    def summary(self) -> list[dict[str, Any]]:
-        """Median and spread (min, max) of the finite ratios per model and property."""
-        out = []
-        for m in self.models:
-            for prop in dict.fromkeys(r["property"] for r in self.rows):
-                rs = [r["ratio"] for r in self.rows if r["model"] == m and r["property"] == prop
-                      and r["ratio"] is not None and math.isfinite(r["ratio"])]
-                n_rows = sum(1 for r in self.rows if r["model"] == m and r["property"] == prop)
-                out.append({"model": m, "property": prop,
-                            "label": PROPERTY_LABELS.get(prop, prop), "n": len(rs),
-                            "n_rows": n_rows,
-                            "median": statistics.median(rs) if rs else None,
-                            "min": min(rs) if rs else None, "max": max(rs) if rs else None})
-        return out
-
-    def to_markdown(self) -> str:
-        from ase_surftune.evaluation.tables import fmt
-
-        head = ["model", "system", "property", "unit", "reference", "value", "ratio"]
-        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-        for r in self.rows:
-            val = fmt(r["value"]) if r["value"] is not None else "n/a"
-            if r.get("error"):
-                val = "failed"
-            elif r.get("converged") is False:
-                val += " (nc)"
-            lines.append("| " + " | ".join([
-                r["model"], r["system"], r["label"], r["unit"] or "–",
-                fmt(r["reference"]) if r["reference"] is not None else "n/a", val,
-                fmt(r["ratio"], 3) if r["ratio"] is not None else "n/a"]) + " |")
-        lines += ["", "| model | property | n | median ratio | min | max |",
-                  "|---|---|---|---|---|---|"]
-        for s in self.summary():
-            lines.append(f"| {s['model']} | {s['label']} | {s['n']}/{s['n_rows']} | "
-                         f"{fmt(s['median'], 3) if s['median'] is not None else 'n/a'} | "
-                         f"{fmt(s['min'], 3) if s['min'] is not None else 'n/a'} | "
-                         f"{fmt(s['max'], 3) if s['max'] is not None else 'n/a'} |")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"reference": self.reference, "models": self.models, "rows": self.rows,
-                "summary": self.summary(), "config": self.config,
-                "tasks": {"reused": self.reused, "computed": self.computed}}
-
-    def write(self, output_dir: str | Path, *, plot: bool = True) -> dict[str, Path]:
-        """``benchmark.json``/``.csv``/``.md`` and ``benchmark.png`` in ``output_dir``."""
-        from ase_surftune.evaluation.tables import write_csv, write_json
-
-        out = Path(output_dir)
-        cols = ["model", "system", "property", "facet", "key", "unit", "reference", "value",
-                "ratio", "converged", "source", "error"]
-        paths = {"json": write_json(self.to_dict(), out / "benchmark.json"),
-                 "csv": write_csv(self.rows, out / "benchmark.csv", columns=cols),
-                 "markdown": atomic_write_text(out / "benchmark.md", self.to_markdown() + "\n")}
-        if plot and any(r["ratio"] is not None for r in self.rows):
-            from ase_surftune.evaluation.plots import plot_benchmark
-
-            paths["figure"] = plot_benchmark(self, out / "benchmark.png")
-        return paths
-
-
 # --------------------------------------------------------------------------- sweep
+
+#: benchmark row kind -> the config section of its settings
+_KIND_SETTINGS = {"gamma": "surface", "barrier_vacancy": "neb", "vacancy_formation": "vacancy",
+                  "bulk_modulus": "eos", "phonons": "phonons"}
+
+
+class _Sweep:
+    """Tasks of one sweep: fingerprinted names, and results reused from ``store`` or
+    computed through :func:`~ase_surftune.core.parallel.map_tasks` and stored."""
+
+    def __init__(self, store: Path, executor: Any, progress: bool, device: str,
+                 specs: dict[str, dict[str, Any]]) -> None:
+        self.store, self.executor, self.progress = store, executor, progress
+        self.device, self.specs = device, specs
+        self.counts = {"reused": 0, "computed": 0}
+
+    def run(self, tasks: list[dict[str, Any]], desc: str) -> dict[str, dict[str, Any]]:
+        from ase_surftune.core.parallel import map_tasks
+
+        results: dict[str, dict[str, Any]] = {}
+        todo = []
+        for t in tasks:
+            done = _load_done(self.store, t["name"], t["fingerprint"])
+            if done is not None:
+                results[t["name"]] = done
+                self.counts["reused"] += 1
+            else:
+                todo.append(t)
+        if not todo:
+            return results
+        runs = map_tasks(_run_task, [(t, str(self.store)) for t in todo], self.executor,
+                         labels=[t["name"] for t in todo], progress=self.progress, desc=desc)
+        for t, r in zip(todo, runs):
+            self.counts["computed"] += 1
+            if r.ok:
+                results[t["name"]] = r.value
+                if not (self.store / t["name"]).is_file():  # worker could not write
+                    atomic_write_json(self.store / t["name"], _jsonable(r.value))
+            else:
+                log.error("%s failed: %s", t["name"], r.error)
+                results[t["name"]] = {"error": r.error}
+        return results
+
+    def task(self, kind: str, model: Any, label: str, system: str, settings: dict[str, Any],
+             key: str, **extra: Any) -> dict[str, Any]:
+        # files by content: an edited structure or FORCE_SETS under the same name
+        # must not reuse results measured on the old one
+        build = self.specs[system]
+        files = [build["structure"], extra.get("path")]
+        ident = {"kind": kind, "model": label, "system": system, "settings": settings,
+                 "build": build, "files": [_file_digest(f) for f in files],
+                 **{k: v for k, v in extra.items() if k != "relaxed"}}
+        fp = _fingerprint(ident)
+        name = f"{_safe(label)}__{_safe(system)}__{_safe(key)}-{fp}.json"
+        return {"kind": kind, "model": model, "device": self.device, "system": system,
+                "settings": settings, "build": build, "fingerprint": fp, "name": name,
+                **extra}
+
+
+def _table_row(label: str, e: ReferenceEntry, bulk: dict[str, Any] | None,
+               result: dict[str, Any] | None) -> dict[str, Any]:
+    """One table row: the reference entry, the model's value (from its bulk task for
+    lattice rows and failed bulks, else from its row task) and value/reference."""
+    row = {"model": label, "system": e.system, "property": e.property,
+           "facet": None if e.facet is None else facet_key(e.facet), "key": e.key,
+           "label": e.label, "unit": e.unit, "reference": e.value, "value": None,
+           "ratio": None, "converged": None, "source": e.source, "error": None}
+    if result is None:  # from the bulk task
+        if "error" in bulk:
+            row["error"] = f"bulk relaxation failed: {bulk['error']}"
+        else:
+            row["value"] = bulk["details"][e.property]
+            row["converged"] = bulk["converged"]
+    elif "error" in result:
+        row["error"] = result["error"]
+    else:
+        row["value"], row["converged"] = result["value"], result["converged"]
+        if "ratio" in result:
+            row["ratio"] = result["ratio"]
+    if row["ratio"] is None and row["value"] is not None and e.value:
+        row["ratio"] = row["value"] / e.value
+    return row
 
 
 def benchmark(reference: str | Path | ReferenceSet, models: Sequence[Any] | str,
@@ -431,7 +416,7 @@ def benchmark(reference: str | Path | ReferenceSet, models: Sequence[Any] | str,
         ConfigError: bad reference or settings (before anything is computed);
         LockedError: another sweep writes to ``output_dir``.
     """
-    from ase_surftune.core.parallel import check_executor, map_tasks
+    from ase_surftune.core.parallel import check_executor
     from ase_surftune.evaluation._spec import spec_label
 
     refs = load_reference_set(reference, system=system)
@@ -453,108 +438,40 @@ def benchmark(reference: str | Path | ReferenceSet, models: Sequence[Any] | str,
         store.mkdir(parents=True, exist_ok=True)
         clean_orphan_temps(store)
         clean_orphan_temps(out)
-        counts = {"reused": 0, "computed": 0}
-
-        def run(tasks: list[dict[str, Any]], desc: str) -> dict[str, dict[str, Any]]:
-            results: dict[str, dict[str, Any]] = {}
-            todo = []
-            for t in tasks:
-                done = _load_done(store, t["name"], t["fingerprint"])
-                if done is not None:
-                    results[t["name"]] = done
-                    counts["reused"] += 1
-                else:
-                    todo.append(t)
-            if todo:
-                runs = map_tasks(_run_task, [(t, str(store)) for t in todo], executor,
-                                 labels=[t["name"] for t in todo], progress=progress,
-                                 desc=desc)
-                for t, r in zip(todo, runs):
-                    counts["computed"] += 1
-                    if r.ok:
-                        results[t["name"]] = r.value
-                        if not (store / t["name"]).is_file():  # worker could not write
-                            atomic_write_json(store / t["name"], _jsonable(r.value))
-                    else:
-                        log.error("%s failed: %s", t["name"], r.error)
-                        results[t["name"]] = {"error": r.error}
-            return results
-
-        def task(kind: str, model: Any, label: str, system: str, settings: dict[str, Any],
-                 key: str, **extra: Any) -> dict[str, Any]:
-            # files by content: an edited structure or FORCE_SETS under the same name
-            # must not reuse results measured on the old one
-            files = [specs[system]["structure"], extra.get("path")]
-            ident = {"kind": kind, "model": label, "system": system, "settings": settings,
-                     "build": specs[system], "files": [_file_digest(f) for f in files],
-                     **{k: v for k, v in extra.items() if k != "relaxed"}}
-            fp = _fingerprint(ident)
-            name = f"{_safe(label)}__{_safe(system)}__{_safe(key)}-{fp}.json"
-            return {"kind": kind, "model": model, "device": device, "system": system,
-                    "settings": settings, "build": specs[system], "fingerprint": fp,
-                    "name": name, **extra}
-
+        sweep = _Sweep(store, executor, progress, device, specs)
         # stage 1: each model's relaxed bulk of each system that needs one
         need_bulk = [s for s in refs.systems()
                      if any(e.property != "phonons" for e in refs.for_system(s))]
-        bulk_tasks = {(lab, s): task("bulk", m, lab, s, sett["lattice"], "bulk")
+        bulk_tasks = {(lab, s): sweep.task("bulk", m, lab, s, sett["lattice"], "bulk")
                       for m, lab in zip(models, labels) for s in need_bulk}
-        bulks = run(list(bulk_tasks.values()), "relax bulks")
+        bulks = sweep.run(list(bulk_tasks.values()), "relax bulks")
         # stage 2: the rows
-        kind_settings = {"gamma": "surface", "barrier_vacancy": "neb",
-                         "vacancy_formation": "vacancy", "bulk_modulus": "eos",
-                         "phonons": "phonons"}
         row_tasks: list[dict[str, Any]] = []
         plan: list[tuple[str, ReferenceEntry, str | None, str | None]] = []
         for m, lab in zip(models, labels):
             for e in refs.entries:
-                if e.property in ("lattice_a", "lattice_c"):
-                    bt = bulk_tasks[(lab, e.system)]
+                bt = bulk_tasks.get((lab, e.system))
+                if e.property in ("lattice_a", "lattice_c") or (
+                        e.property != "phonons" and "error" in bulks[bt["name"]]):
                     plan.append((lab, e, bt["name"], None))
                     continue
                 extra: dict[str, Any] = {}
                 if e.property == "phonons":
                     extra["path"] = e.path
                 else:
-                    bt = bulk_tasks[(lab, e.system)]
-                    b = bulks[bt["name"]]
-                    if "error" in b:
-                        plan.append((lab, e, bt["name"], None))
-                        continue
-                    extra.update(relaxed=b["details"]["atoms"], bulk_fp=bt["fingerprint"])
+                    extra.update(relaxed=bulks[bt["name"]]["details"]["atoms"],
+                                 bulk_fp=bt["fingerprint"])
                 if e.facet is not None:
                     extra["facet"] = list(e.facet)
-                t = task(e.property, m, lab, e.system, sett[kind_settings[e.property]],
-                         e.key, **extra)
+                t = sweep.task(e.property, m, lab, e.system,
+                               sett[_KIND_SETTINGS[e.property]], e.key, **extra)
                 row_tasks.append(t)
                 plan.append((lab, e, None, t["name"]))
-        done = run(row_tasks, "benchmark rows")
-        rows = []
-        for lab, e, bulk_name, row_name in plan:
-            row = {"model": lab, "system": e.system, "property": e.property,
-                   "facet": None if e.facet is None else facet_key(e.facet), "key": e.key,
-                   "label": e.label, "unit": e.unit, "reference": e.value, "value": None,
-                   "ratio": None, "converged": None, "source": e.source, "error": None}
-            if row_name is None:  # from the bulk task
-                b = bulks[bulk_name]
-                if "error" in b:
-                    row["error"] = f"bulk relaxation failed: {b['error']}"
-                else:
-                    row["value"] = b["details"][e.property]
-                    row["converged"] = b["converged"]
-            else:
-                r = done[row_name]
-                if "error" in r:
-                    row["error"] = r["error"]
-                else:
-                    row["value"], row["converged"] = r["value"], r["converged"]
-                    if "ratio" in r:
-                        row["ratio"] = r["ratio"]
-            if row["ratio"] is None and row["value"] is not None and e.value:
-                row["ratio"] = row["value"] / e.value
-            rows.append(row)
+        done = sweep.run(row_tasks, "benchmark rows")
+        rows = [_table_row(lab, e, bulks.get(bn) if bn else None, done.get(rn) if rn else None)
+                for lab, e, bn, rn in plan]
         report = BenchmarkReport(reference=refs.origin, models=labels, rows=rows,
-                                 config=sett, reused=counts["reused"],
-                                 computed=counts["computed"])
+                                 config=sett, reused=sweep.counts["reused"],
+                                 computed=sweep.counts["computed"])
         report.write(out, plot=plot)
     return report

@@ -21,19 +21,18 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ase_surftune.core.config import StrictModel, validate_model
 from ase_surftune.core.errors import ConfigError
-from ase_surftune.core.io import atomic_write_text
-from ase_surftune.properties.settings import SURFACE
+from ase_surftune.evaluation.compare_report import ComparisonReport, _safe
+from ase_surftune.evaluation.measured import MeasuredProperties
+from ase_surftune.properties import settings
 
 __all__ = ["CompareConfig", "MeasuredProperties", "ComparisonReport", "measure_properties",
            "compare", "load_compare_config", "PROPERTY_NAMES", "MIGRATIONS"]
@@ -41,66 +40,92 @@ __all__ = ["CompareConfig", "MeasuredProperties", "ComparisonReport", "measure_p
 log = logging.getLogger(__name__)
 
 PROPERTY_NAMES = ("lattice", "surface", "neb", "phonons")
+
+
+def comparable_properties() -> list[str]:
+    """The registered properties measured on a relaxed bulk (``on_bulk``): what
+    ``properties`` may name. A property registered later is accepted too; its settings
+    are its own defaults unless :class:`CompareConfig` has a section of that name."""
+    from ase_surftune.properties import available_properties, get_property
+
+    return [p for p in available_properties() if get_property(p).on_bulk]
 MIGRATIONS = ("vacancy", "adatom-100")
 
 
-class _Strict(BaseModel):
+#: compare's sections are the property settings (:mod:`ase_surftune.properties.settings`),
+#: mutable inside a config; the subclasses below change only the defaults they name.
+_SECTION = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
+
+
+class _Strict(StrictModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 _M = TypeVar("_M", bound=BaseModel)
 
 
-class LatticeSettings(_Strict):
+class LatticeSettings(settings.LatticeSettings):
     """Bulk relaxation (cell + positions), used by every other property."""
 
-    fmax: float = Field(0.01, gt=0)
-    steps: int = Field(300, ge=1)
-    optimizer: Literal["FIRE", "BFGS", "LBFGS"] = "BFGS"
+    model_config = _SECTION
 
 
-class SurfaceSettings(_Strict):
-    """Slab settings; geometry defaults come from :data:`ase_surftune.properties.settings.SURFACE`
-    (the same as ``surface_energies`` and ``surftune surface``)."""
+class SurfaceSettings(settings.SurfaceSettings):
+    """Slab settings: :class:`ase_surftune.properties.settings.SurfaceSettings` (the same
+    as ``surface_energies`` and ``surftune surface``) with compare's facets (``miller``,
+    also read as ``miller_indices``) and ``relax`` (= ``relax_slabs``). The bulk is the
+    ``lattice`` property's relaxed bulk, so it is not relaxed again (``relax_bulk`` off)."""
 
-    miller: list[tuple[int, int, int]] = [(1, 1, 1), (1, 0, 0)]
-    min_slab_size: float = Field(SURFACE.min_slab_size, gt=0)
-    min_vacuum_size: float = Field(SURFACE.min_vacuum_size, ge=3.0)
-    min_layers: int = Field(SURFACE.min_layers, ge=1)
-    relax: bool = True
-    fmax: float = Field(SURFACE.fmax, gt=0)
-    steps: int = Field(200, ge=1)
+    model_config = _SECTION
 
-    @field_validator("miller", mode="before")
+    miller_indices: list[tuple[int, int, int]] = Field(
+        [(1, 1, 1), (1, 0, 0)], description="facets tabulated by compare")
+    relax_bulk: bool = Field(False, description="relax the bulk again (compare measures "
+                             "on the lattice property's relaxed bulk)")
+
+    @model_validator(mode="before")
     @classmethod
-    def _parse(cls, v: Any) -> Any:
-        from ase_surftune.properties.surface import parse_facets
+    def _compare_names(cls, data: Any) -> Any:
+        """compare's YAML names ``miller`` and ``relax`` win over the field names (a
+        dumped config holds both after an override)."""
+        if isinstance(data, dict):
+            data = dict(data)
+            for alias, name in (("miller", "miller_indices"), ("relax", "relax_slabs")):
+                if alias in data:
+                    data[name] = data.pop(alias)
+        return data
 
-        try:
-            return parse_facets(v)
-        except Exception as exc:  # parse_facets raises ConfigError
-            raise ValueError(str(exc)) from None
+    @property
+    def miller(self) -> list[tuple[int, int, int]]:
+        return self.miller_indices
 
-
-class NEBSettings(_Strict):
-    migrations: list[Literal["vacancy", "adatom-100"]] = ["vacancy"]
-    #: of the (relaxed, cubic) bulk cell: three ints, or a 3×3 integer matrix, e.g.
-    #: [[0,1,1],[1,0,1],[1,1,0]] for the 8-site fcc cell (2×2×2 primitive cells)
-    supercell: tuple[int, int, int] | tuple[tuple[int, int, int], tuple[int, int, int],
-                                             tuple[int, int, int]] = (2, 2, 2)
-    n_images: int = Field(3, ge=1)
-    fmax: float = Field(0.05, gt=0)
-    steps: int = Field(200, ge=1)
-    climb: bool = True
-    relax_endpoints: bool = True
-    slab_size: tuple[int, int, int] = (3, 3, 3)
+    @property
+    def relax(self) -> bool:
+        return self.relax_slabs
 
 
-class PhononSettings(_Strict):
-    supercell: tuple[int, int, int] = (2, 2, 2)
-    displacement: float = Field(0.01, gt=0)
-    mesh: tuple[int, int, int] = (8, 8, 8)
-    freq_cutoff: float = Field(0.5, gt=0)
+class NEBSettings(settings.BarrierSettings):
+    """:class:`ase_surftune.properties.settings.BarrierSettings` with a cheaper band:
+    compare runs every property for the reference and each model, so it uses 3 images
+    and 200 steps (the climbing image still finds the saddle of a symmetric hop)."""
+
+    model_config = _SECTION
+
+    n_images: int = Field(3, ge=1, description="intermediate images")
+    steps: int = Field(200, ge=1, description="maximum optimizer steps")
+
+
+class PhononSettings(settings.PhononTableSettings):
+    """:class:`ase_surftune.properties.settings.PhononTableSettings` on an 8×8×8 mesh
+    (compare's tables so far were measured on it; set ``mesh`` for another)."""
+
+    model_config = _SECTION
+
+    mesh: tuple[int, ...] = Field((8, 8, 8), description="q-mesh: 1 or 3 integers")
+
+
+class EOSSettings(settings.EOSSettings):
+    model_config = _SECTION
 
 
 class CompareConfig(_Strict):
@@ -114,11 +139,25 @@ class CompareConfig(_Strict):
     crystal: str = "fcc"
     a: float | None = Field(None, gt=0)
     bulk_file: Path | None = None
-    properties: list[Literal["lattice", "surface", "neb", "phonons"]] = list(PROPERTY_NAMES)
+    properties: list[str] = list(PROPERTY_NAMES)
     lattice: LatticeSettings = Field(default_factory=LatticeSettings)
     surface: SurfaceSettings = Field(default_factory=SurfaceSettings)
     neb: NEBSettings = Field(default_factory=NEBSettings)
     phonons: PhononSettings = Field(default_factory=PhononSettings)
+    eos: EOSSettings = Field(default_factory=EOSSettings)
+
+    @field_validator("properties")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        bad = [p for p in v if p not in comparable_properties()]
+        if bad:
+            raise ValueError(f"unknown properties {bad}; compare measures "
+                             f"{comparable_properties()} (the registered bulk properties)")
+        return v
+
+    def section(self, name: str) -> Any:
+        """The settings of property ``name`` (its section, else the property's defaults)."""
+        return getattr(self, name, None)
 
     def bulk(self):
         """The starting bulk structure (Atoms)."""
@@ -179,85 +218,11 @@ def load_settings(cls: type[_M], config: Any = None, what: str = "compare",
             data[top][sub] = val
         else:
             data[key] = val
-    try:
-        return cls.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}"
-                             for e in exc.errors())
-        raise ConfigError(f"Invalid {what} config: {problems}") from None
+    return validate_model(cls, data, what, "" if isinstance(config, (dict, BaseModel))
+                          or config is None else str(config))
 
 
 # --------------------------------------------------------------------------- measurement
-
-
-@dataclass
-class MeasuredProperties:
-    """Property values of one calculator, keyed e.g. ``lattice_a``, ``gamma_1,1,1``.
-
-    Attributes:
-        calculator: spec or label of the calculator.
-        values: property key → value (units in ``units``).
-        units, labels: key → unit string / human-readable name.
-        converged: key → whether the underlying relaxation/NEB converged.
-        details: key → small dict of supporting data (NEB energies, all γ...).
-        timings: key → wall time in s.
-        config: the :class:`CompareConfig` (as dict) it was measured with.
-    """
-
-    calculator: str
-    values: dict[str, float] = field(default_factory=dict)
-    units: dict[str, str] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
-    converged: dict[str, bool] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
-
-    def add(self, key: str, value: float, unit: str, label: str, converged: bool = True,
-            **details: Any) -> None:
-        self.values[key] = float(value)
-        self.units[key] = unit
-        self.labels[key] = label
-        self.converged[key] = bool(converged)
-        if details:
-            self.details[key] = details
-
-    def to_dict(self) -> dict[str, Any]:
-        from ase_surftune.evaluation.tables import jsonable
-
-        return jsonable({"calculator": self.calculator, "values": self.values,
-                         "units": self.units, "labels": self.labels,
-                         "converged": self.converged, "details": self.details,
-                         "timings": self.timings, "config": self.config})
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MeasuredProperties:
-        if "values" not in d or "calculator" not in d:
-            raise ConfigError("reference results must hold 'calculator' and 'values' (the "
-                              "properties_*.json written by compare)")
-        return cls(calculator=str(d["calculator"]),
-                   values={k: (math.nan if v is None else float(v))
-                           for k, v in d["values"].items()},
-                   units=dict(d.get("units", {})), labels=dict(d.get("labels", {})),
-                   converged=dict(d.get("converged", {})), details=dict(d.get("details", {})),
-                   timings=dict(d.get("timings", {})), config=dict(d.get("config", {})))
-
-    @classmethod
-    def load(cls, path: str | Path) -> MeasuredProperties:
-        """From a ``properties_*.json`` or the ``reference`` of a ``comparison.json``."""
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"reference results file not found: {str(p)!r}")
-        d = json.loads(p.read_text())
-        if "reference" in d and isinstance(d["reference"], dict):
-            d = d["reference"]
-        return cls.from_dict(d)
-
-
-def _mesh_frequencies(ph: Any, mesh: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    ph.run_mesh(list(mesh), is_gamma_center=True)
-    md = ph.get_mesh_dict()
-    return np.asarray(md["frequencies"]), np.asarray(md["weights"], dtype=float)
 
 
 def measure_properties(calculator: Any, config: CompareConfig | dict | str | Path | None = None,
@@ -267,218 +232,44 @@ def measure_properties(calculator: Any, config: CompareConfig | dict | str | Pat
     """Measure the configured properties with one calculator (spec, pair or calculator).
 
     The same function measures the reference and every model, so differences come only
-    from the potential energy surfaces.
+    from the potential energy surfaces. The bulk is relaxed first (the ``lattice``
+    property); every other property is the registered
+    :class:`~ase_surftune.properties.protocol.PropertyCalc` of that name, run on the
+    relaxed bulk with the config's section as its settings.
     """
     import warnings
 
     from tqdm.auto import tqdm
 
     from ase_surftune.evaluation._spec import make_calculator, spec_label
-    from ase_surftune.properties import (
-        adatom_hop,
-        phonons,
-        relax,
-        surface_energies,
-        vacancy_migration,
-    )
+    from ase_surftune.properties import get_property
     from ase_surftune.properties.relax import NotConvergedWarning
 
     cfg = load_compare_config(config)
     calc = make_calculator(calculator, device=device)
     name = label or spec_label(calculator)
     out = MeasuredProperties(calculator=name, config=cfg.model_dump(mode="json"))
-    bulk0 = cfg.bulk()
     todo = ["lattice"] + [p for p in cfg.properties if p != "lattice"]
     bar = tqdm(todo, desc=f"properties [{name}]", disable=not progress, unit="prop")
-    relaxed = None
+    state: dict[str, Any] = {"structure": cfg.bulk()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotConvergedWarning)
         for prop in bar:
             bar.set_postfix_str(prop)
             t0 = time.perf_counter()
-            if prop == "lattice":
-                r = relax(bulk0, calc, relax_cell=True, fmax=cfg.lattice.fmax,
-                          steps=cfg.lattice.steps, optimizer=cfg.lattice.optimizer)
-                relaxed = r.atoms.copy()
-                relaxed.calc = None
-                a, b, c = relaxed.cell.cellpar()[:3]
-                if "lattice" in cfg.properties:
-                    out.add("lattice_a", a, "Å", "lattice a", r.converged,
-                            volume_per_atom=r.volume / len(relaxed),
-                            energy_per_atom=r.energy_per_atom)
-                    if abs(c - a) > 1e-3:
-                        out.add("lattice_c", c, "Å", "lattice c", r.converged)
-            elif prop == "surface":
-                s = cfg.surface
-                res = surface_energies(relaxed, calc, s.miller, min_slab_size=s.min_slab_size,
-                                       min_vacuum_size=s.min_vacuum_size,
-                                       min_layers=s.min_layers, relax_bulk=False,
-                                       relax_slabs=s.relax, fmax=s.fmax, steps=s.steps)
-                for m in s.miller:
-                    key = ",".join(map(str, m))
-                    ents = [e for e in res.entries if tuple(e.miller) == tuple(m)]
-                    ok = all(e.result.relax_converged is not False for e in ents)
-                    out.add(f"gamma_{''.join(map(str, m))}", res.gamma[key], "J/m²",
-                            f"γ({''.join(map(str, m))})", ok,
-                            n_atoms=[e.result.n_atoms for e in ents],
-                            gamma_unrelaxed=min(e.result.gamma_unrelaxed for e in ents))
-            elif prop == "neb":
-                n = cfg.neb
-                kw = {"n_images": n.n_images, "fmax": n.fmax, "steps": n.steps,
-                      "climb": n.climb, "relax_endpoints": n.relax_endpoints}
-                for mig in n.migrations:
-                    t1 = time.perf_counter()
-                    if mig == "vacancy":
-                        res = vacancy_migration(relaxed, calc, supercell=n.supercell,
-                                                relax_bulk=False, **kw)
-                        key, lab = "barrier_vacancy", "vacancy barrier"
-                    else:
-                        from ase.build import fcc100
-
-                        a_fcc = float(np.cbrt(4 * relaxed.get_volume() / len(relaxed)))
-                        slab = fcc100(cfg.element, size=n.slab_size, a=a_fcc, vacuum=6.0)
-                        res = adatom_hop(slab, cfg.element, calc, site="hollow",
-                                         fix_bottom_layers=1, **kw)
-                        key, lab = "barrier_adatom_100", "adatom hop (100)"
-                    out.add(key, res.barrier_forward, "eV", lab,
-                            bool(res.converged and res.endpoints_converged is not False),
-                            energies=res.energies, reaction_coordinate=res.reaction_coordinate,
-                            steps=res.steps)
-                    out.timings[key] = round(time.perf_counter() - t1, 3)
-            elif prop == "phonons":
-                p = cfg.phonons
-                plot = None if plot_dir is None else \
-                    str(Path(plot_dir) / f"phonons_{_safe(name)}.png")
-                res = phonons(relaxed, calc, supercell=p.supercell, displacement=p.displacement,
-                              mesh=p.mesh, plot=plot)
-                fr, w = _mesh_frequencies(res.phonon, p.mesh)
-                mask = np.abs(fr) > p.freq_cutoff
-                wm = np.broadcast_to(w[:, None], fr.shape) * mask
-                mean = float((fr * wm).sum() / wm.sum()) if wm.sum() else math.nan
-                out.add("phonon_mean_THz", mean, "THz", "mean phonon ω", not res.has_imaginary,
-                        min_frequency=res.min_frequency, plot=res.plot)
-                out.add("phonon_max_THz", float(fr.max()), "THz", "max phonon ω",
-                        not res.has_imaginary)
+            plot = None if plot_dir is None else \
+                str(Path(plot_dir) / f"{prop}_{_safe(name)}.png")
+            pc = get_property(prop)(cfg.section(prop), plot=plot)
+            state = pc.calc(state, calc)
+            if prop == "lattice" and "lattice" not in cfg.properties:
+                continue  # the relaxed bulk only
+            for v in pc.table(state[prop]):
+                out.add(v.key, v.value, v.unit, v.label, v.converged, **v.details)
             out.timings[prop] = round(time.perf_counter() - t0, 3)
     return out
 
 
-def _safe(name: str) -> str:
-    from ase_surftune.evaluation.errors import _safe as s
-
-    return s(name)
-
-
 # --------------------------------------------------------------------------- report
-
-
-@dataclass
-class ComparisonReport:
-    """The reference's and each model's properties, with ratios and errors."""
-
-    reference: str
-    reference_values: MeasuredProperties
-    models: list[MeasuredProperties]
-
-    @property
-    def labels(self) -> dict[str, str]:
-        out = dict(self.reference_values.labels)
-        for m in self.models:
-            for k, v in m.labels.items():
-                out.setdefault(k, v)
-        return out
-
-    def property_keys(self) -> list[str]:
-        keys = list(self.reference_values.values)
-        for m in self.models:
-            keys += [k for k in m.values if k not in keys]
-        return keys
-
-    def model_names(self) -> list[str]:
-        return [m.calculator for m in self.models]
-
-    def _model(self, name: str) -> MeasuredProperties:
-        for m in self.models:
-            if m.calculator == name:
-                return m
-        raise KeyError(f"no model {name!r}; have {self.model_names()}")
-
-    def value(self, key: str, model: str) -> float | None:
-        v = self._model(model).values.get(key)
-        return None if v is None or not math.isfinite(v) else v
-
-    def ratio(self, key: str, model: str) -> float | None:
-        """model / reference for property ``key`` (None if either is missing or ref = 0)."""
-        v, r = self.value(key, model), self.reference_values.values.get(key)
-        if v is None or r is None or not math.isfinite(r) or r == 0:
-            return None
-        return v / r
-
-    def rows(self) -> list[dict[str, Any]]:
-        """Long format: one row per (property, model)."""
-        units = {**self.reference_values.units}
-        out = []
-        for key in self.property_keys():
-            ref = self.reference_values.values.get(key)
-            for m in self.models:
-                units.update({k: u for k, u in m.units.items() if k not in units})
-                v = self.value(key, m.calculator)
-                err = None if v is None or ref is None else v - ref
-                ratio = self.ratio(key, m.calculator)
-                out.append({"property": key, "label": self.labels.get(key, key),
-                            "unit": units.get(key, ""), "reference": ref,
-                            "model": m.calculator, "value": v, "ratio": ratio, "error": err,
-                            "relative_error": None if ratio is None else ratio - 1.0,
-                            "converged": m.converged.get(key)})
-        return out
-
-    def to_markdown(self) -> str:
-        """Wide table: property | unit | reference | per model: value, ratio, error."""
-        from ase_surftune.evaluation.tables import fmt
-
-        models = self.model_names()
-        head = ["property", "unit", f"{self.reference} (ref)"]
-        for m in models:
-            head += [m, "ratio", "error"]
-        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-        units = {**self.reference_values.units}
-        for m in self.models:
-            units.update({k: u for k, u in m.units.items() if k not in units})
-        for key in self.property_keys():
-            ref = self.reference_values.values.get(key)
-            ref_ok = self.reference_values.converged.get(key, True)
-            cells = [self.labels.get(key, key), units.get(key, ""),
-                     fmt(ref) + ("" if ref_ok else " (nc)")]
-            for m in models:
-                v, r = self.value(key, m), self.ratio(key, m)
-                conv = self._model(m).converged.get(key, True)
-                cells += [fmt(v) + ("" if conv else " (nc)"), fmt(r, 3),
-                          fmt(None if v is None or ref is None else v - ref)]
-            lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"reference": self.reference_values.to_dict(),
-                "models": [m.to_dict() for m in self.models], "table": self.rows()}
-
-    def write(self, output_dir: str | Path, *, plot: bool = True) -> dict[str, Path]:
-        """``comparison.json``/``.csv``/``.md``, ``comparison.png`` and one
-        ``properties_<calculator>.json`` per calculator (reusable as reference results)."""
-        from ase_surftune.evaluation.tables import write_csv, write_json
-
-        out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {"json": write_json(self.to_dict(), out / "comparison.json"),
-                 "csv": write_csv(self.rows(), out / "comparison.csv")}
-        atomic_write_text(out / "comparison.md", self.to_markdown() + "\n")
-        paths["markdown"] = out / "comparison.md"
-        for mp in [self.reference_values, *self.models]:
-            write_json(mp.to_dict(), out / f"properties_{_safe(mp.calculator)}.json")
-        if plot:
-            from ase_surftune.evaluation.plots import plot_comparison
-
-            paths["figure"] = plot_comparison(self, out / "comparison.png")
-        return paths
 
 
 def _as_reference(reference: Any, cfg: CompareConfig, device: str, progress: bool,

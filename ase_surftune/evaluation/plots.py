@@ -4,15 +4,14 @@ ratio figure of ``compare`` and learning curves."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ase_surftune.evaluation.benchmark import BenchmarkReport
-    from ase_surftune.evaluation.compare import ComparisonReport
-    from ase_surftune.evaluation.errors import ModelEvaluation
-    from ase_surftune.evaluation.learning_curve import LearningCurveResult
+# The reports are typed ``Any`` on purpose: their modules import this one to draw, and
+# importing them back (even for type checking) would make an import cycle. Each function
+# names the report class it draws in its docstring.
+ModelEvaluation = ComparisonReport = BenchmarkReport = LearningCurveResult = Any
 
 __all__ = [
     "plot_benchmark",

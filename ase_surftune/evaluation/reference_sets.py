@@ -71,6 +71,18 @@ from pathlib import Path
 from typing import Any
 
 from ase_surftune.core.errors import ConfigError, DataError
+from ase_surftune.evaluation.units import (  # noqa: F401  (re-exported)
+    _ALIASES,
+    _DIMENSION,
+    _META_COLS,
+    _SYSTEM_COLS,
+    _UNITS,
+    PROPERTY_LABELS,
+    PROPERTY_UNITS,
+    _norm,
+    _norm_unit,
+    convert_units,
+)
 
 __all__ = [
     "PROPERTY_UNITS",
@@ -83,94 +95,12 @@ __all__ = [
     "split_system",
 ]
 
-#: canonical property → the tool's unit
-PROPERTY_UNITS: dict[str, str] = {
-    "gamma": "J/m²", "lattice_a": "Å", "lattice_c": "Å", "bulk_modulus": "GPa",
-    "vacancy_formation": "eV", "barrier_vacancy": "eV", "phonons": "",
-}
-#: human-readable names (tables and figures)
-PROPERTY_LABELS: dict[str, str] = {
-    "gamma": "γ", "lattice_a": "a", "lattice_c": "c", "bulk_modulus": "B",
-    "vacancy_formation": "E_vac", "barrier_vacancy": "E_m (vacancy)", "phonons": "ω/ω_ref",
-}
-
-_ALIASES: dict[str, str] = {}
-for _canon, _names in {
-    "gamma": ("gamma", "γ", "surfaceenergy", "esurf", "surfenergy", "gammasurf"),
-    "lattice_a": ("latticea", "a", "a0", "latticeconstant", "latticeparameter", "alat"),
-    "lattice_c": ("latticec", "c", "c0"),
-    "bulk_modulus": ("bulkmodulus", "b", "b0", "bmod"),
-    "vacancy_formation": ("vacancyformation", "vacancyformationenergy", "evac", "ef", "efvac",
-                          "evf", "formationenergy"),
-    "barrier_vacancy": ("barriervacancy", "barrier", "vacancybarrier", "vacancymigration",
-                        "migrationbarrier", "vacancymigrationbarrier", "em", "ea", "emig",
-                        "evm"),
-    "phonons": ("phonons", "phonon", "phonopy", "phonondata", "forcesets"),
-}.items():
-    for _n in _names:
-        _ALIASES[_n] = _canon
-
-_SYSTEM_COLS = ("system", "element", "formula", "material", "name")
-_META_COLS = {"cell": ("cell", "celltype", "crystal", "crystalstructure", "structuretype",
-                       "lattice", "prototype"),
-              "facet": ("facet", "miller", "surface", "hkl"),
-              "source": ("source", "reference", "ref", "citation", "doi"),
-              "structure": ("structure", "structurepath", "structurefile", "file"),
-              "units": ("units", "unit")}
-
-# unit → (dimension, factor to the tool's unit of that dimension)
-_UNITS: dict[str, tuple[str, float]] = {
-    "j/m2": ("energy_area", 1.0), "jm-2": ("energy_area", 1.0),
-    "mev/a2": ("energy_area", 0.016021766208), "ev/a2": ("energy_area", 16.021766208),
-    "erg/cm2": ("energy_area", 1e-3), "mj/m2": ("energy_area", 1e-3),
-    "ev": ("energy", 1.0), "mev": ("energy", 1e-3), "kj/mol": ("energy", 0.010364269574),
-    "kcal/mol": ("energy", 0.043364104), "ry": ("energy", 13.605693123),
-    "ha": ("energy", 27.211386246),
-    "a": ("length", 1.0), "nm": ("length", 10.0), "pm": ("length", 0.01),
-    "bohr": ("length", 0.529177210903),
-    "gpa": ("pressure", 1.0), "kbar": ("pressure", 0.1), "mbar": ("pressure", 100.0),
-    "mpa": ("pressure", 1e-3), "ev/a3": ("pressure", 160.21766208),
-}
-_DIMENSION = {"gamma": "energy_area", "lattice_a": "length", "lattice_c": "length",
-              "bulk_modulus": "pressure", "vacancy_formation": "energy",
-              "barrier_vacancy": "energy"}
-
-
-def _norm(name: str) -> str:
-    return re.sub(r"[\s_\-]", "", str(name)).lower()
-
-
-def _norm_unit(unit: str) -> str:
-    u = str(unit).strip().lower().replace(" ", "").replace("²", "2").replace("³", "3")
-    u = u.replace("^", "").replace("**", "").replace("angstrom", "a").replace("å", "a")
-    u = u.replace("ang", "a").replace("jm^-2", "jm-2").replace("j/m^2", "j/m2")
-    return u
-
-
-def convert_units(value: float, unit: str | None, prop: str) -> float:
-    """``value`` in ``unit`` → the tool's unit of ``prop`` (J/m², eV, Å, GPa).
-
-    Raises:
-        ConfigError: an unknown unit, or one of another dimension (eV for γ...).
-    """
-    if prop not in _DIMENSION or unit is None or str(unit).strip() == "":
-        return float(value)
-    u = _norm_unit(unit)
-    if u not in _UNITS:
-        raise ConfigError(f"unknown unit {unit!r} for {prop}; use one of "
-                          f"{sorted(k for k, (d, _) in _UNITS.items() if d == _DIMENSION[prop])}")
-    dim, factor = _UNITS[u]
-    if dim != _DIMENSION[prop]:
-        raise ConfigError(f"unit {unit!r} is not a unit of {prop} (expected "
-                          f"{PROPERTY_UNITS[prop]})")
-    return float(value) * factor
-
 
 def parse_facet(value: Any) -> tuple[int, int, int]:
     """A facet as a Miller index: the package's one facet parser
-    (:func:`ase_surftune.properties.surface.parse_facet`: ``111``, ``(1-10)``, ``1,1,0``,
+    (:func:`ase_surftune.properties.facets.parse_facet`: ``111``, ``(1-10)``, ``1,1,0``,
     ``-110``, ``Cu111`` and hcp Miller–Bravais ``0001``/``10-10``/``11-20``)."""
-    from ase_surftune.properties.surface import parse_facet as _parse
+    from ase_surftune.properties.facets import parse_facet as _parse
 
     return _parse(value)
 
@@ -251,7 +181,7 @@ class ReferenceSet:
     def to_measured(self, system: str, label: str | None = None):
         """The entries of ``system`` as compare's :class:`MeasuredProperties`
         (phonon data paths are left out: compare measures its own phonons)."""
-        from ase_surftune.evaluation.compare import MeasuredProperties
+        from ase_surftune.evaluation.measured import MeasuredProperties
 
         ents = [e for e in self.for_system(system) if e.value is not None]
         if not ents:

@@ -9,10 +9,16 @@ Each workflow returns a dataclass with ``to_dict()``/``to_json(path)``:
 * :func:`phonons` → :class:`PhononResult`; :func:`frequency_softening_ratio`;
   phonopy files: :func:`load_phonopy`, :func:`phonons_from_phonopy`
 * :func:`run_md` → :class:`MDResult`
+
+The same workflows as :class:`~ase_surftune.properties.protocol.PropertyCalc` classes,
+by name: :func:`get_property`, :func:`available_properties` (``compare`` and
+``benchmark`` loop over this registry); their defaults live in
+:mod:`ase_surftune.properties.settings`.
 """
 
 from __future__ import annotations
 
+from ase_surftune.properties import calcs  # noqa: F401  (registers the built-in properties)
 from ase_surftune.properties._base import ForceCallCounter, PropertyResult
 from ase_surftune.properties.md import ENSEMBLES, MDResult, run_md
 from ase_surftune.properties.neb import NEBResult, adatom_hop, neb_barrier, vacancy_migration
@@ -28,6 +34,8 @@ from ase_surftune.properties.phonons import (
     phonons_from_phonopy,
     produce_force_constants,
 )
+from ase_surftune.properties.protocol import PropertyCalc, PropertyValue
+from ase_surftune.properties.registry import available_properties, get_property, register
 from ase_surftune.properties.relax import (
     NotConvergedWarning,
     RelaxationComparison,
@@ -59,3 +67,6 @@ __all__ = [
 # phonopy data as phonopy users hold them (issue 14)
 __all__ += ["SupercellSizeWarning", "check_supercell_size", "load_phonopy",
             "phonons_from_phonopy", "produce_force_constants"]
+# one protocol, a registry (issue 15)
+__all__ += ["PropertyCalc", "PropertyValue", "available_properties", "get_property",
+            "register"]

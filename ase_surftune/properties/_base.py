@@ -202,17 +202,31 @@ def attach_calc(atoms: Atoms, calc: BaseCalculator) -> Atoms:
 
 
 def layer_indices(atoms: Atoms, tol: float = 0.3, axis: int = 2) -> list[list[int]]:
-    """Group atoms into layers along the cartesian ``axis`` (Å tolerance), bottom first."""
-    z = atoms.get_positions()[:, axis]
-    order = np.argsort(z)
+    """Atom indices grouped in layers along the surface normal, bottom first (tol in Å).
+
+    The normal is that of the plane of the two cell vectors other than ``axis`` (the
+    cartesian ``axis`` when those vectors are missing), so a tilted slab cell from
+    pymatgen and an ``ase.build`` slab are layered alike. The one layer finder of the
+    package (surfaces, adatom hops).
+    """
+    cell = np.asarray(atoms.get_cell())
+    a, b = (cell[i] for i in range(3) if i != axis)
+    normal = np.cross(a, b)
+    if np.linalg.norm(normal) < 1e-8:
+        normal = np.eye(3)[axis]
+    normal = normal / np.linalg.norm(normal)
+    if np.dot(cell[axis], normal) < 0:
+        normal = -normal
+    h = atoms.get_positions() @ normal
+    order = np.argsort(h, kind="stable")
     layers: list[list[int]] = []
     last = None
     for i in order:
-        if last is None or z[i] - last > tol:
+        if last is None or h[i] - last > tol:
             layers.append([int(i)])
         else:
             layers[-1].append(int(i))
-        last = z[i]
+        last = h[i]
     return layers
 
 

@@ -30,6 +30,7 @@ from ase_surftune.properties._base import (
     check_positive,
     resolve_calc,
 )
+from ase_surftune.properties.settings import EOS, VACANCY_FORMATION
 
 __all__ = ["EOSResult", "VacancyFormationResult", "conventional_lattice",
            "equation_of_state", "vacancy_formation"]
@@ -66,8 +67,8 @@ class EOSResult(PropertyResult):
 
 
 @single_threaded_numpy
-def equation_of_state(atoms: Atoms, calc: BaseCalculator, *, npoints: int = 7,
-                      eps: float = 0.04, eos: str = "birchmurnaghan") -> EOSResult:
+def equation_of_state(atoms: Atoms, calc: BaseCalculator, *, npoints: int = EOS.npoints,
+                      eps: float = EOS.eps, eos: str = EOS.eos) -> EOSResult:
     """Fit E(V) over volumes ``V·(1 ± eps)`` (``npoints`` points) around ``atoms``' cell.
 
     Raises:
@@ -115,9 +116,13 @@ class VacancyFormationResult(PropertyResult):
 
 
 @single_threaded_numpy
-def vacancy_formation(bulk: Atoms, calc: BaseCalculator, *, supercell: Any = (2, 2, 2),
-                      vacancy_index: int = 0, relax: bool = True, fmax: float = 0.05,
-                      steps: int = 200, optimizer: str = "BFGS") -> VacancyFormationResult:
+def vacancy_formation(bulk: Atoms, calc: BaseCalculator, *,
+                      supercell: Any = VACANCY_FORMATION.supercell,
+                      vacancy_index: int = VACANCY_FORMATION.vacancy_index,
+                      relax: bool = VACANCY_FORMATION.relax,
+                      fmax: float = VACANCY_FORMATION.fmax,
+                      steps: int = VACANCY_FORMATION.steps,
+                      optimizer: str = VACANCY_FORMATION.optimizer) -> VacancyFormationResult:
     """Vacancy formation energy (eV) of ``bulk`` (kept as given) in a supercell.
 
     Args:

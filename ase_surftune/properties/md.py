@@ -22,6 +22,7 @@ from ase_surftune.properties._base import (
     check_positive,
     vacuum_size,
 )
+from ase_surftune.properties.settings import MD
 
 logger = logging.getLogger(__name__)
 
@@ -79,21 +80,21 @@ class MDResult(PropertyResult):
     atoms: Atoms | None = field(default=None, metadata={"json": False})
 
 
+#: ensembles whose target temperature ASE 3.29 lets a caller change during a run
+#: (Langevin.set_temperature; Bussi's public ``temp``/``target_kinetic_energy``). The
+#: Nose-Hoover chain and MTK classes have no public setter, so they cannot ramp.
+RAMP_ENSEMBLES = ("nvt_langevin", "nvt_bussi")
+
+
 def _set_target_temperature(dyn: Any, temperature_K: float) -> None:
-    """Change the thermostat target of an ASE 3.29 dynamics object in place."""
-    kT = units.kB * temperature_K
+    """Change the thermostat target (K) of an ASE 3.29 Langevin or Bussi object in place,
+    through their public API only."""
     if hasattr(dyn, "set_temperature"):  # Langevin
         dyn.set_temperature(temperature_K=temperature_K)
         return
-    if hasattr(dyn, "target_kinetic_energy"):  # Bussi
-        dyn.temp = kT
-        dyn.target_kinetic_energy = 0.5 * kT * dyn.ndof
-        return
-    for obj in (dyn, getattr(dyn, "_thermostat", None), getattr(dyn, "_barostat", None)):
-        if obj is not None and hasattr(obj, "_kT"):
-            obj._kT = kT
-    if hasattr(dyn, "_temperature_K"):
-        dyn._temperature_K = temperature_K
+    kT = units.kB * temperature_K  # Bussi: the attributes its step() reads
+    dyn.temp = kT
+    dyn.target_kinetic_energy = 0.5 * kT * dyn.ndof
 
 
 def _make_dynamics(ensemble: str, atoms: Atoms, dt: float, temperature: float,
@@ -151,16 +152,21 @@ def _open_writer(path: Path | None, append: bool):
 
 
 @single_threaded_numpy
-def run_md(atoms: Atoms | None, calc: BaseCalculator, ensemble: str = "nvt_langevin", *,
-           steps: int = 1000, timestep: float = 1.0, temperature: float = 300.0,
-           temperature_end: float | None = None, friction: float = 0.01,
-           taut: float = 100.0, pressure: float = 0.0, taup: float = 1000.0,
-           seed: int | None = 42, init_velocities: bool = True, loginterval: int = 10,
+def run_md(atoms: Atoms | None, calc: BaseCalculator, ensemble: str = MD.ensemble, *,
+           steps: int = MD.steps, timestep: float = MD.timestep,
+           temperature: float = MD.temperature,
+           temperature_end: float | None = MD.temperature_end, friction: float = MD.friction,
+           taut: float = MD.taut, pressure: float = MD.pressure, taup: float = MD.taup,
+           seed: int | None = MD.seed, init_velocities: bool = True,
+           loginterval: int = MD.loginterval,
            logfile: str | Path | None = None, trajectory: str | Path | None = None,
-           traj_interval: int = 100, progress: bool = True,
-           restart_from: str | Path | None = None, max_force: float | None = 50.0,
-           min_distance: float | None = 0.5, max_energy_drift: float | None = 0.05,
-           escape_distance: float | None = 5.0, guard_interval: int = 10,
+           traj_interval: int = MD.traj_interval, progress: bool = MD.progress,
+           restart_from: str | Path | None = None,
+           max_force: float | None = MD.max_force,
+           min_distance: float | None = MD.min_distance,
+           max_energy_drift: float | None = MD.max_energy_drift,
+           escape_distance: float | None = MD.escape_distance,
+           guard_interval: int = MD.guard_interval,
            plot: str | Path | None = None, copy: bool = True) -> MDResult:
     """Run molecular dynamics with ASE's integrators and stop safely on instabilities.
 
@@ -173,7 +179,8 @@ def run_md(atoms: Atoms | None, calc: BaseCalculator, ensemble: str = "nvt_lange
             ``npt_mtk`` (full-cell MTK).
         steps: number of MD steps; timestep in fs.
         temperature: target (and Maxwell–Boltzmann start) temperature in K;
-            ``temperature_end`` (K) ramps the target linearly over the run.
+            ``temperature_end`` (K) ramps the target linearly over the run
+            (nvt_langevin and nvt_bussi: see :data:`RAMP_ENSEMBLES`).
         friction: Langevin friction in 1/fs. taut: thermostat time constant (fs).
         pressure: GPa (NPT). taup: barostat time constant (fs).
         seed: RNG seed for the start velocities and stochastic thermostats.
@@ -197,49 +204,10 @@ def run_md(atoms: Atoms | None, calc: BaseCalculator, ensemble: str = "nvt_lange
     steps = check_int("steps", steps)
     timestep = check_positive("timestep", timestep)
     temperature = check_positive("temperature", temperature, allow_zero=True)
-    if temperature_end is not None:
-        temperature_end = check_positive("temperature_end", temperature_end, allow_zero=True)
-    if ensemble != "nve" and temperature == 0 and not temperature_end:
-        raise ConfigError(f"temperature must be positive for {ensemble}, got {temperature}")
-    friction = check_positive("friction", friction)
-    taut = check_positive("taut", taut)
-    taup = check_positive("taup", taup)
-    loginterval = check_int("loginterval", loginterval, minimum=1)
-    traj_interval = check_int("traj_interval", traj_interval, minimum=1)
-    guard_interval = check_int("guard_interval", guard_interval, minimum=1)
-    for name, val in (("max_force", max_force), ("min_distance", min_distance),
-                      ("max_energy_drift", max_energy_drift),
-                      ("escape_distance", escape_distance)):
-        if val is not None:
-            check_positive(name, val)
-
-    step0 = 0
-    restarted = False
-    if restart_from is not None:
-        from ase.io import read
-
-        rpath = Path(restart_from)
-        if not rpath.is_file():
-            raise FileNotFoundError(f"restart file not found: {str(rpath)!r}")
-        frame = read(str(rpath), index=-1)
-        if atoms is None:
-            work = frame
-        else:
-            check_atoms(atoms)
-            if frame.get_chemical_symbols() != atoms.get_chemical_symbols():
-                raise ConfigError(f"restart frame {frame.get_chemical_formula()} does not match "
-                                  f"atoms {atoms.get_chemical_formula()}")
-            work = atoms.copy()
-            work.set_cell(frame.get_cell())
-            work.set_positions(frame.get_positions(), apply_constraint=False)
-            work.set_momenta(frame.get_momenta())
-        step0 = int(frame.info.get("md_step", 0))
-        restarted = True
-    else:
-        if atoms is None:
-            raise ConfigError("atoms is None and no restart_from was given")
-        check_atoms(atoms)
-        work = atoms.copy() if copy else atoms
+    _check_md_args(ensemble, temperature, temperature_end, friction, taut, taup,
+                   loginterval, traj_interval, guard_interval, max_force, min_distance,
+                   max_energy_drift, escape_distance)
+    work, step0, restarted = _start_structure(atoms, restart_from, copy)
     if ensemble.startswith("npt"):
         check_atoms(work, need_cell=True)
     attach_calc(work, calc)
@@ -251,100 +219,11 @@ def run_md(atoms: Atoms | None, calc: BaseCalculator, ensemble: str = "nvt_lange
                                      force_temp=True)
         if not work.constraints:
             Stationary(work)
-    dt = timestep * units.fs
-    dyn = _make_dynamics(ensemble, work, dt, temperature, friction, taut, pressure, taup, rng)
-
-    n = len(work)
-    has_stress = all(work.pbc)
-    log: dict[str, list[Any]] = {k: [] for k in ("step", "time_fs", "temperature", "epot",
-                                                 "ekin", "etot", "pressure")}
-    slab = _is_slab(work)
-    z0 = work.get_positions()[:, 2]
-    zlo, zhi = float(z0.min()), float(z0.max())
-    etot0 = [None]
-    logfh = None
-    if logfile is not None:
-        lp = Path(logfile)
-        lp.parent.mkdir(parents=True, exist_ok=True)
-        logfh = lp.open("a" if restarted and lp.exists() else "w")
-        if logfh.tell() == 0:
-            logfh.write("step,time_fs,T_K,E_pot_eV,E_kin_eV,E_tot_eV,P_GPa\n")
-    tpath = Path(trajectory) if trajectory is not None else None
-    if tpath is not None:
-        tpath.parent.mkdir(parents=True, exist_ok=True)
-    write_frame, close_traj = _open_writer(tpath, append=restarted and tpath is not None
-                                           and tpath.exists())
-
-    def cur_step() -> int:
-        return step0 + dyn.nsteps
-
-    def record() -> None:
-        epot = float(work.get_potential_energy())
-        ekin = float(work.get_kinetic_energy())
-        press = None
-        if has_stress:
-            try:
-                press = float(-np.trace(work.get_stress(voigt=False)) / 3 / units.GPa)
-            except Exception:
-                press = None
-        T = float(work.get_temperature())
-        s = cur_step()
-        vals = (s, s * timestep, T, epot, ekin, epot + ekin, press)
-        for k, v in zip(log, vals):
-            log[k].append(v)
-        if logfh is not None:
-            logfh.write(",".join("" if v is None else f"{v:.8g}" for v in vals) + "\n")
-            logfh.flush()
-
-    def save_frame(reason: str | None = None) -> None:
-        if write_frame is None:
-            return
-        frame = work.copy()
-        frame.info["md_step"] = cur_step()
-        frame.info["time_fs"] = cur_step() * timestep
-        if reason:
-            frame.info["stop_reason"] = reason
-        frame.set_momenta(work.get_momenta(), apply_constraint=False)
-        write_frame(frame)
-
-    def guards(full: bool) -> None:
-        s = cur_step()
-        pos = work.get_positions()
-        epot = work.get_potential_energy()
-        if not (np.all(np.isfinite(pos)) and math.isfinite(epot)):
-            raise _GuardTripped("non_finite", f"non-finite positions or energy at step {s}")
-        if max_force is not None:
-            fm = float(np.sqrt((work.get_forces() ** 2).sum(axis=1)).max())
-            if fm > max_force:
-                raise _GuardTripped("max_force", f"max force {fm:.3g} eV/Å > {max_force} eV/Å "
-                                                 f"at step {s}")
-        if not full:
-            return
-        if min_distance is not None and n > 1:
-            from ase.neighborlist import neighbor_list
-
-            i, j, d = neighbor_list("ijd", work, min_distance)
-            if len(d):
-                k = int(np.argmin(d))
-                raise _GuardTripped("min_distance",
-                                    f"atoms {i[k]} and {j[k]} are {d[k]:.3f} Å apart "
-                                    f"(< {min_distance} Å) at step {s}")
-        if ensemble == "nve" and max_energy_drift is not None:
-            et = epot + work.get_kinetic_energy()
-            if etot0[0] is None:
-                etot0[0] = et
-            drift = abs(et - etot0[0]) / n
-            if drift > max_energy_drift:
-                raise _GuardTripped("energy_drift",
-                                    f"NVE energy drift {drift:.3g} eV/atom > {max_energy_drift} "
-                                    f"eV/atom at step {s}")
-        if slab and escape_distance is not None:
-            z = pos[:, 2]
-            out = np.where((z > zhi + escape_distance) | (z < zlo - escape_distance))[0]
-            if len(out):
-                raise _GuardTripped("escape", f"atom {int(out[0])} left the slab region "
-                                              f"[{zlo:.2f}, {zhi:.2f}] Å by more than "
-                                              f"{escape_distance} Å at step {s}")
+    dyn = _make_dynamics(ensemble, work, timestep * units.fs, temperature, friction, taut,
+                         pressure, taup, rng)
+    guards = _Guards(work, ensemble, max_force, min_distance, max_energy_drift,
+                     escape_distance)
+    rec = _Recorder(work, timestep, logfile, trajectory, restarted)
 
     from tqdm.auto import tqdm
 
@@ -356,11 +235,11 @@ def run_md(atoms: Atoms | None, calc: BaseCalculator, ensemble: str = "nvt_lange
         if temperature_end is not None and steps > 0:
             _set_target_temperature(dyn, temperature + (temperature_end - temperature)
                                     * min(k, steps) / steps)
-        guards(full=k % guard_interval == 0)
+        guards(step0 + k, full=k % guard_interval == 0)
         if k % loginterval == 0:
-            record()
+            rec.record(step0 + k)
         if k % traj_interval == 0 and (k > 0 or not restarted):
-            save_frame()
+            rec.save_frame(step0 + k)
         if k % tick == 0 and k > 0:
             bar.update(tick)
 
@@ -372,29 +251,212 @@ def run_md(atoms: Atoms | None, calc: BaseCalculator, ensemble: str = "nvt_lange
         stop_reason, guard = exc.reason, exc.guard
         logger.warning("MD stopped: %s", exc.reason)
         try:
-            save_frame(exc.reason)
+            rec.save_frame(step0 + dyn.nsteps, exc.reason)
         except Exception:  # pragma: no cover - a frame that cannot be written
             pass
     finally:
         bar.close()
-        if logfh is not None:
-            logfh.close()
-        if close_traj is not None:
-            close_traj()
+        rec.close()
+    res = _summarise(rec, ensemble, steps, int(dyn.nsteps), timestep, stop_reason, guard,
+                     work)
+    if plot is not None and rec.log["step"]:
+        from ase_surftune.properties._plot import plot_md
 
+        log = rec.log
+        res.plot = plot_md(plot, log["time_fs"], log["temperature"], log["epot"], log["etot"])
+    return res
+
+
+def _check_md_args(ensemble: str, temperature: float, temperature_end: float | None,
+                   friction: float, taut: float, taup: float, loginterval: int,
+                   traj_interval: int, guard_interval: int, *guard_limits: float | None
+                   ) -> None:
+    """Refuse bad :func:`run_md` arguments with a one-line :class:`ConfigError`."""
+    if temperature_end is not None:
+        check_positive("temperature_end", temperature_end, allow_zero=True)
+        if ensemble not in RAMP_ENSEMBLES:
+            raise ConfigError(f"temperature_end (a ramp) needs one of {RAMP_ENSEMBLES}; "
+                              f"ASE's {ensemble} has no public way to change its target "
+                              f"temperature during a run")
+    if ensemble != "nve" and temperature == 0 and not temperature_end:
+        raise ConfigError(f"temperature must be positive for {ensemble}, got {temperature}")
+    check_positive("friction", friction)
+    check_positive("taut", taut)
+    check_positive("taup", taup)
+    check_int("loginterval", loginterval, minimum=1)
+    check_int("traj_interval", traj_interval, minimum=1)
+    check_int("guard_interval", guard_interval, minimum=1)
+    names = ("max_force", "min_distance", "max_energy_drift", "escape_distance")
+    for name, val in zip(names, guard_limits):
+        if val is not None:
+            check_positive(name, val)
+
+
+def _start_structure(atoms: Atoms | None, restart_from: str | Path | None,
+                     copy: bool) -> tuple[Atoms, int, bool]:
+    """``(structure, first step, restarted)``: ``atoms`` (copied unless ``copy`` is
+    False), or the last frame of ``restart_from`` (positions, cell, momenta, step)."""
+    if restart_from is None:
+        if atoms is None:
+            raise ConfigError("atoms is None and no restart_from was given")
+        check_atoms(atoms)
+        return (atoms.copy() if copy else atoms), 0, False
+    from ase.io import read
+
+    rpath = Path(restart_from)
+    if not rpath.is_file():
+        raise FileNotFoundError(f"restart file not found: {str(rpath)!r}")
+    frame = read(str(rpath), index=-1)
+    if atoms is None:
+        work = frame
+    else:
+        check_atoms(atoms)
+        if frame.get_chemical_symbols() != atoms.get_chemical_symbols():
+            raise ConfigError(f"restart frame {frame.get_chemical_formula()} does not match "
+                              f"atoms {atoms.get_chemical_formula()}")
+        work = atoms.copy()
+        work.set_cell(frame.get_cell())
+        work.set_positions(frame.get_positions(), apply_constraint=False)
+        work.set_momenta(frame.get_momenta())
+    return work, int(frame.info.get("md_step", 0)), True
+
+
+class _Guards:
+    """The stability guards of :func:`run_md`: finite positions/energy and ``max_force``
+    every step; ``min_distance``, the NVE energy drift and slab ``escape`` on full checks."""
+
+    def __init__(self, work: Atoms, ensemble: str, max_force: float | None,
+                 min_distance: float | None, max_energy_drift: float | None,
+                 escape_distance: float | None) -> None:
+        self.work, self.ensemble, self.n = work, ensemble, len(work)
+        self.max_force, self.min_distance = max_force, min_distance
+        self.max_energy_drift, self.escape_distance = max_energy_drift, escape_distance
+        self.slab = _is_slab(work)
+        z0 = work.get_positions()[:, 2]
+        self.zlo, self.zhi = float(z0.min()), float(z0.max())
+        self.etot0: float | None = None
+
+    def __call__(self, s: int, full: bool) -> None:
+        work = self.work
+        pos = work.get_positions()
+        epot = work.get_potential_energy()
+        if not (np.all(np.isfinite(pos)) and math.isfinite(epot)):
+            raise _GuardTripped("non_finite", f"non-finite positions or energy at step {s}")
+        if self.max_force is not None:
+            fm = float(np.sqrt((work.get_forces() ** 2).sum(axis=1)).max())
+            if fm > self.max_force:
+                raise _GuardTripped("max_force", f"max force {fm:.3g} eV/Å > "
+                                                 f"{self.max_force} eV/Å at step {s}")
+        if full:
+            self._distance(s)
+            self._drift(s, epot)
+            self._escape(s, pos)
+
+    def _distance(self, s: int) -> None:
+        if self.min_distance is None or self.n < 2:
+            return
+        from ase.neighborlist import neighbor_list
+
+        i, j, d = neighbor_list("ijd", self.work, self.min_distance)
+        if len(d):
+            k = int(np.argmin(d))
+            raise _GuardTripped("min_distance", f"atoms {i[k]} and {j[k]} are {d[k]:.3f} Å "
+                                                f"apart (< {self.min_distance} Å) at step {s}")
+
+    def _drift(self, s: int, epot: float) -> None:
+        if self.ensemble != "nve" or self.max_energy_drift is None:
+            return
+        et = epot + self.work.get_kinetic_energy()
+        if self.etot0 is None:
+            self.etot0 = et
+        drift = abs(et - self.etot0) / self.n
+        if drift > self.max_energy_drift:
+            raise _GuardTripped("energy_drift", f"NVE energy drift {drift:.3g} eV/atom > "
+                                                f"{self.max_energy_drift} eV/atom at step {s}")
+
+    def _escape(self, s: int, pos: np.ndarray) -> None:
+        if not self.slab or self.escape_distance is None:
+            return
+        z, esc = pos[:, 2], self.escape_distance
+        out = np.where((z > self.zhi + esc) | (z < self.zlo - esc))[0]
+        if len(out):
+            raise _GuardTripped("escape", f"atom {int(out[0])} left the slab region "
+                                          f"[{self.zlo:.2f}, {self.zhi:.2f}] Å by more than "
+                                          f"{esc} Å at step {s}")
+
+
+class _Recorder:
+    """The MD log (in memory and as CSV) and the trajectory frames of :func:`run_md`."""
+
+    def __init__(self, work: Atoms, timestep: float, logfile: str | Path | None,
+                 trajectory: str | Path | None, restarted: bool) -> None:
+        self.work, self.timestep = work, timestep
+        self.has_stress = all(work.pbc)
+        self.log: dict[str, list[Any]] = {k: [] for k in (
+            "step", "time_fs", "temperature", "epot", "ekin", "etot", "pressure")}
+        self.logfile = logfile
+        self.logfh = None
+        if logfile is not None:
+            lp = Path(logfile)
+            lp.parent.mkdir(parents=True, exist_ok=True)
+            self.logfh = lp.open("a" if restarted and lp.exists() else "w")
+            if self.logfh.tell() == 0:
+                self.logfh.write("step,time_fs,T_K,E_pot_eV,E_kin_eV,E_tot_eV,P_GPa\n")
+        self.tpath = Path(trajectory) if trajectory is not None else None
+        if self.tpath is not None:
+            self.tpath.parent.mkdir(parents=True, exist_ok=True)
+        self.write_frame, self.close_traj = _open_writer(
+            self.tpath, append=restarted and self.tpath is not None and self.tpath.exists())
+
+    def record(self, s: int) -> None:
+        work = self.work
+        epot = float(work.get_potential_energy())
+        ekin = float(work.get_kinetic_energy())
+        press = None
+        if self.has_stress:
+            try:
+                press = float(-np.trace(work.get_stress(voigt=False)) / 3 / units.GPa)
+            except Exception:
+                press = None
+        vals = (s, s * self.timestep, float(work.get_temperature()), epot, ekin, epot + ekin,
+                press)
+        for k, v in zip(self.log, vals):
+            self.log[k].append(v)
+        if self.logfh is not None:
+            self.logfh.write(",".join("" if v is None else f"{v:.8g}" for v in vals) + "\n")
+            self.logfh.flush()
+
+    def save_frame(self, s: int, reason: str | None = None) -> None:
+        if self.write_frame is None:
+            return
+        frame = self.work.copy()
+        frame.info["md_step"] = s
+        frame.info["time_fs"] = s * self.timestep
+        if reason:
+            frame.info["stop_reason"] = reason
+        frame.set_momenta(self.work.get_momenta(), apply_constraint=False)
+        self.write_frame(frame)
+
+    def close(self) -> None:
+        if self.logfh is not None:
+            self.logfh.close()
+        if self.close_traj is not None:
+            self.close_traj()
+
+
+def _summarise(rec: _Recorder, ensemble: str, steps: int, steps_done: int, timestep: float,
+               stop_reason: str | None, guard: str | None, work: Atoms) -> MDResult:
+    """The :class:`MDResult`: mean/std T over the second half of the log, the largest
+    total-energy change per atom (eV/atom)."""
+    log, n = rec.log, len(work)
     temps = np.array(log["temperature"], dtype=float)
     half = temps[len(temps) // 2:] if len(temps) > 1 else temps
     et = np.array(log["etot"], dtype=float)
     drift = float(np.max(np.abs(et - et[0])) / n) if len(et) else 0.0
-    res = MDResult(ensemble=ensemble, steps_requested=steps, steps_done=int(dyn.nsteps),
-                   timestep=timestep, completed=stop_reason is None, stop_reason=stop_reason,
-                   guard=guard, mean_temperature=float(half.mean()) if len(half) else math.nan,
-                   std_temperature=float(half.std()) if len(half) else math.nan,
-                   energy_drift=drift, log=log,
-                   trajectory=str(tpath) if tpath is not None else None,
-                   logfile=str(logfile) if logfile is not None else None, atoms=work)
-    if plot is not None and log["step"]:
-        from ase_surftune.properties._plot import plot_md
-
-        res.plot = plot_md(plot, log["time_fs"], log["temperature"], log["epot"], log["etot"])
-    return res
+    return MDResult(ensemble=ensemble, steps_requested=steps, steps_done=steps_done,
+                    timestep=timestep, completed=stop_reason is None, stop_reason=stop_reason,
+                    guard=guard, mean_temperature=float(half.mean()) if len(half) else math.nan,
+                    std_temperature=float(half.std()) if len(half) else math.nan,
+                    energy_drift=drift, log=log,
+                    trajectory=str(rec.tpath) if rec.tpath is not None else None,
+                    logfile=str(rec.logfile) if rec.logfile is not None else None, atoms=work)

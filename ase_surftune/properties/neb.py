@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -29,6 +30,7 @@ from ase_surftune.properties._base import (
     resolve_calc,
 )
 from ase_surftune.properties.relax import NotConvergedWarning, get_optimizer, relax
+from ase_surftune.properties.settings import NEB
 
 logger = logging.getLogger(__name__)
 
@@ -135,10 +137,12 @@ def unwrap_to(atoms: Atoms, reference: Atoms) -> np.ndarray:
 
 
 @single_threaded_numpy
-def neb_barrier(initial: Atoms, final: Atoms, calc: CalculatorLike, *, n_images: int = 5,
-                interpolation: str | Sequence[Atoms] = "idpp", climb: bool = True,
-                method: str = "improvedtangent", k: float = 0.1, fmax: float = 0.05,
-                steps: int = 500, optimizer: str = "FIRE", relax_endpoints: bool = True,
+def neb_barrier(initial: Atoms, final: Atoms, calc: CalculatorLike, *,
+                n_images: int = NEB.n_images,
+                interpolation: str | Sequence[Atoms] = NEB.interpolation,
+                climb: bool = NEB.climb, method: str = NEB.method, k: float = NEB.k,
+                fmax: float = NEB.fmax, steps: int = NEB.steps,
+                optimizer: str = NEB.optimizer, relax_endpoints: bool = NEB.relax_endpoints,
                 endpoint_fmax: float | None = None, mic: bool = True,
                 trajectory: str | Path | None = None, plot: str | Path | None = None,
                 ) -> NEBResult:
@@ -164,7 +168,6 @@ def neb_barrier(initial: Atoms, final: Atoms, calc: CalculatorLike, *, n_images:
         plot: optional PNG path for the minimum-energy path.
     """
     from ase.mep import NEB
-    from ase.utils.forcecurve import fit_raw
 
     check_endpoints(initial, final)
     fmax = check_positive("fmax", fmax)
@@ -201,6 +204,39 @@ def neb_barrier(initial: Atoms, final: Atoms, calc: CalculatorLike, *, n_images:
     a0, a1 = ends
     check_distinct_endpoints(a0, a1, " after relaxing them (both relaxed to one minimum)")
 
+    a1, middle, n_images, interp_name = _initial_band(a0, a1, interpolation, n_images, mic)
+    images = [a0] + middle + [a1]
+    neb = NEB(images, k=k, climb=climb, method=method, allow_shared_calculator=factory is None)
+    if interp_name != "user":
+        neb.interpolate(method=interp_name, mic=mic, apply_constraint=False)
+    for m in middle:
+        attach_calc(m, new_calc()) if factory else setattr(m, "calc", shared)
+    opt = opt_cls(neb, logfile=None, trajectory=str(trajectory) if trajectory else None)
+    converged = bool(opt.run(fmax=fmax, steps=steps))
+    try:
+        resid = float(neb.get_residual())
+    except ValueError:  # ASE keeps no residual for a lone climbing image
+        resid = float(np.sqrt((neb.get_forces() ** 2).sum(axis=1)).max())
+    if not converged:
+        warnings.warn(f"NEB did not converge in {steps} steps (residual {resid:.3g} eV/Å > "
+                      f"{fmax})", NotConvergedWarning, stacklevel=2)
+    result = _band_result(neb, images, converged, resid, opt.nsteps, ends_ok, n_images,
+                          climb, method, interp_name)
+    if plot is not None:
+        from ase_surftune.properties._plot import plot_mep
+
+        result.plot = plot_mep(plot, result.reaction_coordinate, result.energies,
+                               result.fit_coordinate, result.fit_energies,
+                               title=f"{a0.get_chemical_formula()}: "
+                                     f"Ea = {result.barrier_forward:.3f} eV")
+    return result
+
+
+def _initial_band(a0: Atoms, a1: Atoms, interpolation: Any, n_images: int, mic: bool
+                  ) -> tuple[Atoms, list[Atoms], int, str]:
+    """``(final, intermediate images, n_images, interpolation name)`` of the start band:
+    copies of the initial state to interpolate (idpp/linear), or the user's images, each
+    the minimum image nearest its predecessor so that the band stays unwrapped."""
     if isinstance(interpolation, str):
         if interpolation not in ("idpp", "linear"):
             raise ConfigError(f"interpolation must be 'idpp', 'linear' or a list of images, "
@@ -231,21 +267,17 @@ def neb_barrier(initial: Atoms, final: Atoms, calc: CalculatorLike, *, n_images:
         middle = [a0.copy() for _ in range(n_images)]
     for m in middle:
         m.calc = None
-    images = [a0] + middle + [a1]
-    neb = NEB(images, k=k, climb=climb, method=method, allow_shared_calculator=factory is None)
-    if interp_name != "user":
-        neb.interpolate(method=interp_name, mic=mic, apply_constraint=False)
-    for m in middle:
-        attach_calc(m, new_calc()) if factory else setattr(m, "calc", shared)
-    opt = opt_cls(neb, logfile=None, trajectory=str(trajectory) if trajectory else None)
-    converged = bool(opt.run(fmax=fmax, steps=steps))
-    try:
-        resid = float(neb.get_residual())
-    except ValueError:  # ASE keeps no residual for a lone climbing image
-        resid = float(np.sqrt((neb.get_forces() ** 2).sum(axis=1)).max())
-    if not converged:
-        warnings.warn(f"NEB did not converge in {steps} steps (residual {resid:.3g} eV/Å > "
-                      f"{fmax})", NotConvergedWarning, stacklevel=2)
+    return a1, middle, n_images, interp_name
+
+
+def _band_result(neb: Any, images: list[Atoms], converged: bool, resid: float, nsteps: int,
+                 ends_ok: bool | None, n_images: int, climb: bool, method: str,
+                 interp_name: str) -> NEBResult:
+    """The :class:`NEBResult` of an optimised band: energies relative to the initial state
+    (eV), ASE's force-based spline fit, and the images frozen as single points."""
+    from ase.utils.forcecurve import fit_raw
+
+    a0, a1, middle = images[0], images[-1], images[1:-1]
     energies = np.array(neb.energies, dtype=float)
     # end points are frozen single points; ASE leaves them unset for "aseneb"
     energies[0] = a0.get_potential_energy()
@@ -268,15 +300,8 @@ def neb_barrier(initial: Atoms, final: Atoms, calc: CalculatorLike, *, n_images:
         fit_energies=[float(x) for x in fit.fit_energies],
         energy_initial=float(energies[0]), energy_final=float(energies[-1]),
         n_images=n_images, climb=climb, method=method, interpolation=interp_name,
-        converged=converged and ends_ok is not False, steps=int(opt.nsteps), max_force=resid,
+        converged=converged and ends_ok is not False, steps=int(nsteps), max_force=resid,
         endpoints_converged=ends_ok, images=images)
-    if plot is not None:
-        from ase_surftune.properties._plot import plot_mep
-
-        result.plot = plot_mep(plot, result.reaction_coordinate, result.energies,
-                               result.fit_coordinate, result.fit_energies,
-                               title=f"{a0.get_chemical_formula()}: "
-                                     f"Ea = {result.barrier_forward:.3f} eV")
     return result
 
 
@@ -411,3 +436,36 @@ def adatom_hop(slab: Atoms, adsorbate: str, calc: CalculatorLike, *,
     res.info.update({"system": "adatom", "adsorbate": adsorbate,
                      "hop_vector": vec.tolist(), "hop_distance": float(np.linalg.norm(vec))})
     return res
+
+
+def migration_barrier(structures: Sequence[Atoms], calc: CalculatorLike, *,
+                      vacancy: bool = False, supercell: Any = None,
+                      vacancy_index: int | None = None, relax_bulk: bool | None = None,
+                      plot: str | Path | None = None, **neb_kwargs: Any) -> NEBResult:
+    """The barrier (eV) of what ``structures`` describe, as ``surftune neb`` reads them.
+
+    * one bulk with ``vacancy=True``: a nearest-neighbour vacancy hop
+      (:func:`vacancy_migration`; ``supercell``, ``vacancy_index``, ``relax_bulk``);
+    * two structures: initial and final states (:func:`neb_barrier`);
+    * three or more: a band, its first and last frames the end points and the frames
+      between them the initial images.
+
+    Raises:
+        ConfigError: a combination that fits none of these.
+    """
+    n = len(structures)
+    if vacancy:
+        if n != 1:
+            raise ConfigError(f"a vacancy hop takes one bulk structure, got {n}")
+        extra = {k: v for k, v in (("supercell", supercell), ("vacancy_index", vacancy_index),
+                                   ("relax_bulk", relax_bulk)) if v is not None}
+        return vacancy_migration(structures[0], calc, plot=plot, **extra, **neb_kwargs)
+    if relax_bulk is not None:  # a YAML shared with vacancy runs may keep it
+        raise ConfigError("relax_bulk (--relax-bulk/--no-relax-bulk) applies to vacancy hops only")
+    if n == 2:
+        return neb_barrier(structures[0], structures[1], calc, plot=plot, **neb_kwargs)
+    if n >= 3:
+        neb_kwargs["interpolation"] = list(structures[1:-1])
+        return neb_barrier(structures[0], structures[-1], calc, plot=plot, **neb_kwargs)
+    raise ConfigError(f"a barrier needs 2 end points or a band of >= 3 frames, got {n} "
+                      f"structure(s); give initial and final files instead")

@@ -22,6 +22,7 @@ from ase_surftune.properties._base import (
     check_int,
     check_positive,
 )
+from ase_surftune.properties.settings import RELAX
 
 logger = logging.getLogger(__name__)
 
@@ -132,8 +133,9 @@ def warn_slab_without_vacuum(atoms: Atoms, min_vacuum: float = 3.0) -> bool:
 
 
 @single_threaded_numpy
-def relax(atoms: Atoms, calc: BaseCalculator, *, fmax: float = 0.05, steps: int = 500,
-          optimizer: str = "FIRE", relax_cell: bool = False,
+def relax(atoms: Atoms, calc: BaseCalculator, *, fmax: float = RELAX.fmax,
+          steps: int = RELAX.steps, optimizer: str = RELAX.optimizer,
+          relax_cell: bool = RELAX.relax_cell,
           trajectory: str | Path | None = None, logfile: str | None = None,
           copy: bool = True) -> RelaxResult:
     """Relax positions (and optionally the cell) of ``atoms`` with ``calc``.

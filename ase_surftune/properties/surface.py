@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,14 +24,38 @@ from ase_surftune.properties._base import (
     check_atoms,
     check_int,
     check_positive,
+    layer_indices,
     vacuum_size,
+)
+from ase_surftune.properties.facets import (  # noqa: F401  (re-exported)
+    Miller,
+    _facet_error,
+    _is_single_facet,
+    facet_key,
+    parse_facet,
+    parse_facets,
+    parse_miller,
+    parse_miller_list,
 )
 from ase_surftune.properties.relax import RelaxResult, relax
 from ase_surftune.properties.settings import SURFACE
+from ase_surftune.properties.slabs import (  # noqa: F401  (re-exported)
+    MAX_SLAB_CELL_ATOMS,
+    SYMPREC_STEPS,
+    BulkSymmetryWarning,
+    _center_along_c,
+    _check_facet_sizes,
+    _generate,
+    _generate_layers,
+    _plane_spacing,
+    _to_atoms,
+    _to_structure,
+    conventional_cell,
+    estimate_facet_atoms,
+)
+from ase_surftune.properties.wulff import wulff_shape, wulff_title  # noqa: F401
 
 logger = logging.getLogger(__name__)
-
-Miller = tuple[int, int, int]
 
 #: Smallest vacuum (Å) a slab may have before it is refused as "no vacuum".
 MIN_SLAB_VACUUM = 3.0
@@ -41,113 +64,6 @@ MIN_SLAB_VACUUM = 3.0
 class ThinSlabWarning(UserWarning):
     """A slab has fewer atomic layers than ``SURFACE.recommended_layers`` (4)."""
 
-
-_FACET_PREFIX = re.compile(r"^\s*([A-Z][a-z]?)+(?=[\s(\[{-]*-?\d)")
-_DIGIT_TOKENS = re.compile(r"-?\d")
-
-
-def _facet_error(orig: Any, why: str = "") -> ConfigError:
-    return ConfigError(
-        f"Miller index must be three integers (h,k,l) or four Miller-Bravais integers "
-        f"(h,k,i,l with i = -(h+k)), e.g. 111, (1-10), 1,1,0, 0001, 10-10, Cu111; got "
-        f"{orig!r}{': ' + why if why else ''}")
-
-
-def parse_facet(value: Any) -> Miller:
-    """One facet as a 3-index Miller triple (h, k, l); the one facet parser of the package.
-
-    Accepts three Miller or four Miller–Bravais integers as a sequence or a string:
-    ``"111"``, ``"(1-10)"``, ``"1-10"``, ``"-110"``, ``"1,1,0"``, ``"1 -1 0"``,
-    ``"[1, 1, 1]"``, ``"0001"``, ``"10-10"``, ``"11-20"``, ``"(1,0,-1,0)"``, with an optional
-    element prefix (``"Cu111"``, ``"Mg(0001)"``), or a YAML integer such as ``111``.
-    Without separators every digit is one index (use commas for indices above 9).
-
-    Miller–Bravais (h k i l) of a hexagonal lattice must have i = −(h+k) and becomes
-    (h, k, l): the 3-index convention of ASE's and pymatgen's hexagonal cells (a, b at
-    120°, c along z), which ``SlabGenerator`` uses, so (10-10) → (1, 0, 0) (a prism
-    plane) and (0001) → (0, 0, 1) (the basal plane).
-
-    Raises:
-        ConfigError: anything else (the offending value is in the message).
-    """
-    orig = value
-    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
-        if value < 0:
-            raise _facet_error(orig)
-        value = str(int(value))
-    if isinstance(value, str):
-        s = _FACET_PREFIX.sub("", value.strip()).strip().strip("()[]{}").strip()
-        if "," in s or " " in s:
-            parts = [p for p in s.replace(",", " ").split() if p]
-            try:
-                value = [int(p) for p in parts]
-            except ValueError:
-                raise _facet_error(orig) from None
-        else:
-            if not s or _DIGIT_TOKENS.sub("", s):
-                raise _facet_error(orig)
-            value = [int(t) for t in _DIGIT_TOKENS.findall(s)]
-    if not isinstance(value, (list, tuple, np.ndarray)) or len(value) not in (3, 4):
-        raise _facet_error(orig)
-    out = []
-    for v in value:
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-            if isinstance(v, (float, np.floating)) and float(v).is_integer():
-                v = int(v)
-            else:
-                raise _facet_error(orig)
-        out.append(int(v))
-    if len(out) == 4:
-        h, k, i, l = out
-        if i != -(h + k):
-            raise _facet_error(orig, f"Miller-Bravais needs i = -(h+k) = {-(h + k)}, got {i}")
-        out = [h, k, l]
-    if out == [0, 0, 0]:
-        raise ConfigError(f"Miller index must not be (0, 0, 0), got {orig!r}")
-    return (out[0], out[1], out[2])
-
-
-#: Former name of :func:`parse_facet` (kept for existing callers).
-parse_miller = parse_facet
-
-
-def _is_single_facet(value: Any) -> bool:
-    """3 or 4 integers are one facet, unless all have 3+ digits (``[111, 100, 110]`` from
-    YAML is three facets)."""
-    return isinstance(value, (list, tuple)) and len(value) in (3, 4) and all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value
-    ) and not all(abs(int(v)) >= 100 for v in value)
-
-
-def parse_facets(value: Any) -> list[Miller]:
-    """A list of facets (each as :func:`parse_facet` takes it); one facet such as
-    ``(1, 1, 1)``, ``"111"`` or ``"111 100"`` / ``"111;100"`` is accepted too.
-    Duplicates (the same facet in two notations) are kept once, in order."""
-    if isinstance(value, str):
-        value = value.replace(";", " ").split() if (";" in value or (
-            " " in value.strip() and "," not in value)) else [value]
-    elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = [value]
-    if _is_single_facet(value):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not value:
-        raise ConfigError(f"miller_indices must be a non-empty list of facets (h, k, l), "
-                          f"got {value!r}")
-    out: list[Miller] = []
-    for v in value:
-        m = parse_facet(v)
-        if m not in out:
-            out.append(m)
-    return out
-
-
-#: Former name of :func:`parse_facets`.
-parse_miller_list = parse_facets
-
-
-def facet_key(miller: Sequence[int]) -> str:
-    """The ``"h,k,l"`` key of a facet in result dicts (``gamma["1,1,1"]``)."""
-    return ",".join(map(str, miller))
 
 
 def surface_normal(atoms: Atoms) -> np.ndarray:
@@ -164,19 +80,9 @@ def surface_area(atoms: Atoms) -> float:
 
 
 def slab_layers(atoms: Atoms, tol: float = 0.3) -> list[list[int]]:
-    """Atom indices grouped in layers along the surface normal, bottom first (tol in Å)."""
-    frac_c = atoms.get_scaled_positions(wrap=False)[:, 2]
-    h = frac_c * abs(np.dot(np.asarray(atoms.get_cell())[2], surface_normal(atoms)))
-    order = np.argsort(h)
-    layers: list[list[int]] = []
-    last = None
-    for i in order:
-        if last is None or h[i] - last > tol:
-            layers.append([int(i)])
-        else:
-            layers[-1].append(int(i))
-        last = h[i]
-    return layers
+    """Atom indices grouped in layers along the surface normal, bottom first (tol in Å);
+    :func:`~ase_surftune.properties._base.layer_indices` along c."""
+    return layer_indices(atoms, tol=tol, axis=2)
 
 
 def check_slab(slab: Atoms, min_vacuum: float = MIN_SLAB_VACUUM) -> float:
@@ -315,87 +221,6 @@ class SurfaceResult(PropertyResult):
     plots: list[str] = field(default_factory=list)
 
 
-def _to_structure(atoms: Atoms):
-    from pymatgen.io.ase import AseAtomsAdaptor
-
-    return AseAtomsAdaptor.get_structure(atoms)
-
-
-def _to_atoms(structure) -> Atoms:
-    from pymatgen.io.ase import AseAtomsAdaptor
-
-    atoms = AseAtomsAdaptor.get_atoms(structure)
-    atoms.info = {}
-    for key in list(atoms.arrays):
-        if key not in ("numbers", "positions"):
-            del atoms.arrays[key]
-    atoms.set_constraint()
-    return atoms
-
-
-def _center_along_c(atoms: Atoms) -> Atoms:
-    """Make the slab contiguous across the periodic c boundary and centre it in its vacuum.
-
-    Replaces pymatgen's ``center_slab``, which runs a neighbour search per slab and
-    was most of the cost of a small surface-energy run.
-    """
-    frac = atoms.get_scaled_positions(wrap=True)
-    fs = np.sort(frac[:, 2])
-    gaps = np.diff(np.concatenate([fs, [fs[0] + 1.0]]))
-    i = int(np.argmax(gaps))
-    bottom = fs[(i + 1) % len(fs)]  # first atom above the largest gap
-    c = (frac[:, 2] - bottom) % 1.0
-    extent = c.max()
-    frac[:, 2] = c + (1.0 - extent) / 2.0
-    atoms.set_scaled_positions(frac)
-    return atoms
-
-
-def _generate(conv, miller: Miller, min_slab_size: float, min_vacuum_size: float,
-              symmetric_only: bool, lll_reduce: bool) -> list:
-    """Stoichiometric (and, if asked, symmetric) terminations from pymatgen's SlabGenerator.
-
-    The c vector is left as SlabGenerator's shortest lattice vector out of the plane
-    (not searched to be normal): the slab then has the fewest planes that reach
-    ``min_slab_size``, and every geometric quantity here projects on the plane normal.
-    """
-    from pymatgen.core.surface import SlabGenerator
-
-    gen = SlabGenerator(conv, miller, min_slab_size, min_vacuum_size, lll_reduce=lll_reduce,
-                        center_slab=False, primitive=True, reorient_lattice=True)
-    slabs = gen.get_slabs()
-    if symmetric_only:
-        slabs = [s for s in slabs if s.is_symmetric()]
-    bulk_comp = conv.composition.reduced_composition
-    stoich = [s for s in slabs if s.composition.reduced_composition == bulk_comp]
-    if len(stoich) < len(slabs):
-        logger.warning("%s: skipped %d non-stoichiometric termination(s)", miller,
-                       len(slabs) - len(stoich))
-    return stoich
-
-
-def _generate_layers(conv, miller: Miller, min_slab_size: float, min_vacuum_size: float,
-                     symmetric_only: bool, lll_reduce: bool, min_layers: int,
-                     layer_tol: float = 0.3, max_tries: int = 6) -> tuple[list, float]:
-    """:func:`_generate` thickened until every slab has ``min_layers`` atomic layers.
-
-    Returns the slabs and the thickness (Å) asked of ``SlabGenerator`` for them.
-    """
-    size = min_slab_size
-    slabs = _generate(conv, miller, size, min_vacuum_size, symmetric_only, lll_reduce)
-    for _ in range(max_tries):
-        if not slabs or min_layers <= 1:
-            break
-        counts = [len(slab_layers(_to_atoms(s), tol=layer_tol)) for s in slabs]
-        if min(counts) >= min_layers:
-            break
-        # grow by the missing layers at the measured layer spacing (at least one plane)
-        spacing = min(_plane_spacing(conv, miller), size / max(min(counts), 1))
-        size += max(min_layers - min(counts), 1) * max(spacing, 0.5)
-        slabs = _generate(conv, miller, size, min_vacuum_size, symmetric_only, lll_reduce)
-    return slabs, size
-
-
 def _warn_thin(res: SlabEnergy, recommended: int) -> None:
     if res.n_layers < recommended:
         warnings.warn(f"{res.formula} {res.miller}: slab has {res.n_layers} atomic layers "
@@ -405,44 +230,6 @@ def _warn_thin(res: SlabEnergy, recommended: int) -> None:
 
 
 #: symmetry tolerances (Å) tried in turn for the bulk the slabs are cut from
-SYMPREC_STEPS = (0.01, 0.1)
-
-
-class BulkSymmetryWarning(UserWarning):
-    """The relaxed bulk is only symmetric at a looser tolerance; its symmetrised cell is used."""
-
-
-def conventional_cell(bulk: Atoms):
-    """The conventional standard cell (pymatgen ``Structure``) that Miller indices refer to.
-
-    spglib finds the space group at ``symprec`` 0.01 Å first. A bulk relaxed to a loose
-    ``fmax`` from a rattled start can miss its symmetry at 0.01 Å; the "conventional" cell
-    is then a low-symmetry (e.g. triclinic) cell and "111" silently names another plane
-    (EMT Cu: γ(111) 1.29 instead of 1.04 J/m²). When 0.1 Å finds a higher-symmetry group,
-    that symmetrised cell is used and a :class:`BulkSymmetryWarning` says so (the bulk
-    energy is then evaluated on it, so slabs and bulk share one lattice).
-    """
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
-    structure = _to_structure(bulk)
-    best = None
-    for symprec in SYMPREC_STEPS:
-        sga = SpacegroupAnalyzer(structure, symprec=symprec)
-        number = sga.get_space_group_number()
-        if best is None or number > best[0]:
-            best = (number, symprec, sga)
-    number, symprec, sga = best
-    if symprec != SYMPREC_STEPS[0]:
-        first = SpacegroupAnalyzer(structure, symprec=SYMPREC_STEPS[0]).get_space_group_symbol()
-        warnings.warn(
-            f"{bulk.get_chemical_formula()}: the bulk has space group {first} at symprec "
-            f"{SYMPREC_STEPS[0]} Å but {sga.get_space_group_symbol()} at {symprec} Å (a loose "
-            f"relaxation of a distorted cell?); Miller indices refer to the symmetrised "
-            f"{sga.get_space_group_symbol()} conventional cell",
-            BulkSymmetryWarning, stacklevel=3)
-    return sga.get_conventional_standard_structure()
-
-
 def _bulk_energy_per_atom(relaxed: Atoms, relaxed_energy: float | None, conv,
                           calc: BaseCalculator, tol: float = 1e-5) -> float:
     """Bulk energy per atom (eV) on exactly the lattice the slabs are cut from.
@@ -466,58 +253,73 @@ def _bulk_energy_per_atom(relaxed: Atoms, relaxed_energy: float | None, conv,
 #: :func:`surface_energies`). Measured here (Cu, 2 cores): pymatgen's SlabGenerator took
 #: 2.3 s for (3,2,1) (36-atom oriented cell) and 15 s for (5,4,3) (100 atoms), roughly
 #: quadratic; (9,8,7) (about 780 atoms) would take of the order of 15 minutes.
-MAX_SLAB_CELL_ATOMS = 400
+def _collect(work: Atoms, e_bulk: float, conv: Any, relax_bulk: bool,
+             bulk_conv_ok: bool | None, entries: list[SurfaceEntry]) -> SurfaceResult:
+    """The :class:`SurfaceResult`: the lowest γ of each facet over its terminations;
+    converged when the bulk, every slab and every thickness series converged."""
+    gamma: dict[str, float] = {}
+    for e in entries:
+        key = facet_key(e.miller)
+        gamma[key] = min(gamma.get(key, math.inf), e.gamma)
+    converged = (bulk_conv_ok is not False) and all(
+        (e.result.relax_converged is not False) and (e.thickness_converged is not False)
+        and all(s.relax_converged is not False for s in e.thickness_series)
+        for e in entries)
+    return SurfaceResult(bulk_formula=work.get_chemical_formula(), bulk_energy_per_atom=e_bulk,
+                         bulk_lattice=conv.lattice.matrix.tolist(), bulk_relaxed=relax_bulk,
+                         bulk_relax_converged=bulk_conv_ok, entries=entries, gamma=gamma,
+                         converged=converged)
 
 
-def estimate_facet_atoms(conv, miller: Miller, min_slab_size: float) -> int:
-    """Rough upper estimate of the atoms of the oriented unit cell / slab of ``miller``.
-
-    ``N_conv·(L/d)²`` (oriented cell; L = V^(1/3) of the conventional cell, d = d_hkl)
-    or ``N_conv·t/d`` (slab of thickness t), whichever is larger.
-    """
+def _converge_thickness(entry: SurfaceEntry, compute: Any, conv: Any, size0: float,
+                        min_vacuum_size: float, symmetric_only: bool, lll_reduce: bool,
+                        thickness_tol: float, max_extra_layers: int) -> None:
+    """Add one plane (d_hkl) at a time to ``entry``'s slab until γ changes by less than
+    ``thickness_tol`` (J/m²), at most ``max_extra_layers`` times; fills
+    ``entry.thickness_series`` and sets ``entry.result`` to the thickest slab."""
+    miller, shift = entry.miller, entry.shift
+    entry.thickness_series.append(entry.result)
+    entry.thickness_converged = False
     d = _plane_spacing(conv, miller)
-    n, L = len(conv), conv.lattice.volume ** (1 / 3)
-    return int(round(max(n * (L / d) ** 2, n * min_slab_size / d)))
-
-
-def _check_facet_sizes(bulk: Atoms, millers: list[Miller], min_slab_size: float,
-                       max_atoms: int | None) -> None:
-    if max_atoms is None:
-        return
-    from ase_surftune.core.errors import SizeLimitError
-
-    with warnings.catch_warnings():  # said once, by surface_energies
-        warnings.simplefilter("ignore", BulkSymmetryWarning)
-        conv = conventional_cell(bulk)
-    for m in millers:
-        n = estimate_facet_atoms(conv, m, min_slab_size)
-        if n > max_atoms:
-            t = 15.0 * (n / 100) ** 2
-            raise SizeLimitError(
-                f"facet {m}: its slab/oriented cell has about {n} atoms (limit "
-                f"max_atoms={max_atoms}); building its terminations alone takes about "
-                f"{t / 60:.0f} min, each relaxation far longer. Use a lower-index facet, "
-                f"or raise max_atoms if this is intended")
-
-
-def _plane_spacing(conv, miller: Miller) -> float:
-    return float(conv.lattice.d_hkl(miller))
+    size = size0
+    for _ in range(max_extra_layers):
+        size += d
+        cands = _generate(conv, miller, size, min_vacuum_size, symmetric_only, lll_reduce)
+        if not cands:
+            break
+        new = compute(min(cands, key=lambda s: abs(s.shift - shift)))
+        if new.n_atoms == entry.thickness_series[-1].n_atoms:
+            continue  # plane count unchanged; grow further
+        entry.thickness_series.append(new)
+        if abs(new.gamma - entry.thickness_series[-2].gamma) < thickness_tol:
+            entry.thickness_converged = True
+            break
+    entry.result = entry.thickness_series[-1]
+    _warn_thin(entry.result, SURFACE.recommended_layers)
+    if not entry.thickness_converged:
+        warnings.warn(f"{miller} γ not converged within {thickness_tol} J/m² "
+                      f"after {max_extra_layers} extra planes", stacklevel=3)
 
 
 @single_threaded_numpy
 def surface_energies(bulk: Atoms, calc: BaseCalculator,
-                     miller_indices: Sequence[Any] = ((1, 1, 1),), *,
+                     miller_indices: Sequence[Any] = tuple(SURFACE.miller_indices), *,
                      min_slab_size: float = SURFACE.min_slab_size,
                      min_vacuum_size: float = SURFACE.min_vacuum_size,
                      min_layers: int = SURFACE.min_layers,
-                     relax_bulk: bool = True, relax_slabs: bool = True,
-                     fix_bottom_layers: int = 0, fmax: float = SURFACE.fmax, steps: int = 500,
-                     optimizer: str = "FIRE", symmetric_only: bool = True,
-                     lll_reduce: bool = False, converge_thickness: bool = False,
-                     thickness_tol: float = 0.01, max_extra_layers: int = 8,
-                     wulff: bool = False, plot_dir: str | Path | None = None,
+                     relax_bulk: bool = SURFACE.relax_bulk,
+                     relax_slabs: bool = SURFACE.relax_slabs,
+                     fix_bottom_layers: int = SURFACE.fix_bottom_layers,
+                     fmax: float = SURFACE.fmax, steps: int = SURFACE.steps,
+                     optimizer: str = SURFACE.optimizer,
+                     symmetric_only: bool = SURFACE.symmetric_only,
+                     lll_reduce: bool = False,
+                     converge_thickness: bool = SURFACE.converge_thickness,
+                     thickness_tol: float = SURFACE.thickness_tol,
+                     max_extra_layers: int = SURFACE.max_extra_layers,
+                     wulff: bool = SURFACE.wulff, plot_dir: str | Path | None = None,
                      plot_name: str | None = None,
-                     max_atoms: int | None = MAX_SLAB_CELL_ATOMS,
+                     max_atoms: int | None = SURFACE.max_atoms,
                      ) -> SurfaceResult:
     """Surface energies γ (J/m² and eV/Å²) for Miller indices and all symmetric terminations.
 
@@ -564,7 +366,6 @@ def surface_energies(bulk: Atoms, calc: BaseCalculator,
     max_extra_layers = check_int("max_extra_layers", max_extra_layers)
     fix_bottom_layers = check_int("fix_bottom_layers", fix_bottom_layers)
 
-
     bulk_conv_ok: bool | None = None
     work = bulk.copy()
     e_relaxed: float | None = None
@@ -589,53 +390,23 @@ def surface_energies(bulk: Atoms, calc: BaseCalculator,
             shift = float(pslab.shift)
 
             def compute(ps, shift=shift, miller=miller) -> SlabEnergy:
-                return slab_surface_energy(_center_along_c(_to_atoms(ps)), calc, e_bulk, relax_slab=relax_slabs,
-                                           fix_bottom_layers=fix_bottom_layers, fmax=fmax,
-                                           steps=steps, optimizer=optimizer, miller=miller,
-                                           shift=shift)
+                return slab_surface_energy(
+                    _center_along_c(_to_atoms(ps)), calc, e_bulk, relax_slab=relax_slabs,
+                    fix_bottom_layers=fix_bottom_layers, fmax=fmax, steps=steps,
+                    optimizer=optimizer, miller=miller, shift=shift)
 
             res = compute(pslab)
             if not converge_thickness:
                 _warn_thin(res, SURFACE.recommended_layers)
             entry = SurfaceEntry(miller=miller, shift=shift, termination=term, result=res)
             if converge_thickness:
-                entry.thickness_series.append(res)
-                entry.thickness_converged = False
-                d = _plane_spacing(conv, miller)
-                size = size0
-                for _ in range(max_extra_layers):
-                    size += d
-                    cands = _generate(conv, miller, size, min_vacuum_size, symmetric_only,
-                                      lll_reduce)
-                    if not cands:
-                        break
-                    nxt = min(cands, key=lambda s: abs(s.shift - shift))
-                    new = compute(nxt)
-                    if new.n_atoms == entry.thickness_series[-1].n_atoms:
-                        continue  # plane count unchanged; grow further
-                    entry.thickness_series.append(new)
-                    if abs(new.gamma - entry.thickness_series[-2].gamma) < thickness_tol:
-                        entry.thickness_converged = True
-                        break
-                entry.result = entry.thickness_series[-1]
-                _warn_thin(entry.result, SURFACE.recommended_layers)
-                if not entry.thickness_converged:
-                    warnings.warn(f"{miller} γ not converged within {thickness_tol} J/m² "
-                                  f"after {max_extra_layers} extra planes", stacklevel=2)
+                _converge_thickness(entry, compute, conv, size0, min_vacuum_size,
+                                    symmetric_only, lll_reduce, thickness_tol,
+                                    max_extra_layers)
             entries.append(entry)
 
-    gamma: dict[str, float] = {}
-    for e in entries:
-        key = facet_key(e.miller)
-        gamma[key] = min(gamma.get(key, math.inf), e.gamma)
-    converged = (bulk_conv_ok is not False) and all(
-        (e.result.relax_converged is not False) and (e.thickness_converged is not False)
-        and all(s.relax_converged is not False for s in e.thickness_series)
-        for e in entries)
-    result = SurfaceResult(bulk_formula=work.get_chemical_formula(), bulk_energy_per_atom=e_bulk,
-                           bulk_lattice=conv.lattice.matrix.tolist(), bulk_relaxed=relax_bulk,
-                           bulk_relax_converged=bulk_conv_ok, entries=entries, gamma=gamma,
-                           converged=converged)
+    result = _collect(work, e_bulk, conv, relax_bulk, bulk_conv_ok, entries)
+    gamma = result.gamma
     if wulff:
         result.wulff = wulff_shape(conv.lattice, gamma, plot_dir=plot_dir,
                                    name=plot_name or work.get_chemical_formula(),
@@ -643,51 +414,3 @@ def surface_energies(bulk: Atoms, calc: BaseCalculator,
         if result.wulff.get("plot"):
             result.plots.append(result.wulff["plot"])
     return result
-
-
-def wulff_title(name: str, gamma: dict[str, float]) -> str:
-    """Plot title: the material and γ (J/m²) per facet, lowest first."""
-    parts = [f"({k.replace(',', ' ')}) {v:.3f}" for k, v in sorted(gamma.items(),
-                                                                   key=lambda kv: kv[1])]
-    return f"{name}: γ in J/m²: " + ", ".join(parts)
-
-
-def wulff_shape(lattice, gamma: dict[str, float] | dict[Miller, float], *,
-                plot_dir: str | Path | None = None, name: str = "wulff",
-                title: str | None = None) -> dict[str, Any]:
-    """Wulff shape from γ (J/m²) per Miller index via pymatgen's ``WulffShape``.
-
-    Returns area-weighted γ (J/m²), shape factor, anisotropy, area fractions and the
-    plot path (if ``plot_dir``: ``<plot_dir>/<name>_wulff.png``, titled with ``title``
-    (default ``name``) and the γ values, with a J/m² colour bar).
-    """
-    from pymatgen.analysis.wulff import WulffShape
-
-    millers, energies = [], []
-    for k, v in gamma.items():
-        millers.append(parse_facet(k))
-        energies.append(float(v))
-    ws = WulffShape(lattice, millers, energies)
-    out: dict[str, Any] = {
-        "weighted_surface_energy": float(ws.weighted_surface_energy),
-        "shape_factor": float(ws.shape_factor),
-        "anisotropy": float(ws.anisotropy),
-        "area_fraction": {facet_key(k): float(v) for k, v in ws.area_fraction_dict.items()},
-        "plot": None,
-    }
-    if plot_dir is not None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        ax = ws.get_plot(bar_on=len(set(energies)) > 1, units_in_JPERM2=True)
-        out["plot_title"] = wulff_title(title or name,
-                                        {facet_key(m): e for m, e in zip(millers, energies)})
-        ax.figure.suptitle(out["plot_title"], fontsize=9)
-        path = Path(plot_dir) / f"{name}_wulff.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ax.figure.savefig(path, dpi=120)
-        plt.close(ax.figure)
-        out["plot"] = str(path)
-    return out
