@@ -32,6 +32,8 @@ MOVED: dict[str, str] = {
     "ase_surftune.env_correction": "ase_surftune.models.env_correction",
     "ase_surftune.references": "ase_surftune.models.references",
     "ase_surftune.plugin": "ase_surftune.models.plugin",
+    # the distillation workflow moved above properties; checked before "finetune" below
+    "ase_surftune.finetune.distill": "ase_surftune.evaluation.distill",
     "ase_surftune.finetune": "ase_surftune.training",
 }
 

@@ -13,7 +13,7 @@ from ase.build import bulk, fcc111
 from ase.io import write
 
 from ase_surftune.core.errors import ConfigError, ModelLoadError
-from ase_surftune.training.distill import distill, load_distill_config
+from ase_surftune.evaluation.distill import distill, load_distill_config
 
 #: the module fixture distils a student (~35 s): slow lane
 pytestmark = pytest.mark.slow
