@@ -39,8 +39,9 @@ def test_cli_surface(cu, tmp_path):
                "--min-slab-size", "6", "--min-vacuum-size", "8", "--wulff", "-o", str(tmp_path)])
     assert rc == 0
     data = _json(tmp_path / "cu_emt_surface.json")
-    assert 0.8 < data["gamma"]["1,1,1"] < 1.3
-    assert data["entries"][0]["result"]["gamma_unrelaxed_ev_a2"] > 0
+    assert data["gamma"]["1,1,1"] == pytest.approx(1.04172, rel=1e-4)  # EMT Cu(111), J/m²
+    assert data["entries"][0]["result"]["gamma_unrelaxed_ev_a2"] == pytest.approx(0.065041,
+                                                                                   rel=1e-4)
     assert data["wulff"]["plot"] and (tmp_path / "cu_emt_wulff.png").is_file()
 
 

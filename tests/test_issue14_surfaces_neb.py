@@ -241,4 +241,4 @@ def test_loosely_relaxed_rattled_bulk_keeps_its_facets():
     cu.rattle(0.05, seed=0)  # seed 0 gave γ(111) = 1.29 J/m² before the fix
     with pytest.warns(BulkSymmetryWarning, match="Fm-3m"):
         res = surface_energies(cu, EMT(), ["111"], relax_slabs=False)
-    assert res.entries[0].gamma == pytest.approx(1.0442, abs=0.003)
+    assert res.entries[0].gamma == pytest.approx(1.04224, rel=1e-4)  # computed; ideal 1.0442
