@@ -20,17 +20,13 @@ from ase_surftune.models.bundle import Bundle
 from ase_surftune.training.distill import SamplingOptions, load_distill_config
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def teacher():
-    return Bundle(adapter=tiny_mace())
+    """A tiny random MACE bundle; torch on one thread while this module runs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield Bundle(adapter=tiny_mace())
+    torch.set_num_threads(threads)
 
 
 def _seeds():
