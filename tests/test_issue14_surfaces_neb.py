@@ -163,7 +163,7 @@ def test_neb_band_is_unwrapped_and_symmetric_for_a_symmetric_hop():
     assert _fit_at(res, 0.2) == pytest.approx(_fit_at(res, 0.8), abs=1e-6)
     assert _fit_at(res, 0.2) > 0.1  # not a made-up dip after the saddle
     assert res.barrier_fit == pytest.approx(res.barrier_forward, abs=1e-6)  # CI at the saddle
-    assert 0.6 < res.barrier_forward < 1.0  # EMT Cu vacancy hop, about 0.79 eV
+    assert res.barrier_forward == pytest.approx(0.791460, abs=2e-4)  # EMT Cu vacancy hop, eV
 
 
 def test_vacancy_migration_relaxes_the_bulk_by_default():
