@@ -45,6 +45,7 @@ def test_cli_surface(cu, tmp_path):
     assert data["wulff"]["plot"] and (tmp_path / "cu_emt_wulff.png").is_file()
 
 
+@pytest.mark.slow
 def test_cli_neb_vacancy(tmp_path):
     p = tmp_path / "cu.extxyz"
     write(str(p), bulk("Cu", "fcc", a=3.59))

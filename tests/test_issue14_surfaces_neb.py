@@ -136,6 +136,7 @@ def _fit_at(res, t):
     return float(np.interp(t * x[-1], x, e))
 
 
+@pytest.mark.slow
 def test_neb_band_is_unwrapped_and_symmetric_for_a_symmetric_hop():
     """A vacancy hop across the cell boundary with the final state *wrapped*: the band is
     unwrapped, so consecutive images differ by small steps and ASE's fit is symmetric."""
