@@ -48,6 +48,11 @@ def test_old_import_path_reaches_the_workflow(monkeypatch):
     assert old.distill is workflow.distill
     assert old.DistillStrategy is student_side.DistillStrategy  # one strategy class
     assert old.load_distill_config is student_side.load_distill_config
+    # the longest matching entry of the alias table wins
+    from ase_surftune import _compat
+
+    assert _compat.new_name("ase_surftune.finetune.distill") == "ase_surftune.evaluation.distill"
+    assert _compat.new_name("ase_surftune.finetune.api") == "ase_surftune.training.api"
 
 
 def test_bulk_or_slab():
