@@ -33,12 +33,14 @@ MOVED: dict[str, str] = {
     "ase_surftune.references": "ase_surftune.models.references",
     "ase_surftune.plugin": "ase_surftune.models.plugin",
     "ase_surftune.finetune": "ase_surftune.training",
+    # the distillation workflow moved above properties (the longest matching entry wins)
+    "ase_surftune.finetune.distill": "ase_surftune.evaluation.distill",
 }
 
 
 def new_name(old: str) -> str | None:
     """The current module path for an old one, or None when ``old`` did not move."""
-    for before, after in MOVED.items():
+    for before, after in sorted(MOVED.items(), key=lambda kv: -len(kv[0])):
         if old == before or old.startswith(before + "."):
             return after + old[len(before):]
     return None

@@ -180,30 +180,27 @@ def run_demo(output: str | Path = "demo_out", *, reference: str = "emt", quick: 
         torch.set_num_threads(old_threads)
 
 
-def _run(output: str | Path, reference: str, quick: bool, model: str, progress: bool,
-         echo: Any) -> DemoResult:
+class _Stages:
+    """Wall-clock seconds of the demo's stages (reported, never asserted)."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._t_all = time.perf_counter()
+
+    def done(self, name: str, t0: float) -> None:
+        self.timings[name] = round(time.perf_counter() - t0, 2)
+
+    def total(self) -> None:
+        self.timings["total"] = round(time.perf_counter() - self._t_all, 2)
+
+
+def _label_data(out: Path, reference: str, ref_calc: Any, quick: bool, dft: bool,
+                progress: bool) -> tuple[list[Atoms], list[Atoms]]:
+    """Stage 1: reference labels of the demo structures, split into (train, test)."""
     from ase_surftune.data import label, split
-    from ase_surftune.evaluation import compare, evaluate
-    from ase_surftune.evaluation.tables import write_json
-    from ase_surftune.training import finetune
-    from ase_surftune.training.strategies import STRATEGIES
 
-    t_all = time.perf_counter()
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-
-    def stage(name: str, t0: float) -> None:
-        timings[name] = round(time.perf_counter() - t0, 2)
-
-    # ---- 1. data labelled by the reference
-    t0 = time.perf_counter()
-    echo(f"[1/5] labelling Cu slab/defect structures with the reference ({reference})")
-    dft = reference.lower() == "gpaw"
-    size = "quick" if quick else ("dft" if dft else "full")
     configs = demo_structures(2 if quick or dft else 5, small=quick or dft)
     labels_path = out / f"labels_{reference}{'_quick' if quick else ''}.xyz"
-    ref_calc = demo_reference(reference)
     labelled = label(configs, ref_calc, labels_path, progress=progress)
     for a, c in zip(labelled, configs):
         a.info["config_type"] = c.info["config_type"]
@@ -211,12 +208,15 @@ def _run(output: str | Path, reference: str, quick: bool, model: str, progress: 
     # both the training and the held-out set
     parts = split(labelled, (0.5, 0.0, 0.5) if quick or dft else (0.6, 0.0, 0.4), seed=0,
                   stratify="config_type")
-    train, test = parts.train, parts.test
-    stage("label", t0)
+    return parts.train, parts.test
 
-    # ---- 2./3. fine-tuning
-    t0 = time.perf_counter()
-    echo(f"[2/5] fine-tuning {model} on {len(train)} structures (test set: {len(test)})")
+
+def _finetune_models(out: Path, model: str, train: list[Atoms], test: list[Atoms],
+                     quick: bool, progress: bool) -> dict[str, str]:
+    """Stage 2: linear, frozen (and multi-head in full mode) fine-tuning; name -> spec."""
+    from ase_surftune.training import finetune
+    from ase_surftune.training.strategies import STRATEGIES
+
     epochs = 2 if quick else 20
     common = {"model": model, "epochs": epochs, "batch_size": 4,
               "valid_fraction": 0.0, "progress": progress, "plot": True, "seed": 0,
@@ -238,30 +238,11 @@ def _run(output: str | Path, reference: str, quick: bool, model: str, progress: 
         if name == "multihead":
             spec += "@" + res.metrics.get("head", "surface")
         models[name] = spec
-    stage("finetune", t0)
+    return models
 
-    # ---- 4. error level: errors and softening scale on the held-out structures
-    t0 = time.perf_counter()
-    echo("[3/5] errors and softening scale on the held-out structures")
-    labelled_models = [(name, spec) for name, spec in models.items()]
-    from ase_surftune.evaluation._spec import make_calculator
 
-    # energy reference fitted on the training frames, never on the scored test frames
-    ev = evaluate([(n, make_calculator(s)) for n, s in labelled_models], test,
-                  align_on=train, progress=progress)
-    ev.write(out / "evaluate")
-    stage("evaluate", t0)
-
-    # ---- 5. property level
-    t0 = time.perf_counter()
-    echo("[4/5] properties with the reference and every model (same code for all)")
-    # quick: smoke-test sizes, every stage runs, numbers are indicative only
-    cfg = PROPERTY_SETTINGS[size]
-    cmp = compare((reference, ref_calc), [(n, make_calculator(s)) for n, s in labelled_models], cfg,
-                  progress=progress, output_dir=out / "compare")
-    stage("compare", t0)
-
-    # ---- summary
+def _summary_rows(ev: Any, cmp: Any) -> list[dict[str, Any]]:
+    """One row per model: force MAE, softening scale s and every property ratio."""
     rows = []
     for m in ev.models:
         row: dict[str, Any] = {"model": m.model, "force_mae": m.overall.forces_mae,
@@ -269,9 +250,16 @@ def _run(output: str | Path, reference: str, quick: bool, model: str, progress: 
         for key in cmp.property_keys():
             row[key] = cmp.ratio(key, m.model)
         rows.append(row)
-    timings["total"] = round(time.perf_counter() - t_all, 2)
-    result = DemoResult(output_dir=out, models=models, evaluation=ev, comparison=cmp,
-                        summary_rows=rows, timings=timings)
+    return rows
+
+
+def _report(result: DemoResult, reference: str, quick: bool, echo: Any) -> None:
+    """Stage 5: print the tables and write demo_summary.md/.json."""
+    from ase_surftune.core.io import atomic_write_text
+    from ase_surftune.evaluation.tables import write_json
+
+    out, ev, cmp, timings = result.output_dir, result.evaluation, result.comparison, \
+        result.timings
     echo("[5/5] results\n")
     echo(f"Properties: each model vs the reference ({reference}); ratio < 1 = softer; "
          f"(nc) = not converged or imaginary phonon modes\n")
@@ -282,11 +270,56 @@ def _run(output: str | Path, reference: str, quick: bool, model: str, progress: 
          "reference)\n")
     summary = result.summary_markdown()
     echo(summary)
-    (out / "demo_summary.md").write_text(
-        "# surftune demo\n\n## Properties\n\n" + cmp.to_markdown() + "\n\n## Errors\n\n"
-        + ev.to_markdown() + "\n\n## Softening\n\n" + summary + "\n")
-    write_json({"reference": reference, "quick": quick, "models": models, "summary": rows,
-                "timings": timings}, out / "demo_summary.json")
+    atomic_write_text(out / "demo_summary.md",
+                      "# surftune demo\n\n## Properties\n\n" + cmp.to_markdown()
+                      + "\n\n## Errors\n\n" + ev.to_markdown() + "\n\n## Softening\n\n"
+                      + summary + "\n")
+    write_json({"reference": reference, "quick": quick, "models": result.models,
+                "summary": result.summary_rows, "timings": timings},
+               out / "demo_summary.json")
     echo(f"\nwrote {out}/: demo_summary.md/.json, evaluate/ (parity plots), compare/ "
          f"(comparison.png), finetune/ (bundles, loss curves); total {timings['total']:.0f} s")
+
+
+def _run(output: str | Path, reference: str, quick: bool, model: str, progress: bool,
+         echo: Any) -> DemoResult:
+    from ase_surftune.evaluation import compare, evaluate
+    from ase_surftune.evaluation._spec import make_calculator
+
+    stages = _Stages()
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    dft = reference.lower() == "gpaw"
+
+    t0 = time.perf_counter()
+    echo(f"[1/5] labelling Cu slab/defect structures with the reference ({reference})")
+    ref_calc = demo_reference(reference)
+    train, test = _label_data(out, reference, ref_calc, quick, dft, progress)
+    stages.done("label", t0)
+
+    t0 = time.perf_counter()
+    echo(f"[2/5] fine-tuning {model} on {len(train)} structures (test set: {len(test)})")
+    models = _finetune_models(out, model, train, test, quick, progress)
+    stages.done("finetune", t0)
+
+    t0 = time.perf_counter()
+    echo("[3/5] errors and softening scale on the held-out structures")
+    # energy reference fitted on the training frames, never on the scored test frames
+    ev = evaluate([(n, make_calculator(s)) for n, s in models.items()], test,
+                  align_on=train, progress=progress)
+    ev.write(out / "evaluate")
+    stages.done("evaluate", t0)
+
+    t0 = time.perf_counter()
+    echo("[4/5] properties with the reference and every model (same code for all)")
+    # quick: smoke-test sizes, every stage runs, numbers are indicative only
+    settings = PROPERTY_SETTINGS["quick" if quick else ("dft" if dft else "full")]
+    cmp = compare((reference, ref_calc), [(n, make_calculator(s)) for n, s in models.items()],
+                  settings, progress=progress, output_dir=out / "compare")
+    stages.done("compare", t0)
+
+    stages.total()
+    result = DemoResult(output_dir=out, models=models, evaluation=ev, comparison=cmp,
+                        summary_rows=_summary_rows(ev, cmp), timings=stages.timings)
+    _report(result, reference, quick, echo)
     return result

@@ -13,7 +13,7 @@ from ase.build import bulk, fcc111
 from ase.io import write
 
 from ase_surftune.core.errors import ConfigError, ModelLoadError
-from ase_surftune.training.distill import distill, load_distill_config
+from ase_surftune.evaluation.distill import distill, load_distill_config
 
 #: the module fixture distils a student (~35 s): slow lane
 pytestmark = pytest.mark.slow
@@ -77,10 +77,18 @@ def test_student_tracks_teacher_and_is_faster(distilled):
 def test_property_check_surface_energy_and_phonon(distilled):
     props = distilled["res"].report["properties"]
     g = props["surface_energy_J_m2"]
-    assert 0.5 < g["teacher"] < 2.5  # CHGNet Cu(111), unrelaxed
-    assert abs(g["difference_percent"]) < 50
+    # the teacher is the bundled CHGNet (deterministic, float32): pinned to its values,
+    # unrelaxed Cu(111) 2x2x3 slab at a = 3.62 Å against the cubic bulk seed
+    assert g["teacher"] == pytest.approx(0.86207, rel=2e-3)  # J/m²
+    assert g["difference_percent"] == pytest.approx(
+        100 * (g["student"] - g["teacher"]) / g["teacher"])
+    assert abs(g["difference_percent"]) < 20  # measured -8.6 % (20 epochs, 8 channels)
     ph = props["phonon_max_frequency_THz"]
-    assert 4 < ph["teacher"] < 12 and ph["student"] > 0
+    # highest band frequency of fcc Cu in a 2x2x2 primitive supercell (too small for a
+    # converged value, the same for both models): CHGNet 5.19 THz; the student measured
+    # 7.07 THz (+36 %), reported, not asserted
+    assert ph["teacher"] == pytest.approx(5.1909, rel=2e-3)
+    assert ph["student"] > 0
     assert (distilled["res"].output_dir / "distill_report.json").is_file()
 
 

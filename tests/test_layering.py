@@ -31,11 +31,6 @@ LAYERS: dict[str, int] = {
 KNOWN: dict[tuple[str, str], str] = {
     ("ase_surftune.data", "ase_surftune.models.references"):
         "label() resolves calculator spec strings in pool workers",
-    ("ase_surftune.training.distill", "ase_surftune.properties._base"):
-        "distillation samples with MD and checks properties (belongs above properties)",
-    ("ase_surftune.training.distill", "ase_surftune.properties.md"): "same",
-    ("ase_surftune.training.distill", "ase_surftune.properties.phonons"): "same",
-    ("ase_surftune.training.distill", "ase_surftune.properties.surface"): "same",
 }
 
 

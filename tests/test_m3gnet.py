@@ -360,7 +360,7 @@ def test_config_errors_name_the_folder(tmp_path):
 
 @pytest.mark.slow
 def test_m3gnet_teacher_distills(tiny_folder, tmp_path):
-    from ase_surftune.training.distill import distill
+    from ase_surftune.evaluation.distill import distill
 
     teacher = Bundle(adapter=load_model(f"m3gnet:{tiny_folder}").adapter)
     tpath = teacher.save(tmp_path / "teacher.stbundle")

@@ -29,13 +29,14 @@ def test_au_on_al100_tutorial_barrier(tmp_path):
         res = adatom_hop(_al100(), "Au", calc, site="hollow", height=1.7, vacuum=4.0,
                          n_images=3, plot=tmp_path / "mep.png")
     assert res.converged
-    assert res.barrier_forward == pytest.approx(0.37, abs=0.01)
+    # ASE's tutorial quotes ≈ 0.37 eV; this code's value (deterministic EMT) is pinned
+    assert res.barrier_forward == pytest.approx(0.374801, abs=2e-5)
     assert res.barrier_reverse == pytest.approx(res.barrier_forward, abs=1e-3)  # symmetric hop
     assert res.reaction_energy == pytest.approx(0.0, abs=1e-3)
     assert len(res.energies) == len(res.reaction_coordinate) == 5
     assert np.argmax(res.energies) == 2  # climbing image at the bridge site
     assert res.method == "improvedtangent" and res.climb
-    assert res.info["hop_distance"] == pytest.approx(4.05 / np.sqrt(2), abs=0.02)
+    assert res.info["hop_distance"] == pytest.approx(4.05 / np.sqrt(2), abs=1e-6)  # Al a0
     assert (tmp_path / "mep.png").is_file()
     assert fc.count > 0
     d = json.loads(json.dumps(res.to_dict()))
@@ -47,7 +48,7 @@ def test_factory_and_linear_interpolation_agree():
     a = adatom_hop(_al100(), "Au", EMT, site="hollow", height=1.7, vacuum=4.0, n_images=3,
                    interpolation="linear")
     assert a.interpolation == "linear"
-    assert a.barrier_forward == pytest.approx(0.37, abs=0.01)
+    assert a.barrier_forward == pytest.approx(0.374801, abs=2e-5)  # as the tutorial test
 
 
 @pytest.mark.slow
@@ -58,7 +59,7 @@ def test_vacancy_hop_cu():
     assert res.info["n_atoms"] == 31
     assert res.info["hop_distance"] == pytest.approx(3.59 / np.sqrt(2), abs=1e-6)
     assert res.barrier_forward == pytest.approx(res.barrier_reverse, abs=1e-3)
-    assert 0.4 < res.barrier_forward < 1.2  # EMT Cu vacancy migration ~0.8 eV
+    assert res.barrier_forward == pytest.approx(0.790377, abs=2e-4)  # EMT Cu vacancy hop, eV
 
 
 def test_user_band():
@@ -74,7 +75,7 @@ def test_user_band():
     mid.positions[-1, 0] += init.cell[0, 0] / 4
     res = neb_barrier(init, final, EMT(), interpolation=[mid], climb=True)
     assert res.interpolation == "user" and res.n_images == 1
-    assert res.barrier_forward == pytest.approx(0.37, abs=0.02)
+    assert res.barrier_forward == pytest.approx(0.375794, abs=2e-5)  # one image, user-made
 
 
 def test_endpoints_must_match():

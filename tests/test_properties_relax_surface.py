@@ -30,8 +30,9 @@ def test_relax_lowers_energy_and_keeps_constraints(tmp_path):
                 trajectory=tmp_path / "r.traj")
     assert res.converged and res.energy < res.energy_initial
     assert res.max_force < 0.02
-    # EMT Cu lattice constant ≈ 3.59 Å; the cell shrank from 3.7
-    assert res.atoms.cell.lengths() == pytest.approx([3.59] * 3, abs=0.02)
+    # EMT Cu a0 = 3.5898 Å (E(V) fit); the cell shrank from 3.7 to within what fmax 0.02
+    # allows for the rattled, partly fixed cell (values computed by this code, deterministic)
+    assert res.atoms.cell.lengths() == pytest.approx([3.58762, 3.59414, 3.58634], abs=2e-4)
     assert isinstance(res.atoms.constraints[0], FixAtoms)
     # the fixed atom moves only with the cell (scaled position unchanged)
     assert np.allclose(res.atoms.get_scaled_positions(wrap=False)[0],
@@ -76,8 +77,8 @@ def test_cached_cell_filter_follows_the_same_path_as_ase():
     assert runs[0][0] == runs[1][0]
     assert np.allclose(runs[0][1], runs[1][1], atol=1e-10)
     assert runs[0][2] == pytest.approx(runs[1][2], abs=1e-10)
-    # EMT's Cu lattice constant (ASE's EMT: a ≈ 3.59 Å)
-    assert np.cbrt(np.linalg.det(runs[1][1])) == pytest.approx(3.59, abs=0.01)
+    # EMT's Cu lattice constant: 3.58983 Å from an E(V) fit (fmax 1e-3 gives 3.58981)
+    assert np.cbrt(np.linalg.det(runs[1][1])) == pytest.approx(3.58983, abs=1e-4)
 
 
 def test_relax_bad_optimizer():
@@ -109,8 +110,8 @@ def test_cu111_matches_hand_calculation():
     gamma_rel = (relaxed.energy - len(slab) * e_b) / (2 * area) * EV_PER_A2_TO_J_PER_M2
     assert r.gamma_relaxed == pytest.approx(gamma_rel, abs=2e-3)
     assert r.gamma_relaxed <= r.gamma_unrelaxed + 1e-9
-    # EMT Cu(111) is about 1.0 J/m^2
-    assert 0.8 < r.gamma_relaxed < 1.3
+    # EMT Cu(111), relaxed to fmax 0.01 (deterministic, computed by this code)
+    assert r.gamma_relaxed == pytest.approx(1.04431, rel=1e-4)
     assert res.gamma["1,1,1"] == pytest.approx(r.gamma_relaxed)
 
 
@@ -144,7 +145,8 @@ def test_mgo100_compound_and_wulff(tmp_path):
                            relax_bulk=False, relax_slabs=False, wulff=True, plot_dir=tmp_path)
     assert res.entries and all(e.result.formula.count("Mg") == 1 for e in res.entries)
     r = res.entries[0].result
-    assert r.n_atoms % 2 == 0 and r.gamma_relaxed is None and r.gamma_unrelaxed > 0
+    assert r.n_atoms % 2 == 0 and r.gamma_relaxed is None
+    assert r.gamma_unrelaxed == pytest.approx(0.466885, rel=1e-5)  # this LJ, J/m²
     assert res.wulff["weighted_surface_energy"] == pytest.approx(r.gamma_unrelaxed)
     assert (tmp_path / f"{res.bulk_formula}_wulff.png").is_file()
 

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ase_surftune.training.distill import distill, load_distill_config
+    from ase_surftune.evaluation.distill import distill, load_distill_config
 
     cfg = load_distill_config(args.config, teacher=args.teacher, output_dir=args.output_dir)
     if args.check:
