@@ -215,13 +215,8 @@ def fit_linear_correction(ref_energies: Sequence[float] | np.ndarray | None,
     Shifts: with energies and ``fit_shifts``, b_Z are fitted (per-atom least squares,
     :func:`ase_surftune.data.alignment.fit_shifts`, with its rank check and shared-shift
     fallback) to E_ref − E'(b = 0) at fixed a. For ``fit="mse"`` a and b are fitted
-    jointly, minimising
-
-        L = (1/N_F) Σ_c (F_ref,c − a F_model,c)²
-            + energy_weight · (1/N_S) Σ_s ((T_s − a X_s − Σ_Z n_{s,Z} b_Z) / N_s)²
-
-    with T_s = E_ref,s − Σe^model, X_s = E_model,s − Σe^model (e^model = 0 in
-    ``"total"`` mode); with ``fit_shifts=False`` energies then constrain a directly.
+    jointly (the loss is in :mod:`ase_surftune.models.scale_fit`); with
+    ``fit_shifts=False`` energies then constrain a directly.
     Without energies (``ref_energies``/``model_energies`` None or ``use_energies=False``)
     only a is fitted, from forces, and shifts are empty.
 
@@ -239,11 +234,10 @@ def fit_linear_correction(ref_energies: Sequence[float] | np.ndarray | None,
         mode: ``"relative"`` or ``"total"``.
 
     Returns:
-        A :class:`LinearCorrection` whose ``info`` holds the :func:`assess_correction`
-        figures on the fitting data (``softening_scale_before/after``,
-        ``force_mae_before/after``, ``energy_mae_per_atom_before/after``), ``warnings``,
+        A :class:`LinearCorrection`; its ``info`` holds the :func:`assess_correction`
+        figures on the fitting data (s, force and energy MAE before/after), ``warnings``,
         ``fit``, ``mode``, ``n_structures``, ``n_atoms``, ``energy_weight``,
-        ``used_energies`` and the reports of the shift and model-reference fits.
+        ``used_energies`` and the shift and model-reference fit reports.
 
     Raises:
         DataError: inconsistent lengths/shapes, NaN/inf, or data that cannot determine

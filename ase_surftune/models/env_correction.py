@@ -33,7 +33,14 @@ wrapper would not conserve energy. The residual terms here need only positions.
 
 All coefficients are fitted by one (ridge-stabilised) linear least-squares problem on
 forces, per-atom energies and (optionally) stresses of ≤ a few labelled structures; see
-:func:`fit_env_correction`. The fitted object is JSON-able (:meth:`to_dict`).
+:func:`fit_env_correction`. The fitted object is JSON-able (:meth:`to_dict`). The loss:
+
+    L = (1/N_F) Σ (F_ref − F′)² + energy_weight (1/N_S) Σ ((E_ref − E′)/N_s)²
+        + stress_weight (1/N_σ) Σ (σ_ref − σ′)²  + ridge · |c, d|²
+
+(forces eV/Å, per-atom energies eV/atom, stresses eV/Å³), each term averaged over its
+own count. Basis columns are normalised before the ridge is applied, so ``ridge`` is
+dimensionless.
 """
 
 from __future__ import annotations
@@ -226,14 +233,8 @@ def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
                        max_frames: int | None = 3) -> EnvCorrection:
     """Fit an :class:`EnvCorrection` of ``model_calc`` to labelled ``frames``.
 
-    One linear least-squares problem with unknowns (a, b_Z, c_k, d_m):
-
-        L = (1/N_F) Σ (F_ref − F′)² + energy_weight (1/N_S) Σ ((E_ref − E′)/N_s)²
-            + stress_weight (1/N_σ) Σ (σ_ref − σ′)²  + ridge · |c, d|²
-
-    (forces eV/Å, per-atom energies eV/atom, stresses eV/Å³), each term averaged over its
-    own count. Basis columns are normalised before the ridge is applied, so ``ridge`` is
-    dimensionless.
+    One linear least-squares problem in (a, b_Z, c_k, d_m); the loss is in the module
+    docstring.
 
     Args:
         model_calc: the model, any ASE calculator.
@@ -262,14 +263,7 @@ def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
     Raises:
         DataError: no frames, too many frames, unlabelled frames, or no force signal.
     """
-    frames = list(frames)
-    if not frames:
-        raise DataError("no frames to fit an environment correction on")
-    if max_frames is not None and len(frames) > max_frames:
-        raise DataError(f"{len(frames)} fit frames; the environment correction is meant "
-                        f"to be fitted on at most {max_frames} (pass max_frames=None)")
-    if scale not in SCALE_MODES:
-        raise ValueError(f"scale must be one of {SCALE_MODES}, got {scale!r}")
+    frames = _check_fit_args(frames, max_frames, scale)
     rc = float(rc) if rc is not None else _auto_rc(frames)
     embed_powers = tuple(float(p) for p in embed_powers)
     refs = [get_labels(at) for at in frames]
@@ -308,6 +302,19 @@ def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
     }
     log.info("%s", corr.summary())
     return corr
+
+
+def _check_fit_args(frames: Sequence[Atoms], max_frames: int | None, scale: str
+                    ) -> list[Atoms]:
+    frames = list(frames)
+    if not frames:
+        raise DataError("no frames to fit an environment correction on")
+    if max_frames is not None and len(frames) > max_frames:
+        raise DataError(f"{len(frames)} fit frames; the environment correction is meant "
+                        f"to be fitted on at most {max_frames} (pass max_frames=None)")
+    if scale not in SCALE_MODES:
+        raise ValueError(f"scale must be one of {SCALE_MODES}, got {scale!r}")
+    return frames
 
 
 @dataclass

@@ -4,6 +4,15 @@ The scale a from force components (slope, total least squares, mean squares), th
 least squares of a and per-element shifts, the model's own per-element reference
 energies, and the softening scale over the highest-force atoms. Forces in eV/Å, energies
 in eV, shifts and references in eV/atom.
+
+The joint fit (``fit="mse"`` of :func:`~ase_surftune.models.correction.fit_linear_correction`)
+minimises
+
+    L = (1/N_F) Σ_c (F_ref,c − a F_model,c)²
+        + energy_weight · (1/N_S) Σ_s ((T_s − a X_s − Σ_Z n_{s,Z} b_Z) / N_s)²
+
+with T_s = E_ref,s − Σe^model, X_s = E_model,s − Σe^model (e^model = 0 in ``"total"``
+mode).
 """
 
 from __future__ import annotations
