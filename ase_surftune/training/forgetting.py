@@ -126,11 +126,12 @@ def bulk_errors(bundle: Bundle, head: str, configs: Sequence[Atoms]) -> dict[str
     df = np.concatenate([(pred.forces[i] - get_labels(a)[1]).ravel()
                          for i, a in enumerate(configs)])
     de = relative_energy_errors(configs, pred.energy)
+    from ase_surftune.core.metrics import mae_rmse
+
     return {"n_structures": len(configs),
-            "energy_rel_mae_per_atom": float(np.mean(np.abs(de))) if de.size else None,
+            "energy_rel_mae_per_atom": mae_rmse(de)[0] if de.size else None,
             "n_energy_rel": int(de.size),
-            "forces_mae": float(np.mean(np.abs(df))),
-            "forces_rmse": float(np.sqrt(np.mean(df ** 2)))}
+            "forces_mae": mae_rmse(df)[0], "forces_rmse": mae_rmse(df)[1]}
 
 
 def _fmt_pct(p: float | None) -> str:
