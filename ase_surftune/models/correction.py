@@ -47,6 +47,8 @@ from ase_surftune.core.energy import per_element_sum
 from ase_surftune.core.errors import DataError
 from ase_surftune.core.metrics import mae_rmse, paired_forces, softening_scale
 from ase_surftune.data import alignment
+from ase_surftune.data.labels import get_labels
+from ase_surftune.models.predict import predict_with
 from ase_surftune.models.scale_fit import (
     FitKind,
     _joint_mse,
@@ -344,19 +346,13 @@ def fit_linear_correction_from_calc(configs: Sequence[Atoms], calc: Calculator,
     """Evaluate ``calc`` (the model) on labelled ``configs`` and fit a correction.
 
     Reference labels come from :func:`ase_surftune.data.get_labels`; model energies (eV)
-    and raw forces (eV/Å, constraints not applied) from ``calc``. ``kwargs`` go to
+    and raw forces (eV/Å, constraints not applied) from ``calc`` through
+    :func:`~ase_surftune.models.predict.predict_with` (batched for models). ``kwargs`` go to
     :func:`fit_linear_correction`.
     """
-    from ase_surftune.data import get_labels
-
-    e_ref, f_ref, e_mod, f_mod, nums = [], [], [], [], []
-    for atoms in configs:
-        energy, forces, _ = get_labels(atoms)
-        work = atoms.copy()
-        work.calc = calc
-        e_ref.append(energy)
-        f_ref.append(forces)
-        e_mod.append(work.get_potential_energy())
-        f_mod.append(work.get_forces(apply_constraint=False))
-        nums.append(atoms.numbers.copy())
-    return fit_linear_correction(e_ref, f_ref, e_mod, f_mod, nums, **kwargs)
+    configs = list(configs)
+    labels = [get_labels(atoms) for atoms in configs]
+    e_mod, f_mod, _ = predict_with(calc, configs)
+    return fit_linear_correction([lab[0] for lab in labels], [lab[1] for lab in labels],
+                                 list(e_mod), f_mod, [a.numbers.copy() for a in configs],
+                                 **kwargs)

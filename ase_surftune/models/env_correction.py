@@ -61,6 +61,7 @@ from ase_surftune.core.io import to_jsonable
 from ase_surftune.core.metrics import mae_rmse, softening_scale
 from ase_surftune.data.labels import get_labels
 from ase_surftune.models.env_basis import BasisValues, basis_terms
+from ase_surftune.models.predict import predict_with
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase import Atoms
@@ -195,18 +196,6 @@ class EnvCorrectedCalculator(Calculator):
 # --------------------------------------------------------------------------- fitting
 
 
-def _model_values(atoms: Atoms, calc: Calculator, want_stress: bool
-                  ) -> tuple[float, np.ndarray, np.ndarray | None]:
-    work = atoms.copy()
-    work.calc = calc
-    e = float(work.get_potential_energy())
-    f = np.asarray(work.get_forces(apply_constraint=False), dtype=float)
-    s = None
-    if want_stress and all(work.pbc):
-        s = np.asarray(work.get_stress(voigt=True, apply_constraint=False), dtype=float)
-    return e, f, s
-
-
 def _auto_rc(frames: Sequence[Atoms]) -> float:
     """Half-way between the first and second neighbour shell of fcc, from the fit frames.
 
@@ -267,7 +256,8 @@ def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
     rc = float(rc) if rc is not None else _auto_rc(frames)
     embed_powers = tuple(float(p) for p in embed_powers)
     refs = [get_labels(at) for at in frames]
-    mods = [_model_values(at, model_calc, stress_weight > 0) for at in frames]
+    mods = list(zip(*predict_with(model_calc, frames, compute_stress=[
+        stress_weight > 0 and all(at.pbc) for at in frames])))  # (E, F, σ) per frame
     bases = [basis_terms(at, rc, n_pair, embed_powers) for at in frames]
     f_ref = np.concatenate([r[1].reshape(-1) for r in refs])
     f_mod = np.concatenate([m[1].reshape(-1) for m in mods])
