@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 from ase_surftune.core.errors import ConfigError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ase.calculators.calculator import BaseCalculator
-
 # reference codes are labellers: the data layer owns them (re-exported here)
 from ase_surftune.data.references import (
     REFERENCE_NAMES,
     get_reference_calculator,
     register_spec_resolver,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ase.calculators.calculator import BaseCalculator
 
 __all__ = ["REFERENCE_NAMES", "get_calculator", "get_reference_calculator", "parse_spec"]
 
