@@ -1,9 +1,10 @@
 """The one prediction path: energies, forces and stresses of any model on many structures.
 
 :func:`predict_with` takes a :class:`~ase_surftune.models.calculator.SurfTuneCalculator`,
-a :class:`~ase_surftune.models.bundle.Bundle`, a model spec (path or name, built as a
-SurfTuneCalculator) or any other ASE calculator, and picks the path by type: batched
-forward passes for the first three, one structure at a time for the rest. Everything
+a :class:`~ase_surftune.models.bundle.Bundle` or any other ASE calculator, and picks the
+path by type: batched forward passes for the first two, one structure at a time for the
+rest. It imports nothing of the package (the type checks look the classes up only once
+their modules are loaded), so the corrections below the bundle can use it too. Everything
 that scores, labels or compares models (evaluation, the active-learning committee,
 forgetting checks, distillation, corrections) calls it, so a model is evaluated the same
 way everywhere.
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -47,20 +47,17 @@ def _is(obj: Any, module: str, name: str) -> bool:
 
 def predict_with(calc: Any, configs: Sequence[Atoms], *,
                  compute_stress: Sequence[bool] | bool = False, progress: bool = False,
-                 batch_size: int | str = "auto", head: str | None = None,
-                 device: str = "cpu") -> Predicted:
+                 batch_size: int | str = "auto", head: str | None = None) -> Predicted:
     """Energies (eV), raw forces (eV/Å) and Voigt stresses (eV/Å³ or None) of ``calc``.
 
     Args:
         calc: a SurfTuneCalculator (its head and correction apply), a Bundle (``head``,
-            calibrated), a model spec ``str``/``Path`` (a SurfTuneCalculator on
-            ``device``), or any ASE calculator (reused for every structure).
+            calibrated) or any ASE calculator (reused for every structure).
         configs: the structures (their own labels are ignored).
         compute_stress: one flag for all, or one per structure.
         progress: show a progress bar.
         batch_size: structures per forward pass, or ``"auto"`` (batched paths only).
         head: the head of a Bundle (``None``: its default head).
-        device: torch device for a model spec.
 
     Raises:
         ValueError: ``compute_stress`` has the wrong length.
@@ -71,10 +68,6 @@ def predict_with(calc: Any, configs: Sequence[Atoms], *,
         [bool(x) for x in compute_stress]
     if len(want) != n:
         raise ValueError("compute_stress must have one flag per structure")
-    if isinstance(calc, (str, Path)):
-        from ase_surftune.models.calculator import SurfTuneCalculator
-
-        calc = SurfTuneCalculator(str(calc), device=device)
     if _is(calc, "ase_surftune.models.calculator", "SurfTuneCalculator"):
         def run(atoms: list[Atoms], stress: bool) -> Any:
             return calc.predict(atoms, batch_size=batch_size, compute_stress=stress,
