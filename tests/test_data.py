@@ -426,3 +426,17 @@ def test_label_resolves_model_specs_through_the_resolver_handed_down(tmp_path):
         assert not (tmp_path / "b.xyz").exists()  # failed before any file was touched
     finally:
         refs._RESOLVER[:] = saved
+
+
+def test_the_data_package_re_exports_every_public_name_lazily():
+    """``from ase_surftune.data import X`` keeps working after the split into modules;
+    the lazy table, ``__all__`` and the modules agree."""
+    import ase_surftune.data as data
+
+    assert data.__all__ == sorted(data.__all__)
+    assert set(data.__all__) == {n for n in data._WHERE if not n.startswith("_")}
+    for name, module in data._WHERE.items():
+        mod = __import__(f"ase_surftune.data.{module}", fromlist=[name])
+        assert getattr(data, name) is getattr(mod, name), name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        data.nope  # noqa: B018

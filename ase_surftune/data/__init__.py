@@ -40,6 +40,7 @@ _WHERE: dict[str, str] = {
     "_closest_pair_below": "validate", "validate_config": "validate",
     "check_elements": "validate",
     "read_labelled": "io", "read_structures": "io", "write_labelled": "io",
+    "source_file": "io",
     "Split": "splitting", "split": "splitting", "element_counts": "splitting",
     "split_by_group": "splitting", "TRAJECTORY_KEYS": "splitting",
     "trajectory_group": "splitting", "is_slab": "splitting",
@@ -54,13 +55,18 @@ __all__ = [
     "REFERENCE_NAMES", "SkippedConfig", "Split", "TRAJECTORY_KEYS", "check_elements",
     "check_min_distance", "dataset_hash", "element_counts", "free_atom_mask", "get_labels",
     "get_reference_calculator", "is_slab", "label", "read_labelled", "read_structures",
-    "split", "split_by_group", "split_by_trajectory", "structure_hash", "trajectory_group",
-    "validate_config", "write_labelled",
+    "source_file", "split", "split_by_group", "split_by_trajectory", "structure_hash",
+    "trajectory_group", "validate_config", "write_labelled",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase_surftune.data.hashing import dataset_hash, structure_hash
-    from ase_surftune.data.io import read_labelled, read_structures, write_labelled
+    from ase_surftune.data.io import (
+        read_labelled,
+        read_structures,
+        source_file,
+        write_labelled,
+    )
     from ase_surftune.data.labelling import label
     from ase_surftune.data.labels import (
         DEFAULT_GROUP,

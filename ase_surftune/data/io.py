@@ -109,6 +109,13 @@ def read_structures(path: PathLike, index: Any = ":", format: str | None = None
     return frames
 
 
+def source_file(atoms: Atoms) -> str | None:
+    """The file a frame was read from (:func:`read_labelled` tags ``info["source"] =
+    "file@k"``), or None for frames without a source tag."""
+    src = atoms.info.get("source")
+    return str(src).rsplit("@", 1)[0] if src else None
+
+
 def read_labelled(path_or_paths: PathLike | Sequence[PathLike], index: Any = ":",
                   energy_key: str | None = None, forces_key: str | None = None,
                   stress_key: str | None = None, group_key: str = "config_type",

@@ -10,6 +10,7 @@ import numpy as np
 from ase import Atoms
 
 from ase_surftune.core.errors import DataError
+from ase_surftune.data.io import source_file
 from ase_surftune.data.labels import DEFAULT_GROUP
 
 
@@ -131,8 +132,7 @@ def trajectory_group(atoms: Atoms, split_key: str | None = None) -> str | None:
     for k in TRAJECTORY_KEYS:
         if k in atoms.info:
             return str(atoms.info[k])
-    src = atoms.info.get("source")
-    return str(src).rsplit("@", 1)[0] if src else None
+    return source_file(atoms)
 
 
 def is_slab(atoms: Atoms, min_vacuum: float = 4.0) -> bool:

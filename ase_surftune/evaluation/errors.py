@@ -318,13 +318,13 @@ def group_of(atoms: Atoms, group_key: str = "config_type") -> str:
     """The evaluation group of a frame: ``info[group_key]``; without one, the source file
     (``info["source"]`` = ``"file@k"`` from :func:`~ase_surftune.data.read_labelled`), so
     frames of different trajectories are not lumped into one ``"default"`` group."""
-    from ase_surftune.data import DEFAULT_GROUP
+    from ase_surftune.data import DEFAULT_GROUP, source_file
 
     g = atoms.info.get(group_key)
     if g is None or str(g) == DEFAULT_GROUP:
-        src = atoms.info.get("source")
+        src = source_file(atoms)
         if src:
-            return Path(str(src).rsplit("@", 1)[0]).name or DEFAULT_GROUP
+            return Path(src).name or DEFAULT_GROUP
         return DEFAULT_GROUP
     return str(g)
 
