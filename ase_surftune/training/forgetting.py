@@ -120,6 +120,7 @@ def relative_energy_errors(configs: Sequence[Atoms], predicted: Sequence[float]
 def bulk_errors(bundle: Bundle, head: str, configs: Sequence[Atoms]) -> dict[str, Any]:
     """Relative energy-per-atom MAE (eV/atom, see :func:`relative_energy_errors`) and
     force MAE/RMSE (eV/Å) of ``bundle``'s ``head`` on ``configs``."""
+    from ase_surftune.core.metrics import mae_rmse
     from ase_surftune.data import get_labels
     from ase_surftune.models.predict import predict_with
 
@@ -127,12 +128,10 @@ def bulk_errors(bundle: Bundle, head: str, configs: Sequence[Atoms]) -> dict[str
     df = np.concatenate([(pred.forces[i] - get_labels(a)[1]).ravel()
                          for i, a in enumerate(configs)])
     de = relative_energy_errors(configs, pred.energy)
-    from ase_surftune.core.metrics import mae_rmse
-
+    f_mae, f_rmse = mae_rmse(df)
     return {"n_structures": len(configs),
             "energy_rel_mae_per_atom": mae_rmse(de)[0] if de.size else None,
-            "n_energy_rel": int(de.size),
-            "forces_mae": mae_rmse(df)[0], "forces_rmse": mae_rmse(df)[1]}
+            "n_energy_rel": int(de.size), "forces_mae": f_mae, "forces_rmse": f_rmse}
 
 
 def _fmt_pct(p: float | None) -> str:
