@@ -212,7 +212,7 @@ def label(configs: Sequence[Atoms], calc: Calculator | str, out_path: PathLike,
                              on_error, report, executor)
 
 
-def _label_locked(configs: list[Atoms], calc: Calculator | str, path: Path, resume: bool,
+def _label_locked(configs: list[Atoms], calc: Calculator | _Spec, path: Path, resume: bool,
                   progress: bool, properties: Sequence[str], on_error: OnError,
                   report: DataReport, executor: Any) -> list[Atoms]:
     """:func:`label` while holding the label file's lock."""
