@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 from ase_surftune import _compat
 
 _compat.install()
+# the composition root: hand the model-spec resolver down to data.label() (data < models)
+from ase_surftune.models import references as _references  # noqa: E402,F401
 
 __version__ = "0.1.0"
 

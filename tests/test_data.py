@@ -396,3 +396,47 @@ def test_dataset_hash_sensitive_to_labels():
     changed[0] = b
     assert dataset_hash(changed) != h
     assert dataset_hash(data[::-1]) != h
+
+
+def _resolve_to_emt(spec: str):
+    """A model-spec resolver for the test: any spec gives EMT (module level: it pickles)."""
+    return EMT()
+
+
+def test_label_resolves_model_specs_through_the_resolver_handed_down(tmp_path):
+    """The data layer builds reference labellers itself; a model spec goes to the resolver
+    a higher layer hands down (the package registers models.references.get_calculator)."""
+    from ase_surftune.core.errors import ConfigError
+    from ase_surftune.data import references as refs
+    from ase_surftune.models.references import get_calculator
+
+    assert refs._RESOLVER == [get_calculator]  # registered by `import ase_surftune`
+    configs = [_slab(seed=s) for s in range(2)]
+    out = label(configs, "some-model@head", tmp_path / "a.xyz", progress=False,
+                resolve=_resolve_to_emt)
+    for a, got in zip(configs, out):
+        b = a.copy()
+        b.calc = EMT()
+        assert got.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-12)
+    saved = list(refs._RESOLVER)
+    refs._RESOLVER.clear()
+    try:
+        with pytest.raises(ConfigError, match="not a reference calculator"):
+            label(configs, "some-model", tmp_path / "b.xyz", progress=False)
+        assert not (tmp_path / "b.xyz").exists()  # failed before any file was touched
+    finally:
+        refs._RESOLVER[:] = saved
+
+
+def test_the_data_package_re_exports_every_public_name_lazily():
+    """``from ase_surftune.data import X`` keeps working after the split into modules;
+    the lazy table, ``__all__`` and the modules agree."""
+    import ase_surftune.data as data
+
+    assert data.__all__ == sorted(data.__all__)
+    assert set(data.__all__) == {n for n in data._WHERE if not n.startswith("_")}
+    for name, module in data._WHERE.items():
+        mod = __import__(f"ase_surftune.data.{module}", fromlist=[name])
+        assert getattr(data, name) is getattr(mod, name), name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        data.nope  # noqa: B018

@@ -102,3 +102,57 @@ def test_finetune_overwrite_moves_the_old_run_aside(tmp_path):
     assert len(old) == 1 and (old[0] / "model.stbundle").read_bytes() == b"old result"
     assert not (old[0] / ".model.stbundle.ab12CD_9.tmp").exists()  # cleaned under the lock
     assert sorted(p.name for p in run.iterdir()) == [".surftune.lock", "run.json"]
+
+
+def test_to_jsonable_gives_valid_json_for_what_results_hold():
+    """One sanitiser: NaN/inf -> null (json.dumps would write bare NaN), numpy, paths,
+    dataclasses (json=False fields left out), to_dict objects, Atoms, MSONable, sets."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    from ase.build import bulk
+
+    from ase_surftune.core.io import to_jsonable
+
+    @dataclasses.dataclass
+    class Result:
+        gamma: float
+        cache: object = dataclasses.field(default=None, metadata={"json": False})
+
+        def summary(self) -> str:  # not to_dict: fields are used
+            return ""
+
+    class Explicit:
+        def to_dict(self):
+            return {"x": np.float32(0.5)}
+
+    data = {"e": np.float64("nan"), "f": np.array([[1.0, np.inf], [-np.inf, 2.0]]),
+            "n": np.int64(3), "ok": np.bool_(True), "p": Path("/tmp/x"), 7: (1, 2.5),
+            "s": {3, 1}, "r": Result(np.float64(1.25), cache=object()), "x": Explicit(),
+            "atoms": bulk("Cu", "fcc", a=3.6)}
+    out = to_jsonable(data)
+    text = json.dumps(out, allow_nan=False)  # raises on any NaN/inf left
+    back = json.loads(text)
+    assert back["e"] is None and back["f"] == [[1.0, None], [None, 2.0]]
+    assert back["n"] == 3 and back["ok"] is True and back["p"] == "/tmp/x"
+    assert back["7"] == [1, 2.5] and back["s"] == [1, 3]
+    assert back["r"] == {"gamma": 1.25} and back["x"] == {"x": 0.5}
+    assert back["atoms"]["symbols"] == ["Cu"] and back["atoms"]["pbc"] == [True] * 3
+    np.testing.assert_allclose(back["atoms"]["cell"], bulk("Cu", "fcc", a=3.6).cell.array)
+    assert to_jsonable(object()) is not None  # lenient: returned unchanged
+    with pytest.raises(TypeError, match="has no JSON form"):
+        to_jsonable({"a": [object()]}, strict=True)
+
+
+def test_to_jsonable_passes_pymatgen_objects_through_monty():
+    import json
+
+    pytest.importorskip("pymatgen")
+    from pymatgen.core import Lattice
+
+    from ase_surftune.core.io import to_jsonable
+
+    d = json.loads(json.dumps(to_jsonable(Lattice.cubic(3.6)), allow_nan=False))
+    assert d["@class"] == "Lattice" and d["matrix"][0][0] == 3.6

@@ -29,8 +29,6 @@ LAYERS: dict[str, int] = {
 
 #: (importer, imported) pairs that still break the layering, with the reason
 KNOWN: dict[tuple[str, str], str] = {
-    ("ase_surftune.data", "ase_surftune.models.references"):
-        "label() resolves calculator spec strings in pool workers",
 }
 
 

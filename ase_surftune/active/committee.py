@@ -125,8 +125,9 @@ class Uncertainty:
 
 def _predict(model: Any, configs: Sequence[Atoms], device: str):
     from ase_surftune.models.calculator import SurfTuneCalculator
+    from ase_surftune.models.predict import predict_with
 
-    return SurfTuneCalculator(str(model), device=device).predict(list(configs))
+    return predict_with(SurfTuneCalculator(str(model), device=device), configs)
 
 
 def predict_uncertainty(members: Sequence[Path], configs: Sequence[Atoms],

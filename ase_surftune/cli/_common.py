@@ -34,23 +34,15 @@ def add_trust_arg(parser: argparse.ArgumentParser) -> None:
 
 def write_json(data: Any, path: str | Path) -> Path:
     """Write JSON atomically (temp file then rename) and return the path."""
-    from ase_surftune.core.io import atomic_write_json
+    from ase_surftune.core.io import atomic_write_json, to_jsonable
 
-    return atomic_write_json(path, data, default=_json_default)
+    return atomic_write_json(path, to_jsonable(data), default=_json_default)
 
 
 def _json_default(obj: Any) -> Any:
-    import numpy as np
+    from ase_surftune.core.io import to_jsonable
 
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serialisable")
+    return to_jsonable(obj, strict=True)  # raises TypeError for a type JSON lacks
 
 
 def add_sweep_args(parser: argparse.ArgumentParser, default_output: str) -> None:

@@ -17,8 +17,10 @@ file never blocks anyone; a second writer gets :class:`~ase_surftune.core.errors
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
+import math
 import os
 import re
 import tempfile
@@ -31,7 +33,7 @@ from ase_surftune.core.errors import LockedError
 
 __all__ = ["atomic_torch_save", "atomic_write_stream", "atomic_writer", "atomic_write_text",
            "atomic_write_bytes", "atomic_write_json", "fsync_dir", "clean_orphan_temps",
-           "exclusive_lock", "move_aside", "load_yaml", "TEMP_SUFFIX"]
+           "exclusive_lock", "move_aside", "load_yaml", "to_jsonable", "TEMP_SUFFIX"]
 
 #: Suffix of the temporary files written by :func:`atomic_writer`.
 TEMP_SUFFIX = ".tmp"
@@ -87,6 +89,63 @@ def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> P
     with atomic_writer(path, "w", encoding=encoding, newline="") as fh:
         fh.write(text)
     return Path(path)
+
+
+def to_jsonable(obj: Any, *, strict: bool = False, as_fields: bool = False) -> Any:
+    """``obj`` as plain JSON types, so that ``json.dumps`` writes valid JSON.
+
+    The one sanitiser of the package: NumPy scalars and arrays become Python numbers and
+    lists; NaN/inf (Python or NumPy floats) become ``None`` (JSON has no NaN); dataclass
+    instances without a ``to_dict()`` become dicts of their fields (fields with
+    ``metadata={"json": False}`` are left out); objects with ``to_dict()`` give that dict
+    (an explicit form wins); pymatgen/monty ``MSONable``
+    objects go through :func:`monty.json.jsanitize`; :class:`ase.Atoms` become
+    ``{"symbols", "positions" (Å), "cell" (Å), "pbc"}``; paths become strings; dict keys
+    become strings; tuples and sets become lists (sets sorted).
+
+    Args:
+        strict: raise ``TypeError`` for any other type (e.g. when writing a model config
+            that must read back exactly); otherwise such values are returned unchanged.
+        as_fields: serialise ``obj`` itself (a dataclass) by its fields even if it has a
+            ``to_dict()``: what a ``to_dict`` built on this function passes.
+    """
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        return float(obj) if math.isfinite(obj) else None
+    if type(obj).__module__ == "numpy" and callable(getattr(obj, "tolist", None)):
+        return to_jsonable(obj.tolist(), strict=strict)  # numpy scalars and arrays
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v, strict=strict) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v, strict=strict) for v in obj]
+    if isinstance(obj, (set, frozenset)):
+        return [to_jsonable(v, strict=strict) for v in sorted(obj, key=repr)]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, type):
+        pass  # a class is not data
+    elif callable(getattr(obj, "to_dict", None)) and not as_fields:
+        return to_jsonable(obj.to_dict(), strict=strict)
+    elif dataclasses.is_dataclass(obj):
+        return {f.name: to_jsonable(getattr(obj, f.name), strict=strict)
+                for f in dataclasses.fields(obj) if f.metadata.get("json", True)}
+    elif callable(getattr(obj, "as_dict", None)):  # MSONable (pymatgen, monty)
+        from monty.json import jsanitize
+
+        return to_jsonable(jsanitize(obj, strict=True), strict=strict)
+    elif _is_atoms(obj):
+        return {"symbols": obj.get_chemical_symbols(), "positions": obj.positions.tolist(),
+                "cell": obj.cell.array.tolist(), "pbc": [bool(p) for p in obj.pbc]}
+    if strict:
+        raise TypeError(f"{type(obj).__name__} has no JSON form")
+    return obj
+
+
+def _is_atoms(obj: Any) -> bool:
+    from ase import Atoms
+
+    return isinstance(obj, Atoms)
 
 
 def atomic_write_json(path: str | Path, data: Any, *, indent: int | None = 2,

@@ -36,6 +36,8 @@ from ase.data import atomic_numbers, chemical_symbols
 
 from ase_surftune.core.energy import per_element_sum
 from ase_surftune.core.errors import DataError
+from ase_surftune.core.metrics import mae_rmse
+from ase_surftune.data.labels import _set_labels, get_labels
 
 __all__ = ["ReferenceAlignment", "ShiftFit", "composition_matrix", "fit_element_shifts",
            "fit_shifts", "MAX_CONDITION"]
@@ -227,8 +229,8 @@ class ReferenceAlignment:
         n_at = np.array([len(n) for n in nums], dtype=float)
         fitted = np.array([per_element_sum(shifts, n) for n in nums])
         out = cls(shifts=shifts,
-                  rmse_before=float(np.sqrt(np.mean((y / n_at) ** 2))),
-                  rmse_after=float(np.sqrt(np.mean(((y - fitted) / n_at) ** 2))),
+                  rmse_before=mae_rmse(y / n_at)[1],
+                  rmse_after=mae_rmse((y - fitted) / n_at)[1],
                   n_structures=len(y), method=sf.method, reason=sf.reason)
         log.info("%s", out.summary())
         return out
@@ -243,19 +245,11 @@ class ReferenceAlignment:
         Energy labels become E_ref − Σ_i δ_{Z_i} (eV); forces and stress are unchanged
         (the shift does not depend on positions). Uses :func:`ase_surftune.data.get_labels`.
         """
-        from ase.calculators.singlepoint import SinglePointCalculator
-
-        from ase_surftune.data import get_labels
-
         out = []
         for atoms in configs:
             energy, forces, stress = get_labels(atoms)
             new = atoms.copy()
-            kw: dict[str, Any] = {"energy": energy - self.energy_shift(atoms.numbers),
-                                  "forces": forces}
-            if stress is not None:
-                kw["stress"] = stress
-            new.calc = SinglePointCalculator(new, **kw)
+            _set_labels(new, energy - self.energy_shift(atoms.numbers), forces, stress)
             out.append(new)
         return out
 

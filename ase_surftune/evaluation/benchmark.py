@@ -271,9 +271,9 @@ def _run_task(task: dict[str, Any], store: str | None) -> dict[str, Any]:
 
 
 def _jsonable(obj: Any) -> Any:
-    from ase_surftune.evaluation.tables import jsonable
+    from ase_surftune.core.io import to_jsonable
 
-    return jsonable(obj)
+    return to_jsonable(obj)
 
 
 def _load_done(store: Path, name: str, fingerprint: str) -> dict[str, Any] | None:

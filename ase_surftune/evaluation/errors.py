@@ -39,11 +39,11 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
-from ase.stress import full_3x3_to_voigt_6_stress
 
 from ase_surftune.core.energy import per_element_sum
 from ase_surftune.core.errors import ConfigError, DataError
 from ase_surftune.core.io import atomic_write_text
+from ase_surftune.models.predict import predict_with  # re-exported: the one prediction path
 
 __all__ = ["ErrorStats", "ModelEvaluation", "EvaluationReport", "predict_with",
            "evaluate_model", "evaluate", "load_configs", "group_of", "relative_energies",
@@ -263,48 +263,6 @@ def load_configs(data: str | Path | Sequence[Atoms] | Sequence[str | Path],
     return data, None
 
 
-def predict_with(calc: Any, configs: Sequence[Atoms], *, compute_stress: Sequence[bool] | bool
-                 = False, progress: bool = False, batch_size: int | str = "auto"
-                 ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray | None]]:
-    """Energies (eV), raw forces (eV/Å) and Voigt stresses (eV/Å³ or None) of ``calc``.
-
-    Batched for :class:`~ase_surftune.models.calculator.SurfTuneCalculator`, one structure at a
-    time for any other ASE calculator. ``compute_stress`` may be one flag per structure.
-    """
-    n = len(configs)
-    want = [bool(compute_stress)] * n if isinstance(compute_stress, bool) else \
-        [bool(x) for x in compute_stress]
-    if len(want) != n:
-        raise ValueError("compute_stress must have one flag per structure")
-    energies = np.zeros(n)
-    forces: list[np.ndarray] = [np.zeros((len(a), 3)) for a in configs]
-    stresses: list[np.ndarray | None] = [None] * n
-    if hasattr(calc, "predict") and hasattr(calc, "bundle"):
-        idx_s = [i for i in range(n) if want[i]]
-        idx_n = [i for i in range(n) if not want[i]]
-        for idx, stress in ((idx_s, True), (idx_n, False)):
-            if not idx:
-                continue
-            pred = calc.predict([configs[i] for i in idx], batch_size=batch_size,
-                                compute_stress=stress, progress=progress)
-            for k, i in enumerate(idx):
-                energies[i] = float(pred.energy[k])
-                forces[i] = np.asarray(pred.forces[k], dtype=float)
-                if stress:
-                    stresses[i] = full_3x3_to_voigt_6_stress(np.asarray(pred.stress[k]))
-        return energies, forces, stresses
-    from tqdm.auto import tqdm
-
-    for i in tqdm(range(n), desc="predict", disable=not progress, unit="struct"):
-        work = configs[i].copy()
-        work.calc = calc
-        energies[i] = float(work.get_potential_energy())
-        forces[i] = np.array(work.get_forces(apply_constraint=False), dtype=float)
-        if want[i]:
-            stresses[i] = np.array(work.get_stress(voigt=True), dtype=float)
-    return energies, forces, stresses
-
-
 # --------------------------------------------------------------------------- statistics
 
 
@@ -360,13 +318,13 @@ def group_of(atoms: Atoms, group_key: str = "config_type") -> str:
     """The evaluation group of a frame: ``info[group_key]``; without one, the source file
     (``info["source"]`` = ``"file@k"`` from :func:`~ase_surftune.data.read_labelled`), so
     frames of different trajectories are not lumped into one ``"default"`` group."""
-    from ase_surftune.data import DEFAULT_GROUP
+    from ase_surftune.data import DEFAULT_GROUP, source_file
 
     g = atoms.info.get(group_key)
     if g is None or str(g) == DEFAULT_GROUP:
-        src = atoms.info.get("source")
+        src = source_file(atoms)
         if src:
-            return Path(str(src).rsplit("@", 1)[0]).name or DEFAULT_GROUP
+            return Path(src).name or DEFAULT_GROUP
         return DEFAULT_GROUP
     return str(g)
 

@@ -17,24 +17,9 @@ __all__ = ["markdown_table", "fmt", "write_csv", "write_json", "jsonable"]
 
 def jsonable(obj: Any) -> Any:
     """Numpy values/arrays, paths and objects with ``to_dict`` as JSON types; NaN → None."""
-    if hasattr(obj, "to_dict") and not isinstance(obj, type):
-        return jsonable(obj.to_dict())
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
+    from ase_surftune.core.io import to_jsonable
+
+    return to_jsonable(obj)
 
 
 def _atomic_write(path: Path, text: str) -> Path:

@@ -42,11 +42,20 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from ase.data import chemical_symbols
 
 from ase_surftune.core.energy import per_element_sum
 from ase_surftune.core.errors import DataError
 from ase_surftune.core.metrics import mae_rmse, paired_forces, softening_scale
+from ase_surftune.data import alignment
+from ase_surftune.data.labels import get_labels
+from ase_surftune.models.predict import predict_with
+from ase_surftune.models.scale_fit import (
+    FitKind,
+    _joint_mse,
+    fit_model_reference,
+    scale_from_forces,
+    softening_scale_high_force,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase import Atoms
@@ -58,8 +67,6 @@ __all__ = ["LinearCorrection", "fit_linear_correction", "fit_linear_correction_f
 
 log = logging.getLogger(__name__)
 
-ForcesLike = np.ndarray | Sequence[np.ndarray]
-FitKind = Literal["slope", "tls", "mse"]
 #: version of the stored correction dict (1: ``E' = a·E + Σb``; 2: adds ``mode``)
 CORRECTION_VERSION = 2
 
@@ -143,74 +150,6 @@ class LinearCorrection:
                                     for k, v in d.get("model_reference", {}).items()})
 
 
-# --------------------------------------------------------------------------- softening scale
-
-
-def softening_scale_high_force(f_ref: ForcesLike, f_model: ForcesLike,
-                               quantile: float = 0.9) -> float:
-    """Softening scale over the atoms with the largest reference forces.
-
-    Keeps atoms whose reference force norm |F_ref,i| (eV/Å) is at or above the given
-    quantile of all atoms' norms, then applies :func:`softening_scale` to them.
-    """
-    if not 0.0 <= quantile < 1.0:
-        raise ValueError(f"quantile must be in [0, 1), got {quantile}")
-    r, m = paired_forces(f_ref, f_model)
-    if r.size % 3:
-        raise DataError(f"{r.size} force components is not a multiple of 3")
-    r3, m3 = r.reshape(-1, 3), m.reshape(-1, 3)
-    norms = np.linalg.norm(r3, axis=1)
-    keep = norms >= np.quantile(norms, quantile)
-    return softening_scale(r3[keep], m3[keep])
-
-
-def scale_from_forces(f_ref: ForcesLike, f_model: ForcesLike, fit: FitKind = "slope") -> float:
-    """The PES scale a from force components alone (dimensionless).
-
-    ``"slope"``: a = Σ F_ref² / Σ F_ref·F_model = 1/s (corrected s is exactly 1);
-    ``"tls"``: total least squares of F_ref = a·F_model (orthogonal distances);
-    ``"mse"``: a = Σ F_ref·F_model / Σ F_model².
-
-    Raises:
-        DataError: the forces cannot determine a (zero or anti-correlated forces).
-    """
-    r, m = paired_forces(f_ref, f_model)
-    srr, smm, srm = float(r @ r), float(m @ m), float(r @ m)
-    if srm <= 0.0 or srr <= 0.0 or smm <= 0.0:
-        raise DataError(f"cannot determine the PES scale from forces: Σ F_ref·F_model = "
-                        f"{srm:.4g} (needs positively correlated, non-zero forces)")
-    if fit == "slope":
-        return srr / srm
-    if fit == "mse":
-        return srm / smm
-    if fit == "tls":  # y = a x with x = F_model, y = F_ref
-        return (srr - smm + np.sqrt((srr - smm) ** 2 + 4 * srm ** 2)) / (2 * srm)
-    raise DataError(f"unknown fit {fit!r}; use 'slope', 'tls' or 'mse'")
-
-
-def fit_model_reference(model_energies: Sequence[float] | np.ndarray,
-                        numbers_list: Sequence[Sequence[int] | np.ndarray]
-                        ) -> tuple[dict[str, float], dict[str, Any]]:
-    """The model's own per-element reference energies e_Z^model (eV/atom).
-
-    Least squares of the model's per-atom energies on the fitting structures against
-    their composition fractions (:func:`ase_surftune.data.alignment.fit_shifts`): a reference
-    point in the model's own energy scale about which the PES scale acts. When the
-    compositions cannot separate the elements, one shared per-atom value is used and the
-    reason is returned. Public so that other corrections reuse the same reference.
-
-    Returns:
-        ``({symbol: e_Z}, report)`` where ``report`` is JSON-able (method, rank, reason).
-    """
-    from ase_surftune.data.alignment import fit_shifts
-
-    fit = fit_shifts([np.asarray(z, dtype=int) for z in numbers_list],
-                     np.asarray(model_energies, dtype=float))
-    rep = fit.to_dict()
-    rep.pop("shifts")
-    return fit.shifts, rep
-
-
 # --------------------------------------------------------------------------- fitting
 
 
@@ -278,13 +217,8 @@ def fit_linear_correction(ref_energies: Sequence[float] | np.ndarray | None,
     Shifts: with energies and ``fit_shifts``, b_Z are fitted (per-atom least squares,
     :func:`ase_surftune.data.alignment.fit_shifts`, with its rank check and shared-shift
     fallback) to E_ref − E'(b = 0) at fixed a. For ``fit="mse"`` a and b are fitted
-    jointly, minimising
-
-        L = (1/N_F) Σ_c (F_ref,c − a F_model,c)²
-            + energy_weight · (1/N_S) Σ_s ((T_s − a X_s − Σ_Z n_{s,Z} b_Z) / N_s)²
-
-    with T_s = E_ref,s − Σe^model, X_s = E_model,s − Σe^model (e^model = 0 in
-    ``"total"`` mode); with ``fit_shifts=False`` energies then constrain a directly.
+    jointly (the loss is in :mod:`ase_surftune.models.scale_fit`); with
+    ``fit_shifts=False`` energies then constrain a directly.
     Without energies (``ref_energies``/``model_energies`` None or ``use_energies=False``)
     only a is fitted, from forces, and shifts are empty.
 
@@ -302,16 +236,53 @@ def fit_linear_correction(ref_energies: Sequence[float] | np.ndarray | None,
         mode: ``"relative"`` or ``"total"``.
 
     Returns:
-        A :class:`LinearCorrection` whose ``info`` holds the :func:`assess_correction`
-        figures on the fitting data (``softening_scale_before/after``,
-        ``force_mae_before/after``, ``energy_mae_per_atom_before/after``), ``warnings``,
+        A :class:`LinearCorrection`; its ``info`` holds the :func:`assess_correction`
+        figures on the fitting data (s, force and energy MAE before/after), ``warnings``,
         ``fit``, ``mode``, ``n_structures``, ``n_atoms``, ``energy_weight``,
-        ``used_energies`` and the reports of the shift and model-reference fits.
+        ``used_energies`` and the shift and model-reference fit reports.
 
     Raises:
         DataError: inconsistent lengths/shapes, NaN/inf, or data that cannot determine
             ``a`` (zero or anti-correlated forces).
     """
+    numbers, f_ref, f_mod = _check_fit_inputs(ref_forces, model_forces, numbers_list, fit,
+                                              mode, energy_weight)
+    n_struct = len(numbers)
+    e_ref, e_mod = _fit_energies(ref_energies, model_energies, n_struct, use_energies)
+    have_e = e_ref is not None
+    info: dict[str, Any] = {"fit": fit, "mode": mode}
+    model_ref, e_base = _model_reference(model_energies, numbers, mode, info)
+    shifts: dict[str, float] = {}
+    if fit == "mse":
+        a, shifts = _joint_mse(f_ref, f_mod, None if not have_e else e_ref - e_base,
+                               None if not have_e else e_mod - e_base, numbers,
+                               energy_weight if have_e else 0.0, fit_shifts)
+    else:
+        if not f_mod.any():
+            raise DataError("cannot determine the PES scale: all model forces are zero; give "
+                            "structures with non-zero forces")
+        a = float(scale_from_forces(f_ref, f_mod, fit))
+        if have_e and fit_shifts:
+            sf = alignment.fit_shifts(numbers, e_ref - (a * (e_mod - e_base) + e_base))
+            shifts = sf.shifts
+            info["shift_fit"] = {k: v for k, v in sf.to_dict().items() if k != "shifts"}
+    corr = LinearCorrection(scale=a, shifts=shifts, mode=mode, model_reference=model_ref)
+    info.update(n_structures=int(n_struct), n_atoms=int(sum(len(z) for z in numbers)),
+                energy_weight=float(energy_weight), used_energies=bool(have_e))
+    check = assess_correction(corr, list(ref_forces), list(model_forces), e_ref, e_mod,
+                              numbers if have_e else None)
+    info["warnings"] = check.pop("warnings")
+    info.update(check)
+    corr.info = info
+    log.info("%s", corr.summary())
+    return corr
+
+
+def _check_fit_inputs(ref_forces: Sequence[np.ndarray], model_forces: Sequence[np.ndarray],
+                      numbers_list: Sequence[Sequence[int] | np.ndarray], fit: str,
+                      mode: str, energy_weight: float
+                      ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Checked atomic numbers and flat reference/model force components (eV/Å)."""
     n_struct = len(numbers_list)
     if n_struct == 0:
         raise DataError("no structures to fit a linear correction on")
@@ -330,108 +301,44 @@ def fit_linear_correction(ref_energies: Sequence[float] | np.ndarray | None,
     f_ref, f_mod = paired_forces(list(ref_forces), list(model_forces))
     if energy_weight < 0:
         raise ValueError(f"energy_weight must be >= 0, got {energy_weight}")
-
-    have_e = use_energies and ref_energies is not None and model_energies is not None
-    e_ref = e_mod = None
-    if have_e:
-        e_ref = np.asarray(ref_energies, dtype=float).ravel()
-        e_mod = np.asarray(model_energies, dtype=float).ravel()
-        if e_ref.size != n_struct or e_mod.size != n_struct:
-            raise DataError(f"{n_struct} structures but {e_ref.size} reference and "
-                            f"{e_mod.size} model energies")
-        if not (np.all(np.isfinite(e_ref)) and np.all(np.isfinite(e_mod))):
-            raise DataError("energies contain NaN/inf")
-
-    info: dict[str, Any] = {"fit": fit, "mode": mode}
-    model_ref: dict[str, float] = {}
-    e_base = np.zeros(n_struct)
-    if mode == "relative":
-        if model_energies is not None:
-            e_m_all = np.asarray(model_energies, dtype=float).ravel()
-            if e_m_all.size != n_struct or not np.all(np.isfinite(e_m_all)):
-                raise DataError(f"{n_struct} structures but {e_m_all.size} model energies "
-                                f"(or NaN/inf)")
-            model_ref, info["model_reference_fit"] = fit_model_reference(e_m_all, numbers)
-            e_base = np.array([per_element_sum(model_ref, z) for z in numbers])
-        else:
-            info["model_reference_fit"] = {"reason": "no model energies: scale acts on E"}
-
-    a: float
-    shifts: dict[str, float] = {}
-    if fit == "mse":
-        a, shifts = _joint_mse(f_ref, f_mod, None if not have_e else e_ref - e_base,
-                               None if not have_e else e_mod - e_base, numbers,
-                               energy_weight if have_e else 0.0, fit_shifts)
-    else:
-        if not f_mod.any():
-            raise DataError("cannot determine the PES scale: all model forces are zero; give "
-                            "structures with non-zero forces")
-        a = float(scale_from_forces(f_ref, f_mod, fit))
-        if have_e and fit_shifts:
-            from ase_surftune.data.alignment import fit_shifts as _fit_shifts
-
-            resid = e_ref - (a * (e_mod - e_base) + e_base)
-            sf = _fit_shifts(numbers, resid)
-            shifts = sf.shifts
-            info["shift_fit"] = {k: v for k, v in sf.to_dict().items() if k != "shifts"}
-    corr = LinearCorrection(scale=a, shifts=shifts, mode=mode, model_reference=model_ref)
-    info.update(n_structures=int(n_struct), n_atoms=int(sum(len(z) for z in numbers)),
-                energy_weight=float(energy_weight), used_energies=bool(have_e))
-    check = assess_correction(corr, list(ref_forces), list(model_forces),
-                              e_ref if have_e else None, e_mod if have_e else None,
-                              numbers if have_e else None)
-    info["warnings"] = check.pop("warnings")
-    info.update(check)
-    corr.info = info
-    log.info("%s", corr.summary())
-    return corr
+    return numbers, f_ref, f_mod
 
 
-def _joint_mse(f_ref: np.ndarray, f_mod: np.ndarray, target: np.ndarray | None,
-               e_x: np.ndarray | None, numbers: list[np.ndarray], energy_weight: float,
-               fit_shifts: bool) -> tuple[float, dict[str, float]]:
-    """Joint least squares of a and b_Z (the ``fit="mse"`` loss)."""
-    n_struct = len(numbers)
-    have_e = target is not None and e_x is not None and energy_weight > 0
-    elements: list[str] = []
-    if have_e and fit_shifts:
-        elements = [chemical_symbols[z] for z in sorted({int(z) for n in numbers for z in n})]
-    col = {chemical_symbols.index(s): k + 1 for k, s in enumerate(elements)}
-    n_cols = 1 + len(elements)
-    w_f = 1.0 / np.sqrt(f_ref.size)
-    rows = [np.column_stack([w_f * f_mod, np.zeros((f_mod.size, n_cols - 1))])]
-    targets = [w_f * f_ref]
-    if have_e:
-        n_at = np.array([len(z) for z in numbers], dtype=float)
-        w_e = np.sqrt(energy_weight / n_struct) / n_at
-        e_rows = np.zeros((n_struct, n_cols))
-        e_rows[:, 0] = w_e * e_x
-        for s, z in enumerate(numbers):
-            for zz, c in zip(*np.unique(z, return_counts=True)):
-                if int(zz) in col:  # no shift columns when fit_shifts=False
-                    e_rows[s, col[int(zz)]] = w_e[s] * c
-        rows.append(e_rows)
-        targets.append(w_e * target)
-    mat, y = np.vstack(rows), np.concatenate(targets)
-    _check_scale_determined(mat)
-    sol, *_ = np.linalg.lstsq(mat, y, rcond=None)
-    return float(sol[0]), {s: float(sol[k + 1]) for k, s in enumerate(elements)}
+def _fit_energies(ref_energies: Sequence[float] | np.ndarray | None,
+                  model_energies: Sequence[float] | np.ndarray | None, n_struct: int,
+                  use_energies: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Reference and model total energies (eV) to fit on, or ``(None, None)``."""
+    if not use_energies or ref_energies is None or model_energies is None:
+        return None, None
+    e_ref = np.asarray(ref_energies, dtype=float).ravel()
+    e_mod = np.asarray(model_energies, dtype=float).ravel()
+    if e_ref.size != n_struct or e_mod.size != n_struct:
+        raise DataError(f"{n_struct} structures but {e_ref.size} reference and "
+                        f"{e_mod.size} model energies")
+    if not (np.all(np.isfinite(e_ref)) and np.all(np.isfinite(e_mod))):
+        raise DataError("energies contain NaN/inf")
+    return e_ref, e_mod
 
 
-def _check_scale_determined(mat: np.ndarray) -> None:
-    """Raise unless column 0 (the scale) is independent of the shift columns."""
-    a_col, rest = mat[:, 0], mat[:, 1:]
-    norm = float(np.linalg.norm(a_col))
-    if norm == 0.0:
-        raise DataError("cannot determine the PES scale: all model forces (and energies) "
-                        "are zero")
-    if rest.shape[1]:
-        coef, *_ = np.linalg.lstsq(rest, a_col, rcond=None)
-        a_col = a_col - rest @ coef
-    if float(np.linalg.norm(a_col)) <= 1e-10 * norm:
-        raise DataError("cannot determine the PES scale: model forces are all zero and the "
-                        "energies are explained by per-element shifts alone; give "
-                        "structures with non-zero forces")
+def _model_reference(model_energies: Sequence[float] | np.ndarray | None,
+                     numbers: list[np.ndarray], mode: str, info: dict[str, Any]
+                     ) -> tuple[dict[str, float], np.ndarray]:
+    """e_Z^model (eV/atom) and Σ_i e_Z^model per structure (eV); zeros in ``"total"`` mode.
+
+    Records the reference fit (or why there is none) in ``info``.
+    """
+    e_base = np.zeros(len(numbers))
+    if mode != "relative":
+        return {}, e_base
+    if model_energies is None:
+        info["model_reference_fit"] = {"reason": "no model energies: scale acts on E"}
+        return {}, e_base
+    e_m_all = np.asarray(model_energies, dtype=float).ravel()
+    if e_m_all.size != len(numbers) or not np.all(np.isfinite(e_m_all)):
+        raise DataError(f"{len(numbers)} structures but {e_m_all.size} model energies "
+                        f"(or NaN/inf)")
+    model_ref, info["model_reference_fit"] = fit_model_reference(e_m_all, numbers)
+    return model_ref, np.array([per_element_sum(model_ref, z) for z in numbers])
 
 
 def fit_linear_correction_from_calc(configs: Sequence[Atoms], calc: Calculator,
@@ -439,19 +346,13 @@ def fit_linear_correction_from_calc(configs: Sequence[Atoms], calc: Calculator,
     """Evaluate ``calc`` (the model) on labelled ``configs`` and fit a correction.
 
     Reference labels come from :func:`ase_surftune.data.get_labels`; model energies (eV)
-    and raw forces (eV/Å, constraints not applied) from ``calc``. ``kwargs`` go to
+    and raw forces (eV/Å, constraints not applied) from ``calc`` through
+    :func:`~ase_surftune.models.predict.predict_with` (batched for models). ``kwargs`` go to
     :func:`fit_linear_correction`.
     """
-    from ase_surftune.data import get_labels
-
-    e_ref, f_ref, e_mod, f_mod, nums = [], [], [], [], []
-    for atoms in configs:
-        energy, forces, _ = get_labels(atoms)
-        work = atoms.copy()
-        work.calc = calc
-        e_ref.append(energy)
-        f_ref.append(forces)
-        e_mod.append(work.get_potential_energy())
-        f_mod.append(work.get_forces(apply_constraint=False))
-        nums.append(atoms.numbers.copy())
-    return fit_linear_correction(e_ref, f_ref, e_mod, f_mod, nums, **kwargs)
+    configs = list(configs)
+    labels = [get_labels(atoms) for atoms in configs]
+    e_mod, f_mod, _ = predict_with(calc, configs)
+    return fit_linear_correction([lab[0] for lab in labels], [lab[1] for lab in labels],
+                                 list(e_mod), f_mod, [a.numbers.copy() for a in configs],
+                                 **kwargs)

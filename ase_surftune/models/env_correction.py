@@ -33,7 +33,14 @@ wrapper would not conserve energy. The residual terms here need only positions.
 
 All coefficients are fitted by one (ridge-stabilised) linear least-squares problem on
 forces, per-atom energies and (optionally) stresses of ≤ a few labelled structures; see
-:func:`fit_env_correction`. The fitted object is JSON-able (:meth:`to_dict`).
+:func:`fit_env_correction`. The fitted object is JSON-able (:meth:`to_dict`). The loss:
+
+    L = (1/N_F) Σ (F_ref − F′)² + energy_weight (1/N_S) Σ ((E_ref − E′)/N_s)²
+        + stress_weight (1/N_σ) Σ (σ_ref − σ′)²  + ridge · |c, d|²
+
+(forces eV/Å, per-atom energies eV/atom, stresses eV/Å³), each term averaged over its
+own count. Basis columns are normalised before the ridge is applied, so ``ridge`` is
+dimensionless.
 """
 
 from __future__ import annotations
@@ -50,79 +57,21 @@ from ase.neighborlist import neighbor_list
 
 from ase_surftune.core.energy import per_element_sum
 from ase_surftune.core.errors import DataError
+from ase_surftune.core.io import to_jsonable
+from ase_surftune.core.metrics import mae_rmse, softening_scale
+from ase_surftune.data.labels import get_labels
+from ase_surftune.models.env_basis import BasisValues, basis_terms
+from ase_surftune.models.predict import predict_with
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase import Atoms
 
 __all__ = ["EnvCorrection", "EnvCorrectedCalculator", "fit_env_correction", "basis_terms",
-           "per_group_scales"]
+           "BasisValues", "per_group_scales"]
 
 log = logging.getLogger(__name__)
 
 SCALE_MODES = ("fit", "slope", "fixed")
-
-
-@dataclass
-class BasisValues:
-    """Basis energies (K,) eV, forces (K, n, 3) eV/Å and stresses (K, 6) eV/Å³."""
-
-    energies: np.ndarray
-    forces: np.ndarray
-    stresses: np.ndarray | None
-
-
-def basis_terms(atoms: Atoms, rc: float, n_pair: int,
-                embed_powers: Sequence[float]) -> BasisValues:
-    """Values of every residual basis function for one structure.
-
-    Order: the ``n_pair`` pair functions φ_k, then one embedding function Σ_i ρ_i^p per
-    power in ``embed_powers``. Forces are −∇ of each basis energy; stresses are
-    (1/V) ∂E/∂ε in Voigt order (xx, yy, zz, yz, xz, xy), ``None`` unless fully periodic.
-
-    Args:
-        atoms: the structure (positions in Å).
-        rc: cutoff radius in Å.
-        n_pair: number of pair functions.
-        embed_powers: powers p of the embedding functions (e.g. (2, 3)).
-    """
-    n = len(atoms)
-    k_tot = n_pair + len(embed_powers)
-    energies = np.zeros(k_tot)
-    forces = np.zeros((k_tot, n, 3))
-    virial = np.zeros((k_tot, 3, 3))
-    i, j, d, vec = neighbor_list("ijdD", atoms, rc)  # ordered pairs, vec = r_j − r_i
-    if len(i):
-        x = 1.0 - d / rc
-        unit = vec / d[:, None]
-        outer = vec[:, :, None] * unit[:, None, :]  # D_a D_b / d
-        for k in range(n_pair):
-            p = k + 3
-            energies[k] = 0.5 * float(np.sum(x ** p))
-            dphi = -p * x ** (p - 1) / rc  # dφ/dr
-            w = dphi[:, None] * unit  # force on i from pair (i, j): φ'(d) D/d
-            for c in range(3):
-                forces[k, :, c] = np.bincount(i, weights=w[:, c], minlength=n)
-            virial[k] = 0.5 * np.einsum("p,pab->ab", dphi, outer)
-        g = x ** 3
-        dg = -3.0 * x ** 2 / rc
-        rho = np.bincount(i, weights=g, minlength=n)
-        for m, power in enumerate(embed_powers):
-            k = n_pair + m
-            energies[k] = float(np.sum(rho ** power))
-            dF = power * rho ** (power - 1)  # F′(ρ_i)
-            coef = dF[i] * dg  # per ordered pair
-            w = coef[:, None] * unit
-            for c in range(3):
-                forces[k, :, c] = (np.bincount(i, weights=w[:, c], minlength=n)
-                                   - np.bincount(j, weights=w[:, c], minlength=n))
-            virial[k] = np.einsum("p,pab->ab", coef, outer)
-    stresses = None
-    if all(atoms.pbc):
-        vol = atoms.get_volume()
-        full = virial / vol
-        stresses = np.stack([full[:, 0, 0], full[:, 1, 1], full[:, 2, 2],
-                             full[:, 1, 2], full[:, 0, 2], full[:, 0, 1]], axis=1)
-    return BasisValues(energies, forces, stresses)
 
 
 @dataclass
@@ -196,7 +145,7 @@ class EnvCorrection:
                 "rc": float(self.rc), "n_pair": int(self.n_pair),
                 "embed_powers": [float(p) for p in self.embed_powers],
                 "coefficients": [float(c) for c in self.coefficients],
-                "info": _jsonable(self.info)}
+                "info": to_jsonable(self.info)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EnvCorrection:
@@ -212,18 +161,6 @@ class EnvCorrection:
             raise ValueError(f"{len(out.coefficients)} coefficients for {out.n_basis} "
                              f"basis functions")
         return out
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj
 
 
 class EnvCorrectedCalculator(Calculator):
@@ -259,24 +196,6 @@ class EnvCorrectedCalculator(Calculator):
 # --------------------------------------------------------------------------- fitting
 
 
-def _labels(atoms: Atoms) -> tuple[float, np.ndarray, np.ndarray | None]:
-    from ase_surftune.data import get_labels
-
-    return get_labels(atoms)
-
-
-def _model_values(atoms: Atoms, calc: Calculator, want_stress: bool
-                  ) -> tuple[float, np.ndarray, np.ndarray | None]:
-    work = atoms.copy()
-    work.calc = calc
-    e = float(work.get_potential_energy())
-    f = np.asarray(work.get_forces(apply_constraint=False), dtype=float)
-    s = None
-    if want_stress and all(work.pbc):
-        s = np.asarray(work.get_stress(voigt=True, apply_constraint=False), dtype=float)
-    return e, f, s
-
-
 def _auto_rc(frames: Sequence[Atoms]) -> float:
     """Half-way between the first and second neighbour shell of fcc, from the fit frames.
 
@@ -303,14 +222,8 @@ def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
                        max_frames: int | None = 3) -> EnvCorrection:
     """Fit an :class:`EnvCorrection` of ``model_calc`` to labelled ``frames``.
 
-    One linear least-squares problem with unknowns (a, b_Z, c_k, d_m):
-
-        L = (1/N_F) Σ (F_ref − F′)² + energy_weight (1/N_S) Σ ((E_ref − E′)/N_s)²
-            + stress_weight (1/N_σ) Σ (σ_ref − σ′)²  + ridge · |c, d|²
-
-    (forces eV/Å, per-atom energies eV/atom, stresses eV/Å³), each term averaged over its
-    own count. Basis columns are normalised before the ridge is applied, so ``ridge`` is
-    dimensionless.
+    One linear least-squares problem in (a, b_Z, c_k, d_m); the loss is in the module
+    docstring.
 
     Args:
         model_calc: the model, any ASE calculator.
@@ -339,6 +252,50 @@ def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
     Raises:
         DataError: no frames, too many frames, unlabelled frames, or no force signal.
     """
+    frames = _check_fit_args(frames, max_frames, scale)
+    rc = float(rc) if rc is not None else _auto_rc(frames)
+    embed_powers = tuple(float(p) for p in embed_powers)
+    refs = [get_labels(at) for at in frames]
+    mods = list(zip(*predict_with(model_calc, frames, compute_stress=[
+        stress_weight > 0 and all(at.pbc) for at in frames])))  # (E, F, σ) per frame
+    bases = [basis_terms(at, rc, n_pair, embed_powers) for at in frames]
+    f_ref = np.concatenate([r[1].reshape(-1) for r in refs])
+    f_mod = np.concatenate([m[1].reshape(-1) for m in mods])
+    if not np.any(f_ref) or not np.any(f_mod):
+        raise DataError("fit frames carry no force signal (all forces zero)")
+    elements = sorted({chemical_symbols[int(z)] for at in frames for z in at.numbers})
+    problem = _Problem(elements=elements if fit_shifts else [], free_scale=scale == "fit",
+                       a_fixed=(float(f_ref @ f_ref) / float(f_ref @ f_mod) if scale == "slope"
+                                else float(fixed_scale)),
+                       k_res=n_pair + len(embed_powers))
+    mat, y = problem.rows(frames, refs, mods, bases, f_ref, f_mod, energy_weight,
+                          stress_weight)
+    sol = _ridge_lstsq(mat, y, problem.c0, problem.k_res, ridge)
+    c0, k_res = problem.c0, problem.k_res
+    corr = EnvCorrection(scale=float(sol[0]) if problem.free_scale else problem.a_fixed,
+                         shifts={el: float(sol[c0 + k_res + q])
+                                 for q, el in enumerate(problem.elements)},
+                         rc=rc, n_pair=n_pair, embed_powers=embed_powers,
+                         coefficients=[float(v) for v in sol[c0:c0 + k_res]])
+    f_after = [corr.apply(at, m[0], m[1])[1] for at, m in zip(frames, mods)]
+    f_new = np.concatenate([f.reshape(-1) for f in f_after])
+    corr.info = {
+        "scale_mode": scale, "n_structures": len(frames),
+        "n_atoms": int(sum(len(at) for at in frames)),
+        "energy_weight": float(energy_weight), "stress_weight": float(stress_weight),
+        "ridge": float(ridge),
+        "softening_scale_before": softening_scale(f_ref, f_mod),
+        "softening_scale_after": softening_scale(f_ref, f_new),
+        "force_mae_before": mae_rmse(f_ref - f_mod)[0],
+        "force_mae_after": mae_rmse(f_ref - f_new)[0],
+        "groups": per_group_scales(frames, [m[1] for m in mods], f_after),
+    }
+    log.info("%s", corr.summary())
+    return corr
+
+
+def _check_fit_args(frames: Sequence[Atoms], max_frames: int | None, scale: str
+                    ) -> list[Atoms]:
     frames = list(frames)
     if not frames:
         raise DataError("no frames to fit an environment correction on")
@@ -347,112 +304,81 @@ def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
                         f"to be fitted on at most {max_frames} (pass max_frames=None)")
     if scale not in SCALE_MODES:
         raise ValueError(f"scale must be one of {SCALE_MODES}, got {scale!r}")
-    rc = float(rc) if rc is not None else _auto_rc(frames)
-    embed_powers = tuple(float(p) for p in embed_powers)
-    k_res = n_pair + len(embed_powers)
+    return frames
 
-    refs, mods, bases = [], [], []
-    for at in frames:
-        refs.append(_labels(at))
-        mods.append(_model_values(at, model_calc, stress_weight > 0))
-        bases.append(basis_terms(at, rc, n_pair, embed_powers))
-    f_ref = np.concatenate([r[1].reshape(-1) for r in refs])
-    f_mod = np.concatenate([m[1].reshape(-1) for m in mods])
-    if not np.any(f_ref) or not np.any(f_mod):
-        raise DataError("fit frames carry no force signal (all forces zero)")
 
-    elements = sorted({chemical_symbols[int(z)] for at in frames for z in at.numbers})
-    elements = elements if fit_shifts else []
-    n_el = len(elements)
-    free_scale = scale == "fit"
-    if scale == "slope":
-        a_fixed = float(f_ref @ f_ref) / float(f_ref @ f_mod)
-    else:
-        a_fixed = float(fixed_scale)
-    # columns: [a?] [c_k, d_m] [b_Z]
-    n_cols = int(free_scale) + k_res + n_el
+@dataclass
+class _Problem:
+    """The least-squares layout of :func:`fit_env_correction`: columns [a?] [c_k, d_m] [b_Z]."""
 
-    rows, ys = [], []
-    w_f = 1.0 / np.sqrt(f_ref.size)
-    bf = np.concatenate([b.forces.reshape(k_res, 3 * b.forces.shape[1]) for b in bases],
-                        axis=1).T
-    cols = [f_mod[:, None]] if free_scale else []
-    cols += [bf, np.zeros((f_ref.size, n_el))]
-    rows.append(w_f * np.hstack(cols))
-    ys.append(w_f * (f_ref - (0.0 if free_scale else a_fixed * f_mod)))
+    elements: list[str]
+    free_scale: bool
+    a_fixed: float
+    k_res: int
 
-    if energy_weight > 0:
-        n_s = len(frames)
-        for at, r, m, b in zip(frames, refs, mods, bases):
-            w_e = np.sqrt(energy_weight / n_s) / len(at)
-            row = np.zeros(n_cols)
-            c0 = 0
-            if free_scale:
-                row[0] = m[0]
-                c0 = 1
-            row[c0:c0 + k_res] = b.energies
-            for z in at.numbers:
-                sym = chemical_symbols[int(z)]
-                if sym in elements:
-                    row[c0 + k_res + elements.index(sym)] += 1.0
-            rows.append(w_e * row[None, :])
-            ys.append(np.array([w_e * (r[0] - (0.0 if free_scale else a_fixed * m[0]))]))
+    @property
+    def c0(self) -> int:
+        return int(self.free_scale)
 
-    if stress_weight > 0:
+    @property
+    def n_cols(self) -> int:
+        return self.c0 + self.k_res + len(self.elements)
+
+    def _target(self, ref: Any, model: Any) -> Any:
+        """What the residual columns fit: ref, or ref − a·model when a is not free."""
+        return ref - (0.0 if self.free_scale else self.a_fixed * model)
+
+    def rows(self, frames: Sequence[Atoms], refs: list[Any], mods: list[Any],
+             bases: list[Any], f_ref: np.ndarray, f_mod: np.ndarray, energy_weight: float,
+             stress_weight: float) -> tuple[np.ndarray, np.ndarray]:
+        """Weighted design matrix and target: force, energy and stress rows."""
+        k_res, n_el = self.k_res, len(self.elements)
+        w_f = 1.0 / np.sqrt(f_ref.size)
+        bf = np.concatenate([b.forces.reshape(k_res, 3 * b.forces.shape[1]) for b in bases],
+                            axis=1).T
+        cols = ([f_mod[:, None]] if self.free_scale else []) + [bf, np.zeros((f_ref.size,
+                                                                               n_el))]
+        rows, ys = [w_f * np.hstack(cols)], [w_f * self._target(f_ref, f_mod)]
+        if energy_weight > 0:
+            for at, r, m, b in zip(frames, refs, mods, bases):
+                w_e = np.sqrt(energy_weight / len(frames)) / len(at)
+                row = np.zeros(self.n_cols)
+                if self.free_scale:
+                    row[0] = m[0]
+                row[self.c0:self.c0 + k_res] = b.energies
+                for z in at.numbers:
+                    sym = chemical_symbols[int(z)]
+                    if sym in self.elements:
+                        row[self.c0 + k_res + self.elements.index(sym)] += 1.0
+                rows.append(w_e * row[None, :])
+                ys.append(np.array([w_e * self._target(r[0], m[0])]))
         st = [(r[2], m[2], b.stresses) for r, m, b in zip(refs, mods, bases)
               if r[2] is not None and m[2] is not None and b.stresses is not None]
-        if st:
-            n_st = 6 * len(st)
-            w_s = np.sqrt(stress_weight / n_st)
+        if stress_weight > 0 and st:
+            w_s = np.sqrt(stress_weight / (6 * len(st)))
             for s_ref, s_mod, s_b in st:
-                block = np.zeros((6, n_cols))
-                c0 = 0
-                if free_scale:
+                block = np.zeros((6, self.n_cols))
+                if self.free_scale:
                     block[:, 0] = s_mod
-                    c0 = 1
-                block[:, c0:c0 + k_res] = s_b.T
+                block[:, self.c0:self.c0 + k_res] = s_b.T
                 rows.append(w_s * block)
-                ys.append(w_s * (np.asarray(s_ref) - (0.0 if free_scale else a_fixed * s_mod)))
+                ys.append(w_s * self._target(np.asarray(s_ref), s_mod))
+        return np.vstack(rows), np.concatenate(ys)
 
-    mat, y = np.vstack(rows), np.concatenate(ys)
-    # normalise the columns, ridge only on the residual coefficients
+
+def _ridge_lstsq(mat: np.ndarray, y: np.ndarray, c0: int, k_res: int,
+                 ridge: float) -> np.ndarray:
+    """Least squares on normalised columns, ridge only on columns ``c0:c0 + k_res``."""
     norms = np.linalg.norm(mat, axis=0)
     norms[norms == 0] = 1.0
     mat_n = mat / norms
-    c0 = int(free_scale)
     if ridge > 0 and k_res:
-        reg = np.zeros((k_res, n_cols))
+        reg = np.zeros((k_res, mat.shape[1]))
         reg[np.arange(k_res), c0 + np.arange(k_res)] = np.sqrt(ridge)
         mat_n = np.vstack([mat_n, reg])
         y = np.concatenate([y, np.zeros(k_res)])
     sol_n, *_ = np.linalg.lstsq(mat_n, y, rcond=None)
-    sol = sol_n / norms
-    a = float(sol[0]) if free_scale else a_fixed
-    coef = [float(v) for v in sol[c0:c0 + k_res]]
-    shifts = {el: float(sol[c0 + k_res + q]) for q, el in enumerate(elements)}
-    corr = EnvCorrection(scale=a, shifts=shifts, rc=rc, n_pair=n_pair,
-                         embed_powers=embed_powers, coefficients=coef)
-
-    f_new = np.concatenate([corr.apply(at, m[0], m[1])[1].reshape(-1)
-                            for at, m in zip(frames, mods)])
-    from ase_surftune.models.correction import softening_scale
-
-    corr.info = {
-        "scale_mode": scale, "n_structures": len(frames),
-        "n_atoms": int(sum(len(at) for at in frames)),
-        "energy_weight": float(energy_weight), "stress_weight": float(stress_weight),
-        "ridge": float(ridge),
-        "softening_scale_before": softening_scale(f_ref, f_mod),
-        "softening_scale_after": softening_scale(f_ref, f_new),
-        "force_mae_before": float(np.mean(np.abs(f_ref - f_mod))),
-        "force_mae_after": float(np.mean(np.abs(f_ref - f_new))),
-        "groups": per_group_scales(frames, [m[1] for m in mods],
-                                   [f_new[o:o + 3 * len(at)].reshape(-1, 3) for at, o in
-                                    zip(frames, np.cumsum([0] + [3 * len(a) for a in
-                                                                 frames])[:-1])]),
-    }
-    log.info("%s", corr.summary())
-    return corr
+    return sol_n / norms
 
 
 def per_group_scales(frames: Sequence[Atoms], before: Sequence[np.ndarray],
@@ -463,20 +389,18 @@ def per_group_scales(frames: Sequence[Atoms], before: Sequence[np.ndarray],
     A group whose reference forces are all below ``min_force`` eV/Å (on average per
     component) gets ``None`` for s: too little force signal for a meaningful slope.
     """
-    from ase_surftune.models.correction import softening_scale
-
     groups: dict[str, list[int]] = {}
     for k, at in enumerate(frames):
         groups.setdefault(str(at.info.get("config_type", "default")), []).append(k)
     out: dict[str, dict[str, Any]] = {}
     for name, idx in groups.items():
-        fr = np.concatenate([_labels(frames[k])[1].reshape(-1) for k in idx])
+        fr = np.concatenate([get_labels(frames[k])[1].reshape(-1) for k in idx])
         fb = np.concatenate([np.asarray(before[k]).reshape(-1) for k in idx])
         fa = np.concatenate([np.asarray(after[k]).reshape(-1) for k in idx])
         enough = float(np.sqrt(np.mean(fr ** 2))) >= min_force
         out[name] = {"n_frames": len(idx),
                      "s_before": softening_scale(fr, fb) if enough else None,
                      "s_after": softening_scale(fr, fa) if enough else None,
-                     "force_mae_before": float(np.mean(np.abs(fr - fb))),
-                     "force_mae_after": float(np.mean(np.abs(fr - fa)))}
+                     "force_mae_before": mae_rmse(fr - fb)[0],
+                     "force_mae_after": mae_rmse(fr - fa)[0]}
     return out

@@ -10,47 +10,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
-
-from ase.calculators.calculator import BaseCalculator
+from typing import TYPE_CHECKING, Any
 
 from ase_surftune.core.errors import ConfigError
 
-REFERENCE_NAMES = ("emt", "gpaw")
+# reference codes are labellers: the data layer owns them (re-exported here)
+from ase_surftune.data.references import (
+    REFERENCE_NAMES,
+    get_reference_calculator,
+    register_spec_resolver,
+)
 
+if TYPE_CHECKING:  # pragma: no cover
+    from ase.calculators.calculator import BaseCalculator
 
-def get_reference_calculator(name: str, **kwargs: Any) -> BaseCalculator:
-    """A reference (non-ML) calculator by name.
-
-    Args:
-        name: ``"emt"`` (instant, Cu/Ag/Au/Ni/Pd/Pt/Al/H/C/N/O) or ``"gpaw"``
-            (PBE plane waves; kwargs override the defaults ``mode=PW(350)``,
-            ``kpts={"density": 3.0}``, ``xc="PBE"``, ``occupations=FermiDirac(0.1)``,
-            ``symmetry={"point_group": False}`` so that one calculator can follow
-            displaced and relaxing structures).
-    """
-    key = name.lower()
-    if key == "emt":
-        from ase.calculators.emt import EMT
-
-        return EMT(**kwargs)
-    if key == "gpaw":
-        try:
-            from gpaw import GPAW, PW, FermiDirac
-        except ImportError as exc:  # pragma: no cover - optional extra
-            raise ImportError(
-                "GPAW is not installed. Install the [dft] extra: "
-                "apt-get install -y libxc-dev libopenblas-dev && "
-                "CC=g++ pip install gpaw gpaw-data") from exc
-        # point-group symmetry off: GPAW refuses to move atoms in a way that breaks the
-        # symmetry it started with (SymmetryBrokenError), which every phonon displacement,
-        # NEB band and rattled relaxation does when one calculator is reused
-        params: dict[str, Any] = {"mode": PW(350), "xc": "PBE", "kpts": {"density": 3.0},
-                                  "occupations": FermiDirac(0.1), "txt": None,
-                                  "symmetry": {"point_group": False}}
-        params.update(kwargs)
-        return GPAW(**params)
-    raise ValueError(f"Unknown reference calculator {name!r}; choose from {REFERENCE_NAMES}")
+__all__ = ["REFERENCE_NAMES", "get_calculator", "get_reference_calculator", "parse_spec"]
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -90,3 +64,6 @@ def get_calculator(spec: str, head: str | None = None, device: str = "cpu",
     from ase_surftune.models.calculator import SurfTuneCalculator
 
     return SurfTuneCalculator(model=model, head=head, device=device, **kwargs)
+
+
+register_spec_resolver(get_calculator)  # data.label() builds model specs through this

@@ -22,27 +22,9 @@ CalculatorLike = BaseCalculator | Callable[[], BaseCalculator]
 
 def _to_jsonable(obj: Any) -> Any:
     """Recursively turn dataclasses, numpy values, Atoms and paths into JSON types."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                if f.metadata.get("json", True)}
-    if isinstance(obj, Atoms):
-        return atoms_to_dict(obj)
-    if isinstance(obj, dict):
-        return {str(k): _to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _to_jsonable(obj.tolist())
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        val = float(obj)
-        return val if math.isfinite(val) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
+    from ase_surftune.core.io import to_jsonable
+
+    return to_jsonable(obj, as_fields=True)
 
 
 def atoms_to_dict(atoms: Atoms) -> dict[str, Any]:

@@ -226,18 +226,18 @@ class DistillStrategy(Strategy):
 def label_with(bundle: Bundle, configs: Sequence[Atoms], head: str | None = None,
                batch_size: int = 8) -> list[Atoms]:
     """Copies of ``configs`` labelled by ``bundle``'s calibrated ``head``."""
-    from ase.stress import full_3x3_to_voigt_6_stress
+    from ase_surftune.models.predict import predict_with
 
     configs = list(configs)
     stress = all(a.pbc.all() for a in configs)
-    pred = bundle.predict(configs, head, batch_size=batch_size, compute_stress=stress)
+    pred = predict_with(bundle, configs, head=head, batch_size=batch_size, compute_stress=stress)
     out = []
     for i, a in enumerate(configs):
         b = a.copy()
         b.calc = None
         kw: dict[str, Any] = {"energy": float(pred.energy[i]), "forces": np.array(pred.forces[i])}
-        if pred.stress is not None:
-            kw["stress"] = full_3x3_to_voigt_6_stress(pred.stress[i])
+        if pred.stress[i] is not None:
+            kw["stress"] = pred.stress[i]
         b.calc = SinglePointCalculator(b, **kw)
         b.info["label_source"] = f"teacher:{bundle.adapter.name}:{bundle.resolve_head(head)}"
         out.append(b)

@@ -120,9 +120,11 @@ def relative_energy_errors(configs: Sequence[Atoms], predicted: Sequence[float]
 def bulk_errors(bundle: Bundle, head: str, configs: Sequence[Atoms]) -> dict[str, Any]:
     """Relative energy-per-atom MAE (eV/atom, see :func:`relative_energy_errors`) and
     force MAE/RMSE (eV/Å) of ``bundle``'s ``head`` on ``configs``."""
+    from ase_surftune.core.metrics import mae_rmse
     from ase_surftune.data import get_labels
+    from ase_surftune.models.predict import predict_with
 
-    pred = bundle.predict(list(configs), head, batch_size=8)
+    pred = predict_with(bundle, configs, head=head, batch_size=8)
     df = np.concatenate([(pred.forces[i] - get_labels(a)[1]).ravel()
                          for i, a in enumerate(configs)])
     de = relative_energy_errors(configs, pred.energy)
