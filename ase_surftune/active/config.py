@@ -16,8 +16,9 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from ase_surftune.core.config import StrictModel, validate_model
 from ase_surftune.core.errors import ConfigError
 
 __all__ = [
@@ -28,10 +29,6 @@ __all__ = [
     "load_active_config",
     "target_properties",
 ]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 #: property settings of the loop (small cells: every candidate may become a DFT label).
@@ -83,7 +80,7 @@ def target_properties(targets: list[str]) -> dict[str, Any]:
             "miller": list(dict.fromkeys(miller)), "migrations": list(dict.fromkeys(migrations))}
 
 
-class CommitteeSettings(_Strict):
+class CommitteeSettings(StrictModel):
     """Bootstrap committee on a shared trunk: ``size`` copies of the current model whose
     readout block alone is perturbed (``noise``) and re-trained (``epochs``) on bootstrap
     resamples of the labels.
@@ -98,7 +95,7 @@ class CommitteeSettings(_Strict):
     in_random_mode: bool = False
 
 
-class ExploreSettings(_Strict):
+class ExploreSettings(StrictModel):
     """Where candidates come from. Every structure the property workflows (bulk, slab and
     NEB relaxations) evaluate with the current model is recorded; up to
     ``frames_per_workflow`` of each (evenly spaced, ends kept) become candidates. Each
@@ -131,7 +128,7 @@ class ExploreSettings(_Strict):
         return v
 
 
-class ActiveConfig(_Strict):
+class ActiveConfig(StrictModel):
     """Everything :func:`~ase_surftune.active.loop.active_learn` needs (see
     ``examples/active_learn_cu.yaml``)."""
 
@@ -319,16 +316,5 @@ def load_active_config(config: ActiveConfig | dict[str, Any] | str | Path,
         m = data.get("model")
         if isinstance(m, str) and not Path(m).is_absolute() and (base / m).is_file():
             data["model"] = str(base / m)
-    try:
-        return ActiveConfig.model_validate(data)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-            msg = ("unknown key (check the spelling; examples/active_learn_cu.yaml lists "
-                   "the keys)" if err["type"] == "extra_forbidden"
-                   else err["msg"].removeprefix("Value error, "))
-            lines.append(f"  {loc}: {msg}")
-        n = len(lines)
-        raise ConfigError(f"Invalid active-learning config {source} ({n} problem"
-                          f"{'s' * (n > 1)}):\n" + "\n".join(lines)) from None
+    return validate_model(ActiveConfig, data, "active-learning", source,
+                          example="examples/active_learn_cu.yaml")
