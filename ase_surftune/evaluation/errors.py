@@ -404,7 +404,7 @@ def evaluate(models: Sequence[Any], data: Any, *, progress: bool = True,
         models = [models]
     if not models:
         raise ConfigError("give at least one model to evaluate")
-    configs, desc = load_configs(data, kwargs.get("group_key", "config_type"),
+    configs, desc = load_configs(data, kwargs.get("group_key", _D.group_key),
                                  **{k: kwargs.get(k) for k in ("energy_key", "forces_key",
                                                                "stress_key")})
     runs = map_tasks(_evaluate_task, [(m, configs, kwargs) for m in models], executor,
@@ -412,7 +412,7 @@ def evaluate(models: Sequence[Any], data: Any, *, progress: bool = True,
                      desc="evaluate models")
     raise_failures(runs)
     return EvaluationReport(models=[r.value for r in runs], data=desc,
-                            group_key=kwargs.get("group_key", "config_type"))
+                            group_key=kwargs.get("group_key", _D.group_key))
 
 
 def _evaluate_file_task(models: Sequence[Any], path: str,
