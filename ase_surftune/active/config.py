@@ -140,18 +140,20 @@ class ActiveConfig(StrictModel):
     labeller_options: dict[str, Any] = Field(default_factory=dict)
     #: compare-config settings of the property workflows (defaults: DEFAULT_PROPERTIES)
     properties: dict[str, Any] = Field(default_factory=dict)
-    budget: int = Field(24, ge=1)
-    batch_size: int = Field(4, ge=1)
-    #: relative change of every target between two iterations that counts as converged
-    tolerance: float = Field(0.03, gt=0, lt=1)
+    budget: int = Field(24, ge=1, description="label budget (structures)")
+    batch_size: int = Field(4, ge=1, description="structures labelled per iteration")
+    tolerance: float = Field(0.03, gt=0, lt=1,
+                             description="relative change of every target between two "
+                                         "iterations that counts as converged")
     #: consecutive converged iterations needed to stop
     patience: int = Field(1, ge=1)
     max_iterations: int = Field(20, ge=1)
-    selection: Literal["uncertainty", "random"] = "uncertainty"
+    selection: Literal["uncertainty", "random"] = Field(
+        "uncertainty", description="how the batch is picked")
     #: uncertainty mode: the batch is chosen by farthest-point sampling among the
     #: ``pool_factor * batch_size`` most uncertain candidates
     pool_factor: float = Field(3.0, ge=1.0)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of selection and training")
     committee: CommitteeSettings = Field(default_factory=CommitteeSettings)
     explore: ExploreSettings = Field(default_factory=ExploreSettings)
     #: FinetuneConfig keys for every iteration (not model/train_file/output_dir)
@@ -168,7 +170,7 @@ class ActiveConfig(StrictModel):
     #: labeller's own value (needs ``reference_properties``), and only then or at the
     #: budget (the convergence stop is off: it says nothing about reaching the reference)
     stop_on_reference: bool = False
-    output_dir: Path = Path("active_out")
+    output_dir: Path = Field(Path("active_out"), description="folder of the run")
     #: continue the run in output_dir ("auto": if there is one)
     resume: bool | Literal["auto"] = "auto"
     overwrite: bool = False

@@ -9,17 +9,18 @@ from ase_surftune.cli._common import add_command, add_executor_arg, add_setting_
 #: LearningCurveConfig fields a flag overrides (help, types, defaults from the model)
 OVERRIDES = ("output_dir", "n_train", "strategies", "max_force", "progress")
 
+HELP = "test force MAE and softening scale vs N, per strategy"
+DESCRIPTION = """\
+Fine-tune with N = 1, 2, 5, 10, ... training structures for each strategy (fixed test
+set, seeds) and plot test force MAE and softening scale against N. Resumable: rerunning
+continues where it stopped. See examples/learning_curve_chgnet.yaml; the options below
+override the config.YAML config"""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ase_surftune.evaluation.learning_curve_config import LearningCurveConfig
 
-    p = add_command(
-        subparsers, "learning-curve", "test force MAE and softening scale vs N, per strategy",
-        "Fine-tune with N = 1, 2, 5, 10, ... training structures for each strategy (fixed "
-        "test set, seeds) and plot test force MAE and softening scale against N. "
-        "Resumable: rerunning continues where it stopped. See "
-        "examples/learning_curve_chgnet.yaml; the options below override the config.",
-        config="YAML config")
+    p = add_command(subparsers, "learning-curve", HELP, DESCRIPTION, config="YAML config")
     add_setting_options(p, LearningCurveConfig, OVERRIDES, short={"output_dir": "-o"},
                         as_text=("n_train", "strategies"))
     p.add_argument("--restart", action="store_true",
