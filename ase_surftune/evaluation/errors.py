@@ -251,19 +251,15 @@ def evaluate_model(model: Any, data: Any, *, align: str | dict[str, float] = _D.
         :class:`ModelEvaluation` (overall + per-group :class:`ErrorStats`).
 
     Raises:
-        ConfigError: bad settings (every problem at once, see :class:`EvaluationSettings`).
-        DataError: no labelled frames (or ``max_force`` drops them all).
+        ConfigError: bad settings (all at once); DataError: no frames left to score.
     """
+    given = {k: v for k, v in locals().items() if k in EvaluationSettings.model_fields}
+    st = validate_model(EvaluationSettings, given, "evaluation")
     import time
 
     from ase_surftune.data import get_labels
     from ase_surftune.evaluation._spec import make_calculator, spec_label
 
-    st = validate_model(EvaluationSettings, {
-        "align": align, "group_key": group_key, "high_force_quantile": high_force_quantile,
-        "exclude_fixed_atoms": exclude_fixed_atoms, "stress": stress,
-        "energy_key": energy_key, "forces_key": forces_key, "stress_key": stress_key,
-        "max_force": max_force, "max_force_mode": max_force_mode}, "evaluation")
     keys = {"energy_key": st.energy_key, "forces_key": st.forces_key,
             "stress_key": st.stress_key}
     t0 = time.perf_counter()
