@@ -51,8 +51,10 @@ USER_ERRORS: tuple[type[BaseException], ...] = (SurfTuneError, OSError)
 def one_line(exc: BaseException) -> str:
     """The message of ``exc`` on one line (a multi-problem message joins its lines with ';')."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
-    head, rest = lines[0], lines[1:]
-    return head + (" " + "; ".join(rest) if rest else "")
+    out = lines[0]
+    for prev, line in zip(lines, lines[1:]):
+        out += (" " if prev.endswith(":") else "; ") + line
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -400,6 +400,9 @@ def evaluate(models: Sequence[Any], data: Any, *, progress: bool = True,
         models = [models]
     if not models:
         raise ConfigError("give at least one model to evaluate")
+    validate_model(EvaluationSettings,  # every problem once, before any model runs
+                   {k: v for k, v in kwargs.items() if k in EvaluationSettings.model_fields},
+                   "evaluation")
     configs, desc = load_configs(data, kwargs.get("group_key", _D.group_key),
                                  **{k: kwargs.get(k) for k in ("energy_key", "forces_key",
                                                                "stress_key")})
