@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 from ase_surftune.core.io import load_yaml  # noqa: F401  (the commands' YAML reader)
 
@@ -67,6 +68,44 @@ def add_sweep_args(parser: argparse.ArgumentParser, default_output: str) -> None
                         help=f"output folder; everything is written here (default: "
                              f"{default_output})")
     add_trust_arg(parser)
+
+
+class LazyParser(argparse.ArgumentParser):
+    """An argument parser whose options may be added on first use (:meth:`defer`), so a
+    command whose options come from a settings model imports that model only when the
+    command runs or prints its help: ``surftune --help`` stays instant."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deferred: list[Any] = []
+
+    def defer(self, build: Any) -> None:
+        """Call ``build(self)`` before this parser first parses or formats help."""
+        self._deferred.append(build)
+
+    def _build(self) -> None:
+        while self._deferred:
+            self._deferred.pop(0)(self)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._build()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._build()
+        return super().format_help()
+
+    def format_usage(self) -> str:
+        self._build()
+        return super().format_usage()
+
+
+def defer(parser: argparse.ArgumentParser, build: Any) -> None:
+    """``build(parser)`` on first use of a :class:`LazyParser`, at once for any other."""
+    if isinstance(parser, LazyParser):
+        parser.defer(build)
+    else:
+        build(parser)
 
 
 def add_setting_options(parser: argparse.ArgumentParser, model: type[BaseModel],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ase_surftune.cli._common import add_command, add_setting_options, given
+from ase_surftune.cli._common import add_command, add_setting_options, defer, given
 
 #: ActiveConfig fields a flag overrides (help, types, defaults from the model)
 OVERRIDES = ("output_dir", "budget", "batch_size", "tolerance", "selection", "seed")
@@ -19,11 +19,15 @@ the label budget. A rerun resumes after the last finished step. Settings live in
 YAML config (examples/active_learn_cu.yaml); options override it."""
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def _settings_options(p: argparse.ArgumentParser) -> None:
     from ase_surftune.active.config import ActiveConfig
 
-    p = add_command(subparsers, "active-learn", HELP, DESCRIPTION, trust=False)
     add_setting_options(p, ActiveConfig, OVERRIDES)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_command(subparsers, "active-learn", HELP, DESCRIPTION, trust=False)
+    defer(p, _settings_options)  # imported when the command runs or prints its help
     p.add_argument("--overwrite", action="store_true",
                    help="move a previous run in output_dir aside and start afresh")
     p.add_argument("--check", action="store_true", help="only validate the config and exit")

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from ase_surftune.cli._common import add_setting_options, add_sweep_args, given
+from ase_surftune.cli._common import add_setting_options, add_sweep_args, defer, given
 
 #: EvaluationSettings fields, one option each (help, types, defaults from the model)
 SETTINGS = ("align", "energy_key", "forces_key", "stress_key", "max_force", "max_force_mode",
             "group_key", "high_force_quantile", "exclude_fixed_atoms", "stress")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def _settings_options(p: argparse.ArgumentParser) -> None:
     from ase_surftune.evaluation.errors import EvaluationSettings
 
+    add_setting_options(p, EvaluationSettings, SETTINGS)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "evaluate", help="errors and softening scale of models on labelled data",
         description="Energy per atom (absolute, relative within each composition, "
@@ -32,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--align-on", default=None, metavar="FILE", nargs="+",
                    help="fit per-element energy shifts on these labelled frames (not the "
                         "scored ones) and apply them to the scored frames")
-    add_setting_options(p, EvaluationSettings, SETTINGS)
+    defer(p, _settings_options)  # imported when the command runs or prints its help
     p.add_argument("--flag-only", dest="max_force_mode", action="store_const", const="flag",
                    help="short for --max-force-mode flag: keep frames above --max-force "
                         "but name them")

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ase_surftune.cli._common import add_command, add_executor_arg, add_setting_options, given
+from ase_surftune.cli._common import (
+    add_command,
+    add_executor_arg,
+    add_setting_options,
+    defer,
+    given,
+)
 
 #: LearningCurveConfig fields a flag overrides (help, types, defaults from the model)
 OVERRIDES = ("output_dir", "n_train", "strategies", "max_force", "progress")
@@ -17,12 +23,16 @@ continues where it stopped. See examples/learning_curve_chgnet.yaml; the options
 override the config.YAML config"""
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def _settings_options(p: argparse.ArgumentParser) -> None:
     from ase_surftune.evaluation.learning_curve_config import LearningCurveConfig
 
-    p = add_command(subparsers, "learning-curve", HELP, DESCRIPTION, config="YAML config")
     add_setting_options(p, LearningCurveConfig, OVERRIDES, short={"output_dir": "-o"},
                         as_text=("n_train", "strategies"))
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_command(subparsers, "learning-curve", HELP, DESCRIPTION, config="YAML config")
+    defer(p, _settings_options)  # imported when the command runs or prints its help
     p.add_argument("--restart", action="store_true",
                    help="start over instead of resuming (old results kept as .old)")
     add_executor_arg(p)
