@@ -59,6 +59,14 @@ def test_evaluation_settings_errors_are_the_house_format():
         assert key in msg
 
 
+def test_align_shifts_as_text_equal_the_dict():
+    from ase_surftune.evaluation.errors import EvaluationSettings
+
+    assert EvaluationSettings(align="Cu=-5.0, Au=2").align == {"Cu": -5.0, "Au": 2.0}
+    with pytest.raises(ValueError, match="SYMBOL=SHIFT"):
+        EvaluationSettings(align="Cu=x")
+
+
 def test_learning_curve_options_and_comma_lists(tmp_path):
     from ase_surftune.evaluation.learning_curve_config import LearningCurveConfig
 

@@ -78,7 +78,8 @@ class EvaluationSettings(StrictModel):
         "stored", description="energy reference: 'stored' the model's own calibration (a "
         "bundle's shifts fitted on its training data); 'none' raw energies; 'self' fit "
         "shifts on the scored frames (opt-in, labelled SELF-ALIGNED: not an independent "
-        "energy error); or a {symbol: shift} dict (eV/atom)")
+        "energy error); or per-element shifts added to the model's energies, a {symbol: "
+        "shift} dict or SYMBOL=SHIFT text such as Cu=-0.1,O=0.2 (eV/atom)")
     group_key: str = Field("config_type", description="atoms.info key of the group")
     high_force_quantile: float = Field(
         0.9, ge=0, lt=1, description="quantile of |F_ref| defining the high-force subset")
@@ -97,6 +98,18 @@ class EvaluationSettings(StrictModel):
         "largest reference atomic force exceeds this (eV/Å); every such frame is named")
     max_force_mode: Literal["drop", "flag"] = Field(
         "drop", description="what max_force does with a frame above it")
+
+    @field_validator("align", mode="before")
+    @classmethod
+    def _shift_text(cls, v: Any) -> Any:
+        if isinstance(v, str) and "=" in v:
+            try:
+                return {k.strip(): float(x) for k, x in
+                        (p.split("=", 1) for p in v.split(",") if p.strip())}
+            except ValueError:
+                raise ValueError("per-element shifts are SYMBOL=SHIFT pairs in eV/atom, "
+                                 "e.g. Cu=-0.1,O=0.2") from None
+        return v
 
     @field_validator("align")
     @classmethod
