@@ -16,8 +16,9 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from ase_surftune.core.config import StrictModel, validate_model
 from ase_surftune.core.errors import ConfigError
 
 __all__ = [
@@ -28,10 +29,6 @@ __all__ = [
     "load_active_config",
     "target_properties",
 ]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 #: property settings of the loop (small cells: every candidate may become a DFT label).
@@ -83,7 +80,7 @@ def target_properties(targets: list[str]) -> dict[str, Any]:
             "miller": list(dict.fromkeys(miller)), "migrations": list(dict.fromkeys(migrations))}
 
 
-class CommitteeSettings(_Strict):
+class CommitteeSettings(StrictModel):
     """Bootstrap committee on a shared trunk: ``size`` copies of the current model whose
     readout block alone is perturbed (``noise``) and re-trained (``epochs``) on bootstrap
     resamples of the labels.
@@ -98,7 +95,7 @@ class CommitteeSettings(_Strict):
     in_random_mode: bool = False
 
 
-class ExploreSettings(_Strict):
+class ExploreSettings(StrictModel):
     """Where candidates come from. Every structure the property workflows (bulk, slab and
     NEB relaxations) evaluate with the current model is recorded; up to
     ``frames_per_workflow`` of each (evenly spaced, ends kept) become candidates. Each
@@ -131,7 +128,7 @@ class ExploreSettings(_Strict):
         return v
 
 
-class ActiveConfig(_Strict):
+class ActiveConfig(StrictModel):
     """Everything :func:`~ase_surftune.active.loop.active_learn` needs (see
     ``examples/active_learn_cu.yaml``)."""
 
@@ -143,18 +140,20 @@ class ActiveConfig(_Strict):
     labeller_options: dict[str, Any] = Field(default_factory=dict)
     #: compare-config settings of the property workflows (defaults: DEFAULT_PROPERTIES)
     properties: dict[str, Any] = Field(default_factory=dict)
-    budget: int = Field(24, ge=1)
-    batch_size: int = Field(4, ge=1)
-    #: relative change of every target between two iterations that counts as converged
-    tolerance: float = Field(0.03, gt=0, lt=1)
+    budget: int = Field(24, ge=1, description="label budget (structures)")
+    batch_size: int = Field(4, ge=1, description="structures labelled per iteration")
+    tolerance: float = Field(0.03, gt=0, lt=1,
+                             description="relative change of every target between two "
+                                         "iterations that counts as converged")
     #: consecutive converged iterations needed to stop
     patience: int = Field(1, ge=1)
     max_iterations: int = Field(20, ge=1)
-    selection: Literal["uncertainty", "random"] = "uncertainty"
+    selection: Literal["uncertainty", "random"] = Field(
+        "uncertainty", description="how the batch is picked")
     #: uncertainty mode: the batch is chosen by farthest-point sampling among the
     #: ``pool_factor * batch_size`` most uncertain candidates
     pool_factor: float = Field(3.0, ge=1.0)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of selection and training")
     committee: CommitteeSettings = Field(default_factory=CommitteeSettings)
     explore: ExploreSettings = Field(default_factory=ExploreSettings)
     #: FinetuneConfig keys for every iteration (not model/train_file/output_dir)
@@ -171,7 +170,7 @@ class ActiveConfig(_Strict):
     #: labeller's own value (needs ``reference_properties``), and only then or at the
     #: budget (the convergence stop is off: it says nothing about reaching the reference)
     stop_on_reference: bool = False
-    output_dir: Path = Path("active_out")
+    output_dir: Path = Field(Path("active_out"), description="folder of the run")
     #: continue the run in output_dir ("auto": if there is one)
     resume: bool | Literal["auto"] = "auto"
     overwrite: bool = False
@@ -319,16 +318,5 @@ def load_active_config(config: ActiveConfig | dict[str, Any] | str | Path,
         m = data.get("model")
         if isinstance(m, str) and not Path(m).is_absolute() and (base / m).is_file():
             data["model"] = str(base / m)
-    try:
-        return ActiveConfig.model_validate(data)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-            msg = ("unknown key (check the spelling; examples/active_learn_cu.yaml lists "
-                   "the keys)" if err["type"] == "extra_forbidden"
-                   else err["msg"].removeprefix("Value error, "))
-            lines.append(f"  {loc}: {msg}")
-        n = len(lines)
-        raise ConfigError(f"Invalid active-learning config {source} ({n} problem"
-                          f"{'s' * (n > 1)}):\n" + "\n".join(lines)) from None
+    return validate_model(ActiveConfig, data, "active-learning", source,
+                          example="examples/active_learn_cu.yaml")

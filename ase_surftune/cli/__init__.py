@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ase_surftune {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from ase_surftune.cli._common import LazyParser
+
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=LazyParser)
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue
@@ -51,8 +53,10 @@ USER_ERRORS: tuple[type[BaseException], ...] = (SurfTuneError, OSError)
 def one_line(exc: BaseException) -> str:
     """The message of ``exc`` on one line (a multi-problem message joins its lines with ';')."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
-    head, rest = lines[0], lines[1:]
-    return head + (" " + "; ".join(rest) if rest else "")
+    out = lines[0]
+    for prev, line in zip(lines, lines[1:]):
+        out += (" " if prev.endswith(":") else "; ") + line
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,26 +4,30 @@ from __future__ import annotations
 
 import argparse
 
+from ase_surftune.cli._common import add_command, add_setting_options, defer, given
+
+#: ActiveConfig fields a flag overrides (help, types, defaults from the model)
+OVERRIDES = ("output_dir", "budget", "batch_size", "tolerance", "selection", "seed")
+
+HELP = ("active learning: label the most informative structures until the "
+        "target properties converge")
+DESCRIPTION = """\
+Explore with the model through the target properties' workflows, pick the structures a
+bootstrap committee is least sure about (or random ones), label them with the reference,
+fine-tune, re-measure; stop when every target changes by less than the tolerance or at
+the label budget. A rerun resumes after the last finished step. Settings live in the
+YAML config (examples/active_learn_cu.yaml); options override it."""
+
+
+def _settings_options(p: argparse.ArgumentParser) -> None:
+    from ase_surftune.active.config import ActiveConfig
+
+    add_setting_options(p, ActiveConfig, OVERRIDES)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "active-learn", help="active learning: label the most informative structures until "
-                             "the target properties converge",
-        description="Explore with the model through the target properties' workflows, pick "
-                    "the structures a bootstrap committee is least sure about (or random "
-                    "ones), label them with the reference, fine-tune, re-measure; stop when "
-                    "every target changes by less than the tolerance or at the label "
-                    "budget. A rerun resumes after the last finished step. Settings live "
-                    "in the YAML config (examples/active_learn_cu.yaml); options override it.")
-    p.add_argument("config", help="YAML config file")
-    p.add_argument("--output-dir", default=None, help="override output_dir")
-    p.add_argument("--budget", type=int, default=None, help="override budget (labels)")
-    p.add_argument("--batch-size", type=int, default=None, help="override batch_size")
-    p.add_argument("--tolerance", type=float, default=None,
-                   help="override tolerance (relative change of every target)")
-    p.add_argument("--selection", choices=("uncertainty", "random"), default=None,
-                   help="override selection")
-    p.add_argument("--seed", type=int, default=None, help="override seed")
+    p = add_command(subparsers, "active-learn", HELP, DESCRIPTION, trust=False)
+    defer(p, _settings_options)  # imported when the command runs or prints its help
     p.add_argument("--overwrite", action="store_true",
                    help="move a previous run in output_dir aside and start afresh")
     p.add_argument("--check", action="store_true", help="only validate the config and exit")
@@ -34,9 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from ase_surftune.active import active_learn, load_active_config
     from ase_surftune.active.report import format_row
 
-    overrides = {"output_dir": args.output_dir, "budget": args.budget,
-                 "batch_size": args.batch_size, "tolerance": args.tolerance,
-                 "selection": args.selection, "seed": args.seed}
+    overrides = given(args, OVERRIDES)
     if args.overwrite:
         overrides.update(overwrite=True, resume=False)
     cfg = load_active_config(args.config, **overrides)

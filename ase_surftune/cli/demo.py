@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from ase_surftune.cli._common import add_trust_arg
+from ase_surftune.cli._common import add_command
+
+HELP = ("the main job: softening of CHGNet vs EMT (or GPAW), fine-tuning, "
+        "before/after property table")
+DESCRIPTION = """\
+Label Cu slab/defect structures with the reference, measure zero-shot CHGNet (softening
+scale, surface energies, vacancy barrier, phonons), apply linear, frozen and multi-head
+fine-tuning and print the before/after table. Runs in minutes on 2 CPU cores with EMT."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "demo", help="the main job: softening of CHGNet vs EMT (or GPAW), fine-tuning, "
-                     "before/after property table",
-        description="Label Cu slab/defect structures with the reference, measure zero-shot "
-                    "CHGNet (softening scale, surface energies, vacancy barrier, phonons), "
-                    "apply linear, frozen and multi-head fine-tuning and print the "
-                    "before/after table. Runs in minutes on 2 CPU cores with EMT.")
+    p = add_command(subparsers, "demo", HELP, DESCRIPTION, config=None)
     p.add_argument("--quick", action="store_true", help="reduced run (about a minute)")
     p.add_argument("-o", "--output", default="demo_out", help="output folder (default demo_out)")
     p.add_argument("--reference", default="emt", choices=("emt", "gpaw"),
@@ -24,7 +25,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="torch threads (default 1: fastest for the demo's small cells on "
                         "shared cores; 0 = torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_trust_arg(p)
     p.set_defaults(func=run)
 
 

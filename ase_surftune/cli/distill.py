@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from ase_surftune.cli._common import add_trust_arg
+from ase_surftune.cli._common import add_command
+
+HELP = "train a small fast MACE student on a fine-tuned teacher's labels"
+DESCRIPTION = """\
+Sample configurations with the teacher (MD, rattled, strained), label them with it and
+train a small MACE student bundle. Settings live in the YAML config (see
+examples/distill_*.yaml)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "distill", help="train a small fast MACE student on a fine-tuned teacher's labels",
-        description="Sample configurations with the teacher (MD, rattled, strained), label "
-                    "them with it and train a small MACE student bundle. Settings live in "
-                    "the YAML config (see examples/distill_*.yaml).")
-    p.add_argument("config", help="YAML config file")
+    p = add_command(subparsers, "distill", HELP, DESCRIPTION)
     p.add_argument("--teacher", default=None, help="override the teacher bundle")
     p.add_argument("--output-dir", default=None, help="override output_dir")
     p.add_argument("--check", action="store_true", help="only validate the config and exit")
-    add_trust_arg(p)
     p.set_defaults(func=run)
 
 

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from ase_surftune.cli._common import add_trust_arg
+from ase_surftune.cli._common import add_command, given
+
+#: FinetuneConfig keys a flag overrides (validated, with their defaults, by the config)
+OVERRIDES = ("output_dir", "epochs", "strategy", "max_force")
+
+HELP = "fine-tune CHGNet/MACE (full, frozen, scratch, linear)"
+DESCRIPTION = """\
+Fine-tune a universal potential on labelled structures. All settings live in the YAML
+config (see examples/finetune_*.yaml); the options below override it."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "finetune", help="fine-tune CHGNet/MACE (full, frozen, scratch, linear)",
-        description="Fine-tune a universal potential on labelled structures. All settings "
-                    "live in the YAML config (see examples/finetune_*.yaml); the options "
-                    "below override it.")
-    p.add_argument("config", help="YAML config file")
+    p = add_command(subparsers, "finetune", HELP, DESCRIPTION)
     p.add_argument("--output-dir", default=None, help="override output_dir")
     p.add_argument("--epochs", type=int, default=None, help="override epochs")
     p.add_argument("--strategy", default=None, help="override strategy")
@@ -33,26 +36,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "CONFIG.yaml --distributed")
     p.add_argument("--check", action="store_true",
                    help="only validate the config and exit")
-    add_trust_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ase_surftune.training import finetune, load_config
 
-    overrides = {}
-    if args.output_dir is not None:
-        overrides["output_dir"] = args.output_dir
-    if args.epochs is not None:
-        overrides["epochs"] = args.epochs
-    if args.strategy is not None:
-        overrides["strategy"] = args.strategy
+    overrides = given(args, OVERRIDES)
     if args.resume:
         overrides["resume"] = True
     if args.overwrite:
         overrides["overwrite"] = True
-    if args.max_force is not None:
-        overrides["max_force"] = args.max_force
     if args.no_progress:
         overrides["progress"] = False
     cfg = load_config(args.config, **overrides)

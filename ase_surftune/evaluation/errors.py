@@ -33,210 +33,98 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from ase import Atoms
+from pydantic import Field, field_validator
 
+from ase_surftune.core.config import StrictModel, validate_model
 from ase_surftune.core.energy import per_element_sum
 from ase_surftune.core.errors import ConfigError, DataError
-from ase_surftune.core.io import atomic_write_text
+from ase_surftune.evaluation.error_report import (  # noqa: F401  (_safe: old import path)
+    EvaluationReport,
+    ModelEvaluation,
+    _safe,
+)
+from ase_surftune.evaluation.error_stats import (
+    STAT_FIELDS,
+    ErrorStats,
+    _bulk_frames,
+    _free,
+    _max_force,
+    _stats,
+    formation_energies,
+    group_of,
+    relative_energies,
+)
 from ase_surftune.models.predict import predict_with  # re-exported: the one prediction path
 
-__all__ = ["ErrorStats", "ModelEvaluation", "EvaluationReport", "predict_with",
-           "evaluate_model", "evaluate", "load_configs", "group_of", "relative_energies",
-           "formation_energies"]
+__all__ = ["ErrorStats", "ModelEvaluation", "EvaluationReport", "EvaluationSettings",
+           "predict_with", "evaluate_model", "evaluate", "load_configs", "group_of",
+           "relative_energies", "formation_energies", "STAT_FIELDS"]
 
 log = logging.getLogger(__name__)
 
-#: Columns of the per-(model, group) rows in CSV and Markdown output.
-STAT_FIELDS = ("n_structures", "n_atoms", "energy_mae_per_atom", "energy_rmse_per_atom",
-               "energy_rel_mae_per_atom", "n_energy_rel", "energy_form_mae_per_atom",
-               "n_energy_form", "forces_mae", "forces_rmse", "stress_mae", "stress_rmse",
-               "softening_scale", "softening_scale_band", "softening_scale_frame_median",
-               "n_force_excluded_high", "n_force_excluded_low", "softening_note",
-               "softening_scale_high_force")
+_ALIGN_MODES = ("stored", "none", "self")
 
 
-@dataclass
-class ErrorStats:
-    """Errors of one model on one set of structures.
+class EvaluationSettings(StrictModel):
+    """How :func:`evaluate_model` scores a model: one source for the API's defaults,
+    its validation and the options (names, types, help) of ``surftune evaluate``."""
 
-    Energies in eV/atom, forces in eV/Å (per component), stress in eV/Å³ (per Voigt
-    component; ``None`` when no structure has a stress label). ``energy_rel_*``: energy
-    relative to the mean of the same composition (over ``n_energy_rel`` frames in
-    compositions with ≥ 2 frames); ``energy_form_*``: formation-like slab − bulk energy
-    (``n_energy_form`` frames). Softening scales are dimensionless (1 = no bias, < 1 =
-    model too soft; see :func:`ase_surftune.core.metrics.softening_stats`): ``None`` with
-    ``softening_note = "n/a (too little force signal)"`` when the group's force signal
-    is too small.
-    """
+    align: str | dict[str, float] = Field(
+        "stored", description="energy reference: 'stored' the model's own calibration (a "
+        "bundle's shifts fitted on its training data); 'none' raw energies; 'self' fit "
+        "shifts on the scored frames (opt-in, labelled SELF-ALIGNED: not an independent "
+        "energy error); or per-element shifts added to the model's energies, a {symbol: "
+        "shift} dict or SYMBOL=SHIFT text such as Cu=-0.1,O=0.2 (eV/atom)")
+    group_key: str = Field("config_type", description="atoms.info key of the group")
+    high_force_quantile: float = Field(
+        0.9, ge=0, lt=1, description="quantile of |F_ref| defining the high-force subset")
+    exclude_fixed_atoms: bool = Field(
+        False, description="leave FixAtoms atoms out of force statistics")
+    stress: bool = Field(True, description="compare stresses (3D periodic frames with a "
+                                           "stress label)")
+    energy_key: str | None = Field(None, description="atoms.info key of the reference "
+                                                     "energy (eV)")
+    forces_key: str | None = Field(None, description="atoms.arrays key of the reference "
+                                                     "forces (eV/Å)")
+    stress_key: str | None = Field(None, description="atoms.info key of the reference "
+                                                     "stress (eV/Å³)")
+    max_force: float | None = Field(
+        None, gt=0, description="drop (or with max_force_mode flag, flag) frames whose "
+        "largest reference atomic force exceeds this (eV/Å); every such frame is named")
+    max_force_mode: Literal["drop", "flag"] = Field(
+        "drop", description="what max_force does with a frame above it")
 
-    n_structures: int
-    n_atoms: int
-    energy_mae_per_atom: float
-    energy_rmse_per_atom: float
-    forces_mae: float
-    forces_rmse: float
-    softening_scale: float | None
-    softening_scale_high_force: float | None
-    stress_mae: float | None = None
-    stress_rmse: float | None = None
-    n_stress: int = 0
-    energy_rel_mae_per_atom: float | None = None
-    n_energy_rel: int = 0
-    energy_form_mae_per_atom: float | None = None
-    n_energy_form: int = 0
-    softening_scale_band: float | None = None
-    softening_scale_frame_median: float | None = None
-    n_force_excluded_high: int = 0
-    n_force_excluded_low: int = 0
-    softening_note: str | None = None
+    @field_validator("align", mode="before")
+    @classmethod
+    def _shift_text(cls, v: Any) -> Any:
+        if isinstance(v, str) and "=" in v:
+            try:
+                return {k.strip(): float(x) for k, x in
+                        (p.split("=", 1) for p in v.split(",") if p.strip())}
+            except ValueError:
+                raise ValueError("per-element shifts are SYMBOL=SHIFT pairs in eV/atom, "
+                                 "e.g. Cu=-0.1,O=0.2") from None
+        return v
 
-    def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in (*STAT_FIELDS, "n_stress")}
-
-
-@dataclass
-class ModelEvaluation:
-    """One model on one data set: overall and per-group :class:`ErrorStats`.
-
-    ``parity`` holds the raw arrays for plots (not serialised): reference and model
-    energies per atom (aligned), force components, and the group of each.
-    """
-
-    model: str
-    overall: ErrorStats
-    groups: dict[str, ErrorStats]
-    alignment: dict[str, Any] | None
-    high_force_quantile: float
-    n_skipped_stress: int = 0
-    wall_time_s: float | None = None
-    parity: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
-    #: frames left out by ``max_force`` (``{"index", "source", "group", "max_force"}``)
-    dropped_frames: list[dict[str, Any]] = field(default_factory=list)
-    #: frames above ``max_force`` that were kept but flagged
-    flagged_frames: list[dict[str, Any]] = field(default_factory=list)
-    max_force: float | None = None
-
-    @property
-    def energy_reference(self) -> str:
-        """Short label of where the energy reference came from (shown in every table)."""
-        return str((self.alignment or {}).get("label", "none"))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "energy_reference": self.energy_reference,
-                "overall": self.overall.to_dict(),
-                "groups": {g: s.to_dict() for g, s in self.groups.items()},
-                "alignment": self.alignment, "high_force_quantile": self.high_force_quantile,
-                "max_force": self.max_force, "dropped_frames": self.dropped_frames,
-                "flagged_frames": self.flagged_frames, "wall_time_s": self.wall_time_s}
-
-    def rows(self) -> list[dict[str, Any]]:
-        """Flat rows (model, group, metrics...) — overall first, then each group."""
-        ref = self.energy_reference
-        out = [{"model": self.model, "group": "all", "energy_reference": ref,
-                **self.overall.to_dict()}]
-        out += [{"model": self.model, "group": g, "energy_reference": ref, **s.to_dict()}
-                for g, s in self.groups.items()]
-        return out
-
-    def notes(self) -> list[str]:
-        """Lines a reader must see next to the table: self-alignment, dropped frames."""
-        out = []
-        al = self.alignment or {}
-        if al.get("warning"):
-            out.append(f"{self.model}: {al['warning']}")
-        if al.get("reason"):
-            out.append(f"{self.model}: energy alignment: {al['reason']}")
-        for kind, frames in (("dropped", self.dropped_frames),
-                             ("flagged (kept)", self.flagged_frames)):
-            for fr in frames:
-                out.append(f"{self.model}: {kind} frame {fr['source']} (group {fr['group']}): "
-                           f"max |F_ref| = {fr['max_force']:.2f} eV/Å > --max-force "
-                           f"{self.max_force:g}")
-        return out
+    @field_validator("align")
+    @classmethod
+    def _align(cls, v: str | dict[str, float]) -> str | dict[str, float]:
+        if v == "fit":
+            raise ValueError("align='fit' fitted energy shifts on the scored frames (a "
+                             "leak); use align_on=FILE (frames not scored), the model's "
+                             "stored shifts (align='stored'), or align='self' to opt in to "
+                             "a labelled self-aligned table")
+        if isinstance(v, str) and v not in _ALIGN_MODES:
+            raise ValueError("align must be 'stored', 'none', 'self' or a dict of shifts")
+        return v
 
 
-@dataclass
-class EvaluationReport:
-    """Several models evaluated on the same data set."""
-
-    models: list[ModelEvaluation]
-    data: str | None = None
-    group_key: str = "config_type"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"data": self.data, "group_key": self.group_key,
-                "models": [m.to_dict() for m in self.models]}
-
-    def rows(self) -> list[dict[str, Any]]:
-        return [r for m in self.models for r in m.rows()]
-
-    def to_markdown(self, groups: bool = True) -> str:
-        """Markdown table (model, group, energy reference, n, energies three ways, force
-        and stress MAE, softening scales) followed by the notes of every model."""
-        from ase_surftune.evaluation.tables import markdown_table
-
-        cols = [("model", "model", None), ("group", "group", None),
-                ("energy_reference", "E ref", None), ("n_structures", "n", None),
-                ("energy_mae_per_atom", "E MAE (meV/atom)", 1000.0),
-                ("energy_rel_mae_per_atom", "E rel. MAE (meV/atom)", 1000.0),
-                ("energy_form_mae_per_atom", "E form. MAE (meV/atom)", 1000.0),
-                ("forces_mae", "F MAE (eV/Å)", None), ("forces_rmse", "F RMSE (eV/Å)", None),
-                ("stress_mae", "σ MAE (meV/Å³)", 1000.0),
-                ("softening_scale", "s (all)", None),
-                ("softening_scale_band", "s (band)", None),
-                ("softening_scale_frame_median", "s (frame median)", None),
-                ("n_force_excluded", "F comps excluded", None),
-                ("softening_scale_high_force", "s (high |F|)", None)]
-        rows = []
-        for r in self.rows():
-            if not groups and r["group"] != "all":
-                continue
-            r = dict(r)
-            r["n_force_excluded"] = r["n_force_excluded_high"] + r["n_force_excluded_low"]
-            if r.get("softening_note"):
-                r["softening_scale"] = r["softening_note"]
-            rows.append(r)
-        text = markdown_table(rows, cols)
-        from ase_surftune.core.metrics import FORCE_BAND_MAX, FORCE_NOISE_FLOOR
-
-        text += (f"\n\ns (band): components with {FORCE_NOISE_FLOOR:g} <= |F_ref| <= "
-                 f"{FORCE_BAND_MAX:g} eV/Å. E ref: where the energy reference came from "
-                 f"(stored = the model's own calibration, align-on = fitted on other "
-                 f"frames, SELF-ALIGNED = fitted on the scored frames).")
-        notes = [n for m in self.models for n in m.notes()]
-        if notes:
-            text += "\n\n" + "\n".join(f"- {n}" for n in notes)
-        return text
-
-    def write(self, output_dir: str | Path, *, plots: bool = True) -> dict[str, Path]:
-        """Write ``evaluation.json``, ``evaluation.csv``, ``evaluation.md`` and parity plots."""
-        from ase_surftune.evaluation.tables import write_csv, write_json
-
-        out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {"json": write_json(self.to_dict(), out / "evaluation.json"),
-                 "csv": write_csv(self.rows(), out / "evaluation.csv",
-                                  ["model", "group", "energy_reference", *STAT_FIELDS,
-                                   "n_stress"])}
-        atomic_write_text(out / "evaluation.md", self.to_markdown() + "\n")
-        paths["markdown"] = out / "evaluation.md"
-        if plots:
-            from ase_surftune.evaluation.plots import plot_parity
-
-            for i, m in enumerate(self.models):
-                paths[f"parity_{i}"] = plot_parity(m, out / f"parity_{_safe(m.model)}.png")
-        return paths
-
-
-def _safe(name: str) -> str:
-    keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    return keep.strip("._")[-60:] or "model"
-
+_D = EvaluationSettings()  # the defaults of evaluate_model's signature come from here
 
 # --------------------------------------------------------------------------- predictions
 
@@ -261,120 +149,6 @@ def load_configs(data: str | Path | Sequence[Atoms] | Sequence[str | Path],
     if not all(isinstance(d, Atoms) for d in data):
         raise DataError("data must be a file path, a list of paths or a list of Atoms")
     return data, None
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def _stats(e_ref_pa: np.ndarray, e_mod_pa: np.ndarray, f_ref: list[np.ndarray],
-           f_mod: list[np.ndarray], s_ref: list[np.ndarray | None],
-           s_mod: list[np.ndarray | None], quantile: float,
-           e_rel: tuple[np.ndarray, np.ndarray], e_form: tuple[np.ndarray, np.ndarray]
-           ) -> ErrorStats:
-    """Statistics of one set of frames. ``e_rel``/``e_form``: (reference, model) per-atom
-    relative / formation-like energies of these frames, NaN where not defined."""
-    from ase_surftune.core.metrics import mae_rmse, softening_stats
-    from ase_surftune.models.correction import softening_scale_high_force
-
-    fr = np.concatenate([f.reshape(-1, 3) for f in f_ref]) if f_ref else np.zeros((0, 3))
-    fm = np.concatenate([f.reshape(-1, 3) for f in f_mod]) if f_mod else np.zeros((0, 3))
-    e_mae, e_rmse = mae_rmse(e_mod_pa - e_ref_pa)
-    f_mae, f_rmse = mae_rmse(fm - fr)
-    soft = softening_stats(f_ref, f_mod)
-    s_hf = None
-    if soft["s_all"] is not None:
-        try:
-            s_hf = softening_scale_high_force(fr, fm, quantile)
-        except DataError:
-            s_hf = None
-    pairs = [(a, b) for a, b in zip(s_ref, s_mod) if a is not None and b is not None]
-    st_mae = st_rmse = None
-    if pairs:
-        st_mae, st_rmse = mae_rmse(np.concatenate([b - a for a, b in pairs]))
-    extra: dict[str, Any] = {}
-    for name, (ref, mod) in (("rel", e_rel), ("form", e_form)):
-        ok = np.isfinite(ref) & np.isfinite(mod)
-        extra[f"energy_{name}_mae_per_atom"] = mae_rmse(mod[ok] - ref[ok])[0] if ok.any() \
-            else None
-        extra[f"n_energy_{name}"] = int(ok.sum())
-    return ErrorStats(n_structures=len(e_ref_pa), n_atoms=int(len(fr)),
-                      energy_mae_per_atom=e_mae, energy_rmse_per_atom=e_rmse,
-                      forces_mae=f_mae, forces_rmse=f_rmse, softening_scale=soft["s_all"],
-                      softening_scale_high_force=s_hf, stress_mae=st_mae, stress_rmse=st_rmse,
-                      n_stress=len(pairs), softening_scale_band=soft["s_band"],
-                      softening_scale_frame_median=soft["s_frame_median"],
-                      n_force_excluded_high=soft["n_excluded_high"],
-                      n_force_excluded_low=soft["n_excluded_low"],
-                      softening_note=soft["note"], **extra)
-
-
-def _free(atoms: Atoms) -> np.ndarray:
-    from ase_surftune.data import free_atom_mask
-
-    return free_atom_mask(atoms)
-
-
-def group_of(atoms: Atoms, group_key: str = "config_type") -> str:
-    """The evaluation group of a frame: ``info[group_key]``; without one, the source file
-    (``info["source"]`` = ``"file@k"`` from :func:`~ase_surftune.data.read_labelled`), so
-    frames of different trajectories are not lumped into one ``"default"`` group."""
-    from ase_surftune.data import DEFAULT_GROUP, source_file
-
-    g = atoms.info.get(group_key)
-    if g is None or str(g) == DEFAULT_GROUP:
-        src = source_file(atoms)
-        if src:
-            return Path(src).name or DEFAULT_GROUP
-        return DEFAULT_GROUP
-    return str(g)
-
-
-def _composition_key(atoms: Atoms) -> str:
-    from ase.formula import Formula
-
-    return str(Formula(atoms.get_chemical_formula()).reduce()[0])
-
-
-def relative_energies(configs: Sequence[Atoms], e_pa: np.ndarray) -> np.ndarray:
-    """E/N minus the mean E/N of the frames with the same reduced composition (eV/atom);
-    NaN for compositions with a single frame. Independent of per-element references."""
-    keys = [_composition_key(a) for a in configs]
-    out = np.full(len(configs), np.nan)
-    for k in set(keys):
-        idx = [i for i, kk in enumerate(keys) if kk == k]
-        if len(idx) >= 2:
-            out[idx] = e_pa[idx] - np.mean(e_pa[idx])
-    return out
-
-
-def formation_energies(configs: Sequence[Atoms], energies: np.ndarray, bulk_index: dict[str, int]
-                       ) -> np.ndarray:
-    """(E − N·E_bulk/N_bulk)/N (eV/atom) of non-bulk frames against the bulk frame
-    ``bulk_index[composition]``; NaN for bulk frames and compositions without bulk."""
-    out = np.full(len(configs), np.nan)
-    for i, a in enumerate(configs):
-        j = bulk_index.get(_composition_key(a))
-        if j is None or j == i:
-            continue
-        out[i] = (energies[i] - len(a) * energies[j] / len(configs[j])) / len(a)
-    return out
-
-
-def _bulk_frames(configs: Sequence[Atoms], groups: Sequence[str], e_ref: np.ndarray
-                 ) -> dict[str, int]:
-    """Lowest reference E/N bulk frame (group name contains "bulk") per composition."""
-    best: dict[str, int] = {}
-    for i, (a, g) in enumerate(zip(configs, groups)):
-        if "bulk" not in g.lower():
-            continue
-        k = _composition_key(a)
-        if k not in best or e_ref[i] / len(a) < e_ref[best[k]] / len(configs[best[k]]):
-            best[k] = i
-    return best
-
-
-def _max_force(forces: np.ndarray) -> float:
-    return float(np.max(np.linalg.norm(forces, axis=1))) if len(forces) else 0.0
 
 
 def _fit_alignment(calc: Any, align_on: Any, group_key: str, keys: dict[str, Any],
@@ -406,14 +180,16 @@ def _frame_key(atoms: Atoms) -> tuple:
             tuple(np.round(np.asarray(atoms.positions), 6).ravel().tolist()))
 
 
-def evaluate_model(model: Any, data: Any, *, align: str | dict[str, float] = "stored",
-                   align_on: Any = None, group_key: str = "config_type",
-                   high_force_quantile: float = 0.9, exclude_fixed_atoms: bool = False,
-                   stress: bool = True, device: str = "cpu", progress: bool = False,
-                   label: str | None = None, energy_key: str | None = None,
-                   forces_key: str | None = None, stress_key: str | None = None,
-                   max_force: float | None = None,
-                   max_force_mode: str = "drop") -> ModelEvaluation:
+def evaluate_model(model: Any, data: Any, *, align: str | dict[str, float] = _D.align,
+                   align_on: Any = None, group_key: str = _D.group_key,
+                   high_force_quantile: float = _D.high_force_quantile,
+                   exclude_fixed_atoms: bool = _D.exclude_fixed_atoms,
+                   stress: bool = _D.stress, device: str = "cpu", progress: bool = False,
+                   label: str | None = None, energy_key: str | None = _D.energy_key,
+                   forces_key: str | None = _D.forces_key,
+                   stress_key: str | None = _D.stress_key,
+                   max_force: float | None = _D.max_force,
+                   max_force_mode: str = _D.max_force_mode) -> ModelEvaluation:
     """Errors and softening scales of one model on labelled data.
 
     Args:
@@ -444,96 +220,122 @@ def evaluate_model(model: Any, data: Any, *, align: str | dict[str, float] = "st
 
     Returns:
         :class:`ModelEvaluation` (overall + per-group :class:`ErrorStats`).
+
+    Raises:
+        ConfigError: bad settings (all at once); DataError: no frames left to score.
     """
+    given = {k: v for k, v in locals().items() if k in EvaluationSettings.model_fields}
+    st = validate_model(EvaluationSettings, given, "evaluation")
     import time
 
     from ase_surftune.data import get_labels
-    from ase_surftune.data.alignment import ReferenceAlignment
     from ase_surftune.evaluation._spec import make_calculator, spec_label
 
-    if not 0.0 <= high_force_quantile < 1.0:
-        raise ConfigError(f"high_force_quantile must be in [0, 1), got {high_force_quantile}")
-    if max_force is not None and not max_force > 0:
-        raise ConfigError(f"max_force must be > 0 eV/Å, got {max_force}")
-    if max_force_mode not in ("drop", "flag"):
-        raise ConfigError(f"max_force_mode must be 'drop' or 'flag', got {max_force_mode!r}")
-    if align == "fit":
-        raise ConfigError("align='fit' fitted energy shifts on the scored frames (a leak); "
-                          "use align_on=FILE (frames not scored), the model's stored "
-                          "shifts (align='stored'), or align='self' to opt in to a "
-                          "labelled self-aligned table")
-    if not (isinstance(align, dict) or align in ("stored", "none", "self")):
-        raise ConfigError(f"align must be 'stored', 'none', 'self' or a dict of shifts, got "
-                          f"{align!r}")
-    keys = {"energy_key": energy_key, "forces_key": forces_key, "stress_key": stress_key}
+    keys = {"energy_key": st.energy_key, "forces_key": st.forces_key,
+            "stress_key": st.stress_key}
     t0 = time.perf_counter()
-    configs, _ = load_configs(data, group_key, **keys)
+    configs, _ = load_configs(data, st.group_key, **keys)
     if not configs:
         raise DataError("no labelled structures to evaluate on")
     labels = [get_labels(a) for a in configs]
-    dropped: list[dict[str, Any]] = []
-    flagged: list[dict[str, Any]] = []
-    if max_force is not None:
-        keep = []
-        for i, (a, lab) in enumerate(zip(configs, labels)):
-            fmax = _max_force(lab[1])
-            if fmax > max_force:
-                entry = {"index": i, "source": str(a.info.get("source", f"frame {i}")),
-                         "group": group_of(a, group_key), "max_force": fmax}
-                (dropped if max_force_mode == "drop" else flagged).append(entry)
-                if max_force_mode == "drop":
-                    continue
-            keep.append(i)
-        for e in dropped + flagged:
-            log.warning("%s frame %s (group %s): max |F_ref| %.2f eV/Å > max_force %g",
-                        "dropped" if max_force_mode == "drop" else "flagged", e["source"],
-                        e["group"], e["max_force"], max_force)
-        configs = [configs[i] for i in keep]
-        labels = [labels[i] for i in keep]
-        if not configs:
-            raise DataError(f"max_force {max_force} eV/Å drops every frame")
+    configs, labels, dropped, flagged = _apply_max_force(configs, labels, st)
     calc = make_calculator(model, device=device)
-    want_s = [stress and lab[2] is not None and bool(all(a.pbc)) and a.cell.rank == 3
+    want_s = [st.stress and lab[2] is not None and bool(all(a.pbc)) and a.cell.rank == 3
               for a, lab in zip(configs, labels)]
     e_mod, f_mod, s_mod = predict_with(calc, configs, compute_stress=want_s, progress=progress)
     e_ref = np.array([lab[0] for lab in labels])
-    n_at = np.array([len(a) for a in configs], dtype=float)
+    alignment = _alignment(calc, st, align_on, keys, configs, e_ref - e_mod)
+    e_mod = e_mod + np.array([per_element_sum(alignment["shifts"], a.numbers)
+                              for a in configs])
+    overall, groups, parity = _score(configs, labels, e_mod, f_mod,
+                                     [s if w else None for s, w in zip(s_mod, want_s)], st)
+    name = label or spec_label(model)
+    res = ModelEvaluation(model=name, overall=overall, groups=groups, alignment=alignment,
+                          high_force_quantile=st.high_force_quantile,
+                          n_skipped_stress=int(sum(lab[2] is not None and not w
+                                                   for lab, w in zip(labels, want_s))),
+                          wall_time_s=round(time.perf_counter() - t0, 3), parity=parity,
+                          dropped_frames=dropped, flagged_frames=flagged,
+                          max_force=st.max_force)
+    log.info("%s: force MAE %.4f eV/Å, softening scale %s", name, overall.forces_mae,
+             overall.softening_note or f"{overall.softening_scale:.4f}")
+    return res
 
-    shifts: dict[str, float] = {}
+
+def _apply_max_force(configs: list[Atoms], labels: list[tuple], st: EvaluationSettings
+                     ) -> tuple[list[Atoms], list[tuple], list[dict[str, Any]],
+                                list[dict[str, Any]]]:
+    """Frames and labels left after ``max_force`` (all, without it), and the dropped and
+    flagged frames, each named (index, source, group, max |F_ref| in eV/Å)."""
+    dropped: list[dict[str, Any]] = []
+    flagged: list[dict[str, Any]] = []
+    if st.max_force is None:
+        return configs, labels, dropped, flagged
+    drop = st.max_force_mode == "drop"
+    keep = []
+    for i, (a, lab) in enumerate(zip(configs, labels)):
+        fmax = _max_force(lab[1])
+        if fmax > st.max_force:
+            entry = {"index": i, "source": str(a.info.get("source", f"frame {i}")),
+                     "group": group_of(a, st.group_key), "max_force": fmax}
+            (dropped if drop else flagged).append(entry)
+            if drop:
+                continue
+        keep.append(i)
+    for e in dropped + flagged:
+        log.warning("%s frame %s (group %s): max |F_ref| %.2f eV/Å > max_force %g",
+                    "dropped" if drop else "flagged", e["source"], e["group"],
+                    e["max_force"], st.max_force)
+    if not keep:
+        raise DataError(f"max_force {st.max_force} eV/Å drops every frame")
+    return [configs[i] for i in keep], [labels[i] for i in keep], dropped, flagged
+
+
+def _alignment(calc: Any, st: EvaluationSettings, align_on: Any, keys: dict[str, Any],
+               configs: list[Atoms], residual: np.ndarray) -> dict[str, Any]:
+    """Where the energy reference comes from, with its per-element ``shifts`` (eV/atom):
+    fitted on ``align_on``, given, self-fitted on ``residual`` (E_ref − E_model of the
+    scored frames; labelled) or the model's own (no shifts)."""
+    from ase_surftune.data.alignment import ReferenceAlignment
+
     if align_on is not None:
-        alignment = _fit_alignment(calc, align_on, group_key, keys, configs)
-        shifts = alignment["shifts"]
-    elif isinstance(align, dict):
-        shifts = {str(k): float(v) for k, v in align.items()}
-        alignment = {"shifts": shifts, "source": "given", "label": "given"}
-    elif align == "self":
-        ra = ReferenceAlignment.fit(configs, e_ref - e_mod)
-        shifts = ra.shifts
-        alignment = {**ra.to_dict(), "source": "self", "label": "SELF-ALIGNED",
-                     "warning": "SELF-ALIGNED: energy shifts were fitted on the scored "
-                                "frames; the absolute energy error is not independent"}
-    else:
-        alignment = {"shifts": {}, "source": "stored", "label": align,
-                     "note": "the model's own calibration (a bundle's stored shifts, "
-                             "fitted on its training data); no fit on the scored frames"}
-    shift_e = np.array([per_element_sum(shifts, a.numbers) for a in configs])
-    e_mod_aligned = e_mod + shift_e
+        return _fit_alignment(calc, align_on, st.group_key, keys, configs)
+    if isinstance(st.align, dict):
+        shifts = {str(k): float(v) for k, v in st.align.items()}
+        return {"shifts": shifts, "source": "given", "label": "given"}
+    if st.align == "self":
+        ra = ReferenceAlignment.fit(configs, residual)
+        return {**ra.to_dict(), "source": "self", "label": "SELF-ALIGNED",
+                "warning": "SELF-ALIGNED: energy shifts were fitted on the scored "
+                           "frames; the absolute energy error is not independent"}
+    return {"shifts": {}, "source": "stored", "label": st.align,
+            "note": "the model's own calibration (a bundle's stored shifts, "
+                    "fitted on its training data); no fit on the scored frames"}
 
-    masks = [(_free(a) if exclude_fixed_atoms else np.ones(len(a), bool)) for a in configs]
+
+def _score(configs: list[Atoms], labels: list[tuple], e_mod: np.ndarray,
+           f_mod: list[np.ndarray], s_mod: list[np.ndarray | None],
+           st: EvaluationSettings) -> tuple[ErrorStats, dict[str, ErrorStats],
+                                            dict[str, np.ndarray]]:
+    """Overall and per-group :class:`ErrorStats` of aligned model energies ``e_mod`` (eV),
+    forces and stresses (``None`` where not compared), and the parity-plot arrays."""
+    n_at = np.array([len(a) for a in configs], dtype=float)
+    masks = [(_free(a) if st.exclude_fixed_atoms else np.ones(len(a), bool))
+             for a in configs]
     f_ref = [lab[1][m] for lab, m in zip(labels, masks)]
     f_m = [f[m] for f, m in zip(f_mod, masks)]
-    s_ref = [lab[2] if w else None for lab, w in zip(labels, want_s)]
-    e_ref_pa, e_mod_pa = e_ref / n_at, e_mod_aligned / n_at
-    groups_of = [group_of(a, group_key) for a in configs]
+    s_ref = [lab[2] if s is not None else None for lab, s in zip(labels, s_mod)]
+    e_ref = np.array([lab[0] for lab in labels])
+    e_ref_pa, e_mod_pa = e_ref / n_at, e_mod / n_at
+    groups_of = [group_of(a, st.group_key) for a in configs]
     rel = (relative_energies(configs, e_ref_pa), relative_energies(configs, e_mod_pa))
     bulk = _bulk_frames(configs, groups_of, e_ref)
-    form = (formation_energies(configs, e_ref, bulk),
-            formation_energies(configs, e_mod_aligned, bulk))
+    form = (formation_energies(configs, e_ref, bulk), formation_energies(configs, e_mod, bulk))
 
     def sub(idx: list[int]) -> ErrorStats:
         return _stats(e_ref_pa[idx], e_mod_pa[idx], [f_ref[i] for i in idx],
                       [f_m[i] for i in idx], [s_ref[i] for i in idx],
-                      [s_mod[i] for i in idx], high_force_quantile,
+                      [s_mod[i] for i in idx], st.high_force_quantile,
                       (rel[0][idx], rel[1][idx]), (form[0][idx], form[1][idx]))
 
     overall = sub(list(range(len(configs))))
@@ -544,16 +346,7 @@ def evaluate_model(model: Any, data: Any, *, align: str | dict[str, float] = "st
               "forces_model": np.concatenate([f.ravel() for f in f_m]),
               "force_groups": np.concatenate([[g] * f.size for g, f in zip(groups_of, f_ref)]),
               "energy_groups": np.asarray(groups_of)}
-    name = label or spec_label(model)
-    res = ModelEvaluation(model=name, overall=overall, groups=groups, alignment=alignment,
-                          high_force_quantile=high_force_quantile,
-                          n_skipped_stress=int(sum(lab[2] is not None and not w
-                                                   for lab, w in zip(labels, want_s))),
-                          wall_time_s=round(time.perf_counter() - t0, 3), parity=parity,
-                          dropped_frames=dropped, flagged_frames=flagged, max_force=max_force)
-    log.info("%s: force MAE %.4f eV/Å, softening scale %s", name, overall.forces_mae,
-             overall.softening_note or f"{overall.softening_scale:.4f}")
-    return res
+    return overall, groups, parity
 
 
 def _evaluate_task(model: Any, configs: Any, kwargs: dict[str, Any]) -> ModelEvaluation:
@@ -578,7 +371,10 @@ def evaluate(models: Sequence[Any], data: Any, *, progress: bool = True,
         models = [models]
     if not models:
         raise ConfigError("give at least one model to evaluate")
-    configs, desc = load_configs(data, kwargs.get("group_key", "config_type"),
+    validate_model(EvaluationSettings,  # every problem once, before any model runs
+                   {k: v for k, v in kwargs.items() if k in EvaluationSettings.model_fields},
+                   "evaluation")
+    configs, desc = load_configs(data, kwargs.get("group_key", _D.group_key),
                                  **{k: kwargs.get(k) for k in ("energy_key", "forces_key",
                                                                "stress_key")})
     runs = map_tasks(_evaluate_task, [(m, configs, kwargs) for m in models], executor,
@@ -586,7 +382,7 @@ def evaluate(models: Sequence[Any], data: Any, *, progress: bool = True,
                      desc="evaluate models")
     raise_failures(runs)
     return EvaluationReport(models=[r.value for r in runs], data=desc,
-                            group_key=kwargs.get("group_key", "config_type"))
+                            group_key=kwargs.get("group_key", _D.group_key))
 
 
 def _evaluate_file_task(models: Sequence[Any], path: str,

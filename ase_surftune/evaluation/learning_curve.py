@@ -31,9 +31,12 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ase_surftune.core.errors import ConfigError, DataError
+from ase_surftune.evaluation.learning_curve_config import (
+    LearningCurveConfig,
+    load_learning_curve_config,
+)
 
 __all__ = ["LearningCurveConfig", "LearningCurveResult", "learning_curve",
            "load_learning_curve_config"]
@@ -42,126 +45,6 @@ log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.jsonl"
 MANIFEST_FILE = "manifest.json"
-
-
-class LearningCurveConfig(BaseModel):
-    """Settings of a learning curve (see ``examples/learning_curve_chgnet.yaml``).
-
-    ``finetune`` holds fine-tuning keys shared by every run (epochs, optimizer, loss,
-    batch_size...; see :class:`~ase_surftune.training.FinetuneConfig`);
-    ``strategy_options`` per-strategy overrides, e.g. ``{"frozen": {"freeze": {"k": 3}}}``.
-    """
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    model: str = "chgnet"
-    strategies: list[str] = ["linear", "full"]
-    n_train: list[int] = [1, 2, 5, 10, 20, 50]
-    seeds: list[int] = [0]
-    train_file: Path | list[Path] | None = None
-    test_file: Path | list[Path] | None = None
-    valid_file: Path | list[Path] | None = None
-    finetune: dict[str, Any] = Field(default_factory=dict)
-    strategy_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    zero_shot: bool = True
-    high_force_quantile: float = Field(0.9, ge=0, lt=1)
-    #: eV/Å: frames with a larger reference atomic force are dropped (and named)
-    max_force: float | None = Field(None, gt=0)
-    output_dir: Path = Path("learning_curve_out")
-    progress: bool = True
-
-    @field_validator("n_train")
-    @classmethod
-    def _positive(cls, v: list[int]) -> list[int]:
-        if not v or any(n < 1 for n in v):
-            raise ValueError(f"n_train must be a non-empty list of integers >= 1, got {v}")
-        return sorted(set(v))
-
-    @field_validator("strategies")
-    @classmethod
-    def _known(cls, v: list[str]) -> list[str]:
-        from ase_surftune.training.strategies import STRATEGIES
-
-        unknown = [s for s in v if s not in STRATEGIES]
-        if not v or unknown:
-            raise ValueError(f"unknown strategies {unknown}; known: {sorted(STRATEGIES)}")
-        return list(dict.fromkeys(v))
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v: list[int]) -> list[int]:
-        if not v:
-            raise ValueError("give at least one seed")
-        return list(dict.fromkeys(v))
-
-    @field_validator("finetune")
-    @classmethod
-    def _no_data_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
-        bad = sorted(set(v) & {"train_file", "valid_file", "test_file", "output_dir",
-                               "strategy", "seed", "model", "resume"})
-        if bad:
-            raise ValueError(f"keys {bad} are set by the learning-curve driver; put them at "
-                             f"the top level (model, strategies, seeds, *_file, output_dir)")
-        return v
-
-    def run_config(self, strategy: str, seed: int, output_dir: Path) -> dict[str, Any]:
-        """The fine-tuning config dict of one run."""
-        # the forgetting report (issue 4) costs more than a small run itself; learning
-        # curves measure test errors, so it is off unless finetune: {forgetting: ...} asks
-        d: dict[str, Any] = {"valid_fraction": 0.0, "plot": False,
-                             "forgetting": {"enabled": False}}
-        d.update(self.finetune)
-        d.update(self.strategy_options.get(strategy, {}))
-        d.update({"model": self.model, "strategy": strategy, "seed": seed,
-                  "output_dir": str(output_dir), "resume": "auto",
-                  "progress": self.progress and d.get("progress", True)})
-        return d
-
-
-def load_learning_curve_config(config: LearningCurveConfig | dict | str | Path,
-                               **overrides: Any) -> LearningCurveConfig:
-    """Validate a config (object, dict or YAML path; file paths relative to the YAML).
-
-    Every fine-tuning run's configuration is validated too, so a bad ``finetune`` or
-    ``strategy_options`` entry fails here, before any training.
-    """
-    if isinstance(config, LearningCurveConfig):
-        data = config.model_dump()
-    elif isinstance(config, dict):
-        data = dict(config)
-    else:
-        from ase_surftune.core.io import load_yaml
-
-        data = load_yaml(config)
-        base = Path(config).resolve().parent
-        for key in ("train_file", "test_file", "valid_file", "output_dir"):
-            v = data.get(key)
-            if isinstance(v, str) and not Path(v).is_absolute():
-                data[key] = str(base / v)
-            elif isinstance(v, list):
-                data[key] = [str(base / x) if isinstance(x, str) and not Path(x).is_absolute()
-                             else x for x in v]
-        m = data.get("model")
-        if isinstance(m, str) and m.startswith("mace:") and not Path(m[5:]).is_absolute() \
-                and (base / m[5:]).is_file():
-            data["model"] = "mace:" + str(base / m[5:])
-        elif isinstance(m, str) and not Path(m).is_absolute() and (base / m).is_file():
-            data["model"] = str(base / m)
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        cfg = LearningCurveConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}"
-                             for e in exc.errors())
-        raise ConfigError(f"Invalid learning-curve config: {problems}") from None
-    from ase_surftune.training import load_config
-
-    for strat in cfg.strategies:
-        try:
-            load_config(cfg.run_config(strat, cfg.seeds[0], cfg.output_dir / "check"))
-        except ConfigError as exc:
-            raise ConfigError(f"learning curve, strategy {strat!r}: {exc}") from None
-    return cfg
 
 
 # --------------------------------------------------------------------------- results
@@ -346,36 +229,87 @@ def learning_curve(config: LearningCurveConfig | dict | str | Path, *,
     Returns:
         :class:`LearningCurveResult`; also written to ``learning_curve.json/.csv/.png``.
     """
-    from tqdm.auto import tqdm
-
-    from ase_surftune.evaluation.errors import evaluate_model
-
     cfg = load_learning_curve_config(config, **overrides)
+    pool, test_atoms, valid_atoms, max_force_dropped = _load_sets(cfg, train, test, valid)
+    ns = _sizes(cfg, len(pool))
+    out = Path(cfg.output_dir)
+    results_path = _prepare_output(cfg, out, _fingerprint(cfg, pool, test_atoms, valid_atoms),
+                                   resume, {"n_pool": len(pool), "n_test": len(test_atoms),
+                                            "max_force_dropped": max_force_dropped})
+    rows = _read_rows(results_path)
+    done = {(r["strategy"], r["n_train"], r["seed"]) for r in rows}
+    ev_kw = {"high_force_quantile": cfg.high_force_quantile, "progress": False}
+    if cfg.zero_shot and ("zero-shot", 0, 0) not in done:
+        row = _zero_shot_point(cfg.model, pool, test_atoms, ev_kw)
+        _append_row(results_path, row)
+        rows.append(row)
+
+    todo = [(s, n, seed) for seed in cfg.seeds for s in cfg.strategies for n in ns
+            if (s, n, seed) not in done]
+    complete = max_runs is None or len(todo) <= max_runs
+    todo = todo if complete else todo[:max_runs]
+    cfg_d = cfg.model_dump(mode="json")
+    tasks = [(cfg_d, strat, n, seed, pool, valid_atoms, test_atoms,
+              str(out / "runs" / f"{strat}_N{n}_seed{seed}"), ev_kw)
+             for strat, n, seed in todo]
+    new_rows, all_ok = _run_points(tasks, executor, results_path, cfg.progress)
+    rows += new_rows
+
+    def key_ok(r: dict[str, Any]) -> bool:
+        return r["strategy"] == "zero-shot" or (r["strategy"] in cfg.strategies
+                                                and r["n_train"] in ns and r["seed"] in cfg.seeds)
+
+    rows = sorted((r for r in rows if key_ok(r)),
+                  key=lambda r: (r["strategy"] != "zero-shot", r["strategy"], r["n_train"],
+                                 r["seed"]))
+    result = LearningCurveResult(model=cfg.model, rows=rows, output_dir=out,
+                                 complete=complete and all_ok,
+                                 config=cfg.model_dump(mode="json"))
+    result.write()
+    return result
+
+
+def _load_sets(cfg: LearningCurveConfig, train: Sequence[Atoms] | None,
+               test: Sequence[Atoms] | None, valid: Sequence[Atoms] | None
+               ) -> tuple[list[Atoms], list[Atoms], list[Atoms], list[dict[str, Any]]]:
+    """Pool, test and validation frames (in memory or from the config's files), with
+    ``max_force`` applied; the fourth item names every dropped frame."""
     pool = list(train) if train is not None else _read(cfg.train_file)
     test_atoms = list(test) if test is not None else _read(cfg.test_file)
     valid_atoms = list(valid) if valid is not None else _read(cfg.valid_file)
-    max_force_dropped: list[dict[str, Any]] = []
+    dropped: list[dict[str, Any]] = []
     if cfg.max_force is not None:
         pool, test_atoms, valid_atoms = (
-            _drop_max_force(frames, cfg.max_force, name, max_force_dropped)
+            _drop_max_force(frames, cfg.max_force, name, dropped)
             for frames, name in ((pool, "train"), (test_atoms, "test"),
                                  (valid_atoms, "valid")))
     if not pool:
         raise DataError("learning curve: no training pool (train_file or train=...)")
     if not test_atoms:
         raise DataError("learning curve: no test set (test_file or test=...)")
-    ns = [n for n in cfg.n_train if n <= len(pool)]
-    dropped = [n for n in cfg.n_train if n > len(pool)]
+    return pool, test_atoms, valid_atoms, dropped
+
+
+def _sizes(cfg: LearningCurveConfig, n_pool: int) -> list[int]:
+    """The N values the pool can supply (larger ones are skipped with a warning)."""
+    ns = [n for n in cfg.n_train if n <= n_pool]
+    dropped = [n for n in cfg.n_train if n > n_pool]
     if dropped:
         log.warning("learning curve: N=%s exceed the pool of %d structures; skipped",
-                    dropped, len(pool))
+                    dropped, n_pool)
     if not ns:
-        raise DataError(f"every N in {cfg.n_train} exceeds the pool of {len(pool)} structures")
+        raise DataError(f"every N in {cfg.n_train} exceeds the pool of {n_pool} structures")
+    return ns
 
-    out = Path(cfg.output_dir)
+
+def _prepare_output(cfg: LearningCurveConfig, out: Path, fp: str, resume: bool,
+                    info: dict[str, Any]) -> Path:
+    """Create ``out``, set old results aside (``resume=False``) or refuse to resume a
+    curve of other data/settings, write the manifest; return the results-file path."""
+    from ase_surftune.evaluation.tables import write_json
+
     out.mkdir(parents=True, exist_ok=True)
     results_path, manifest_path = out / RESULTS_FILE, out / MANIFEST_FILE
-    fp = _fingerprint(cfg, pool, test_atoms, valid_atoms)
     if not resume and results_path.exists():
         results_path.replace(results_path.with_name(RESULTS_FILE + ".old"))
     if not resume and (out / "runs").is_dir():  # fresh runs; the old ones are kept aside
@@ -389,56 +323,47 @@ def learning_curve(config: LearningCurveConfig | dict | str | Path, *,
                               f"started with other data or settings (only n_train, "
                               f"strategies, seeds and progress may change); use another "
                               f"output_dir or resume=False")
-    from ase_surftune.evaluation.tables import write_json
+    write_json({"fingerprint": fp, "config": cfg.model_dump(mode="json"), **info},
+               manifest_path)
+    return results_path
 
-    write_json({"fingerprint": fp, "config": cfg.model_dump(mode="json"),
-                "n_pool": len(pool), "n_test": len(test_atoms),
-                "max_force_dropped": max_force_dropped}, manifest_path)
-    rows = _read_rows(results_path)
-    done = {(r["strategy"], r["n_train"], r["seed"]) for r in rows}
 
-    def key_ok(r: dict[str, Any]) -> bool:
-        return r["strategy"] == "zero-shot" or (r["strategy"] in cfg.strategies
-                                                and r["n_train"] in ns and r["seed"] in cfg.seeds)
+def _zero_shot_point(model: str, pool: list[Atoms], test_atoms: list[Atoms],
+                     ev_kw: dict[str, Any]) -> dict[str, Any]:
+    """The N = 0 row: the base model on the test set, energies aligned on the pool."""
+    from ase_surftune.evaluation._spec import make_calculator
+    from ase_surftune.evaluation.errors import evaluate_model
 
-    ev_kw = {"high_force_quantile": cfg.high_force_quantile, "progress": False}
-    if cfg.zero_shot and ("zero-shot", 0, 0) not in done:
-        from ase_surftune.evaluation._spec import make_calculator
+    t0 = time.perf_counter()
+    ev = evaluate_model((model, make_calculator(model)), test_atoms, align_on=pool, **ev_kw)
+    return {"strategy": "zero-shot", "n_train": 0, "seed": 0,
+            **{m: getattr(ev.overall, m) for m in LearningCurveResult.METRICS},
+            "n_test": len(test_atoms), "wall_time_s": round(time.perf_counter() - t0, 3),
+            "bundle": None}
 
-        t0 = time.perf_counter()
-        calc = make_calculator(cfg.model)
-        ev = evaluate_model((cfg.model, calc), test_atoms, align_on=pool, **ev_kw)
-        row = {"strategy": "zero-shot", "n_train": 0, "seed": 0,
-               **{m: getattr(ev.overall, m) for m in LearningCurveResult.METRICS},
-               "n_test": len(test_atoms), "wall_time_s": round(time.perf_counter() - t0, 3),
-               "bundle": None}
-        _append_row(results_path, row)
-        rows.append(row)
-        done.add(("zero-shot", 0, 0))
 
-    todo = [(s, n, seed) for seed in cfg.seeds for s in cfg.strategies for n in ns
-            if (s, n, seed) not in done]
-    complete = True
-    if max_runs is not None and len(todo) > max_runs:
-        todo, complete = todo[:max_runs], False
-    cfg_d = cfg.model_dump(mode="json")
-    tasks = [(cfg_d, strat, n, seed, pool, valid_atoms, test_atoms,
-              str(out / "runs" / f"{strat}_N{n}_seed{seed}"), ev_kw)
-             for strat, n, seed in todo]
+def _run_points(tasks: list[tuple], executor: Any, results_path: Path,
+                progress: bool) -> tuple[list[dict[str, Any]], bool]:
+    """Run :func:`_fit_point` for each task, appending each finished row to the results
+    file as it completes. Returns the new rows and whether every point succeeded."""
     from concurrent.futures import as_completed
+
+    from tqdm.auto import tqdm
 
     from ase_surftune.core.parallel import get_executor
 
+    rows: list[dict[str, Any]] = []
+    ok = True
     ex, owned = get_executor(executor)
     try:
         futures = {ex.submit(_fit_point, *t): t[1:4] for t in tasks}
         for fut in tqdm(as_completed(futures), total=len(futures), desc="learning curve",
-                        disable=not cfg.progress, unit="run"):
+                        disable=not progress, unit="run"):
             strat, n, seed = futures[fut]
             try:
                 row = fut.result()
             except Exception as exc:  # noqa: BLE001 - one failed point must not stop the curve
-                complete = False
+                ok = False
                 log.error("learning curve %s N=%d seed=%d failed: %s: %s", strat, n, seed,
                           type(exc).__name__, exc)
                 continue
@@ -449,10 +374,4 @@ def learning_curve(config: LearningCurveConfig | dict | str | Path, *,
     finally:
         if owned:
             ex.shutdown(wait=True)
-    rows = [r for r in rows if key_ok(r)]
-    rows.sort(key=lambda r: (r["strategy"] != "zero-shot", r["strategy"], r["n_train"],
-                             r["seed"]))
-    result = LearningCurveResult(model=cfg.model, rows=rows, output_dir=out, complete=complete,
-                                 config=cfg.model_dump(mode="json"))
-    result.write()
-    return result
+    return rows, ok

@@ -120,7 +120,6 @@ def relative_energy_errors(configs: Sequence[Atoms], predicted: Sequence[float]
 def bulk_errors(bundle: Bundle, head: str, configs: Sequence[Atoms]) -> dict[str, Any]:
     """Relative energy-per-atom MAE (eV/atom, see :func:`relative_energy_errors`) and
     force MAE/RMSE (eV/Å) of ``bundle``'s ``head`` on ``configs``."""
-    from ase_surftune.core.metrics import mae_rmse
     from ase_surftune.data import get_labels
     from ase_surftune.models.predict import predict_with
 
