@@ -90,3 +90,72 @@ def test_known_violations_are_still_real():
 def test_the_library_never_imports_the_cli():
     bad = sorted((m, t) for m, t in _violations() if t.startswith("ase_surftune.cli"))
     assert not bad, bad
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Module -> the package modules it imports (``from pkg import mod`` names ``pkg.mod``)."""
+    mods = {_module_name(p): p for p in PKG.rglob("*.py")}
+
+    def resolve(name: str) -> str | None:
+        while name and name not in mods:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for me, path in mods.items():
+        out: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
+                    and node.module.startswith("ase_surftune"):
+                for alias in node.names:
+                    full = f"{node.module}.{alias.name}"
+                    out.add(full if full in mods else resolve(node.module))
+            elif isinstance(node, ast.Import):
+                out.update(resolve(a.name) for a in node.names
+                           if a.name.startswith("ase_surftune"))
+        # a package __init__ re-exporting its own submodules is not a cycle
+        graph[me] = {t for t in out if t and t != me and not me.startswith(t + ".")
+                     and not (path.name == "__init__.py" and t.startswith(me + "."))}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    groups: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in graph:
+                continue
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return groups
+
+
+def test_no_import_cycles():
+    cycles = _cycles(_module_graph())
+    assert not cycles, "import cycles: " + " | ".join(" <-> ".join(c) for c in cycles)
