@@ -24,17 +24,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from ase_surftune.models.calculator import SurfTuneCalculator
 
 
+#: public name -> the module that defines it (imported on first use)
+_LAZY = {"SurfTuneCalculator": "ase_surftune.models.calculator",
+         "load_model": "ase_surftune.models.backends",
+         "Bundle": "ase_surftune.models.bundle"}
+
+
 def __getattr__(name: str) -> Any:
-    if name == "SurfTuneCalculator":
-        from ase_surftune.models.calculator import SurfTuneCalculator
+    if name in _LAZY:
+        import importlib
 
-        return SurfTuneCalculator
-    if name == "load_model":
-        from ase_surftune.models.backends import load_model
-
-        return load_model
-    if name == "Bundle":
-        from ase_surftune.models.bundle import Bundle
-
-        return Bundle
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'ase_surftune' has no attribute {name!r}")

@@ -1,22 +1,28 @@
-"""``surftune benchmark``: every row of a reference table measured with every model."""
+"""``surftune benchmark``: every row of a reference table measured with every model.
+
+Read a reference set (CSV/JSON table, or the JSON of surftune
+surface/neb/phonons/compare; schema in ase_surftune.evaluation.reference_sets), build
+and relax each system's bulk with each model, measure every row through the property
+code and write benchmark.csv/.md/.json and benchmark.png (ratio = model / reference)
+under -o. Finished tasks are stored in OUT/tasks, so a killed run resumes where it
+stopped.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from ase_surftune.cli._common import add_sweep_args
+from ase_surftune.cli._common import add_command, add_sweep_args
+
+_DESCRIPTION = __doc__.split("\n\n", 1)[1].strip()
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "benchmark", help="measure a reference table (γ, barriers, a, B, E_vac, phonons) "
-                          "with models; one ratio table and one figure",
-        description="Read a reference set (CSV/JSON table, or the JSON of surftune surface/"
-                    "neb/phonons/compare; schema in ase_surftune.evaluation.reference_sets), "
-                    "build and relax each system's bulk with each model, measure every row "
-                    "through the property code and write benchmark.csv/.md/.json and "
-                    "benchmark.png (ratio = model / reference) under -o. Finished tasks are "
-                    "stored in OUT/tasks, so a killed run resumes where it stopped.")
+    p = add_command(
+        subparsers, "benchmark", trust=False, config=None,
+        help="measure a reference table (γ, barriers, a, B, E_vac, phonons) with models; "
+             "one ratio table and one figure",
+        description=_DESCRIPTION)
     p.add_argument("reference", help="reference table (.csv/.tsv/.json) or results JSON")
     p.add_argument("-m", "--model", action="append", required=True, metavar="SPEC",
                    help="model spec, repeatable: chgnet, emt, mace:/x.model, "

@@ -1,21 +1,26 @@
-"""``surftune compare``: properties per model vs a reference — the property-softening table."""
+"""``surftune compare``: properties per model vs a reference — the property-softening table.
+
+Measure relaxed lattice constants, surface energies, NEB barriers and phonon frequencies
+with the reference and each model through the same code; print each property per model,
+its ratio to the reference (the property-level softening) and its error. Settings come
+from an optional YAML config (see examples/compare_cu.yaml); options override it.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from ase_surftune.cli._common import add_sweep_args
+from ase_surftune.cli._common import add_command, add_sweep_args
+
+_DESCRIPTION = __doc__.split("\n\n", 1)[1].strip()
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "compare", help="property table (γ, barriers, phonons, lattice) of models vs a "
-                        "reference, with ratios",
-        description="Measure relaxed lattice constants, surface energies, NEB barriers and "
-                    "phonon frequencies with the reference and each model through the same "
-                    "code; print each property per model, its ratio to the reference (the "
-                    "property-level softening) and its error. Settings come from an optional "
-                    "YAML config (see examples/compare_cu.yaml); options override it.")
+    p = add_command(
+        subparsers, "compare", trust=False, config=None,
+        help="property table (γ, barriers, phonons, lattice) of models vs a reference, "
+             "with ratios",
+        description=_DESCRIPTION)
     p.add_argument("-c", "--config", default=None, help="YAML config")
     p.add_argument("-r", "--reference", default="emt",
                    help="reference: emt, gpaw, a model spec, results JSON from an earlier "

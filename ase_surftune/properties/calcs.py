@@ -46,11 +46,7 @@ class RelaxCalc(PropertyCalc):
 
     name = "relax"
     settings_cls = RelaxSettings
-
-    def run(self, atoms: Atoms, calculator: Any) -> Any:
-        from ase_surftune.properties.relax import relax
-
-        return relax(atoms, calculator, **self.settings.kwargs())
+    function = "ase_surftune.properties.relax:relax"
 
     def final_structure(self, result: Any) -> Atoms:
         return _bare(result.atoms)
@@ -87,11 +83,7 @@ class EOSCalc(PropertyCalc):
     name = "eos"
     on_bulk = True
     settings_cls = EOSSettings
-
-    def run(self, atoms: Atoms, calculator: Any) -> Any:
-        from ase_surftune.properties.bulk import equation_of_state
-
-        return equation_of_state(atoms, calculator, **self.settings.kwargs())
+    function = "ase_surftune.properties.bulk:equation_of_state"
 
     def table(self, result: Any) -> list[PropertyValue]:
         return [PropertyValue("bulk_modulus", result.bulk_modulus, "GPa", "bulk modulus B",
@@ -105,11 +97,7 @@ class VacancyFormationCalc(PropertyCalc):
     name = "vacancy_formation"
     on_bulk = True
     settings_cls = VacancyFormationSettings
-
-    def run(self, atoms: Atoms, calculator: Any) -> Any:
-        from ase_surftune.properties.bulk import vacancy_formation
-
-        return vacancy_formation(atoms, calculator, **self.settings.kwargs())
+    function = "ase_surftune.properties.bulk:vacancy_formation"
 
     def table(self, result: Any) -> list[PropertyValue]:
         return [PropertyValue("vacancy_formation", result.formation_energy, "eV",

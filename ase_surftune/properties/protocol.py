@@ -16,7 +16,8 @@ start from: the relaxed bulk after ``lattice``/``relax``, else the input). So
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+import importlib
+from abc import ABC
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -72,6 +73,9 @@ class PropertyCalc(ABC):
     settings_cls: ClassVar[type[PropertySettings]] = PropertySettings
     #: measured on a (relaxed) bulk and tabulated: ``compare`` accepts it by name
     on_bulk: ClassVar[bool] = False
+    #: ``"module:function"`` the default :meth:`run` calls as
+    #: ``function(atoms, calculator, **settings.kwargs())``
+    function: ClassVar[str] = ""
 
     def __init__(self, settings: BaseModel | dict[str, Any] | None = None, *,
                  plot: str | Path | None = None, **overrides: Any) -> None:
@@ -87,9 +91,16 @@ class PropertyCalc(ABC):
         data.update({k: v for k, v in overrides.items() if v is not None})
         self.settings = validate_model(self.settings_cls, data, f"{self.name} property")
 
-    @abstractmethod
     def run(self, atoms: Atoms, calculator: Any) -> Any:
-        """The property's result object for ``atoms`` (the API function's result)."""
+        """The property's result object for ``atoms`` (the API function's result).
+
+        The default calls :attr:`function` with the settings as keyword arguments; calcs
+        that need more (a plot path, fixed arguments) override it."""
+        if not self.function:
+            raise NotImplementedError(f"{type(self).__name__} sets neither function nor run")
+        module, _, attr = self.function.partition(":")
+        fn = getattr(importlib.import_module(module), attr)
+        return fn(atoms, calculator, **self.settings.kwargs())
 
     def final_structure(self, result: Any) -> Atoms | None:
         """The structure the next calc should start from (None: the input one)."""

@@ -12,16 +12,7 @@ from ase import Atoms
 from ase_surftune.properties._base import (
     layer_indices,
 )
-from ase_surftune.properties.facets import (  # noqa: F401  (re-exported)
-    Miller,
-    _facet_error,
-    _is_single_facet,
-    facet_key,
-    parse_facet,
-    parse_facets,
-    parse_miller,
-    parse_miller_list,
-)
+from ase_surftune.properties.facets import Miller
 from ase_surftune.properties.settings import SURFACE
 
 logger = logging.getLogger(__name__)

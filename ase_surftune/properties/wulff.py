@@ -5,16 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ase_surftune.properties.facets import (  # noqa: F401  (re-exported)
-    Miller,
-    _facet_error,
-    _is_single_facet,
-    facet_key,
-    parse_facet,
-    parse_facets,
-    parse_miller,
-    parse_miller_list,
-)
+from ase_surftune.properties.facets import Miller, facet_key, parse_facet
 
 
 def wulff_title(name: str, gamma: dict[str, float]) -> str:
