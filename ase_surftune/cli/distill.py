@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from ase_surftune.cli._common import add_command
+from ase_surftune.cli._common import add_command, add_setting_options, defer, given
+
+#: DistillConfig keys a flag overrides: type, default and help come from the config model
+OVERRIDES = ("teacher", "head", "seed", "output_dir", "progress")
 
 HELP = "train a small fast MACE student on a fine-tuned teacher's labels"
 DESCRIPTION = """\
@@ -15,16 +18,21 @@ examples/distill_*.yaml)."""
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_command(subparsers, "distill", HELP, DESCRIPTION)
-    p.add_argument("--teacher", default=None, help="override the teacher bundle")
-    p.add_argument("--output-dir", default=None, help="override output_dir")
     p.add_argument("--check", action="store_true", help="only validate the config and exit")
+    defer(p, _config_options)  # imported when the command runs or prints its help
     p.set_defaults(func=run)
+
+
+def _config_options(p: argparse.ArgumentParser) -> None:
+    from ase_surftune.training.distill import DistillConfig
+
+    add_setting_options(p, DistillConfig, OVERRIDES)
 
 
 def run(args: argparse.Namespace) -> int:
     from ase_surftune.evaluation.distill import distill, load_distill_config
 
-    cfg = load_distill_config(args.config, teacher=args.teacher, output_dir=args.output_dir)
+    cfg = load_distill_config(args.config, **given(args, OVERRIDES))
     if args.check:
         print(f"config OK: teacher {cfg.teacher}, {len(cfg.seeds)} seed file(s)")
         return 0

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from ase_surftune.cli._common import add_command, given
+from ase_surftune.cli._common import add_command, add_setting_options, defer, given
 
-#: FinetuneConfig keys a flag overrides (validated, with their defaults, by the config)
-OVERRIDES = ("output_dir", "epochs", "strategy", "max_force")
+#: FinetuneConfig keys a flag overrides: type, default and help come from the config model
+OVERRIDES = ("model", "strategy", "head", "epochs", "batch_size", "seed", "device",
+             "output_dir", "max_force", "max_force_mode", "overwrite", "progress")
 
 HELP = "fine-tune CHGNet/MACE (full, frozen, scratch, linear)"
 DESCRIPTION = """\
@@ -17,19 +18,10 @@ config (see examples/finetune_*.yaml); the options below override it."""
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_command(subparsers, "finetune", HELP, DESCRIPTION)
-    p.add_argument("--output-dir", default=None, help="override output_dir")
-    p.add_argument("--epochs", type=int, default=None, help="override epochs")
-    p.add_argument("--strategy", default=None, help="override strategy")
+    defer(p, _config_options)  # imported when the command runs or prints its help
     p.add_argument("--resume", action="store_true",
                    help="continue the run in output_dir from its checkpoint (an error if "
                         "there is none)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="output_dir holds a run: move it aside to NAME.old-<time> and start "
-                        "a new run (without this, such a folder is refused)")
-    p.add_argument("--max-force", type=float, default=None, metavar="EV_PER_A",
-                   help="override max_force: drop frames whose largest reference atomic "
-                        "force exceeds this (eV/Å); each one is named")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel (DDP) training; launch under torchrun: "
                         "torchrun --standalone --nproc_per_node=N -m ase_surftune finetune "
@@ -39,16 +31,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _config_options(p: argparse.ArgumentParser) -> None:
+    from ase_surftune.training.config import FinetuneConfig
+
+    add_setting_options(p, FinetuneConfig, OVERRIDES)
+
+
 def run(args: argparse.Namespace) -> int:
     from ase_surftune.training import finetune, load_config
 
     overrides = given(args, OVERRIDES)
     if args.resume:
         overrides["resume"] = True
-    if args.overwrite:
-        overrides["overwrite"] = True
-    if args.no_progress:
-        overrides["progress"] = False
     cfg = load_config(args.config, **overrides)
     if args.check:
         print(f"config OK: strategy {cfg.strategy}, model {cfg.model} ({cfg.backend})")

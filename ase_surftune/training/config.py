@@ -94,9 +94,13 @@ class LinearConfig(StrictModel):
 class FinetuneConfig(StrictModel):
     """Everything a fine-tuning run needs. See ``examples/finetune_*.yaml``."""
 
-    model: str = "chgnet"
-    strategy: str = "full"
-    head: str | None = None
+    model: str = Field("chgnet",
+        description=("model spec: chgnet, chgnet-0.2.0, mace:/path.model, m3gnet:/folder or "
+                     "a bundle path"))
+    strategy: str = Field("full",
+        description=("fine-tuning strategy: full, frozen, linear, multihead, scratch, "
+                     "distill"))
+    head: str | None = Field(None, description="head of a multi-head model to start from")
     # ---- data
     train_file: Path | list[Path] | None = None
     valid_file: Path | list[Path] | None = None
@@ -121,8 +125,11 @@ class FinetuneConfig(StrictModel):
     #: eV/Å; frames whose largest reference atomic force exceeds it are dropped from
     #: train/valid/test (``max_force_mode: drop``) or only flagged (``flag``); every such
     #: frame is named in the log and in ``metrics["max_force"]``
-    max_force: float | None = Field(None, gt=0)
-    max_force_mode: Literal["drop", "flag"] = "drop"
+    max_force: float | None = Field(None, gt=0,
+        description=("drop (or flag) frames whose largest reference atomic force exceeds "
+                     "this, eV/Å; each one is named"))
+    max_force_mode: Literal["drop", "flag"] = Field("drop",
+        description="what max_force does to a frame")
     # ---- strategy options
     freeze: FreezeConfig | None = None
     linear: LinearConfig = Field(default_factory=LinearConfig)
@@ -134,28 +141,32 @@ class FinetuneConfig(StrictModel):
     loss: LossConfig = Field(default_factory=LossConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
-    epochs: int = Field(50, ge=1)
-    batch_size: int = Field(4, ge=1)
+    epochs: int = Field(50, ge=1, description="training epochs")
+    batch_size: int = Field(4, ge=1, description="structures per training batch")
     #: structures per validation batch; None = "auto" (the backend's atom budget)
     valid_batch_size: int | None = Field(None, ge=1)
     patience: int | None = Field(10, ge=1)
     ema_decay: float | None = Field(None, gt=0, lt=1)
     clip_grad: float | None = Field(10.0, gt=0)
     #: any integer in [0, 2**32 - 1] (NumPy's seed range)
-    seed: int = Field(0, ge=0, le=2**32 - 1)
+    seed: int = Field(0, ge=0, le=2**32 - 1,
+        description="random seed (splits, shuffling, initialisation)")
     dtype: Literal["float32", "float64"] | None = None
-    device: str = "cpu"
+    device: str = Field("cpu", description="torch device")
     num_threads: int | None = Field(None, ge=1)
     # ---- output
-    output_dir: Path = Path("finetune_out")
+    output_dir: Path = Field(Path("finetune_out"),
+        description="folder for the bundle, checkpoints, metrics and plots")
     #: True: continue from output_dir/checkpoint.pt (an error if there is none);
     #: "auto": continue if there is a checkpoint, else start a new run (an old run in
     #: output_dir is moved aside, as with overwrite)
     resume: bool | Literal["auto"] = False
     #: a new run into a folder holding a run moves the old one aside (``NAME.old-<time>``)
-    overwrite: bool = False
+    overwrite: bool = Field(False,
+        description=("output_dir holds a run: move it aside to NAME.old-<time> and start a "
+                     "new run (without this, such a folder is refused)"))
     checkpoint_every_steps: int | None = Field(None, ge=1)
-    progress: bool = True
+    progress: bool = Field(True, description="progress bars")
     plot: bool = True
 
     @field_validator("train_file", "valid_file", "test_file")

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from ase_surftune.core.config import StrictModel, problems, validate_model
+from ase_surftune.core.config import StrictModel, validate_model
 from ase_surftune.core.errors import ConfigError, ModelLoadError
 from ase_surftune.training.strategies import Strategy, register_strategy
 
@@ -75,19 +75,20 @@ class PropertyCheckOptions(StrictModel):
 class DistillConfig(StrictModel):
     """``surftune distill`` configuration (see ``examples/distill_*.yaml``)."""
 
-    teacher: str
-    head: str | None = None
+    teacher: str = Field(description="the fine-tuned teacher bundle (.stbundle)")
+    head: str | None = Field(None, description="teacher head that labels the samples")
     seeds: list[str] = Field(default_factory=list)
     sampling: SamplingOptions = Field(default_factory=SamplingOptions)
     student: StudentOptions = Field(default_factory=StudentOptions)
     checks: PropertyCheckOptions = Field(default_factory=PropertyCheckOptions)
     valid_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
-    seed: int = 0
-    output_dir: str = "distill_out"
+    seed: int = Field(0, description="random seed (sampling, split, student initialisation)")
+    output_dir: str = Field("distill_out", description="folder for the student bundle and "
+                            "the report")
     #: passed to the fine-tuning engine (epochs, batch_size, optimizer, loss, ...)
     training: dict[str, Any] = Field(default_factory=dict)
-    progress: bool = False
+    progress: bool = Field(False, description="progress bars")
 
 
 def load_distill_config(config: DistillConfig | dict | str | Path, **overrides: Any
@@ -143,6 +144,12 @@ def _z(symbol: str) -> int:
     return atomic_numbers[symbol]
 
 
+class DistillOptions(StrictModel):
+    """``strategy_options`` of the ``distill`` strategy."""
+
+    student: StudentOptions = Field(default_factory=StudentOptions)
+
+
 @register_strategy
 class DistillStrategy(Strategy):
     """Train a fresh small MACE (the student) on the teacher-labelled data."""
@@ -151,11 +158,11 @@ class DistillStrategy(Strategy):
     keeps_base_weights: ClassVar[bool] = False
     #: the teacher's graphs cannot be fed to the student (other backend/cutoff)
     shares_graphs: ClassVar[bool] = False
+    options_model = DistillOptions
 
     def __init__(self, config: FinetuneConfig | None = None) -> None:
         super().__init__(config)
-        raw = (config.strategy_options if config else {}) or {}
-        self.student = StudentOptions.model_validate(raw.get("student", {}))
+        self.student = self.options.student
         self._train: list[Atoms] = []
         self._teacher_head: str | None = None
 
@@ -164,16 +171,7 @@ class DistillStrategy(Strategy):
         bad = []
         if config.freeze is not None:
             bad.append("freeze: only used by strategy 'frozen'")
-        extra = set(config.strategy_options) - {"student"}
-        if extra:
-            bad.append(f"strategy_options: strategy 'distill' takes only 'student' "
-                            f"(got {sorted(extra)})")
-        try:
-            StudentOptions.model_validate(config.strategy_options.get("student", {}))
-        except ValidationError as exc:
-            bad += [f"{loc}: {msg}" for loc, msg in
-                    problems(exc, prefix="strategy_options.student")]
-        return bad
+        return bad  # strategy_options are validated by DistillOptions, keys strategy_options.*
 
     def bind_data(self, train: Sequence[Atoms], valid: Sequence[Atoms] = (),
                   test: Sequence[Atoms] = ()) -> None:
