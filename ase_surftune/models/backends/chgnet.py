@@ -24,14 +24,13 @@ import torch
 from ase import Atoms
 
 from ase_surftune.core.errors import HeadError, ModelLoadError
+from ase_surftune.core.specs import CHGNET_VERSIONS  # noqa: F401  (re-exported)
 from ase_surftune.models.backends.base import Block, ModelAdapter
 
 # chgnet's BatchedGraph builds a tensor from a list of tensors on every forward pass
 warnings.filterwarnings("ignore", message="(To copy construct from a tensor|Converting a tensor with requires_grad)",
                         category=UserWarning, module=r"chgnet\.")
 
-#: names accepted by ``CHGNet.load`` (all bundled in the wheel).
-CHGNET_VERSIONS = ("0.3.0", "0.2.0", "r2scan")
 FOUNDATION_HEAD = "foundation"
 #: GPa -> eV/Å³
 _GPA_TO_EV_A3 = 1.0 / 160.21766208

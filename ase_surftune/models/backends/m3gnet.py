@@ -42,13 +42,9 @@ import torch
 from ase import Atoms
 
 from ase_surftune.core.errors import HeadError, InvalidStructureError, ModelLoadError
+from ase_surftune.core.specs import M3GNET_NAMES
 from ase_surftune.models.backends.base import Block, ModelAdapter
 
-#: our names for matgl's pretrained M3GNet PES models -> matgl's model names
-M3GNET_NAMES: dict[str, str] = {
-    "m3gnet-mp-2021.2.8-pes": "M3GNet-MP-2021.2.8-PES",
-    "m3gnet-matpes-pbe": "M3GNet-MatPES-PBE-v2025.1-PES",
-}
 FOUNDATION_HEAD = "foundation"
 #: seconds allowed to reach the model hub before declaring the machine offline
 CONNECT_TIMEOUT_S = 3.0

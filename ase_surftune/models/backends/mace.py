@@ -40,27 +40,9 @@ import torch
 from ase import Atoms
 
 from ase_surftune.core.errors import BundleError, HeadError, ModelLoadError
+from ase_surftune.core.specs import MACE_FOUNDATION_NAMES
 from ase_surftune.models.backends.base import Block, ModelAdapter
 
-#: our names for MACE-MP foundation models -> mace-torch's ``mace_mp(model=...)`` names
-MACE_FOUNDATION_NAMES: dict[str, str] = {
-    "mace-mp-0-small": "small",
-    "mace-mp-0-medium": "medium",
-    "mace-mp-0-large": "large",
-    "mace-mp-0b-small": "small-0b",
-    "mace-mp-0b-medium": "medium-0b",
-    "mace-mp-0b2-small": "small-0b2",
-    "mace-mp-0b2-medium": "medium-0b2",
-    "mace-mp-0b2-large": "large-0b2",
-    "mace-mp-0b3-medium": "medium-0b3",
-    "mace-mpa-0-medium": "medium-mpa-0",
-    "mace-omat-0-small": "small-omat-0",
-    "mace-omat-0-medium": "medium-omat-0",
-    "mace-matpes-pbe-0": "mace-matpes-pbe-0",
-    "mace-matpes-r2scan-0": "mace-matpes-r2scan-0",
-    "mace-mh-0": "mh-0",
-    "mace-mh-1": "mh-1",
-}
 #: seconds allowed to reach the download host before declaring the machine offline
 CONNECT_TIMEOUT_S = 3.0
 
@@ -223,17 +205,20 @@ class MACEAdapter(ModelAdapter):
         """
         from ase_surftune.core.errors import UnsafeLoadError
         from ase_surftune.core.trust import pickle_trusted
-        from ase_surftune.models.bundle import Bundle, bundle_file_version
+        from ase_surftune.models.bundle_file import bundle_file_version, read_bundle_file
 
         p = Path(path)
         if not p.is_file():
             raise ModelLoadError(f"MACE model file not found: {str(p)!r}")
         if bundle_file_version(p) is not None:  # a bundle (v1 needs trust, as Bundle.load says)
-            adapter = Bundle.load(p, device=device, dtype=dtype, trust=trust).adapter
-            if not isinstance(adapter, cls):
-                raise ModelLoadError(f"{str(p)!r}: the bundle holds a {adapter.backend} "
+            d, state = read_bundle_file(p, trust=trust)
+            payload = dict(d["adapter"])
+            if payload.get("backend") != cls.backend:
+                raise ModelLoadError(f"{str(p)!r}: the bundle holds a {payload.get('backend')} "
                                      f"model, not a MACE one")
-            return adapter
+            if state is not None:
+                payload["state_dict"] = state
+            return cls.from_payload(payload, device=device, dtype=dtype)
         if not pickle_trusted(trust):
             raise UnsafeLoadError(
                 f"{str(p)!r} is a MACE .model file, a Python pickle, and reading a pickle "
