@@ -18,6 +18,7 @@ import copy
 import io
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -237,6 +238,33 @@ class CHGNetAdapter(ModelAdapter):
             raise HeadError(f"Head {name!r} already exists; existing heads: {self.heads}")
         self.model.add_head(name, self.resolve_head(from_head))
         self.model.to(self.device)
+
+    def export_head(self, head: str, path: str | Path,
+                    energy_shifts: dict[str, float] | None = None) -> Path:
+        """Write ``head`` as a plain CHGNet state: ``{"model": {"model_args",
+        "state_dict"}}``, the layout ``CHGNet.from_file`` reads (``CHGNet.from_dict``
+        reads its ``"model"`` entry). Tensors and plain values only, so
+        ``torch.load(..., weights_only=True)`` reads it too.
+
+        The shifts (eV/atom) are added to the head's per-element reference energies
+        (``composition_model.fc``), which CHGNet adds to every structure's energy.
+        """
+        from ase.data import atomic_numbers
+
+        from ase_surftune.core.io import atomic_write_stream
+
+        with self.model.selected(self.resolve_head(head)) as chgnet:
+            state = {k: v.detach().cpu().clone() for k, v in chgnet.state_dict().items()}
+        if energy_shifts:
+            key = "composition_model.fc.weight"
+            if key not in state:
+                raise HeadError(f"cannot fold energy shifts into head {head!r}: the model "
+                                f"has no composition model")
+            for sym, shift in energy_shifts.items():
+                state[key][0, atomic_numbers[sym] - 1] += float(shift)
+        data = {"model": {"model_args": copy.deepcopy(self.chgnet.model_args),
+                          "state_dict": state}}
+        return Path(atomic_write_stream(path, lambda f: torch.save(data, f)))
 
     # ------------------------------------------------------------------ persistence
     def to_payload(self) -> dict[str, Any]:
