@@ -316,7 +316,7 @@ def test_multihead_bundle_heads_calculator_and_cli(naive_and_mhft):
 
 def test_add_further_head_to_multihead_bundle(naive_and_mhft, tmp_path):
     """A second surface system on an already multi-head bundle: heads grow to three,
-    the two existing heads are untouched at initialisation, and training runs."""
+    the two existing heads are unchanged (to rounding) at initialisation, and training runs."""
     from ase_surftune.models.bundle import Bundle
 
     b = Bundle.load(naive_and_mhft["multihead"].bundle_path)
@@ -324,7 +324,7 @@ def test_add_further_head_to_multihead_bundle(naive_and_mhft, tmp_path):
     ref = {h: b.adapter.predict(probe, h) for h in b.heads}
     grown = add_head(b.adapter, "surf2", from_head="surf")
     for h in ("Default", "surf"):
-        assert _same(grown.predict(probe, h), ref[h])
+        assert _close(grown.predict(probe, h), ref[h])  # native layout: float rounding
     res = finetune({"model": str(naive_and_mhft["multihead"].bundle_path),
                     "strategy": "multihead", "head": "Default", "epochs": 1, "batch_size": 2,
                     "strategy_options": {"new_head": "surf2", "from_head": "surf",

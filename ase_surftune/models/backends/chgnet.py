@@ -16,8 +16,9 @@ import contextlib
 import contextvars
 import copy
 import io
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -71,11 +72,40 @@ class _TorchForCHGNet:
         return getattr(torch, name)
 
 
-def _install_inference_autograd() -> None:
+_PATCH_LOCK = threading.Lock()
+_patch_depth = 0
+_saved_torch: Any = None
+
+
+@contextlib.contextmanager
+def inference_autograd(inference: bool) -> Iterator[None]:
+    """Within the block, chgnet's model module sees :class:`_TorchForCHGNet` and, when
+    ``inference``, takes its gradients without ``create_graph``.
+
+    The module attribute ``chgnet.model.model.torch`` is swapped only while at least one
+    adapter call is inside such a block (reference-counted, so calls in several threads
+    nest safely) and restored when the last one leaves; outside the adapter's calls
+    chgnet is untouched. Other code running chgnet *during* an adapter call sees the
+    view, which behaves exactly like ``torch`` unless its own context set the flag.
+    """
+    global _patch_depth, _saved_torch
     import chgnet.model.model as chgnet_model
 
-    if not isinstance(chgnet_model.torch, _TorchForCHGNet):
-        chgnet_model.torch = _TorchForCHGNet()  # type: ignore[assignment]
+    with _PATCH_LOCK:
+        if _patch_depth == 0:
+            _saved_torch = chgnet_model.torch
+            chgnet_model.torch = _TorchForCHGNet()  # type: ignore[assignment]
+        _patch_depth += 1
+    token = _INFERENCE.set(inference)
+    try:
+        yield
+    finally:
+        _INFERENCE.reset(token)
+        with _PATCH_LOCK:
+            _patch_depth -= 1
+            if _patch_depth == 0:
+                chgnet_model.torch = _saved_torch
+                _saved_torch = None
 
 
 class CHGNetHeads(torch.nn.Module):
@@ -214,13 +244,8 @@ class CHGNetAdapter(ModelAdapter):
         head = self.resolve_head(head)
         task = "efs" if compute_stress else "ef"
         graphs = [g.to(str(self.device)) for g in graphs]
-        _install_inference_autograd()
-        token = _INFERENCE.set(not training)
-        try:
-            with torch.set_grad_enabled(True):
-                pred = self._forward_module()(graphs, head=head, task=task)
-        finally:
-            _INFERENCE.reset(token)
+        with inference_autograd(not training), torch.set_grad_enabled(True):
+            pred = self._forward_module()(graphs, head=head, task=task)
         n_atoms = pred["atoms_per_graph"]
         energy = pred["e"] * n_atoms if self.chgnet.is_intensive else pred["e"]
         forces = torch.cat(pred["f"], dim=0)
