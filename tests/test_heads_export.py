@@ -186,3 +186,21 @@ def test_chgnet_patch_is_scoped_to_adapter_calls():
     graph = ad.featurize(atoms)
     ref = ad.chgnet([graph], task="ef")  # outside the adapter: chgnet's own path
     np.testing.assert_allclose(p.forces[0], ref["f"][0].detach().numpy(), rtol=0, atol=2e-5)
+
+
+def test_cli_heads_export(grown, tmp_path, monkeypatch):
+    """`surftune heads export BUNDLE --head H -o FILE` mirrors export_head; a bad head is
+    a one-line error and writes nothing; `surftune heads BUNDLE` still lists heads."""
+    from ase_surftune.cli import main
+
+    src = Bundle(grown).save(tmp_path / "two.stbundle")
+    out = tmp_path / "surf.model"
+    assert main(["heads", "export", str(src), "--head", "surf", "-o", str(out)]) == 0
+    a = _probe()[1]
+    a.calc = _mace_calculator(out, monkeypatch)
+    assert a.get_potential_energy() == pytest.approx(
+        float(grown.predict([a], "surf").energy[0]), abs=1e-9)
+    assert main(["heads", "export", str(src), "--head", "nope", "-o",
+                 str(tmp_path / "bad.model")]) != 0
+    assert not (tmp_path / "bad.model").exists()
+    assert main(["heads", str(src)]) == 0
