@@ -35,7 +35,7 @@ def test_files_heads_and_errors(tmp_path):
     assert (p.kind, p.backend, p.head, p.path) == ("bundle", None, "surface", bundle)
     assert parse_model_spec(str(bundle)).head is None
     assert parse_model_spec("chgnet@foundation").head == "foundation"
-    with pytest.raises(ModelLoadError, match="Unknown model 'chgnet@foundation'"):
+    with pytest.raises(ModelLoadError, match="unknown model 'chgnet@foundation'"):
         parse_model_spec("chgnet@foundation", with_head=False)  # load_model: no heads
     assert split_head("x@y/z.stbundle") == ("x@y/z.stbundle", None)
     with pytest.raises(ModelLoadError, match="Known names.*chgnet"):

@@ -156,7 +156,7 @@ def parse_model_spec(spec: str | os.PathLike[str], *, with_head: bool = True) ->
             return ModelSpec(text, "mace_file", "mace", text, head)
         return ModelSpec(text, "bundle", None, text, head)
     raise ModelLoadError(
-        f"Unknown model {text!r}: not a known name and no such file. Known names: "
+        f"unknown model {text!r}: not a known name and no such file. Known names: "
         f"{known_model_names()}; or pass 'mace:/path/file.model', 'm3gnet:/path/folder' "
         f"or a bundle path")
 
