@@ -33,8 +33,9 @@ def _strained(a: float, seed: int, alloy: bool = False):
 
 
 def test_stress_matches_bare_chgnet_calculator():
-    """Bundled CHGNet 0.3.0, float32 both sides: stress to 2e-6 eV/Å³ (3e-4 GPa; our
-    inference skips CHGNet's create_graph, which changes float32 rounding only)."""
+    """Bundled CHGNet 0.3.0, float32 both sides: stress to 5e-7 eV/Å³ (8e-5 GPa; measured
+    7.8e-8 on stresses up to 0.04 eV/Å³: our inference skips CHGNet's create_graph, which
+    changes float32 rounding only)."""
     from chgnet.model.dynamics import CHGNetCalculator
 
     ad = chgnet_adapter()
@@ -44,8 +45,8 @@ def test_stress_matches_bare_chgnet_calculator():
     ours.calc = SurfTuneCalculator(ad)
     s_ref, s_ours = ref.get_stress(), ours.get_stress()
     assert np.abs(s_ref).min() > 1e-5  # a real test: no component is zero by symmetry
-    np.testing.assert_allclose(s_ours, s_ref, rtol=0, atol=2e-6)
-    np.testing.assert_allclose(ours.get_forces(), ref.get_forces(), rtol=0, atol=2e-5)
+    np.testing.assert_allclose(s_ours, s_ref, rtol=0, atol=5e-7)
+    np.testing.assert_allclose(ours.get_forces(), ref.get_forces(), rtol=0, atol=2e-6)
 
 
 def test_stress_matches_mace_calculator(tmp_path, monkeypatch):
