@@ -15,8 +15,10 @@ the variable to what it was (unset if it was unset).
 
 Bundles store a MACE model as its construction config (from mace's own
 ``extract_config_mace_model``, encoded as JSON with allow-listed mace classes and
-gates) plus its state dict, and rebuild it with mace's constructors: no pickle.
-A user's ``.model`` file *is* a pickle and loads only with ``trust=True``.
+gates) plus its state dict, and rebuild it with mace's constructors: no pickle
+(:mod:`~ase_surftune.models.backends.mace_storage`). A user's ``.model`` file *is* a
+pickle and loads only with ``trust=True``. Heads are grown, migrated and exported in
+mace's native multi-head layout (:mod:`~ase_surftune.models.backends.mace_heads`).
 """
 
 from __future__ import annotations
