@@ -10,7 +10,8 @@ from ase_surftune.cli._common import add_trust_arg
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("heads", help="list the heads of a model or bundle")
-    p.add_argument("model", help="model spec or bundle path")
+    p.add_argument("model", help="model spec or bundle path; or 'export' followed by one, "
+                   "to write one head as a plain MACE .model / CHGNet file")
     p.add_argument("--json", action="store_true", help="print JSON")
     # `surftune heads export BUNDLE --head H -o FILE`: models.export.export_head
     p.add_argument("file", nargs="?", help="with 'export': the model or bundle to export from")
