@@ -14,7 +14,7 @@ from ase_surftune.properties import relax
 
 
 def _blas_threads() -> list[int]:
-    libs = threads._bundled_openblas()
+    libs = threads._bundled_openblas().lib_controllers
     if not libs:
         pytest.skip("numpy/scipy here do not bundle OpenBLAS (nothing to limit)")
     return [lc.get_num_threads() for lc in libs]
@@ -23,7 +23,7 @@ def _blas_threads() -> list[int]:
 @pytest.fixture
 def two_blas_threads():
     """Start every test from a known state: 2 BLAS threads, restored afterwards."""
-    libs = threads._bundled_openblas()
+    libs = threads._bundled_openblas().lib_controllers
     old = [lc.get_num_threads() for lc in libs]
     for lc in libs:
         lc.set_num_threads(2)
@@ -92,10 +92,20 @@ def test_env_var_overrides_or_switches_off(two_blas_threads, monkeypatch):
 
 
 class _FakeBLAS:
-    """Stands in for a threadpoolctl controller: one process-wide thread count."""
+    """Stands in for a threadpoolctl library controller: one process-wide thread count."""
+
+    filepath, prefix, user_api, internal_api, version = "fake", "fake", "blas", "openblas", None
 
     def __init__(self, n: int) -> None:
         self.num_threads = n
+
+    def info(self, **_: object) -> dict:
+        return {"filepath": self.filepath, "prefix": self.prefix, "user_api": self.user_api,
+                "internal_api": self.internal_api, "version": self.version,
+                "num_threads": self.num_threads}
+
+    def get_num_threads(self) -> int:
+        return self.num_threads
 
     def set_num_threads(self, n: int) -> None:
         self.num_threads = n
@@ -114,7 +124,10 @@ def test_blocks_open_in_two_threads_restore_the_original(monkeypatch):
 
     monkeypatch.delenv(threads.ENV_VAR, raising=False)
     fake = _FakeBLAS(2)
-    monkeypatch.setattr(threads, "_bundled_openblas", lambda: [fake])
+    from threadpoolctl import ThreadpoolController
+
+    controller = ThreadpoolController._from_controllers([fake])
+    monkeypatch.setattr(threads, "_bundled_openblas", lambda: controller)
     a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
     seen: dict[str, int] = {}
 

@@ -10,13 +10,29 @@ from ase_surftune.cli._common import add_trust_arg
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("heads", help="list the heads of a model or bundle")
-    p.add_argument("model", help="model spec or bundle path")
+    p.add_argument("model", help="model spec or bundle path; or 'export' followed by one, "
+                   "to write one head as a plain MACE .model / CHGNet file")
     p.add_argument("--json", action="store_true", help="print JSON")
+    # `surftune heads export BUNDLE --head H -o FILE`: models.export.export_head
+    p.add_argument("file", nargs="?", help="with 'export': the model or bundle to export from")
+    p.add_argument("--head", help="with 'export': the head (default: the default head)")
+    p.add_argument("-o", "--output", help="with 'export': output file (MACE .model / CHGNet .pt)")
+    p.add_argument("--drop-correction", action="store_true",
+                   help="with 'export': export a head with a linear correction without it")
     add_trust_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.model == "export" and args.file:
+        from ase_surftune.core.errors import ConfigError
+        from ase_surftune.models.export import export_head
+
+        if not args.output:
+            raise ConfigError("heads export needs an output file: -o FILE")
+        print(export_head(args.file, args.head, args.output,
+                          drop_correction=args.drop_correction))
+        return 0
     from ase_surftune.models.backends import load_model
 
     bundle = load_model(args.model)

@@ -19,6 +19,10 @@ more threads. Use it in your own ASE scripts the same way::
     with numpy_blas_threads():
         BFGS(FrechetCellFilter(atoms)).run(fmax=0.02)
 
+The counts are set and restored with threadpoolctl's ``threadpool_limits`` machinery
+(``ThreadpoolController.limit``) on the selected libraries; this module only adds the
+bookkeeping for blocks that nest or close out of order across threads.
+
 Only the OpenBLAS copies bundled with numpy and scipy are limited: torch's own thread
 pool, and BLAS libraries that DFT codes link themselves (GPAW's, for example), are left
 alone. Set ``SURFTUNE_NUMPY_BLAS_THREADS`` to a number to use that many threads instead,
@@ -47,11 +51,12 @@ ENV_VAR = "SURFTUNE_NUMPY_BLAS_THREADS"
 F = TypeVar("F", bound=Callable[..., Any])
 
 _lock = threading.Lock()
-_controllers: list[Any] | None = None
+_controllers: Any = None
 
 
-def _bundled_openblas() -> list[Any]:
-    """threadpoolctl controllers of the OpenBLAS libraries numpy and scipy load."""
+def _bundled_openblas() -> Any:
+    """A threadpoolctl ``ThreadpoolController`` of the OpenBLAS libraries numpy and scipy
+    bundle (its ``lib_controllers`` list them)."""
     global _controllers
     with _lock:
         if _controllers is None:
@@ -67,8 +72,10 @@ def _bundled_openblas() -> list[Any]:
                 return p.name.startswith("libscipy_openblas") or any(
                     p.is_relative_to(r) for r in roots)
 
-            _controllers = [lc for lc in ThreadpoolController().lib_controllers
-                            if lc.internal_api == "openblas" and bundled(lc.filepath)]
+            every = ThreadpoolController()
+            _controllers = every.select(filepath=[
+                lc.filepath for lc in every.lib_controllers
+                if lc.internal_api == "openblas" and bundled(lc.filepath)])
         return _controllers
 
 
@@ -88,7 +95,7 @@ def _threads_from_env(default: int) -> int | None:
 
 
 _active: list[tuple[object, int]] = []  # (token, threads) of the blocks now open
-_saved: list[int] = []  # thread counts before the first open block
+_limiter: list[Any] = []  # threadpoolctl's limiter of the outermost open block
 
 
 @contextlib.contextmanager
@@ -105,22 +112,25 @@ def numpy_blas_threads(n: int = 1) -> Iterator[None]:
     if n_eff is None:
         yield
         return
-    libs = _bundled_openblas()
+    controller = _bundled_openblas()
     token = object()
     with _lock:
-        if not _active:
-            _saved[:] = [lc.num_threads for lc in libs]
+        if not _active:  # threadpoolctl's threadpool_limits: records and sets the counts
+            _limiter[:] = [controller.limit(limits=n_eff)]
+        else:
+            for lc in controller.lib_controllers:
+                lc.set_num_threads(n_eff)
         _active.append((token, n_eff))
-        for lc in libs:
-            lc.set_num_threads(n_eff)
     try:
         yield
     finally:
         with _lock:
             _active[:] = [entry for entry in _active if entry[0] is not token]
-            counts = [_active[-1][1]] * len(libs) if _active else list(_saved)
-            for lc, k in zip(libs, counts):
-                lc.set_num_threads(k)
+            if _active:  # blocks may close out of order across threads
+                for lc in controller.lib_controllers:
+                    lc.set_num_threads(_active[-1][1])
+            else:
+                _limiter.pop().restore_original_limits()
 
 
 def single_threaded_numpy(fn: F) -> F:

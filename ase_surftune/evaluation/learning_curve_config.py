@@ -125,12 +125,10 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         elif isinstance(v, list):
             data[key] = [str(base / x) if isinstance(x, str) and not Path(x).is_absolute()
                          else x for x in v]
-    m = data.get("model")
-    if isinstance(m, str) and m.startswith("mace:") and not Path(m[5:]).is_absolute() \
-            and (base / m[5:]).is_file():
-        data["model"] = "mace:" + str(base / m[5:])
-    elif isinstance(m, str) and not Path(m).is_absolute() and (base / m).is_file():
-        data["model"] = str(base / m)
+    if isinstance(data.get("model"), str) and data["model"].strip():
+        from ase_surftune.core.specs import rebase_spec
+
+        data["model"] = rebase_spec(data["model"], base)
 
 
 def load_learning_curve_config(config: LearningCurveConfig | dict | str | Path,

@@ -28,10 +28,12 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from ase_surftune.models.backends import load_model, parse_dtype
+from ase_surftune.core.specs import parse_model_spec
 from ase_surftune.models.backends.base import Prediction
 from ase_surftune.models.bundle import Bundle
 from ase_surftune.models.correction import LinearCorrection
+from ase_surftune.models.loading import load_model
+from ase_surftune.models.registry import parse_dtype
 
 
 class UnseenElementWarning(UserWarning):
@@ -49,12 +51,12 @@ def _cache_key(spec: str, device: str, dtype: torch.dtype | None) -> tuple[Any, 
     """``(spec, device, dtype)`` plus, for a file, its resolved path, inode, mtime and
     size, so that a file rewritten in place (re-training into the same path) is loaded
     anew."""
-    path = Path(spec[5:] if spec.lower().startswith("mace:") else spec)
     try:
-        st = path.stat()
-    except (OSError, ValueError):
+        path = parse_model_spec(spec, with_head=False).path
+        st = path.stat() if path is not None else None
+    except (OSError, ValueError):  # ModelLoadError is a ValueError
         return (spec, str(device), str(dtype))
-    if not path.is_file():
+    if path is None or st is None or not path.is_file():
         return (spec, str(device), str(dtype))
     # an atomic save (temp file + rename) always gives the path a new inode
     return (spec, str(device), str(dtype), str(path.resolve()), st.st_ino, st.st_mtime_ns,

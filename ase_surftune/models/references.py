@@ -8,11 +8,10 @@ ASE calculator; this is only the convenience used by the CLI and the demo.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ase_surftune.core.errors import ConfigError
+from ase_surftune.core.specs import split_head
 
 # reference codes are labellers: the data layer owns them (re-exported here)
 from ase_surftune.data.references import (
@@ -27,21 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["REFERENCE_NAMES", "get_calculator", "get_reference_calculator", "parse_spec"]
 
 
-def parse_spec(spec: str) -> tuple[str, str | None]:
-    """``"model@head"`` -> ``("model", "head")``; ``"model"`` -> ``("model", None)``.
-
-    Split at the *last* ``@`` unless the whole string names an existing file or the part
-    after ``@`` contains a path separator (so paths containing ``@`` keep working).
-    """
-    if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError(f"calculator spec must be a non-empty string, got {spec!r}")
-    spec = spec.strip()
-    if "@" not in spec or Path(spec).exists():
-        return spec, None
-    model, head = spec.rsplit("@", 1)
-    if not model or not head or "/" in head or os.sep in head:
-        return spec, None
-    return model, head
+parse_spec = split_head  # "model@head" -> ("model", "head"); see ase_surftune.core.specs
 
 
 def get_calculator(spec: str, head: str | None = None, device: str = "cpu",

@@ -282,52 +282,13 @@ def infer_backend(spec: str) -> str:
     Raises:
         ValueError: unknown name or missing file (message lists the known names).
     """
-    from ase_surftune.models.backends import available_models
+    from ase_surftune.core.errors import ModelLoadError
+    from ase_surftune.models.loading import spec_backend
 
-    low = spec.lower()
-    if low == "chgnet" or low.startswith(("chgnet-", "chgnet:")):
-        return "chgnet"
-    if low.startswith("mace:"):
-        if not Path(spec[5:]).is_file():
-            raise ValueError(f"MACE model file not found: {spec[5:]!r}; give an existing "
-                             f"file as mace:/path/file.model")
-        return "mace"
-    if low.startswith("m3gnet:"):
-        if not Path(spec[7:], "model.json").is_file():
-            raise ValueError(f"M3GNet model folder not found (no model.json): {spec[7:]!r}")
-        return "m3gnet"
-    if low.startswith("m3gnet-") and low in available_models():
-        return "m3gnet"
-    if low.startswith(("mace-", "mace-mp:")):
-        if low in available_models() or low.startswith("mace-mp:"):
-            return "mace"
-    p = Path(spec)
-    if p.is_file():
-        if p.suffix == ".model":
-            return "mace"
-        from ase_surftune.core.errors import BundleError
-        from ase_surftune.models.bundle import (
-            LEGACY_FORMAT_VERSION,
-            bundle_file_version,
-            read_bundle_manifest,
-        )
-
-        # inspect without unpickling: the zip directory and the JSON manifest only
-        version = bundle_file_version(p)
-        if version == LEGACY_FORMAT_VERSION:
-            raise ValueError(f"{spec!r} is a legacy (version-1) bundle, a Python pickle that "
-                             f"cannot be inspected safely; if you trust it, convert it once "
-                             f"with Bundle.load({spec!r}, trust=True).save(...) and use the "
-                             f"new file")
-        try:
-            return str(read_bundle_manifest(p)["backend"])
-        except (BundleError, KeyError) as exc:
-            raise ValueError(f"{spec!r} is neither a MACE .model file nor a model "
-                             f"bundle ({exc})") from exc
-    raise ValueError(f"unknown model {spec!r}: not a known name and no such file; known "
-                     f"names: {available_models()}, or 'mace:/path/file.model', "
-                     f"'m3gnet:/path/folder', or a "
-                     f"bundle path")
+    try:
+        return spec_backend(spec)
+    except ModelLoadError as exc:  # one parser: ase_surftune.core.specs
+        raise ValueError(str(exc)) from None
 
 
 def load_config(config: FinetuneConfig | dict[str, Any] | str | Path,

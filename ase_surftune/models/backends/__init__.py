@@ -1,6 +1,7 @@
-"""Backend adapters (one per uMLIP family) and model-spec resolution.
+"""Backend adapters (one per uMLIP family).
 
-Model specs understood by :func:`load_model`:
+Model specs (parsed once, in :mod:`ase_surftune.core.specs`) understood by
+:func:`~ase_surftune.models.loading.load_model`:
 
 =============================  ==============================================
 ``"chgnet"``                   bundled CHGNet 0.3.0 (the embedded default)
@@ -21,143 +22,28 @@ Model specs understood by :func:`load_model`:
 MACE ``.model`` files, MACE-MP checkpoints and legacy (version-1) bundles are Python
 pickles; they load only with ``trust=True`` (CLI ``--trust-pickle``). Bundles
 (version 2) and the bundled CHGNet weights never need it.
+
+``load_model``, ``adapter_class``, ``available_models`` and ``parse_dtype`` live in
+:mod:`ase_surftune.models.loading` and :mod:`ase_surftune.models.registry`; the names
+here are lazy re-exports for existing code (lazy, so that the adapters below the bundle
+never import it).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import torch
+__all__ = ["load_model", "adapter_class", "available_models", "parse_dtype"]
 
-from ase_surftune.core.errors import ModelLoadError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ase_surftune.models.backends.base import ModelAdapter
-    from ase_surftune.models.bundle import Bundle
-
-__all__ = ["load_model", "adapter_class", "available_models"]
-
-_DTYPES = {"float32": torch.float32, "float64": torch.float64,
-           torch.float32: torch.float32, torch.float64: torch.float64}
+_REEXPORTS = {"load_model": "ase_surftune.models.loading",
+              "adapter_class": "ase_surftune.models.registry",
+              "available_models": "ase_surftune.models.registry",
+              "parse_dtype": "ase_surftune.models.registry"}
 
 
-def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """``"float32"``/``"float64"``/torch dtype/None -> torch dtype/None."""
-    if dtype is None:
-        return None
-    try:
-        return _DTYPES[dtype]
-    except KeyError:
-        raise ValueError(f"Unknown dtype {dtype!r}; use 'float32' or 'float64'") from None
+def __getattr__(name: str) -> Any:
+    if name in _REEXPORTS:
+        import importlib
 
-
-def adapter_class(backend: str) -> type[ModelAdapter]:
-    """The adapter class registered for a backend name (``"chgnet"``, ``"mace"``, ``"m3gnet"``)."""
-    if backend == "chgnet":
-        from ase_surftune.models.backends.chgnet import CHGNetAdapter
-
-        return CHGNetAdapter
-    if backend == "mace":
-        from ase_surftune.models.backends.mace import MACEAdapter
-
-        return MACEAdapter
-    if backend == "m3gnet":
-        from ase_surftune.models.backends.m3gnet import M3GNetAdapter
-
-        return M3GNetAdapter
-    raise ModelLoadError(f"Unknown backend {backend!r}; known: ['chgnet', 'mace', 'm3gnet']")
-
-
-def available_models() -> list[str]:
-    """Named model specs (local files and bundles are accepted too)."""
-    from ase_surftune.models.backends.chgnet import CHGNET_VERSIONS
-    from ase_surftune.models.backends.m3gnet import M3GNET_NAMES
-    from ase_surftune.models.backends.mace import MACE_FOUNDATION_NAMES
-
-    return (["chgnet"] + [f"chgnet-{v}" for v in CHGNET_VERSIONS]
-            + sorted(MACE_FOUNDATION_NAMES) + sorted(M3GNET_NAMES))
-
-
-def load_model(spec: Any, device: str = "cpu",
-               dtype: str | torch.dtype | None = None, *, trust: bool | None = None) -> Bundle:
-    """Resolve a model spec to a :class:`~ase_surftune.models.bundle.Bundle`.
-
-    Zero-shot models come back as a bundle with no shifts or corrections, so callers
-    handle foundation models and fine-tuned bundles the same way.
-
-    Args:
-        spec: a name, ``mace:``-prefixed path, file path, Bundle or ModelAdapter.
-        device: torch device string.
-        dtype: ``"float32"``/``"float64"``; default: the model's own.
-        trust: allow formats that are Python pickles (MACE ``.model`` files, MACE-MP
-            checkpoints, legacy bundles). Reading a pickle can run arbitrary code: pass
-            True only for files from a source you trust. ``None``: whether a
-            :func:`ase_surftune.core.trust.trust_pickle` block is active.
-
-    Raises:
-        ModelLoadError: unknown name, missing file, offline download.
-        BundleError: a corrupt/truncated bundle.
-        UnsafeLoadError: a pickle-based file and ``trust`` is False.
-    """
-    from ase_surftune.models.backends.base import ModelAdapter
-    from ase_surftune.models.bundle import Bundle
-
-    tdtype = parse_dtype(dtype)
-    if isinstance(spec, Bundle):
-        return spec
-    if isinstance(spec, ModelAdapter):
-        return Bundle(adapter=spec)
-    if isinstance(spec, Path):
-        spec = str(spec)
-    if not isinstance(spec, str) or not spec:
-        raise ModelLoadError(f"Model spec must be a non-empty string, got {spec!r}")
-
-    low = spec.lower()
-    if low == "chgnet" or low.startswith(("chgnet-", "chgnet:")):
-        from ase_surftune.models.backends.chgnet import CHGNetAdapter
-
-        version = "0.3.0" if low == "chgnet" else spec[len("chgnet") + 1:]
-        return Bundle(adapter=CHGNetAdapter.load(version, device=device, dtype=tdtype))
-    if low.startswith("mace:"):
-        from ase_surftune.models.backends.mace import MACEAdapter
-        from ase_surftune.models.bundle import bundle_file_version
-
-        if bundle_file_version(spec[5:]) is not None:  # a bundle holding a MACE model
-            bundle = Bundle.load(spec[5:], device=device, dtype=tdtype, trust=trust)
-            if bundle.adapter.backend != "mace":
-                raise ModelLoadError(f"{spec!r}: the bundle holds a {bundle.adapter.backend} "
-                                     f"model, not a MACE one")
-            return bundle
-        return Bundle(adapter=MACEAdapter.load_file(spec[5:], device=device, dtype=tdtype,
-                                                    trust=trust))
-    if low.startswith("m3gnet:") or low in _m3gnet_names():
-        from ase_surftune.models.backends.m3gnet import M3GNetAdapter
-
-        source = spec[7:] if low.startswith("m3gnet:") else low
-        return Bundle(adapter=M3GNetAdapter.load(source, device=device, dtype=tdtype))
-    from ase_surftune.models.backends.mace import MACE_FOUNDATION_NAMES
-
-    if low in MACE_FOUNDATION_NAMES or low.startswith("mace-mp:"):
-        from ase_surftune.models.backends.mace import MACEAdapter
-
-        return Bundle(adapter=MACEAdapter.load_foundation(low, device=device, dtype=tdtype,
-                                                          trust=trust))
-    path = Path(spec)
-    if path.is_file():
-        if path.suffix == ".model":
-            from ase_surftune.models.backends.mace import MACEAdapter
-
-            return Bundle(adapter=MACEAdapter.load_file(path, device=device, dtype=tdtype,
-                                                        trust=trust))
-        return Bundle.load(path, device=device, dtype=tdtype, trust=trust)
-    raise ModelLoadError(
-        f"Unknown model {spec!r}: not a known name and no such file. Known names: "
-        f"{available_models()}; or pass 'mace:/path/file.model', 'm3gnet:/path/folder' "
-        f"or a bundle path")
-
-
-def _m3gnet_names() -> dict[str, str]:
-    from ase_surftune.models.backends.m3gnet import M3GNET_NAMES
-
-    return M3GNET_NAMES
+        return getattr(importlib.import_module(_REEXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

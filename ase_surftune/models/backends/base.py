@@ -31,6 +31,7 @@ import copy
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -347,6 +348,22 @@ class ModelAdapter(ABC):
 
         Existing heads stay bit-identical. Raises HeadError if ``name`` exists.
         """
+
+    def export_head(self, head: str, path: str | Path,
+                    energy_shifts: dict[str, float] | None = None) -> Path:
+        """Write ``head`` as a single-head model file in the backend's own format.
+
+        Args:
+            head: the head to export.
+            path: output file (written atomically).
+            energy_shifts: ``{symbol: eV/atom}`` folded into the exported model's
+                per-element reference energies (a bundle's alignment shifts).
+
+        Raises:
+            HeadError: unknown head, or the backend has no single-head file format.
+        """
+        raise HeadError(f"exporting a head is not supported for the {self.backend} backend "
+                        f"(supported: chgnet, mace)")
 
     # ------------------------------------------------------------------ persistence
     @abstractmethod

@@ -16,22 +16,23 @@ import contextlib
 import contextvars
 import copy
 import io
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from ase import Atoms
 
 from ase_surftune.core.errors import HeadError, ModelLoadError
+from ase_surftune.core.specs import CHGNET_VERSIONS  # noqa: F401  (re-exported)
 from ase_surftune.models.backends.base import Block, ModelAdapter
 
 # chgnet's BatchedGraph builds a tensor from a list of tensors on every forward pass
 warnings.filterwarnings("ignore", message="(To copy construct from a tensor|Converting a tensor with requires_grad)",
                         category=UserWarning, module=r"chgnet\.")
 
-#: names accepted by ``CHGNet.load`` (all bundled in the wheel).
-CHGNET_VERSIONS = ("0.3.0", "0.2.0", "r2scan")
 FOUNDATION_HEAD = "foundation"
 #: GPa -> eV/Å³
 _GPA_TO_EV_A3 = 1.0 / 160.21766208
@@ -71,11 +72,40 @@ class _TorchForCHGNet:
         return getattr(torch, name)
 
 
-def _install_inference_autograd() -> None:
+_PATCH_LOCK = threading.Lock()
+_patch_depth = 0
+_saved_torch: Any = None
+
+
+@contextlib.contextmanager
+def inference_autograd(inference: bool) -> Iterator[None]:
+    """Within the block, chgnet's model module sees :class:`_TorchForCHGNet` and, when
+    ``inference``, takes its gradients without ``create_graph``.
+
+    The module attribute ``chgnet.model.model.torch`` is swapped only while at least one
+    adapter call is inside such a block (reference-counted, so calls in several threads
+    nest safely) and restored when the last one leaves; outside the adapter's calls
+    chgnet is untouched. Other code running chgnet *during* an adapter call sees the
+    view, which behaves exactly like ``torch`` unless its own context set the flag.
+    """
+    global _patch_depth, _saved_torch
     import chgnet.model.model as chgnet_model
 
-    if not isinstance(chgnet_model.torch, _TorchForCHGNet):
-        chgnet_model.torch = _TorchForCHGNet()  # type: ignore[assignment]
+    with _PATCH_LOCK:
+        if _patch_depth == 0:
+            _saved_torch = chgnet_model.torch
+            chgnet_model.torch = _TorchForCHGNet()  # type: ignore[assignment]
+        _patch_depth += 1
+    token = _INFERENCE.set(inference)
+    try:
+        yield
+    finally:
+        _INFERENCE.reset(token)
+        with _PATCH_LOCK:
+            _patch_depth -= 1
+            if _patch_depth == 0:
+                chgnet_model.torch = _saved_torch
+                _saved_torch = None
 
 
 class CHGNetHeads(torch.nn.Module):
@@ -214,13 +244,8 @@ class CHGNetAdapter(ModelAdapter):
         head = self.resolve_head(head)
         task = "efs" if compute_stress else "ef"
         graphs = [g.to(str(self.device)) for g in graphs]
-        _install_inference_autograd()
-        token = _INFERENCE.set(not training)
-        try:
-            with torch.set_grad_enabled(True):
-                pred = self._forward_module()(graphs, head=head, task=task)
-        finally:
-            _INFERENCE.reset(token)
+        with inference_autograd(not training), torch.set_grad_enabled(True):
+            pred = self._forward_module()(graphs, head=head, task=task)
         n_atoms = pred["atoms_per_graph"]
         energy = pred["e"] * n_atoms if self.chgnet.is_intensive else pred["e"]
         forces = torch.cat(pred["f"], dim=0)
@@ -238,6 +263,33 @@ class CHGNetAdapter(ModelAdapter):
             raise HeadError(f"Head {name!r} already exists; existing heads: {self.heads}")
         self.model.add_head(name, self.resolve_head(from_head))
         self.model.to(self.device)
+
+    def export_head(self, head: str, path: str | Path,
+                    energy_shifts: dict[str, float] | None = None) -> Path:
+        """Write ``head`` as a plain CHGNet state: ``{"model": {"model_args",
+        "state_dict"}}``, the layout ``CHGNet.from_file`` reads (``CHGNet.from_dict``
+        reads its ``"model"`` entry). Tensors and plain values only, so
+        ``torch.load(..., weights_only=True)`` reads it too.
+
+        The shifts (eV/atom) are added to the head's per-element reference energies
+        (``composition_model.fc``), which CHGNet adds to every structure's energy.
+        """
+        from ase.data import atomic_numbers
+
+        from ase_surftune.core.io import atomic_write_stream
+
+        with self.model.selected(self.resolve_head(head)) as chgnet:
+            state = {k: v.detach().cpu().clone() for k, v in chgnet.state_dict().items()}
+        if energy_shifts:
+            key = "composition_model.fc.weight"
+            if key not in state:
+                raise HeadError(f"cannot fold energy shifts into head {head!r}: the model "
+                                f"has no composition model")
+            for sym, shift in energy_shifts.items():
+                state[key][0, atomic_numbers[sym] - 1] += float(shift)
+        data = {"model": {"model_args": copy.deepcopy(self.chgnet.model_args),
+                          "state_dict": state}}
+        return Path(atomic_write_stream(path, lambda f: torch.save(data, f)))
 
     # ------------------------------------------------------------------ persistence
     def to_payload(self) -> dict[str, Any]:

@@ -15,22 +15,19 @@ the variable to what it was (unset if it was unset).
 
 Bundles store a MACE model as its construction config (from mace's own
 ``extract_config_mace_model``, encoded as JSON with allow-listed mace classes and
-gates) plus its state dict, and rebuild it with mace's constructors: no pickle.
-A user's ``.model`` file *is* a pickle and loads only with ``trust=True``.
+gates) plus its state dict, and rebuild it with mace's constructors: no pickle
+(:mod:`~ase_surftune.models.backends.mace_storage`). A user's ``.model`` file *is* a
+pickle and loads only with ``trust=True``. Heads are grown, migrated and exported in
+mace's native multi-head layout (:mod:`~ase_surftune.models.backends.mace_heads`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import functools
 import io
-import json
 import os
 import socket
-import threading
 import urllib.parse
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -39,28 +36,24 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from ase_surftune.core.errors import BundleError, HeadError, ModelLoadError
+from ase_surftune.core.errors import HeadError, ModelLoadError
+from ase_surftune.core.specs import MACE_FOUNDATION_NAMES
 from ase_surftune.models.backends.base import Block, ModelAdapter
+from ase_surftune.models.backends.mace_env import (  # noqa: F401  (re-exported)
+    _import_mace,
+    import_mace,
+    preserve_torch_load_env,
+)
+from ase_surftune.models.backends.mace_heads import (  # noqa: F401  (re-exported)
+    export_mace_head,
+    grow_mace_heads,
+    migrate_block_layout,
+)
+from ase_surftune.models.backends.mace_storage import (  # noqa: F401  (re-exported)
+    build_mace_from_config,
+    mace_model_config,
+)
 
-#: our names for MACE-MP foundation models -> mace-torch's ``mace_mp(model=...)`` names
-MACE_FOUNDATION_NAMES: dict[str, str] = {
-    "mace-mp-0-small": "small",
-    "mace-mp-0-medium": "medium",
-    "mace-mp-0-large": "large",
-    "mace-mp-0b-small": "small-0b",
-    "mace-mp-0b-medium": "medium-0b",
-    "mace-mp-0b2-small": "small-0b2",
-    "mace-mp-0b2-medium": "medium-0b2",
-    "mace-mp-0b2-large": "large-0b2",
-    "mace-mp-0b3-medium": "medium-0b3",
-    "mace-mpa-0-medium": "medium-mpa-0",
-    "mace-omat-0-small": "small-omat-0",
-    "mace-omat-0-medium": "medium-omat-0",
-    "mace-matpes-pbe-0": "mace-matpes-pbe-0",
-    "mace-matpes-r2scan-0": "mace-matpes-r2scan-0",
-    "mace-mh-0": "mh-0",
-    "mace-mh-1": "mh-1",
-}
 #: seconds allowed to reach the download host before declaring the machine offline
 CONNECT_TIMEOUT_S = 3.0
 
@@ -101,43 +94,6 @@ def collate_atomic_data(graphs: Sequence[Any]) -> dict[str, torch.Tensor] | None
     out["batch"] = torch.repeat_interleave(torch.arange(len(graphs)), counts)
     out["ptr"] = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(counts, 0)])
     return out
-
-
-_UNSAFE_ENV = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
-
-
-@contextlib.contextmanager
-def preserve_torch_load_env() -> Any:
-    """Restore ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` on exit (mace's imports set it to 1)."""
-    before = os.environ.get(_UNSAFE_ENV)
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(_UNSAFE_ENV, None)
-        else:
-            os.environ[_UNSAFE_ENV] = before
-
-
-def import_mace() -> None:
-    """Import mace (before e3nn) and the mace modules ase_surftune uses, without letting
-    mace switch off torch's safe ``torch.load`` default for the process or its children.
-
-    Use this instead of ``import mace`` everywhere (library, tests, benchmarks).
-    """
-    _import_mace()
-
-
-@functools.lru_cache(maxsize=1)
-def _import_mace() -> Any:
-    with preserve_torch_load_env():
-        import mace  # noqa: F401  (must precede e3nn)
-        import mace.calculators  # noqa: F401  (sets the variable again on import)
-        import mace.tools.scripts_utils  # noqa: F401
-        from mace import data as mace_data
-        from mace.tools import torch_geometric, torch_tools
-
-    return mace_data, torch_geometric, torch_tools
 
 
 def _host_reachable(url: str, timeout: float = CONNECT_TIMEOUT_S) -> bool:
@@ -223,17 +179,20 @@ class MACEAdapter(ModelAdapter):
         """
         from ase_surftune.core.errors import UnsafeLoadError
         from ase_surftune.core.trust import pickle_trusted
-        from ase_surftune.models.bundle import Bundle, bundle_file_version
+        from ase_surftune.models.bundle_file import bundle_file_version, read_bundle_file
 
         p = Path(path)
         if not p.is_file():
             raise ModelLoadError(f"MACE model file not found: {str(p)!r}")
         if bundle_file_version(p) is not None:  # a bundle (v1 needs trust, as Bundle.load says)
-            adapter = Bundle.load(p, device=device, dtype=dtype, trust=trust).adapter
-            if not isinstance(adapter, cls):
-                raise ModelLoadError(f"{str(p)!r}: the bundle holds a {adapter.backend} "
+            d, state = read_bundle_file(p, trust=trust)
+            payload = dict(d["adapter"])
+            if payload.get("backend") != cls.backend:
+                raise ModelLoadError(f"{str(p)!r}: the bundle holds a {payload.get('backend')} "
                                      f"model, not a MACE one")
-            return adapter
+            if state is not None:
+                payload["state_dict"] = state
+            return cls.from_payload(payload, device=device, dtype=dtype)
         if not pickle_trusted(trust):
             raise UnsafeLoadError(
                 f"{str(p)!r} is a MACE .model file, a Python pickle, and reading a pickle "
@@ -373,6 +332,22 @@ class MACEAdapter(ModelAdapter):
                     ae[-1, self.elements.index(sym)] = float(val)
         self.model.to(device=self.device, dtype=self.dtype)
 
+    def export_head(self, head: str, path: str | Path,
+                    energy_shifts: dict[str, float] | None = None) -> Path:
+        """Write ``head`` as a plain single-head mace ``.model`` file (see
+        :func:`~ase_surftune.models.backends.mace_heads.export_mace_head`); the shifts
+        (eV/atom) are added to the head's isolated-atom energies E0."""
+        from ase_surftune.core.io import atomic_write_stream
+        from ase_surftune.models.backends.mace_heads import single_head_model
+
+        single = single_head_model(self.model, self.resolve_head(head)).cpu().eval()
+        if energy_shifts:
+            ae = single.atomic_energies_fn.atomic_energies
+            with torch.no_grad():
+                for sym, shift in energy_shifts.items():
+                    ae[..., self.elements.index(sym)] += float(shift)
+        return Path(atomic_write_stream(path, lambda f: torch.save(single, f)))
+
     # ------------------------------------------------------------------ persistence
     def to_payload(self) -> dict[str, Any]:
         """Construction config (JSON) + state dict; see :func:`mace_model_config`."""
@@ -389,299 +364,8 @@ class MACEAdapter(ModelAdapter):
             model = payload["model"]
             return cls(model, name=payload.get("name", "mace"), device=device, dtype=dtype)
         model = build_mace_from_config(payload)
-        model.load_state_dict(payload["state_dict"], strict=True)
+        state = payload["state_dict"]
+        if payload.get("grown"):  # written before heads were native
+            state = migrate_block_layout(model, state, list(payload["heads"]))
+        model.load_state_dict(state, strict=True)
         return cls(model, name=payload.get("name", "mace"), device=device, dtype=dtype)
-
-
-# --------------------------------------------------------------------------- safe storage
-
-#: model classes a bundle may name (rebuilt with ``mace.modules.<name>(**config)``)
-_MODEL_CLASSES = ("ScaleShiftMACE", "MACE")
-
-
-def _encode_config_value(key: str, value: Any) -> Any:
-    """JSON form of one value of mace's ``extract_config_mace_model`` output."""
-    from e3nn import o3
-    from mace import modules
-
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, np.generic):
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (np.ndarray, torch.Tensor)):
-        arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
-        return {"__array__": arr.tolist(), "dtype": str(arr.dtype)}
-    if isinstance(value, o3.Irreps):
-        return {"__irreps__": str(value)}
-    if isinstance(value, (list, tuple)):
-        return [_encode_config_value(key, v) for v in value]
-    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        return {k: _encode_config_value(key, v) for k, v in value.items()}
-    for table in ("interaction_classes", "readout_classes"):
-        for name, klass in getattr(modules, table).items():
-            if value is klass:
-                return {"__mace_class__": name, "table": table}
-    for name, fn in modules.gate_dict.items():
-        if fn is not None and value is fn:
-            return {"__gate__": name}
-    raise BundleError(f"cannot store this MACE model safely: its config entry {key!r} is a "
-                      f"{type(value).__name__} ({value!r}) that has no JSON form")
-
-
-def _decode_config_value(value: Any) -> Any:
-    from e3nn import o3
-    from mace import modules
-
-    if isinstance(value, list):
-        return [_decode_config_value(v) for v in value]
-    if not isinstance(value, dict):
-        return value
-    if "__array__" in value:
-        return np.asarray(value["__array__"], dtype=np.dtype(str(value["dtype"])))
-    if "__irreps__" in value:
-        return o3.Irreps(str(value["__irreps__"]))
-    if "__mace_class__" in value:
-        table = {"interaction_classes": modules.interaction_classes,
-                 "readout_classes": modules.readout_classes}.get(value.get("table"))
-        if table is None or value["__mace_class__"] not in table:
-            raise BundleError(f"unknown MACE class {value!r} in a bundle")
-        return table[value["__mace_class__"]]
-    if "__gate__" in value:
-        if value["__gate__"] not in modules.gate_dict:
-            raise BundleError(f"unknown MACE gate {value['__gate__']!r} in a bundle")
-        return modules.gate_dict[value["__gate__"]]
-    return {k: _decode_config_value(v) for k, v in value.items()}
-
-
-def _is_grown(model: torch.nn.Module) -> bool:
-    """Whether :func:`grow_mace_heads` changed the readout layout of ``model``."""
-    return any(getattr(m, "_surftune_blocks", False) for m in model.modules())
-
-
-def mace_model_config(model: torch.nn.Module) -> dict[str, Any]:
-    """JSON-able description from which :func:`build_mace_from_config` rebuilds ``model``.
-
-    ``{"model_class", "dtype", "config", "heads", "grown"}``: the config comes from
-    mace's ``extract_config_mace_model``. A model grown by :meth:`MACEAdapter.add_head`
-    is described as its first head's single-head model plus the list of heads to grow
-    (the per-head block layout of grown readouts does not depend on the native head
-    count, so replaying the growth gives the same parameter shapes).
-
-    Raises:
-        BundleError: a model class or config value without a safe JSON form.
-    """
-    _import_mace()
-    from mace.tools.scripts_utils import extract_config_mace_model
-
-    cls_name = type(model).__name__
-    if cls_name not in _MODEL_CLASSES:
-        raise BundleError(f"cannot store a {cls_name} safely; supported MACE model classes: "
-                          f"{list(_MODEL_CLASSES)}")
-    config = extract_config_mace_model(model) if cls_name == "ScaleShiftMACE" else None
-    if config is None or "error" in config:
-        raise BundleError(f"cannot store this {cls_name} safely: mace's "
-                          f"extract_config_mace_model does not describe it")
-    if config.get("cueq_config") is not None:
-        raise BundleError("cannot store a cuequivariance MACE model safely; convert it to "
-                          "e3nn first (mace.cli.convert_cueq_e3nn)")
-    heads = list(getattr(model, "heads", None) or ["Default"])
-    grown = _is_grown(model)
-    if grown:  # describe the first head as a single-head model, growth is replayed
-        config["heads"] = heads[:1]
-        config["atomic_energies"] = np.atleast_2d(config["atomic_energies"])[0]
-        for key in ("atomic_inter_scale", "atomic_inter_shift"):
-            config[key] = float(np.atleast_1d(config[key])[0])
-    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
-    return {"model_class": cls_name, "dtype": dtype, "heads": heads, "grown": grown,
-            "config": {k: _encode_config_value(k, v) for k, v in config.items()}}
-
-
-#: modules already built from a config, least recently used first (see below)
-_TEMPLATES: OrderedDict[str, torch.nn.Module] = OrderedDict()
-_TEMPLATES_LOCK = threading.Lock()
-_N_TEMPLATES = 4
-
-
-def build_mace_from_config(payload: dict[str, Any]) -> torch.nn.Module:
-    """Rebuild the (untrained) module described by :func:`mace_model_config`.
-
-    Building a MACE model compiles its e3nn tensor products (TorchScript, opt_einsum):
-    12 s for the tiny test model and 17 s for a MACE-MP-medium-like one on 2 CPU cores,
-    against 1.2-1.5 s to unpickle one. So the first build of an architecture in a
-    process is kept as a template (the last :data:`_N_TEMPLATES`) and later loads
-    deep-copy it (~1 s); the caller then loads the weights.
-    """
-    key = json.dumps({k: v for k, v in payload.items() if k not in ("state_dict", "name")},
-                     sort_keys=True)
-    with _TEMPLATES_LOCK:
-        template = _TEMPLATES.get(key)
-        if template is None:
-            template = _build_mace_from_config(payload)
-            _TEMPLATES[key] = template
-            while len(_TEMPLATES) > _N_TEMPLATES:
-                _TEMPLATES.popitem(last=False)
-        else:
-            _TEMPLATES.move_to_end(key)
-        return copy.deepcopy(template)
-
-
-def _build_mace_from_config(payload: dict[str, Any]) -> torch.nn.Module:
-    _import_mace()
-    from mace import modules
-
-    cls_name = payload.get("model_class")
-    if cls_name not in _MODEL_CLASSES:
-        raise BundleError(f"unknown MACE model class {cls_name!r}; supported: "
-                          f"{list(_MODEL_CLASSES)}")
-    dtype = {"float32": torch.float32, "float64": torch.float64}.get(payload.get("dtype"))
-    if dtype is None:
-        raise BundleError(f"unknown MACE dtype {payload.get('dtype')!r}")
-    config = {k: _decode_config_value(v) for k, v in payload["config"].items()}
-    prev = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        model = getattr(modules, cls_name)(**config)
-    finally:
-        torch.set_default_dtype(prev)
-    heads = list(payload["heads"])
-    if payload.get("grown"):
-        for h in heads[1:]:
-            grow_mace_heads(model, h, 0)
-    model.heads = heads
-    return model
-
-
-# --------------------------------------------------------------------------- head growth
-
-
-def _linear_blocks(linear: torch.nn.Module, n_heads: int, per_head_out: int,
-                   per_head_in: int | None = None) -> tuple[list[int], list[torch.Tensor]]:
-    """Describe an e3nn ``Linear`` of a readout as per-head weight blocks.
-
-    Returns ``(in_entries, blocks)``: the input entries the layer reads and, for each
-    head ``h``, the weight block ``blocks[h]`` of shape ``(rows, per_head_out)`` (rows
-    over the used input channels, in entry order). Two layouts are understood: our
-    block layout (``_surftune_blocks``: one instruction per head and input entry,
-    outputs ``k x0e`` per head) and mace's native one (all instructions end in a single
-    ``(H·k)x0e`` output; with ``per_head_in`` the input is ``(H·m)x0e`` and only the
-    block-diagonal part matters because ``mask_head`` zeroes the rest).
-    """
-    ins = list(linear.instructions)
-    w = linear.weight.detach()
-    mats, off = [], 0
-    for i in ins:
-        k = i.path_shape[0] * i.path_shape[1]
-        mats.append(w[off:off + k].reshape(i.path_shape))
-        off += k
-    if getattr(linear, "_surftune_blocks", False):
-        blocks = [torch.cat([m for i, m in zip(ins, mats) if i.i_out == h], dim=0)
-                  for h in range(n_heads)]
-        entries = [i.i_in for i in ins if i.i_out == 0]
-        return entries, blocks
-    if len(linear.irreps_out) != 1 or any(i.i_out != 0 for i in ins):
-        raise HeadError(f"cannot add a head: this MACE readout has an unexpected layout "
-                        f"({linear}); supported are single-output linear readouts")
-    full = torch.cat(mats, dim=0)  # (rows, H*k)
-    if per_head_in is None:
-        blocks = [full[:, h * per_head_out:(h + 1) * per_head_out] for h in range(n_heads)]
-    else:
-        blocks = [full[h * per_head_in:(h + 1) * per_head_in,
-                       h * per_head_out:(h + 1) * per_head_out] for h in range(n_heads)]
-    return [i.i_in for i in ins], blocks
-
-
-def _block_linear(irreps_in: Any, entries_per_head: list[list[int]], per_head_out: int,
-                  blocks: list[torch.Tensor], dtype: torch.dtype) -> torch.nn.Module:
-    """An e3nn ``Linear`` whose output is one ``k x0e`` entry per head and whose head
-    ``h`` reads input entries ``entries_per_head[h]`` with weight ``blocks[h]``."""
-    from e3nn import o3
-
-    n_heads = len(blocks)
-    irreps_out = o3.Irreps("+".join([f"{per_head_out}x0e"] * n_heads))
-    instructions = [(i_in, h) for h in range(n_heads) for i_in in entries_per_head[h]]
-    prev = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        lin = o3.Linear(irreps_in, irreps_out, instructions=instructions)
-    finally:
-        torch.set_default_dtype(prev)
-    flat = []
-    for h in range(n_heads):
-        rows, r0 = blocks[h], 0
-        for i_in in entries_per_head[h]:
-            m = irreps_in[i_in].mul
-            flat.append(rows[r0:r0 + m].reshape(-1))
-            r0 += m
-    with torch.no_grad():
-        lin.weight.copy_(torch.cat(flat).to(lin.weight.dtype))
-    lin._surftune_blocks = True
-    return lin
-
-
-def grow_mace_heads(model: torch.nn.Module, name: str, src: int) -> None:
-    """Add head ``name`` to a (Scale)Shift MACE model in place, copying head ``src``.
-
-    Readouts are rebuilt in a *per-head block* layout (one e3nn instruction per head
-    and per input entry): each head's readout computes exactly the same operations,
-    with the same shapes and normalisation, as a single-head readout. Hence
-
-    * growing a single-head model (any MACE-MP-like foundation) or a model grown
-      before leaves every existing head **bit-identical**;
-    * growing a mace-native multi-head model (e.g. trained by ``mace_run_train
-      --multiheads_finetuning``) keeps existing heads identical up to float rounding
-      (~1e-15 relative), because its readout normalisation ``1/sqrt(H·m)`` is
-      re-expressed per head.
-
-    mace's own ``remove_pt_head``/state-dict tools expect the native layout and do not
-    apply to grown models (ase_surftune never needs them).
-    """
-    _import_mace()  # (before e3nn)
-    from e3nn import o3
-    from mace.modules.blocks import LinearReadoutBlock, NonLinearReadoutBlock
-
-    heads = list(getattr(model, "heads", None) or ["Default"])
-    n = len(heads)
-    dtype = next(model.parameters()).dtype
-    readouts = list(model.readouts)
-    if getattr(model, "embedding_readout", None) is not None:
-        readouts.append(model.embedding_readout)
-    for ro in readouts:
-        if type(ro) is LinearReadoutBlock:
-            entries, blocks = _linear_blocks(ro.linear, n, 1)
-            ro.linear = _block_linear(ro.linear.irreps_in, [entries] * (n + 1), 1,
-                                      [*blocks, blocks[src].clone()], dtype)
-        elif type(ro) is NonLinearReadoutBlock:
-            m = ro.linear_1.irreps_out.num_irreps // n  # MLP scalars per head
-            entries, b1 = _linear_blocks(ro.linear_1, n, m)
-            ro.linear_1 = _block_linear(ro.linear_1.irreps_in, [entries] * (n + 1), m,
-                                        [*b1, b1[src].clone()], dtype)
-            native = not getattr(ro.linear_2, "_surftune_blocks", False)
-            _, b2 = _linear_blocks(ro.linear_2, n, 1, per_head_in=m if native else None)
-            if native and n > 1:  # native fan-in is n*m, per-head blocks have fan-in m
-                b2 = [b / n ** 0.5 for b in b2]
-            hid = o3.Irreps("+".join([f"{m}x0e"] * (n + 1)))
-            ro.linear_2 = _block_linear(hid, [[h] for h in range(n + 1)], 1,
-                                        [*b2, b2[src].clone()], dtype)
-            ro.hidden_irreps = o3.Irreps(f"{m * (n + 1)}x0e")
-            ro.non_linearity.irreps_in = ro.hidden_irreps
-            ro.non_linearity.irreps_out = ro.hidden_irreps
-            ro.num_heads = n + 1
-        else:
-            raise HeadError(
-                f"cannot add a head: readout type {type(ro).__name__} is not supported "
-                f"(supported: LinearReadoutBlock, NonLinearReadoutBlock)")
-    # per-head isolated-atom energies [n_heads, n_elements]
-    aef = model.atomic_energies_fn
-    ae = torch.atleast_2d(aef.atomic_energies)
-    aef.atomic_energies = torch.cat([ae, ae[src:src + 1].clone()], dim=0)
-    # per-head scale / shift
-    if hasattr(model, "scale_shift"):
-        ss = model.scale_shift
-        for attr in ("scale", "shift"):
-            v = torch.atleast_1d(getattr(ss, attr))
-            if v.numel() == 1 and n > 1:
-                v = v.expand(n).clone()
-            setattr(ss, attr, torch.cat([v, v[src:src + 1].clone()]))
-    model.heads = [*heads, name]
