@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,12 +43,17 @@ def add_options(parser: argparse.ArgumentParser, specs: Iterable[OptionSpec]) ->
 
 
 def register_command(subparsers: argparse._SubParsersAction, name: str, help: str,
-                     specs: Iterable[OptionSpec], run: Any, *,
+                     specs: Iterable[OptionSpec] | Callable[[], Iterable[OptionSpec]],
+                     run: Any, *,
                      structure_help: str = "structure file readable by ase.io",
                      many_structures: bool = False) -> argparse.ArgumentParser:
     """Add a property command: structure file(s), ``--index``, model/reference options,
-    the workflow's own options (mirroring its keyword arguments), ``-o`` and ``func=run``."""
-    from ase_surftune.cli._common import add_model_args
+    the workflow's own options (mirroring its keyword arguments), ``-o`` and ``func=run``.
+
+    ``specs`` may be a function returning the specs: it is then called on the parser's
+    first use (:func:`~ase_surftune.cli._common.defer`), so building the whole CLI does
+    not import the settings models."""
+    from ase_surftune.cli._common import add_model_args, defer
 
     p = subparsers.add_parser(name, help=help)
     if many_structures:
@@ -57,8 +62,11 @@ def register_command(subparsers: argparse._SubParsersAction, name: str, help: st
         p.add_argument("structure", help=structure_help)
     add_index_arg(p)
     add_model_args(p)
-    add_options(p, specs)
     add_output_arg(p)
+    if callable(specs):
+        defer(p, lambda parser: add_options(parser, specs()))
+    else:
+        add_options(p, specs)
     p.set_defaults(func=run)
     return p
 

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import argparse
 
-from ase_surftune.cli._options import option_specs
-from ase_surftune.properties.settings import NEBSettings, VacancyFormationSettings
 
-OPTIONS = option_specs(NEBSettings) + [
-    ("vacancy", "bool", "one bulk file: nearest-neighbour vacancy hop in a supercell"),
-    *option_specs(VacancyFormationSettings, only=("supercell", "vacancy_index")),
-    ("relax_bulk", "bool", "with --vacancy: relax the bulk cell first (default on; "
-                           "--no-relax-bulk keeps the given cell)"),
-]
+def options() -> list:
+    """The command's workflow options, generated from its settings model (imported
+    on first use so that ``surftune --help`` stays fast)."""
+    from ase_surftune.cli._options import option_specs
+    from ase_surftune.properties.settings import NEBSettings, VacancyFormationSettings
+
+    return option_specs(NEBSettings) + [
+        ("vacancy", "bool", "one bulk file: nearest-neighbour vacancy hop in a supercell"),
+        *option_specs(VacancyFormationSettings, only=("supercell", "vacancy_index")),
+        ("relax_bulk", "bool", "with --vacancy: relax the bulk cell first (default on; "
+                               "--no-relax-bulk keeps the given cell)"),
+    ]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ase_surftune.cli._properties import register_command
 
-    register_command(subparsers, "neb", "NEB migration barrier", OPTIONS, run,
+    register_command(subparsers, "neb", "NEB migration barrier", options, run,
                      structure_help=("initial and final files; or one multi-frame band "
                                      "file (--index selects its frames, default all); or "
                                      "one bulk file with --vacancy"),
@@ -39,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from ase_surftune.core.errors import ConfigError
     from ase_surftune.properties.neb import migration_barrier
 
-    opts = merge_options(args, load_yaml(args.config), [o[0] for o in OPTIONS], "neb")
+    opts = merge_options(args, load_yaml(args.config), [o[0] for o in options()], "neb")
     first = args.structures[0]
     out = outputs(args, first)
     if "supercell" in opts:

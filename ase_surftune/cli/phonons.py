@@ -10,24 +10,28 @@ from __future__ import annotations
 
 import argparse
 
-from ase_surftune.cli._options import option_specs
-from ase_surftune.properties.settings import PhononSettings
 
-OPTIONS = option_specs(PhononSettings) + [
-    ("reference_forces", str, "reference FORCE_SETS (for a structure file or a "
-                              "phonopy_disp.yaml) or phonopy_params.yaml: also compute the "
-                              "frequency softening ratio and draw the reference bands"),
-    ("born", str, "BORN file: LO-TO correction on reference and model alike"),
-    ("nac", "bool", "LO-TO correction from --born or the yaml's nac_params (default: on "
-                    "when given); --no-nac: on neither side"),
-]
+def options() -> list:
+    """The command's workflow options, generated from its settings model (imported
+    on first use so that ``surftune --help`` stays fast)."""
+    from ase_surftune.cli._options import option_specs
+    from ase_surftune.properties.settings import PhononSettings
+
+    return option_specs(PhononSettings) + [
+        ("reference_forces", str, "reference FORCE_SETS (for a structure file or a "
+                                  "phonopy_disp.yaml) or phonopy_params.yaml: also compute the "
+                                  "frequency softening ratio and draw the reference bands"),
+        ("born", str, "BORN file: LO-TO correction on reference and model alike"),
+        ("nac", "bool", "LO-TO correction from --born or the yaml's nac_params (default: on "
+                        "when given); --no-nac: on neither side"),
+    ]
 
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ase_surftune.cli._properties import register_command
 
-    register_command(subparsers, "phonons", "phonons with phonopy", OPTIONS, run,
+    register_command(subparsers, "phonons", "phonons with phonopy", options, run,
                      structure_help="(relaxed) unit cell readable by ase.io, or a phonopy "
                                     "yaml (phonopy_disp.yaml, phonopy_params.yaml)")
 
@@ -75,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
         read_phonopy_structure,
     )
 
-    opts = merge_options(args, load_yaml(args.config), [o[0] for o in OPTIONS], "phonons")
+    opts = merge_options(args, load_yaml(args.config), [o[0] for o in options()], "phonons")
     ref = opts.pop("reference_forces", None)
     born, nac = opts.pop("born", None), opts.pop("nac", None)
     if "supercell" in opts:

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import argparse
 
-from ase_surftune.cli._options import option_specs
-from ase_surftune.properties.settings import RelaxSettings
 
-OPTIONS = option_specs(RelaxSettings) + [
-    ("trajectory", "bool", "also write the optimisation as <prefix>_relax.traj in -o"),
-]
+def options() -> list:
+    """The command's workflow options, generated from its settings model (imported
+    on first use so that ``surftune --help`` stays fast)."""
+    from ase_surftune.cli._options import option_specs
+    from ase_surftune.properties.settings import RelaxSettings
+
+    return option_specs(RelaxSettings) + [
+        ("trajectory", "bool", "also write the optimisation as <prefix>_relax.traj in -o"),
+    ]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = register_command(
         subparsers, "relax", "relax positions (and cell) of a structure; --reference TRAJ "
-        "compares with a DFT relaxation trajectory", OPTIONS, run,
+        "compares with a DFT relaxation trajectory", options, run,
         structure_help="structure file readable by ase.io (may be omitted with "
                        "--reference TRAJ: its initial frame is relaxed)")
     for action in p._actions:  # the structure is optional when a trajectory is the input
@@ -66,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from ase_surftune.core.errors import ConfigError
     from ase_surftune.properties import relax, relaxation_vs_reference
 
-    opts = merge_options(args, load_yaml(args.config), [o[0] for o in OPTIONS], "relax")
+    opts = merge_options(args, load_yaml(args.config), [o[0] for o in options()], "relax")
     traj = _split_reference(args)
     source = traj or args.structure
     if source is None:

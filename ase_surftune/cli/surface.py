@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import argparse
 
-from ase_surftune.cli._options import option_specs
-from ase_surftune.properties.settings import SurfaceSettings
 
-#: generated from the settings model: names, types, defaults and units in one place
-OPTIONS = option_specs(SurfaceSettings, exclude=("recommended_layers",))
+def options() -> list:
+    """The command's workflow options, generated from its settings model (imported
+    on first use so that ``surftune --help`` stays fast)."""
+    from ase_surftune.cli._options import option_specs
+    from ase_surftune.properties.settings import SurfaceSettings
+
+    return option_specs(SurfaceSettings, exclude=("recommended_layers",))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ase_surftune.cli._properties import register_command
 
-    register_command(subparsers, "surface", "surface energies from a bulk structure", OPTIONS, run,
+    register_command(subparsers, "surface", "surface energies from a bulk structure",
+                     options, run,
                      structure_help="bulk structure file readable by ase.io")
 
 
@@ -24,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from ase_surftune.properties import surface_energies
     from ase_surftune.properties.surface import facet_key
 
-    opts, bulk, out, calc = command_inputs(args, OPTIONS, "surface")
+    opts, bulk, out, calc = command_inputs(args, options(), "surface")
     res = surface_energies(bulk, calc, plot_dir=out.folder, plot_name=out.prefix, **opts)
     data = res.to_dict()
     slabs = []
