@@ -6,9 +6,10 @@ ase_surftune`` and the ``surftune`` CLI start fast.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ase_surftune import _compat
+from ase_surftune.core.lazy import lazy_exports
 
 _compat.install()
 # the composition root: hand the model-spec resolver down to data.label() (data < models)
@@ -30,9 +31,4 @@ _LAZY = {"SurfTuneCalculator": "ase_surftune.models.calculator",
          "Bundle": "ase_surftune.models.bundle"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'ase_surftune' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)

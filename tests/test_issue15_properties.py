@@ -168,12 +168,12 @@ def test_cli_help_defaults_come_from_settings():
     from ase_surftune.cli import neb, surface
     from ase_surftune.cli import phonons as ph
 
-    helps = {name: h for name, _, h in surface.OPTIONS}
+    helps = {name: h for name, _, h in surface.options()}
     assert helps["min_slab_size"].endswith(f"(default: {S.SURFACE.min_slab_size})")
     assert "(Å)" in helps["min_slab_size"]
     assert "recommended_layers" not in helps
-    assert dict((n, h) for n, _, h in neb.OPTIONS)["k"].endswith("(default: 0.1)")
-    assert dict((n, t) for n, t, _ in ph.OPTIONS)["mesh"] == "ints"
+    assert dict((n, h) for n, _, h in neb.options())["k"].endswith("(default: 0.1)")
+    assert dict((n, t) for n, t, _ in ph.options())["mesh"] == "ints"
 
 
 def test_a_registered_bulk_property_is_measured_by_compare():

@@ -56,25 +56,37 @@ def fsync_dir(folder: str | Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | Path, mode: str = "w", **open_kw: Any) -> Iterator[IO[Any]]:
-    """Open a unique temp file next to ``path``; on success fsync and rename it over ``path``.
+def atomic_path(path: str | Path, suffix: str = TEMP_SUFFIX) -> Iterator[Path]:
+    """A unique temporary path next to ``path`` for a library that writes files by name
+    (phonopy's ``save``...); on success it is fsynced and renamed over ``path`` and the
+    folder fsynced, on any exception removed, leaving ``path`` as it was.
 
-    On any exception (or ``KeyboardInterrupt``) the temp file is removed and ``path`` is
-    left as it was.
+    ``suffix`` keeps an extension the writer looks at (e.g. ``".yaml"``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode, **open_kw) as fh:
-            yield fh
-            fh.flush()
+        yield Path(tmp)
+        with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | Path, mode: str = "w", **open_kw: Any) -> Iterator[IO[Any]]:
+    """Open a unique temp file next to ``path``; on success fsync and rename it over ``path``.
+
+    On any exception (or ``KeyboardInterrupt``) the temp file is removed and ``path`` is
+    left as it was.
+    """
+    with atomic_path(path) as tmp, open(tmp, mode, **open_kw) as fh:
+        yield fh
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

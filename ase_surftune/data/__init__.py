@@ -28,8 +28,9 @@ that ``import ase_surftune`` stays fast):
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ase_surftune.core.lazy import lazy_exports
 
 #: public name -> submodule that defines it
 _WHERE: dict[str, str] = {
@@ -96,14 +97,5 @@ if TYPE_CHECKING:  # pragma: no cover
     )
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ase_surftune.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"ase_surftune.data.{module}"), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_WHERE))
+__getattr__, __dir__ = lazy_exports(
+    __name__, globals(), {name: f"ase_surftune.data.{mod}" for name, mod in _WHERE.items()})

@@ -13,13 +13,8 @@ from ase import Atoms, units
 from ase.calculators.calculator import BaseCalculator
 
 from ase_surftune.core.errors import ConfigError
-from ase_surftune.properties._base import (
-    PropertyResult,
-    attach_calc,
-    check_atoms,
-    check_int,
-    check_positive,
-)
+from ase_surftune.properties import _base as base
+from ase_surftune.properties._base import PropertyResult
 from ase_surftune.properties.md_observers import _Guards, _GuardTripped, _Recorder
 from ase_surftune.properties.settings import MD
 
@@ -170,16 +165,16 @@ def run_md(atoms: Atoms | None, calc: BaseCalculator, ensemble: str = MD.ensembl
     documents every keyword argument with its unit; the code is 65 lines.
     """
     ensemble = parse_ensemble(ensemble)
-    steps = check_int("steps", steps)
-    timestep = check_positive("timestep", timestep)
-    temperature = check_positive("temperature", temperature, allow_zero=True)
+    steps = base.check_int("steps", steps)
+    timestep = base.check_positive("timestep", timestep)
+    temperature = base.check_positive("temperature", temperature, allow_zero=True)
     _check_md_args(ensemble, temperature, temperature_end, friction, taut, taup,
                    loginterval, traj_interval, guard_interval, max_force, min_distance,
                    max_energy_drift, escape_distance)
     work, step0, restarted = _start_structure(atoms, restart_from, copy)
     if ensemble.startswith("npt"):
-        check_atoms(work, need_cell=True)
-    attach_calc(work, calc)
+        base.check_atoms(work, need_cell=True)
+    base.attach_calc(work, calc)
     rng = np.random.default_rng(seed)
     if not restarted and init_velocities and temperature > 0:
         from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
@@ -242,23 +237,23 @@ def _check_md_args(ensemble: str, temperature: float, temperature_end: float | N
                    ) -> None:
     """Refuse bad :func:`run_md` arguments with a one-line :class:`ConfigError`."""
     if temperature_end is not None:
-        check_positive("temperature_end", temperature_end, allow_zero=True)
+        base.check_positive("temperature_end", temperature_end, allow_zero=True)
         if ensemble not in RAMP_ENSEMBLES:
             raise ConfigError(f"temperature_end (a ramp) needs one of {RAMP_ENSEMBLES}; "
                               f"ASE's {ensemble} has no public way to change its target "
                               f"temperature during a run")
     if ensemble != "nve" and temperature == 0 and not temperature_end:
         raise ConfigError(f"temperature must be positive for {ensemble}, got {temperature}")
-    check_positive("friction", friction)
-    check_positive("taut", taut)
-    check_positive("taup", taup)
-    check_int("loginterval", loginterval, minimum=1)
-    check_int("traj_interval", traj_interval, minimum=1)
-    check_int("guard_interval", guard_interval, minimum=1)
+    base.check_positive("friction", friction)
+    base.check_positive("taut", taut)
+    base.check_positive("taup", taup)
+    base.check_int("loginterval", loginterval, minimum=1)
+    base.check_int("traj_interval", traj_interval, minimum=1)
+    base.check_int("guard_interval", guard_interval, minimum=1)
     names = ("max_force", "min_distance", "max_energy_drift", "escape_distance")
     for name, val in zip(names, guard_limits):
         if val is not None:
-            check_positive(name, val)
+            base.check_positive(name, val)
 
 
 def _start_structure(atoms: Atoms | None, restart_from: str | Path | None,
@@ -268,7 +263,7 @@ def _start_structure(atoms: Atoms | None, restart_from: str | Path | None,
     if restart_from is None:
         if atoms is None:
             raise ConfigError("atoms is None and no restart_from was given")
-        check_atoms(atoms)
+        base.check_atoms(atoms)
         return (atoms.copy() if copy else atoms), 0, False
     from ase.io import read
 
@@ -279,7 +274,7 @@ def _start_structure(atoms: Atoms | None, restart_from: str | Path | None,
     if atoms is None:
         work = frame
     else:
-        check_atoms(atoms)
+        base.check_atoms(atoms)
         if frame.get_chemical_symbols() != atoms.get_chemical_symbols():
             raise ConfigError(f"restart frame {frame.get_chemical_formula()} does not match "
                               f"atoms {atoms.get_chemical_formula()}")

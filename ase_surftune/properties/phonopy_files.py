@@ -168,20 +168,8 @@ def _absolute(path: str | Path | None) -> str | None:
 def save_phonopy_params(ph, path: str | Path) -> str:
     """Write ``phonopy_params.yaml`` (cell, displacements, forces, NAC; no force
     constants) with phonopy, atomically: a temp file in the same folder is renamed."""
-    import os
-    import tempfile
+    from ase_surftune.core.io import atomic_path
 
-    from ase_surftune.core.io import fsync_dir
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".yaml", dir=path.parent)
-    os.close(fd)
-    try:
-        ph.save(tmp, settings={"force_constants": False})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    with atomic_path(path, suffix=".yaml") as tmp:
+        ph.save(str(tmp), settings={"force_constants": False})
     return str(path)

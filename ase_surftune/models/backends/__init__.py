@@ -31,7 +31,7 @@ never import it).
 
 from __future__ import annotations
 
-from typing import Any
+from ase_surftune.core.lazy import lazy_exports
 
 __all__ = ["load_model", "adapter_class", "available_models", "parse_dtype"]
 
@@ -41,9 +41,4 @@ _REEXPORTS = {"load_model": "ase_surftune.models.loading",
               "parse_dtype": "ase_surftune.models.registry"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _REEXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_REEXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _REEXPORTS)
