@@ -36,6 +36,7 @@ def _labels(out):
     return frames
 
 
+@pytest.mark.slow
 def test_config_errors_all_at_once_before_work(tmp_path, tiny_mace_file):
     out = tmp_path / "run"
     with pytest.raises(ConfigError) as exc:

@@ -33,6 +33,7 @@ def _energy(ad, atoms, head=None):
     return float(ad.predict([atoms], head).energy[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which,h,tol", [("mace", 1e-4, 1e-6), ("chgnet", 5e-3, 2e-2)])
 def test_forces_are_minus_energy_gradient(which, h, tol, chg, mace):
     """Central finite differences of E reproduce F (float64 MACE tightly, float32 CHGNet)."""

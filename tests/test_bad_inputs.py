@@ -782,6 +782,7 @@ def test_corpus_is_large_and_unique():
     assert len(ids) >= 150, len(ids)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input(case: Case, tmp_path: Path, capsys, monkeypatch):
     run_case(case, tmp_path, capsys, monkeypatch)
@@ -809,6 +810,7 @@ def mace_file(tmp_path_factory) -> str:
     return save_tiny_mace(tmp_path_factory.mktemp("m") / "tiny.stbundle")
 
 
+@pytest.mark.slow
 def test_lr_1e6_diverges_with_an_error_and_no_bundle(tmp_path, mace_file):
     from ase_surftune.training import finetune
 
@@ -820,6 +822,7 @@ def test_lr_1e6_diverges_with_an_error_and_no_bundle(tmp_path, mace_file):
     assert not (tmp_path / "run" / "model.stbundle").exists()
 
 
+@pytest.mark.slow
 def test_cli_nan_training_exits_2_without_bundle(tmp_path, mace_file, capsys):
     import ase.io
 
@@ -835,6 +838,7 @@ def test_cli_nan_training_exits_2_without_bundle(tmp_path, mace_file, capsys):
     assert not (tmp_path / "run" / "model.stbundle").exists()
 
 
+@pytest.mark.slow
 def test_calculator_raises_on_non_finite_outputs(tmp_path):
     from ase_surftune.models.backends.mace import MACEAdapter
     from ase_surftune.models.bundle import Bundle

@@ -102,6 +102,7 @@ def test_facet_notations_parse_to_the_same_facet():
     assert split_system("MgO") == ("MgO", None) and split_system("H2") == ("H2", None)
 
 
+@pytest.mark.slow
 def test_readers_layouts_and_units(tables):
     cu, ag = tables["cu"], tables["ag"]
     long = load_reference_set(tables["long"])
@@ -161,6 +162,7 @@ def sweep(tables, tmp_path_factory):
     return rep, out
 
 
+@pytest.mark.slow
 def test_emt_against_emt_table_gives_ratio_one(sweep):
     rep, out = sweep
     rows = [r for r in rep.rows if r["model"] == "emt"]
@@ -179,6 +181,7 @@ def test_emt_against_emt_table_gives_ratio_one(sweep):
         assert len(list(csv.DictReader(fh))) == 10
 
 
+@pytest.mark.slow
 def test_scaled_pes_gives_the_scale(sweep):
     rep, _ = sweep
     soft = {r["key"]: r["ratio"] for r in rep.rows if r["model"] == "soft"}
@@ -189,6 +192,7 @@ def test_scaled_pes_gives_the_scale(sweep):
     assert summ[("soft", "gamma")]["median"] == pytest.approx(0.7, rel=3e-3)
 
 
+@pytest.mark.slow
 def test_resume_after_kill_does_not_recompute(tables, tmp_path, monkeypatch):
     calls: list[str] = []
     real = bm._run_task
@@ -254,6 +258,7 @@ def test_cli_writes_only_under_output(tables, tmp_path, monkeypatch, capsys):
     assert "unknown property" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_property_command_json_is_a_reference(tables, tmp_path):
     from ase_surftune.cli._common import write_json
     from ase_surftune.properties import phonons
@@ -328,6 +333,7 @@ def test_ratio_axis_does_not_start_at_zero():
     assert 0.6 < lo < 0.7 and 1.0 < hi < 1.1
 
 
+@pytest.mark.slow
 def test_spec_at_head_is_a_benchmark_model(tiny_mace_file, tmp_path, capsys):
     from ase_surftune.cli import main
 
@@ -365,6 +371,7 @@ def test_structure_file_rows_and_the_folder_lock(tables, tmp_path):
         benchmark(ref, "emt", FAST, output_dir=tmp_path / "o", progress=False)
 
 
+@pytest.mark.slow
 def test_force_sets_row_written_by_phonopy(tables, tmp_path):
     """A FORCE_SETS reference (written by phonopy from EMT forces) with the unit cell
     built from the row's element, cell type and a: EMT gives 1, EMT×0.7 gives √0.7."""
@@ -394,6 +401,7 @@ def test_force_sets_row_written_by_phonopy(tables, tmp_path):
     assert (again.computed, again.reused) == (1, 0)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_sweep_then_resume(tables, tmp_path, monkeypatch):
     """A real SIGKILL: the tasks stored before it are not recomputed, no torn file."""
     import os

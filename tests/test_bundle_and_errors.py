@@ -33,6 +33,7 @@ def _atoms(seed=0):
     return a
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["mace", "chgnet"])
 def test_bundle_round_trip_is_exact(backend, tmp_path):
     ad = tiny_mace(heads=("pt_head", "surface")) if backend == "mace" else chgnet_adapter()
@@ -66,6 +67,7 @@ def test_bundle_round_trip_is_exact(backend, tmp_path):
     assert atoms[0].get_potential_energy() == pytest.approx(b.predict(atoms[:1]).energy[0])
 
 
+@pytest.mark.slow
 def test_corrupt_and_truncated_bundles(tmp_path):
     path = Bundle(tiny_mace()).save(tmp_path / "m.stbundle")
     raw = path.read_bytes()
@@ -102,6 +104,7 @@ def test_named_mace_model_fails_fast_offline():
     assert time.perf_counter() - t0 < 60  # generous: it must not wait on a network timeout
 
 
+@pytest.mark.slow
 def test_unsupported_element():
     c = SurfTuneCalculator(Bundle(tiny_mace()))
     a = fcc111("Ni", (2, 2, 3), vacuum=6.0)
@@ -110,6 +113,7 @@ def test_unsupported_element():
         a.get_potential_energy()
 
 
+@pytest.mark.slow
 def test_nan_positions():
     c = SurfTuneCalculator(Bundle(tiny_mace()))
     a = _atoms()
@@ -119,6 +123,7 @@ def test_nan_positions():
         a.get_forces()
 
 
+@pytest.mark.slow
 def test_no_cell_for_chgnet():
     c = SurfTuneCalculator(Bundle(chgnet_adapter()))
     mol = Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 2.3]])
@@ -131,11 +136,13 @@ def test_no_cell_for_chgnet():
     assert np.isfinite(m.get_potential_energy())
 
 
+@pytest.mark.slow
 def test_unknown_head():
     with pytest.raises(HeadError, match=r"'bulk'.*valid heads: \['Default'\]"):
         SurfTuneCalculator(Bundle(tiny_mace()), head="bulk")
 
 
+@pytest.mark.slow
 def test_plugin_entry_point_and_calculator_class():
     code = (
         "from ase._4.plugins import plugins\n"
@@ -160,6 +167,7 @@ def test_cli_help_lists_subcommands():
         assert cmd in out.stdout
 
 
+@pytest.mark.slow
 def test_cli_single_point_and_heads(tmp_path, capsys):
     from ase.io import write
 

@@ -33,6 +33,7 @@ def _energy(model, **kw) -> float:
     return a.get_potential_energy()
 
 
+@pytest.mark.slow
 def test_retraining_into_same_path_gives_new_weights(tmp_path):
     path = tmp_path / "model.stbundle"
     Bundle(tiny_mace(seed=0)).save(path)
@@ -45,6 +46,7 @@ def test_retraining_into_same_path_gives_new_weights(tmp_path):
     assert e_new == pytest.approx(new.predict([_slab()]).energy[0], abs=1e-10)
 
 
+@pytest.mark.slow
 def test_cache_is_bounded(tmp_path, monkeypatch):
     monkeypatch.setattr(calc_mod, "CACHE_SIZE", 2)
     monkeypatch.setattr(calc_mod, "_CACHE", type(calc_mod._CACHE)())
@@ -75,6 +77,7 @@ def test_chgnet_head_selection_does_not_mutate_shared_model(two_head_chgnet):
         assert view.atom_embedding is chg.atom_embedding  # backbone shared
 
 
+@pytest.mark.slow
 def test_two_heads_from_two_threads(two_head_chgnet):
     cu = bulk("Cu", "fcc", a=3.6, cubic=True)
     structs = []
@@ -104,6 +107,7 @@ def test_two_heads_from_two_threads(two_head_chgnet):
         np.testing.assert_allclose(got[h], ref[h] * 4, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_mace_loads_are_independent_copies(tmp_path):
     """Bundle loads reuse a built template for speed but never share weights with it."""
     path = Bundle(tiny_mace(seed=4)).save(tmp_path / "m.stbundle")

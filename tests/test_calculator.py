@@ -58,6 +58,7 @@ def test_predict_equals_get_forces(calc):
         np.testing.assert_allclose(pred.forces[i], s.get_forces(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_fire_relaxation_lowers_energy(calc):
     slab = fcc111("Cu", (2, 2, 3), vacuum=6.0)
     slab.set_constraint(FixAtoms(indices=[a.index for a in slab if a.tag == 3]))
@@ -105,6 +106,7 @@ def test_neb_with_shared_and_per_image_calculators(shared):
     assert max(energies[1:-1]) > energies[0]  # bridge site is above the hollow
 
 
+@pytest.mark.slow
 def test_md_velocity_verlet_conserves_energy(mace_calc):
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
     atoms.rattle(0.05, seed=0)
@@ -143,6 +145,7 @@ def test_phonopy_through_ase(calc):
     assert np.all(freqs > 1.0) and np.all(freqs < 12.0)  # THz, Cu L-point modes
 
 
+@pytest.mark.slow
 def test_head_selection_and_switching(mace_calc):
     assert mace_calc.heads == ["pt_head", "surface"]
     atoms = fcc111("Cu", (2, 2, 3), vacuum=6.0)
@@ -157,6 +160,7 @@ def test_head_selection_and_switching(mace_calc):
     assert mace_calc.head == "pt_head"  # a failed switch changes nothing
 
 
+@pytest.mark.slow
 def test_correction_and_reference_shifts_are_applied():
     ad = tiny_mace()
     atoms = fcc111("Cu", (2, 2, 3), vacuum=6.0)

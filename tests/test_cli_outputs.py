@@ -53,6 +53,7 @@ def _tree(folder):
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_everything_under_output_folder(command, readonly_input, tmp_path, monkeypatch,
                                         capsys):
@@ -147,6 +148,7 @@ def two_head_bundle(tmp_path_factory):
     return str(Bundle(MACEAdapter(model, name="twohead")).save(path))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_spec_at_head_accepted_by_every_command(command, two_head_bundle, readonly_input,
                                                 tmp_path, capsys):
@@ -163,6 +165,7 @@ def test_spec_at_head_accepted_by_every_command(command, two_head_bundle, readon
     assert "nope" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_head_energies_differ_and_match_the_api(two_head_bundle, readonly_input, tmp_path):
     from ase_surftune.models.calculator import SurfTuneCalculator
 

@@ -59,6 +59,7 @@ def test_cli_neb_vacancy(tmp_path):
     assert (tmp_path / "cu_emt_neb.png").is_file()
 
 
+@pytest.mark.slow
 def test_cli_phonons(tmp_path):
     p = tmp_path / "cu.extxyz"
     write(str(p), bulk("Cu", "fcc", a=3.59))

@@ -117,6 +117,7 @@ def test_one_line_joins_a_heading_with_a_space():
                              "k: bad; j: worse; [1] b: boom")
 
 
+@pytest.mark.slow
 def test_parser_builds_without_heavy_imports_and_evaluation_names_stay_functions():
     code = ("import sys\n"
             "import ase_surftune.cli as c; c.build_parser()\n"

@@ -33,6 +33,7 @@ def report(tmp_path_factory) -> tuple[ComparisonReport, object]:
     return rep, out
 
 
+@pytest.mark.slow
 def test_emt_vs_emt_ratios_are_one(report):
     rep, _ = report
     keys = rep.property_keys()
@@ -52,6 +53,7 @@ def test_emt_vs_emt_ratios_are_one(report):
             assert row["error"] == pytest.approx(0.0, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_scaled_pes_property_softening(report):
     rep, _ = report
     assert rep.ratio("lattice_a", "soft") == pytest.approx(1.0, abs=1e-4)

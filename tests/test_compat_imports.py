@@ -5,9 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from ase_surftune import _compat
 
 
+@pytest.mark.slow
 def test_old_paths_are_the_new_modules_and_warn():
     """In a fresh process: each old path warns naming the new one, and is the same module."""
     code = (

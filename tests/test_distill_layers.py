@@ -61,6 +61,7 @@ def test_bulk_or_slab():
     assert not is_bulk(molecule("H2O"))  # not periodic
 
 
+@pytest.mark.slow
 def test_sampling_strains_slabs_in_plane_only(teacher, tmp_path):
     opts = SamplingOptions(md_steps=0, n_rattled=2, n_strained=3, strain=0.03, rattle=0.05)
     seeds = _seeds()

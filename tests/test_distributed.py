@@ -59,6 +59,7 @@ def test_two_gloo_ranks_match_single_process(tmp_path, emt_slabs, tiny_mace_mode
     assert not (tmp_path / "ddp" / "checkpoint.pt.tmp").exists()
 
 
+@pytest.mark.slow
 def test_distributed_outside_torchrun_is_a_clear_error(tmp_path, emt_slabs, tiny_mace_model,
                                                        monkeypatch):
     cfg = _config(tmp_path, emt_slabs, tiny_mace_model)

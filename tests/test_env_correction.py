@@ -72,6 +72,7 @@ def _numeric_forces(atoms, h=1e-5):
     return fd
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["bulk", "slab"])
 def test_forces_and_stress_are_exact_gradients(kind):
     at = (bulk("Cu", cubic=True).repeat(2) if kind == "bulk"
@@ -100,6 +101,7 @@ def test_basis_is_smooth_at_the_cutoff():
         assert np.abs(b.forces).max() < 1e-6
 
 
+@pytest.mark.slow
 def test_nve_conserves_energy():
     at = bulk("Cu", cubic=True).repeat(2)
     at.calc = EnvCorrectedCalculator(EMT(), KNOWN)

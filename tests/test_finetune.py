@@ -75,6 +75,7 @@ def scratch_run(mace_file, tmp_path_factory):
                               scheduler={"name": "cosine"}), train=TRAIN, valid=VALID)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run", ["full_run", "frozen_run", "scratch_run"])
 def test_mace_strategies_lower_valid_force_error(run, request):
     res = request.getfixturevalue(run)
@@ -115,6 +116,7 @@ def test_frozen_blocks_bit_identical_mace(mace_file, frozen_run):
     assert counts["frozen"] > 0 and counts["trainable"] > 0
 
 
+@pytest.mark.slow
 def test_frozen_selection_by_pattern_and_k():
     from ase_surftune.models.backends.mace import MACEAdapter
     from ase_surftune.training.strategies import get_strategy
@@ -196,6 +198,7 @@ def test_max_force_drops_and_names_frames(mace_file, tmp_path):
     assert [x["source"] for x in res.metrics["max_force"]["frames"]] == ["hot.xyz@0"]
 
 
+@pytest.mark.slow
 def test_frozen_default_k_is_documented_per_backend():
     from ase_surftune.models.backends.mace import MACEAdapter
     from ase_surftune.training.strategies import DEFAULT_FROZEN_K, get_strategy
@@ -220,6 +223,7 @@ def test_alignment_off_keeps_raw_targets(mace_file, tmp_path):
 # --------------------------------------------------------------------------- determinism
 
 
+@pytest.mark.slow
 def test_resume_after_mid_epoch_kill_equals_uninterrupted(mace_file, tmp_path, full_run):
     """Same seed => same weights, and a killed + resumed run ends bit-identical."""
     out = tmp_path / "run"
@@ -277,6 +281,7 @@ def test_bundle_round_trip_and_calculator(full_run):
     assert float(rows[-1]["valid_forces_mae"]) > 0
 
 
+@pytest.mark.slow
 def test_files_from_yaml_and_cli(mace_file, tmp_path, capsys):
     from ase.io import write
 
@@ -316,6 +321,7 @@ def test_files_from_yaml_and_cli(mace_file, tmp_path, capsys):
 SMALL = make_emt_slabs(6, seed=1, size=(2, 2, 2))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["full", "frozen", "linear", "scratch"])
 def test_chgnet_strategies(tmp_path, strategy):
     # frozen: no freeze section, so CHGNet's documented default k = 4 is used.

@@ -59,6 +59,7 @@ def _mace_calculator(path, monkeypatch, **kw):
     return MACECalculator(model_paths=str(path), device="cpu", default_dtype="float64", **kw)
 
 
+@pytest.mark.slow
 def test_grown_heads_are_mace_native(grown):
     """mace's own tools read a grown model: its config rebuilds it (strict state dict)
     and remove_pt_head extracts each head with the same numbers."""
@@ -86,6 +87,7 @@ def test_grown_heads_are_mace_native(grown):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_old_block_layout_bundle_migrates_on_load(caplog, tmp_path):
     """tests/data/legacy_grown_mace.stbundle was written by the previous release (heads
     in ase_surftune's per-head block layout) with its own predictions next to it; it
@@ -108,6 +110,7 @@ def test_old_block_layout_bundle_migrates_on_load(caplog, tmp_path):
                                expected["surf"]["energy"], rtol=0, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_export_mace_head_loads_in_mace_calculator(grown, tmp_path, monkeypatch):
     """Any head, with the bundle's alignment shifts folded into E0, exported to a plain
     single-head .model that mace's MACECalculator loads: same energy, forces, stress."""
@@ -134,6 +137,7 @@ def test_export_mace_head_loads_in_mace_calculator(grown, tmp_path, monkeypatch)
         float(grown.predict([a], "Default").energy[0]), abs=1e-9)
 
 
+@pytest.mark.slow
 def test_export_refuses_corrected_heads_and_m3gnet_style_backends(grown, tmp_path):
     bundle = Bundle(grown, corrections={"surf": LinearCorrection(scale=1.1)})
     with pytest.raises(HeadError, match="drop_correction"):
@@ -144,6 +148,7 @@ def test_export_refuses_corrected_heads_and_m3gnet_style_backends(grown, tmp_pat
     assert export_head(bundle, "surf", tmp_path / "z.model", drop_correction=True).is_file()
 
 
+@pytest.mark.slow
 def test_export_chgnet_head_loads_with_chgnet(tmp_path):
     """A grown CHGNet head (changed readout, alignment shifts) exported as a plain CHGNet
     state: CHGNet.from_file reads it, and CHGNet's own calculator gives the bundle head's
@@ -188,6 +193,7 @@ def test_chgnet_patch_is_scoped_to_adapter_calls():
     np.testing.assert_allclose(p.forces[0], ref["f"][0].detach().numpy(), rtol=0, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_cli_heads_export(grown, tmp_path, monkeypatch):
     """`surftune heads export BUNDLE --head H -o FILE` mirrors export_head; a bad head is
     a one-line error and writes nothing; `surftune heads BUNDLE` still lists heads."""

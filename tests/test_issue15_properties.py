@@ -126,6 +126,7 @@ def test_neb_calc_tabulates_vacancy_barrier():
     assert 0.3 < rows[0].value < 1.5 and rows[0].unit == "eV"
 
 
+@pytest.mark.slow
 def test_md_ramp_only_through_public_setters():
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
     with pytest.raises(ConfigError, match="temperature_end.*nvt_langevin"):

@@ -58,6 +58,7 @@ def _n_frames_text(path: Path) -> int:
     return path.read_text().count("Lattice=") if path.exists() else 0
 
 
+@pytest.mark.slow
 def test_sigkill_during_labelling_loses_no_frame(tmp_path):
     ase.io.write(tmp_path / "in.xyz", _structures(12), format="extxyz")
     structs = ase.io.read(tmp_path / "in.xyz", ":")  # exactly what the killed run read

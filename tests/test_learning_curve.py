@@ -35,6 +35,7 @@ def _cfg(mace_file, out, **kw):
     return cfg
 
 
+@pytest.mark.slow
 def test_curve_monotone_and_resumes(tiny_mace_file, pool_and_test, tmp_path):
     pool, test = pool_and_test
     out = tmp_path / "lc"
@@ -88,6 +89,7 @@ def test_curve_monotone_and_resumes(tiny_mace_file, pool_and_test, tmp_path):
     assert d["complete"] and len(d["rows"]) == 5
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_data(tiny_mace_file, pool_and_test, tmp_path):
     pool, test = pool_and_test
     out = tmp_path / "lc"
@@ -120,6 +122,7 @@ def test_config_validation(tiny_mace_file, tmp_path):
     assert ok.n_train == [1, 2, 50]
 
 
+@pytest.mark.slow
 def test_cli_learning_curve(tiny_mace_file, pool_and_test, tmp_path, capsys):
     from ase_surftune.cli import main
 

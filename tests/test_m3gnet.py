@@ -71,6 +71,7 @@ def _rattled_slab(seed: int = 0) -> Atoms:
 # --------------------------------------------------------------------------- physics
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pbc", [(True, True, False), True, False])
 def test_forces_are_minus_energy_gradient(pbc):
     ad = tiny()
@@ -280,6 +281,7 @@ def _cfg(folder, out, **kw):
     return cfg
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["full", "scratch", "linear"])
 def test_strategies_run_and_bundle(tiny_folder, tmp_path, strategy):
     res = finetune(_cfg(tiny_folder, tmp_path, strategy=strategy), train=TRAIN, valid=VALID)
@@ -309,6 +311,7 @@ def test_frozen_blocks_unchanged_after_training(tiny_folder, tmp_path):
     assert any(not torch.equal(new[n], base[n]) for n in trained)
 
 
+@pytest.mark.slow
 def test_multihead_with_replay_keeps_foundation(tiny_folder, tmp_path):
     res = finetune(_cfg(tiny_folder, tmp_path, strategy="multihead",
                         strategy_options={"new_head": "surf", "replay": {"n": 4}}),
@@ -321,6 +324,7 @@ def test_multihead_with_replay_keeps_foundation(tiny_folder, tmp_path):
     assert np.all(np.isfinite(p_new))
 
 
+@pytest.mark.slow
 def test_resume_after_kill_equals_uninterrupted(tiny_folder, tmp_path):
     kw = {"strategy": "full", "checkpoint_every_steps": 2, "ema_decay": 0.5}
     ref = finetune(_cfg(tiny_folder, tmp_path / "ref", **kw), train=TRAIN, valid=VALID)

@@ -79,6 +79,7 @@ def _close(p, q, tol=1e-12):
             and all(np.allclose(a, b, rtol=0, atol=tol) for a, b in zip(p.forces, q.forces)))
 
 
+@pytest.mark.slow
 def test_mace_add_head_keeps_existing_heads_to_rounding():
     """L=1 model: linear readout (8x0e+8x1o input) and non-linear readout both grow, in
     mace's native layout; existing heads agree to float64 rounding."""
@@ -108,6 +109,7 @@ def test_mace_add_head_keeps_existing_heads_to_rounding():
     assert not np.allclose(again.predict(probe, "surf2").energy, ref.energy)
 
 
+@pytest.mark.slow
 def test_mace_add_head_to_native_multihead_model():
     """A mace-native multi-head model (pt_head + one more) grows to three heads;
     existing heads agree to float rounding."""
@@ -125,6 +127,7 @@ def test_mace_add_head_to_native_multihead_model():
     assert float(e0[2, 1]) == float(e0[1, 1])               # Au copied from 'surface'
 
 
+@pytest.mark.slow
 def test_add_head_errors():
     ad = tiny_mace()
     with pytest.raises(HeadError, match="already exists"):
@@ -150,6 +153,7 @@ def test_chgnet_add_head_unchanged_at_initialisation():
 # --------------------------------------------------------------------------- replay
 
 
+@pytest.mark.slow
 def test_replay_generation_selection_and_pseudo_labels():
     pool = bulk_candidates(["Au", "Cu"], 12, seed=0, min_atoms=4)
     formulas = {a.get_chemical_formula() for a in pool}
@@ -173,6 +177,7 @@ def test_replay_generation_selection_and_pseudo_labels():
     assert len(reps) == 5 and all("label_source" in a.info for a in reps)
 
 
+@pytest.mark.slow
 def test_new_structures_are_pseudo_labelled_by_the_original_model():
     from ase_surftune.training.replay import pseudolabel_new_structures
 
@@ -188,6 +193,7 @@ def test_new_structures_are_pseudo_labelled_by_the_original_model():
     assert pseudolabel_new_structures(ad, slabs, ReplayOptions(pseudolabel_new=False)) == []
 
 
+@pytest.mark.slow
 def test_replay_file_checks_elements(tmp_path):
     from ase.build import bulk
 
@@ -314,6 +320,7 @@ def test_multihead_bundle_heads_calculator_and_cli(naive_and_mhft):
     assert "surf" in out and "replay: pseudo-labelled bulk" in out
 
 
+@pytest.mark.slow
 def test_add_further_head_to_multihead_bundle(naive_and_mhft, tmp_path):
     """A second surface system on an already multi-head bundle: heads grow to three,
     the two existing heads are unchanged (to rounding) at initialisation, and training runs."""
@@ -339,6 +346,7 @@ def test_add_further_head_to_multihead_bundle(naive_and_mhft, tmp_path):
     assert nb.reference_energies["surf"] == b.reference_energies["surf"]
 
 
+@pytest.mark.slow
 def test_chgnet_multihead_finetune(tmp_path):
     slabs = make_emt_slabs(6, seed=3)
     res = finetune({"model": "chgnet", "strategy": "multihead", "epochs": 1, "batch_size": 2,

@@ -40,6 +40,7 @@ def test_inline_default_keeps_order_and_reports_failures():
     _check(map_tasks(emt_energy_per_atom, TASKS, InlineExecutor(), progress=False))
 
 
+@pytest.mark.slow
 def test_local_process_pool():
     _check(map_tasks(emt_energy_per_atom, TASKS, "process:2", progress=False))
 
@@ -57,6 +58,7 @@ def test_unknown_executor_is_a_clear_error():
 # --- the sweep functions take the same executors --------------------------------------
 
 
+@pytest.mark.slow
 def test_label_through_a_process_pool_writes_as_it_goes_and_resumes(tmp_path):
     from ase.build import fcc111
     from ase.io import read

@@ -100,6 +100,7 @@ def b2_set(tmp_path_factory):
                               born=(Z_B2, EPS_B2))
 
 
+@pytest.mark.slow
 def test_disp_yaml_and_force_sets_from_another_folder(cu_set, tmp_path, monkeypatch):
     monkeypatch.chdir(_decoys(tmp_path / "cwd"))  # BORN, broken FORCE_SETS/FORCE_CONSTANTS
     r = frequency_softening_ratio(None, EMT(), cu_set / "phonopy_disp.yaml",
@@ -131,6 +132,7 @@ def test_disp_yaml_without_forces_is_one_clear_error(cu_set, tmp_path, monkeypat
         load_phonopy(cu_set / "phonopy_disp.yaml", force_sets=bad)
 
 
+@pytest.mark.slow
 def test_born_on_both_sides_or_neither(b2_set, tmp_path, monkeypatch):
     monkeypatch.chdir(_decoys(tmp_path))
     disp, fs, born = b2_set / "phonopy_disp.yaml", b2_set / "FORCE_SETS", b2_set / "BORN"
@@ -235,6 +237,7 @@ def _json(p):
     return json.loads(p.read_text())
 
 
+@pytest.mark.slow
 def test_cli_reads_phonopy_files_from_anywhere(cu_set, b2_set, tmp_path, monkeypatch,
                                                capsys):
     monkeypatch.chdir(_decoys(tmp_path / "cwd"))
@@ -299,6 +302,7 @@ def test_cli_phonopy_errors_are_one_line(cu_set, tmp_path, capsys, extra, match)
     assert not (tmp_path / "x.json").exists()
 
 
+@pytest.mark.slow
 def test_model_phonons_with_born_and_fc_solvers(b2_set, cu_set):
     from ase_surftune.core.errors import ConfigError
 
@@ -317,6 +321,7 @@ def test_model_phonons_with_born_and_fc_solvers(b2_set, cu_set):
     assert sym.ratio == pytest.approx(1.0, abs=1e-9) and sym.fc_calculator == "symfc"
 
 
+@pytest.mark.slow
 def test_type2_dataset_needs_a_fitting_solver(cu_set):
     """A dataset where every atom is displaced (type II) cannot go through the
     finite-difference solver: a clear error, and symfc handles it."""

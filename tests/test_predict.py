@@ -49,6 +49,7 @@ def test_any_ase_calculator_goes_one_by_one_and_matches_emt_exactly():
         predict_with(EMT(), configs, compute_stress=[True])
 
 
+@pytest.mark.slow
 def test_models_are_batched_by_type_with_head_and_correction():
     configs = _structures()
     bundle = Bundle(tiny_mace(heads=("pt_head", "surface")),

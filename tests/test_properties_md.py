@@ -15,6 +15,7 @@ from ase_surftune.core.errors import ConfigError
 from ase_surftune.properties import run_md
 
 
+@pytest.mark.slow
 def test_nve_energy_conservation_1000_steps(tmp_path):
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True)
     res = run_md(atoms, EMT(), "nve", steps=1000, timestep=2.0, temperature=300,
@@ -37,6 +38,7 @@ def test_nvt_langevin_mean_temperature():
     assert res.mean_temperature == pytest.approx(500, rel=0.12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ens", ["nvt_bussi", "nvt_nose_hoover", "npt_isotropic", "npt_mtk"])
 def test_other_ensembles_run(ens):
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 1))
@@ -46,6 +48,7 @@ def test_other_ensembles_run(ens):
     assert all(p is not None for p in res.log["pressure"])
 
 
+@pytest.mark.slow
 def test_temperature_ramp():
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
     res = run_md(atoms, EMT(), "nvt_bussi", steps=200, timestep=2.0, temperature=100,

@@ -54,6 +54,7 @@ def test_thermal_only_run_matches_the_full_one(cu_phonons):
                 plot="x.png")
 
 
+@pytest.mark.slow
 def test_softening_ratio_of_model_against_itself(cu_phonons, tmp_path):
     res, d = cu_phonons
     atoms = bulk("Cu", "fcc", a=3.59)

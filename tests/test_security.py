@@ -106,6 +106,7 @@ def _crafted(tmp_path: Path, good: Path, marker: Path) -> dict[str, Path]:
 # --------------------------------------------------------------------------- API
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["legacy", "tampered", "forged", "forged_meta"])
 def test_crafted_bundle_api(kind, tmp_path, good_bundle, marker):
     from ase_surftune.models.backends import load_model
@@ -124,6 +125,7 @@ def test_crafted_bundle_api(kind, tmp_path, good_bundle, marker):
             load_model(f"mace:{path}")
 
 
+@pytest.mark.slow
 def test_trusted_legacy_bundle_loads_and_converts(tmp_path, marker):
     """A genuine v1 bundle loads with trust=True and re-saves in the safe format."""
     from _models import tiny_mace

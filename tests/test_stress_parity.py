@@ -49,6 +49,7 @@ def test_stress_matches_bare_chgnet_calculator():
     np.testing.assert_allclose(ours.get_forces(), ref.get_forces(), rtol=0, atol=2e-6)
 
 
+@pytest.mark.slow
 def test_stress_matches_mace_calculator(tmp_path, monkeypatch):
     """A tiny float64 MACE (two heads, head 'surface'): stress to 1e-10 eV/Å³."""
     from mace.calculators import MACECalculator

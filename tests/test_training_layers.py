@@ -95,6 +95,7 @@ def _cfg(tiny_mace_file, out, **kw):
                         "scheduler": {"name": "none"}, **kw})
 
 
+@pytest.mark.slow
 def test_loop_calls_callbacks_in_order_and_writes_files(tiny_mace_file, loop_parts, tmp_path):
     from ase_surftune.training.loop import train_loop
 
@@ -148,6 +149,7 @@ def test_strategy_options_are_typed_with_dotted_errors(tiny_mace_file):
                      "strategy_options": {"k": 1}, "freeze": {"k": 1}})
 
 
+@pytest.mark.slow
 def test_linear_options_from_strategy_options_equal_linear_section(tiny_mace_file, tmp_path):
     from ase_surftune.training import finetune
 

@@ -112,6 +112,7 @@ def _cfg(mace_file, out, **kw):
     return cfg
 
 
+@pytest.mark.slow
 def test_early_stopping_watches_slab_frames(mace_file, tmp_path):
     data = [a for i in range(6) for a in _relaxation("slab" if i % 2 else "bulk",
                                                       f"run{i}", 3, seed=i)]
