@@ -93,8 +93,10 @@ def merge_options(args: argparse.Namespace, config: dict[str, Any], keys: Iterab
     keys = list(keys)
     unknown = sorted(set(config) - set(keys))
     if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in the {command} config; "
-                          f"allowed: {sorted(keys)}")
+        from ase_surftune.core.config import format_problems
+
+        raise ConfigError(format_problems(command, "", [
+            (k, f"unknown key (allowed: {', '.join(sorted(keys))})") for k in unknown]))
     out = dict(config)
     for k in keys:
         v = getattr(args, k, None)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ase_surftune.core.errors import ConfigError
 
-__all__ = ["StrictModel", "validate_model", "format_validation_error"]
+__all__ = ["StrictModel", "validate_model", "format_validation_error", "format_problems"]
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -36,7 +36,12 @@ def format_validation_error(exc: ValidationError, what: str, source: str = "",
         source: where it came from (a file path, ``"(dict)"``); may be empty.
         example: a file that lists the valid keys, named in "unknown key" lines.
     """
-    lines = [f"  {loc}: {msg}" for loc, msg in problems(exc, example)]
+    return format_problems(what, source, problems(exc, example))
+
+
+def format_problems(what: str, source: str, found: list[tuple[str, str]]) -> str:
+    """The house format for ``(dotted key, message)`` problems found by any check."""
+    lines = [f"  {loc}: {msg}" for loc, msg in found]
     n = len(lines)
     where = f" {source}" if source else ""
     return (f"Invalid {what} config{where} ({n} problem{'s' * (n > 1)}):\n"
