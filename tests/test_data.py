@@ -440,3 +440,27 @@ def test_the_data_package_re_exports_every_public_name_lazily():
         assert getattr(data, name) is getattr(mod, name), name
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         data.nope  # noqa: B018
+
+
+def test_fresh_and_resumed_labels_are_identical(tmp_path):
+    """label() returns the labels as stored, so a resumed run sees bit-identical data
+    (a resumed fine-tuning then finds the same dataset hash; `make demo` twice works)."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    from ase_surftune.data import dataset_hash, get_labels, label
+
+    rng = np.random.default_rng(0)
+    configs = []
+    for k in range(3):
+        a = bulk("Cu", "fcc", a=3.6, cubic=True)
+        a.positions += rng.normal(0, 0.05, a.positions.shape)
+        configs.append(a)
+    fresh = label(configs, EMT(), tmp_path / "l.xyz", progress=False)
+    again = label(configs, EMT(), tmp_path / "l.xyz", progress=False)
+    assert dataset_hash(fresh) == dataset_hash(again)
+    for a, b in zip(fresh, again):
+        ea, fa, sa = get_labels(a)
+        eb, fb, sb = get_labels(b)
+        assert ea == eb and np.array_equal(fa, fb)
+        assert np.array_equal(a.positions, b.positions)

@@ -260,9 +260,13 @@ def _label_locked(configs: list[Atoms], calc: Calculator | _Spec, path: Path, re
             done[i] = out
     report.n_read += len(configs)
     report.n_kept += len(done)
-    ordered = [done[i] for i in sorted(done)]
-    file_order = [f.info.get("label_index") for f in _read_done(path, repair=False)]
-    if file_order != sorted(done):
+    stored = _read_done(path, repair=False)
+    # return the labels as stored (extxyz precision), so that a fresh run and a resumed
+    # run give bit-identical data (and the same dataset hash for a resumed fine-tuning)
+    by_hash = {f.info.get("structure_hash"): f for f in stored}
+    ordered = [_relabel_copy(configs[i], by_hash[hashes[i]], i, hashes[i])
+               if hashes[i] in by_hash else done[i] for i in sorted(done)]
+    if [f.info.get("label_index") for f in stored] != sorted(done):
         _atomic_write(path, ordered)  # restore input order (e.g. after skips/resume)
     return ordered
 
