@@ -91,3 +91,14 @@ def save_tiny_mace(path, model=None, **kwargs) -> str:
 @pytest.fixture(scope="session")
 def tiny_mace_file(tmp_path_factory) -> str:
     return save_tiny_mace(tmp_path_factory.mktemp("models") / "tiny.stbundle")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module (2 shared cores: one thread is several times faster
+    than two here); the previous count is restored afterwards. Use it with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from _models import chgnet_adapter
 from ase.build import bulk, fcc111
 from ase.io import write
@@ -16,15 +15,9 @@ from ase_surftune.core.errors import ConfigError, ModelLoadError
 from ase_surftune.evaluation.distill import distill, load_distill_config
 
 #: the module fixture distils a student (~35 s): slow lane
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -24,12 +24,7 @@ from ase_surftune.models.export import export_head
 DATA = Path(__file__).parent / "data"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _probe():

@@ -37,14 +37,7 @@ from ase_surftune.training.replay import (
     structure_descriptor,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """2 shared cores: one torch thread is several times faster than two here."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def emt_label(configs, scale=1.0):

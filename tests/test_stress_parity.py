@@ -11,13 +11,7 @@ from ase.build import bulk
 
 from ase_surftune.models.calculator import SurfTuneCalculator
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _strained(a: float, seed: int, alloy: bool = False):
