@@ -83,13 +83,18 @@ def slab(facet: str, layers: int = 4) -> Atoms:
     return build("Cu", size=(1, 1, layers), a=A0, vacuum=VACUUM, periodic=True)
 
 
-def structures() -> list[Atoms]:
-    """The full set (deterministic rattles), in labelling order: the three fit
-    structures of the study first, then the ideal structures its properties need, then
-    the rest, so that an interrupted run still gives the most useful labels."""
+#: default labelling order: the study's three fit structures, then the ideal structures
+#: its properties need
+FIRST = ("vac_rattle_0", "compr_0", "slab111_rattle_0", "eos_+0.00", "slab111_ideal",
+         "slab100_ideal", "vac_ideal", "vac_hop_mid")
+
+
+def structures(first: Sequence[str] = FIRST) -> list[Atoms]:
+    """The full set (deterministic rattles), in labelling order: the structures named in
+    ``first`` (default: the three fit structures of the study, then the ideal structures
+    its properties need), then the rest, so that an interrupted run still gives the most
+    useful labels."""
     out = _all_structures()
-    first = ("vac_rattle_0", "compr_0", "slab111_rattle_0", "eos_+0.00", "slab111_ideal",
-             "slab100_ideal", "vac_ideal", "vac_hop_mid")
     rank = {n: k for k, n in enumerate(first)}
     ideal = [a for a in out if a.info["name"].startswith("eos_")]
     order = sorted(out, key=lambda a: (rank.get(a.info["name"], len(first)),
@@ -123,20 +128,60 @@ def _all_structures() -> list[Atoms]:
     return out
 
 
+#: k-point density (Å⁻¹, ASE/GPAW convention n_i = ⌈2π·|b_i|·density⌉) of the study. The
+#: demo's 2 Å⁻¹ gives the 1×1 Cu(111) slab a 6×6 mesh, and at 6×6 PBE's force on the
+#: top layer points the wrong way (+0.105 eV/Å, outward; 12×12: −0.042, 17×17: −0.021
+#: eV/Å, inward) and its energy is 0.15 eV off; 4 Å⁻¹ gets the sign and ~0.02 eV/Å right.
+KPT_DENSITY = 4.0
+
+
+def kpoint_mesh(atoms: Atoms, density: float) -> list[int]:
+    """Γ-centred mesh for ``atoms`` at ``density`` (Å⁻¹).
+
+    Slabs (``config_type`` starting with ``slab``) get one k-point along the vacuum
+    direction z. Bulk-like cells (multiples of the cubic cell, strained) get the mesh of
+    their unstrained cell, so the EOS points share one mesh and E(V) has no k-point jumps.
+    """
+    from ase.calculators.calculator import kptdensity2monkhorstpack
+
+    ref = atoms.copy()
+    is_slab = str(atoms.info.get("config_type", "")).startswith("slab")
+    if not is_slab:
+        ref.set_cell(ref.cell.array * (A0 / ref.cell.array[0, 0]), scale_atoms=True)
+    mesh = [int(n) for n in kptdensity2monkhorstpack(ref, kptdensity=density, even=False)]
+    if is_slab:
+        mesh[2] = 1
+    return mesh
+
+
 def label_set(out_dir: Path = DEFAULT_OUT, only: list[str] | None = None,
-              progress: bool = True) -> list[Atoms]:
-    """Label (resumably) the set, or the groups in ``only``, with GPAW PBE."""
+              progress: bool = True, kpt_density: float = KPT_DENSITY,
+              first: Sequence[str] = FIRST) -> list[Atoms]:
+    """Label (resumably) the set, or the groups in ``only``, with GPAW PBE.
+
+    Settings: the demo's (plane waves 300 eV, Fermi–Dirac 0.1 eV) with a Γ-centred mesh
+    of ``kpt_density`` Å⁻¹ (:func:`kpoint_mesh`).
+    """
     from ase_surftune.data import label
     from ase_surftune.demo import GPAW_DEMO_SETTINGS
     from ase_surftune.models.references import get_reference_calculator
 
-    configs = structures()
+    configs = structures(first)
     if only:
         configs = [a for a in configs if a.info["config_type"] in only]
+    for a in configs:  # stored with the label: which mesh each frame was computed with
+        a.info["kpt_density"] = kpt_density
+        a.info["kpts"] = "x".join(map(str, kpoint_mesh(a, kpt_density)))
     out_dir.mkdir(parents=True, exist_ok=True)
-    calc = FreshCalculator(lambda: get_reference_calculator(
-        "gpaw", **GPAW_DEMO_SETTINGS, symmetry={"point_group": True}))
-    return label(configs, calc, out_dir / "labels.extxyz", resume=True, progress=progress)
+    settings = {k: v for k, v in GPAW_DEMO_SETTINGS.items() if k != "kpts"}
+
+    def factory(atoms: Atoms) -> Calculator:
+        kpts = {"size": kpoint_mesh(atoms, kpt_density), "gamma": True}
+        return get_reference_calculator("gpaw", **settings, kpts=kpts,
+                                        symmetry={"point_group": True})
+
+    return label(configs, FreshCalculator(factory), out_dir / "labels.extxyz", resume=True,
+                 progress=progress)
 
 
 class FreshCalculator(Calculator):
@@ -150,7 +195,7 @@ class FreshCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
-    def __init__(self, factory: Callable[[], Calculator]) -> None:
+    def __init__(self, factory: Callable[[Atoms], Calculator]) -> None:
         super().__init__()
         self.factory = factory
 
@@ -158,7 +203,7 @@ class FreshCalculator(Calculator):
                   system_changes: Sequence[str] = all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
         work = self.atoms.copy()
-        work.calc = self.factory()
+        work.calc = self.factory(work)
         energy = work.get_potential_energy()
         self.results = {"energy": energy, "free_energy": energy,
                         "forces": work.get_forces(apply_constraint=False)}
@@ -181,14 +226,19 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--only", nargs="*", default=None, help="groups to label")
     p.add_argument("--list", action="store_true", help="print the structures and exit")
+    p.add_argument("--kpt-density", type=float, default=KPT_DENSITY,
+                   help="k-point density in 1/Å (default %(default)s)")
+    p.add_argument("--first", nargs="*", default=list(FIRST),
+                   help="structure names to label first (default: the fit structures, "
+                        "then the ideal ones)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO)
     if args.list:
-        for a in structures():
+        for a in structures(args.first):
             print(f"{a.info['config_type']:16s} {a.info['name']:22s} {len(a):3d} atoms "
-                  f"pbc={a.pbc.tolist()}")
+                  f"k-mesh {kpoint_mesh(a, args.kpt_density)}")
         return
-    frames = label_set(args.out, args.only)
+    frames = label_set(args.out, args.only, kpt_density=args.kpt_density, first=args.first)
     print(f"{len(frames)} labelled frames in {args.out / 'labels.extxyz'}")
 
 
