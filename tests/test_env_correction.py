@@ -337,7 +337,7 @@ def test_cli_finetune_env_then_evaluate(tiny_file, tmp_path, capsys, monkeypatch
     out = capsys.readouterr().out
     assert "environment correction a = 1.6667" in out
     assert re.search(r"validation data: s 0\.\d+ -> 1\.000, force MAE 0\.\d+ -> 0\.0000", out)
-    assert re.search(r"validation group slab \(1 frames\): s 0\.\d+ -> 1\.000", out)
+    assert re.search(r"validation group slab \(1 frame\): s 0\.\d+ -> 1\.000", out)
     assert main(["evaluate", "valid.xyz", "-m", "out/model.stbundle", "--no-plots",
                  "--no-progress", "-o", "ev"]) == 0
     assert (tmp_path / "ev" / "evaluation.json").is_file()

@@ -168,7 +168,9 @@ class EnvCorrection:
 
     def summary(self) -> str:
         """Coefficients, then s and force MAE before -> after on the fit and validation
-        data (whole set and per group), then one WARNING line per warning."""
+        data (whole set and per group). The warnings are in ``info["warnings"]``; the
+        fit and the ``env`` strategy log them, and ``surftune finetune`` prints them once
+        (from the run's ``metrics["warnings"]``)."""
         coef = ", ".join(f"{c:+.4g}" for c in self.coefficients)
         shifts = ", ".join(f"{k}: {v:+.4f}" for k, v in self.shifts.items()) or "none"
         text = (f"environment correction a = {self.scale:.4f}, rc = {self.rc:.3f} Å, "
@@ -183,8 +185,6 @@ class EnvCorrection:
                      f" -> {self.info[f'{key}force_mae_after']:.4f} eV/Å")
             groups = self.info.get(f"{key}groups") or {}
             text += "".join("\n" + line for line in format_groups(groups, name.split()[0]))
-        for w in self.info.get("warnings", []):
-            text += f"\nWARNING: {w}"
         return text
 
     def to_dict(self) -> dict[str, Any]:
@@ -336,6 +336,8 @@ def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
                  **assess_env_correction(corr, frames, [m[0] for m in mods],
                                          [m[1] for m in mods])}
     log.info("%s", corr.summary())
+    for w in corr.info["warnings"]:
+        log.warning("environment correction: %s", w)
     return corr
 
 

@@ -178,7 +178,8 @@ def format_groups(groups: dict[str, dict[str, Any]], name: str) -> list[str]:
     for g, r in groups.items():
         s = (r["note"] if r["s_before"] is None
              else f"s {r['s_before']:.3f} -> {r['s_after']:.3f}")
-        lines.append(f"  {name} group {g} ({r['n_frames']} frames): {s}, force MAE "
+        n = r["n_frames"]
+        lines.append(f"  {name} group {g} ({n} frame{'s' if n != 1 else ''}): {s}, force MAE "
                      f"{r['force_mae_before']:.4f} -> {r['force_mae_after']:.4f} eV/Å")
     return lines
 

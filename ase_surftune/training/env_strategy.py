@@ -119,13 +119,13 @@ class EnvStrategy(LinearStrategy):
                    for e, a in zip(e_v, data.valid)]
             check = assess_env_correction(corr, data.valid, e_v, f_v, prefix="valid_",
                                           name="validation data")
-            warnings += check.pop("warnings")
+            new = check.pop("warnings")
             corr.info.update(check)
         else:
-            warnings.append("no validation data: the correction's effect on unseen frames "
-                            "is unchecked")
-        corr.info["warnings"] = warnings
+            new = ["no validation data: the correction's effect on unseen frames is "
+                   "unchecked"]
+        corr.info["warnings"] = warnings + new
         log.info("%s", corr.summary())
-        for w in warnings:
+        for w in new:  # (the fit logged its own)
             log.warning("environment correction: %s", w)
         return corr
