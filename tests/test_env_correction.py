@@ -402,3 +402,20 @@ def test_relative_reference_changes_the_split_not_the_energy():
         assert e1 == pytest.approx(at.get_potential_energy(), abs=1e-6)
         np.testing.assert_allclose(f1, f2, atol=1e-8)
     assert abs(rel.shifts["Cu"]) < 1.0 and tot.shifts["Cu"] > 300.0
+
+
+def test_env_strategy_options_are_checked():
+    """Options are typed (errors keyed strategy_options.*); gradient-only keys and the
+    linear section are refused with one line each."""
+    from ase_surftune.core.errors import ConfigError
+    from ase_surftune.training import STRATEGIES, FinetuneConfig
+
+    cfg = FinetuneConfig(model="chgnet", strategy="env",
+                         strategy_options={"rc": 3.1, "embed_powers": [2, 3]})
+    assert STRATEGIES["env"].check_config(cfg, "chgnet") == []
+    assert cfg.options.embed_powers == [2.0, 3.0] and cfg.options.max_frames == 3
+    with pytest.raises(ValueError, match="ema_decay: strategy 'env' does no gradient "
+                                         "training; linear: only used by strategy 'linear'"):
+        FinetuneConfig(model="chgnet", strategy="env", ema_decay=0.9, linear={"fit": "mse"})
+    with pytest.raises((ConfigError, ValueError), match="strategy_options.scale"):
+        FinetuneConfig(model="chgnet", strategy="env", strategy_options={"scale": "auto"})

@@ -95,8 +95,8 @@ class SurfTuneCalculator(Calculator):
         head: head to evaluate; default: the bundle's default head. Unknown heads raise
             a ``ValueError`` listing the valid ones.
         correction: a :class:`LinearCorrection` or ``EnvCorrection`` (or its dict) to
-            apply instead of the
-            bundle's own correction for the head; ``False`` disables any correction.
+            apply instead of the bundle's own correction for the head; ``False``
+            disables any correction.
         device: torch device (``"cpu"``, ``"cuda"``...).
         dtype: ``"float32"`` or ``"float64"``; default: the model's own.
         trust: allow pickle-based model files (MACE ``.model``, legacy bundles); see

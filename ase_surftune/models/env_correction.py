@@ -9,6 +9,11 @@ basis):
             + Σ_k c_k Σ_{i<j} φ_k(r_ij)                    (pair residual)
             + Σ_m d_m Σ_i ρ_i^{p_m},  ρ_i = Σ_j g(r_ij)    (embedding residual)
 
+with smooth short-range functions (zero value and slope at the cutoff ``rc``):
+
+    φ_k(r) = (1 − r/rc)^(k+3),  k = 0 … n_pair−1
+    g(r)   = (1 − r/rc)^3
+
 E_m is the energy handed to :meth:`EnvCorrection.apply`: for a bundle head, the model's
 energy *after* the bundle's reference-energy shifts (so, like the linear correction's,
 everything is in the frame of the training labels); for :class:`EnvCorrectedCalculator`,
@@ -18,11 +23,6 @@ the energy landscape about it, so the shifts b_Z stay small and physical instead
 absorbing (1 − a)·E_m (hundreds of eV when E_m sits on a DFT code's reference). An empty
 ``model_reference`` (corrections written before it existed) means e_Z^model = 0, i.e.
 E′ = a·E_m + Σb_Z + residual. The reference terms do not depend on positions.
-
-with smooth short-range functions (zero value and slope at the cutoff ``rc``):
-
-    φ_k(r) = (1 − r/rc)^(k+3),  k = 0 … n_pair−1
-    g(r)   = (1 − r/rc)^3
 
 E′ is in eV. Forces are F′ = −∇E′ = a·F_m + (analytic residual forces) in eV/Å and the
 stress is σ′ = (1/V) ∂E′/∂ε = a·σ_m + (residual virial / V) in eV/Å³ (ASE sign
@@ -46,7 +46,8 @@ All coefficients are fitted by one (ridge-stabilised) linear least-squares probl
 forces, per-atom energies and (optionally) stresses of ≤ a few labelled structures; see
 :func:`fit_env_correction` (helpers in :mod:`ase_surftune.models.env_fit`). In
 fine-tuning it is the strategy ``env`` (:mod:`ase_surftune.training.env_strategy`) and is
-stored per head in the bundle (JSON, ``kind: "environment"``). The fitted object is JSON-able (:meth:`to_dict`). The loss:
+stored per head in the bundle (JSON, ``kind: "environment"``; :meth:`to_dict`). The
+loss:
 
     L = (1/N_F) Σ (F_ref − F′)² + energy_weight (1/N_S) Σ ((E_ref − E′)/N_s)²
         + stress_weight (1/N_σ) Σ (σ_ref − σ′)²  + ridge · |c, d|²
