@@ -419,3 +419,29 @@ def test_env_strategy_options_are_checked():
         FinetuneConfig(model="chgnet", strategy="env", ema_decay=0.9, linear={"fit": "mse"})
     with pytest.raises((ConfigError, ValueError), match="strategy_options.scale"):
         FinetuneConfig(model="chgnet", strategy="env", strategy_options={"scale": "auto"})
+
+
+def test_properties_and_export_see_the_corrected_head(env_run, tmp_path):
+    """A property workflow given the bundle calculator measures the corrected head (the
+    same E_vac as the wrapper, not the raw model's); exporting the head to a plain model
+    file is refused, since that file could not hold the correction."""
+    from ase_surftune.core.errors import HeadError
+    from ase_surftune.models.bundle import Bundle
+    from ase_surftune.models.calculator import SurfTuneCalculator
+    from ase_surftune.models.export import export_head
+    from ase_surftune.properties.bulk import vacancy_formation
+
+    res, _, _ = env_run
+    path = str(res.bundle_path)
+    corr = Bundle.load(path).corrections[Bundle.load(path).resolve_head(None)]
+    cell = bulk("Cu", cubic=True)
+    raw = SurfTuneCalculator(path, correction=False)
+    e_ours = vacancy_formation(cell, SurfTuneCalculator(path), supercell=2,
+                               relax=False).formation_energy
+    e_wrap = vacancy_formation(cell, EnvCorrectedCalculator(raw, corr), supercell=2,
+                               relax=False).formation_energy
+    e_raw = vacancy_formation(cell, raw, supercell=2, relax=False).formation_energy
+    assert e_ours == pytest.approx(e_wrap, abs=1e-9)
+    assert abs(e_ours - e_raw) > 1e-3
+    with pytest.raises(HeadError, match="softening correction"):
+        export_head(path, None, tmp_path / "plain.model")
