@@ -72,10 +72,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"{split}: forces MAE {z['forces_mae']:.4f} -> {f['forces_mae']:.4f} eV/Å, "
                   f"energy MAE {1000 * z['energy_mae_per_atom']:.2f} -> "
                   f"{1000 * f['energy_mae_per_atom']:.2f} meV/atom (zero-shot -> fine-tuned)")
-    if m.get("linear_correction"):
-        from ase_surftune.models.correction import LinearCorrection
+    if m.get("linear_correction") or m.get("env_correction"):
+        from ase_surftune.models.correction_kinds import correction_from_dict
 
-        print(LinearCorrection.from_dict(m["linear_correction"]).summary())
+        print(correction_from_dict(m.get("linear_correction") or m["env_correction"]).summary())
     for fr in (m.get("max_force") or {}).get("frames", []):
         print(f"max_force: {m['max_force']['mode']} {fr['set']} frame {fr['source']} "
               f"(max |F_ref| {fr['max_force']:.2f} eV/Å)")

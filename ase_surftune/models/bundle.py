@@ -4,7 +4,8 @@ A bundle holds
 
 * the backend adapter (backend name, weights, heads, element list);
 * per-head, per-element reference-energy shifts from energy-reference alignment (eV/atom);
-* optional per-head linear softening corrections (:class:`LinearCorrection`);
+* optional per-head softening corrections (:class:`LinearCorrection` or
+  :class:`~ase_surftune.models.env_correction.EnvCorrection`, JSON tagged ``kind``);
 * the default head, what data trained each head, the training config, metrics and
   provenance (base model, data hash, date, package versions).
 
@@ -64,7 +65,12 @@ from ase_surftune.models.bundle_file import (  # noqa: F401  (re-exported)
     read_bundle_file,
     read_bundle_manifest,
 )
-from ase_surftune.models.correction import LinearCorrection
+from ase_surftune.models.correction import LinearCorrection  # noqa: F401  (re-exported)
+from ase_surftune.models.correction_kinds import (
+    Correction,
+    apply_correction,
+    correction_from_dict,
+)
 
 
 def package_versions() -> dict[str, str]:
@@ -88,7 +94,7 @@ class Bundle:
         adapter: the backend adapter owning the torch model.
         reference_energies: ``{head: {symbol: shift_eV_per_atom}}`` added to the head's
             raw energy (energy-reference alignment).
-        corrections: ``{head: LinearCorrection}`` applied after the shifts.
+        corrections: ``{head: LinearCorrection | EnvCorrection}`` applied after the shifts.
         default_head: head used when none is given (``None``: the adapter's first head).
         head_info: ``{head: {...}}`` free-form description of what trained each head.
         train_config: the fine-tuning configuration that produced the bundle.
@@ -98,7 +104,7 @@ class Bundle:
 
     adapter: ModelAdapter
     reference_energies: dict[str, dict[str, float]] = field(default_factory=dict)
-    corrections: dict[str, LinearCorrection] = field(default_factory=dict)
+    corrections: dict[str, Correction] = field(default_factory=dict)
     default_head: str | None = None
     head_info: dict[str, dict[str, Any]] = field(default_factory=dict)
     train_config: dict[str, Any] = field(default_factory=dict)
@@ -137,23 +143,25 @@ class Bundle:
     # ------------------------------------------------------------------ predictions
     def postprocess(self, head: str, energy: float, forces: np.ndarray, numbers: np.ndarray,
                     stress: np.ndarray | None = None,
-                    correction: LinearCorrection | None | bool = True,
-                    ) -> tuple[float, np.ndarray, np.ndarray | None]:
-        """Apply reference shifts then the linear correction to one raw prediction.
+                    correction: Correction | None | bool = True,
+                    atoms: Any = None) -> tuple[float, np.ndarray, np.ndarray | None]:
+        """Apply reference shifts then the correction to one raw prediction.
 
         ``correction=True`` uses the bundle's correction for ``head``, ``False``/``None``
-        none, and a :class:`LinearCorrection` that one.
+        none, and a :class:`LinearCorrection` or ``EnvCorrection`` that one (the latter
+        needs the structure, ``atoms``; it sees the energy after the shifts).
         """
         energy = float(energy) + self.energy_shift(head, numbers)
         corr = self.corrections.get(head) if correction is True else (correction or None)
         if corr is not None:
-            energy, forces, stress = corr.apply(energy, forces, numbers, stress)
+            energy, forces, stress = apply_correction(corr, energy, forces, numbers, stress,
+                                                      atoms)
         return energy, forces, stress
 
     def predict(self, atoms_list: list, head: str | None = None, *,
                 batch_size: int | str = "auto", compute_stress: bool = False,
                 progress: bool = False,
-                correction: LinearCorrection | None | bool = True) -> Prediction:
+                correction: Correction | None | bool = True) -> Prediction:
         """Batched, calibrated predictions (eV, eV/Å, eV/Å³) for many structures."""
         head = self.resolve_head(head)
         raw = self.adapter.predict(atoms_list, head, batch_size=batch_size,
@@ -162,7 +170,7 @@ class Bundle:
         for i, atoms in enumerate(atoms_list):
             s = raw.stress[i] if raw.stress is not None else None
             e, f, s = self.postprocess(head, raw.energy[i], raw.forces[i], atoms.numbers, s,
-                                       correction=correction)
+                                       correction=correction, atoms=atoms)
             energies.append(e)
             forces.append(f)
             stresses.append(s)
@@ -254,7 +262,7 @@ class Bundle:
         bundle = cls(
             adapter=adapter,
             reference_energies=d.get("reference_energies", {}),
-            corrections={h: LinearCorrection.from_dict(c)
+            corrections={h: correction_from_dict(c)
                          for h, c in d.get("corrections", {}).items()},
             default_head=d.get("default_head"),
             head_info=d.get("head_info", {}),

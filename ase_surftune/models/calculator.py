@@ -31,7 +31,9 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from ase_surftune.core.specs import parse_model_spec
 from ase_surftune.models.backends.base import Prediction
 from ase_surftune.models.bundle import Bundle
-from ase_surftune.models.correction import LinearCorrection
+from ase_surftune.models.correction import LinearCorrection  # noqa: F401  (re-exported)
+from ase_surftune.models.correction_kinds import CORRECTION_TYPES, Correction
+from ase_surftune.models.correction_kinds import as_correction as _as_correction
 from ase_surftune.models.loading import load_model
 from ase_surftune.models.registry import parse_dtype
 
@@ -84,14 +86,6 @@ def _shared_bundle(spec: str, device: str, dtype: torch.dtype | None,
         return bundle
 
 
-def _as_correction(c: Any) -> LinearCorrection | None:
-    if c is None or isinstance(c, LinearCorrection):
-        return c
-    if isinstance(c, dict):
-        return LinearCorrection.from_dict(c)
-    raise TypeError(f"correction must be a LinearCorrection, a dict or None, got {type(c)}")
-
-
 class SurfTuneCalculator(Calculator):
     """ASE calculator for CHGNet/MACE models and ase_surftune bundles.
 
@@ -100,8 +94,9 @@ class SurfTuneCalculator(Calculator):
             ``"mace-mp-0-medium"``, a bundle path), a :class:`Bundle` or an adapter.
         head: head to evaluate; default: the bundle's default head. Unknown heads raise
             a ``ValueError`` listing the valid ones.
-        correction: a :class:`LinearCorrection` (or its dict) to apply instead of the
-            bundle's own correction for the head; ``False`` disables any correction.
+        correction: a :class:`LinearCorrection` or ``EnvCorrection`` (or its dict) to
+            apply instead of the bundle's own correction for the head; ``False``
+            disables any correction.
         device: torch device (``"cpu"``, ``"cuda"``...).
         dtype: ``"float32"`` or ``"float64"``; default: the model's own.
         trust: allow pickle-based model files (MACE ``.model``, legacy bundles); see
@@ -112,7 +107,7 @@ class SurfTuneCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
     def __init__(self, model: Any = "chgnet", head: str | None = None,
-                 correction: LinearCorrection | dict | bool | None = None,
+                 correction: Correction | dict | bool | None = None,
                  device: str = "cpu", dtype: str | torch.dtype | None = None,
                  trust: bool | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -124,7 +119,7 @@ class SurfTuneCalculator(Calculator):
         self.model_spec = model if isinstance(model, (str, Path)) else self.bundle.adapter.name
         self.adapter = self.bundle.adapter
         self._head = self.bundle.resolve_head(head)
-        self._correction: LinearCorrection | bool | None = (
+        self._correction: Correction | bool | None = (
             False if correction is False else _as_correction(correction))
         self._warned_unseen: set[tuple[str, str]] = set()
 
@@ -147,11 +142,11 @@ class SurfTuneCalculator(Calculator):
             self.reset()
 
     @property
-    def correction(self) -> LinearCorrection | None:
-        """The linear correction in effect for the current head (or None)."""
+    def correction(self) -> Correction | None:
+        """The correction in effect for the current head (or None)."""
         if self._correction is False:
             return None
-        if isinstance(self._correction, LinearCorrection):
+        if isinstance(self._correction, CORRECTION_TYPES):
             return self._correction
         return self.bundle.corrections.get(self._head)
 
@@ -198,7 +193,7 @@ class SurfTuneCalculator(Calculator):
         stress = out["stress"][0].cpu().double().numpy() if want_stress else None
         energy, forces, stress = self.bundle.postprocess(
             self._head, energy, forces, atoms.numbers, stress,
-            correction=self.correction or False)
+            correction=self.correction or False, atoms=atoms)
         _check_finite(energy, forces, stress, atoms, self.model_spec)
         self.results["energy"] = energy
         self.results["free_energy"] = energy

@@ -45,7 +45,7 @@ import numpy as np
 
 from ase_surftune.core.energy import per_element_sum
 from ase_surftune.core.errors import DataError
-from ase_surftune.core.metrics import mae_rmse, paired_forces, softening_scale
+from ase_surftune.core.metrics import force_signal_ok, mae_rmse, paired_forces, softening_scale
 from ase_surftune.data import alignment
 from ase_surftune.data.labels import get_labels
 from ase_surftune.models.predict import predict_with
@@ -63,7 +63,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["LinearCorrection", "fit_linear_correction", "fit_linear_correction_from_calc",
            "fit_model_reference", "softening_scale", "softening_scale_high_force",
-           "scale_from_forces", "assess_correction", "CORRECTION_VERSION"]
+           "scale_from_forces", "assess_correction", "compare_before_after",
+           "CORRECTION_VERSION"]
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,8 @@ class LinearCorrection:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (floats, strings, dicts, lists)."""
-        return {"version": CORRECTION_VERSION, "mode": self.mode, "scale": float(self.scale),
+        return {"kind": "linear", "version": CORRECTION_VERSION, "mode": self.mode,
+                "scale": float(self.scale),
                 "shifts": {k: float(v) for k, v in self.shifts.items()},
                 "model_reference": {k: float(v) for k, v in self.model_reference.items()},
                 "info": dict(self.info)}
@@ -141,6 +143,8 @@ class LinearCorrection:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LinearCorrection:
         """Inverse of :meth:`to_dict`; dicts without ``mode`` (version 1) are ``"total"``."""
+        if d.get("kind", "linear") != "linear":
+            raise DataError(f"not a linear correction: kind={d.get('kind')!r}")
         mode = str(d.get("mode", "total"))
         if mode not in ("total", "relative"):
             raise DataError(f"unknown linear-correction mode {mode!r}")
@@ -151,6 +155,62 @@ class LinearCorrection:
 
 
 # --------------------------------------------------------------------------- fitting
+
+
+def compare_before_after(f_ref: Sequence[np.ndarray], f_before: Sequence[np.ndarray],
+                         f_after: Sequence[np.ndarray], *,
+                         e_ref: Sequence[float] | None = None,
+                         e_before: Sequence[float] | None = None,
+                         e_after: Sequence[float] | None = None,
+                         n_atoms: Sequence[int] | None = None,
+                         prefix: str = "", name: str = "fitting data",
+                         strict_signal: bool = False) -> dict[str, Any]:
+    """Softening scale and errors of a model before and after any correction (one idiom
+    for every correction kind: the numbers and the loud warnings).
+
+    Args:
+        f_ref, f_before, f_after: forces per structure (eV/Å): reference, model, corrected.
+        e_ref, e_before, e_after: total energies (eV), same frame for all three; with
+            ``n_atoms`` (atoms per structure) the per-atom energy MAE is reported too.
+        prefix: key prefix (``"valid_"``...); name: the data's name in the warnings.
+        strict_signal: report s only when the reference forces carry enough signal
+            (:func:`~ase_surftune.core.metrics.force_signal_ok`; for small groups), not
+            merely when they are not all zero.
+
+    Returns:
+        JSON-able dict: ``{prefix}softening_scale_before/after`` (None without force
+        signal), ``{prefix}force_mae_before/after`` (eV/Å), optionally
+        ``{prefix}energy_mae_per_atom_before/after`` (eV/atom), and ``warnings``: one line
+        each when s moved away from 1 or an error grew.
+    """
+    r, m = paired_forces(list(f_ref), list(f_before))
+    _, m1 = paired_forces(list(f_ref), list(f_after))
+    out: dict[str, Any] = {}
+    warnings: list[str] = []
+    signal = force_signal_ok(r) if strict_signal else bool(r.any())
+    s0 = softening_scale(r, m) if signal else None
+    s1 = softening_scale(r, m1) if signal else None
+    out[f"{prefix}softening_scale_before"], out[f"{prefix}softening_scale_after"] = s0, s1
+    out[f"{prefix}force_mae_before"] = mae_rmse(r - m)[0]
+    out[f"{prefix}force_mae_after"] = mae_rmse(r - m1)[0]
+    if s0 is not None and s1 is not None and abs(s1 - 1) > abs(s0 - 1) + 1e-9:
+        warnings.append(f"softening scale on {name} moved AWAY from 1: {s0:.3f} -> {s1:.3f}")
+    if out[f"{prefix}force_mae_after"] > out[f"{prefix}force_mae_before"] * (1 + 1e-9):
+        warnings.append(f"force MAE on {name} GREW: {out[f'{prefix}force_mae_before']:.4f} "
+                        f"-> {out[f'{prefix}force_mae_after']:.4f} eV/Å")
+    if e_ref is not None and e_before is not None and e_after is not None \
+            and n_atoms is not None:
+        n_at = np.asarray(n_atoms, dtype=float)
+        e_r = np.asarray(e_ref, dtype=float)
+        before = mae_rmse((np.asarray(e_before, dtype=float) - e_r) / n_at)[0]
+        after = mae_rmse((np.asarray(e_after, dtype=float) - e_r) / n_at)[0]
+        out[f"{prefix}energy_mae_per_atom_before"] = before
+        out[f"{prefix}energy_mae_per_atom_after"] = after
+        if after > before * (1 + 1e-9) + 1e-12:
+            warnings.append(f"energy MAE on {name} GREW: {before * 1000:.2f} -> "
+                            f"{after * 1000:.2f} meV/atom")
+    out["warnings"] = warnings
+    return out
 
 
 def assess_correction(corr: LinearCorrection, ref_forces: Sequence[np.ndarray],
@@ -164,35 +224,18 @@ def assess_correction(corr: LinearCorrection, ref_forces: Sequence[np.ndarray],
     Returns a JSON-able dict with ``{prefix}softening_scale_before/after``,
     ``{prefix}force_mae_before/after`` (eV/Å), ``{prefix}energy_mae_per_atom_before/
     after`` (eV/atom; when energies are given, in the frame of ``model_energies``) and
-    ``warnings``: one line each when s moved away from 1 or an error grew.
+    ``warnings``: one line each when s moved away from 1 or an error grew
+    (:func:`compare_before_after`).
     """
-    r, m = paired_forces(list(ref_forces), list(model_forces))
-    out: dict[str, Any] = {}
-    warnings: list[str] = []
-    s0 = softening_scale(r, m) if r.any() else None
-    s1 = softening_scale(r, corr.scale * m) if r.any() else None
-    out[f"{prefix}softening_scale_before"], out[f"{prefix}softening_scale_after"] = s0, s1
-    out[f"{prefix}force_mae_before"] = mae_rmse(r - m)[0]
-    out[f"{prefix}force_mae_after"] = mae_rmse(r - corr.scale * m)[0]
-    if s0 is not None and s1 is not None and abs(s1 - 1) > abs(s0 - 1) + 1e-9:
-        warnings.append(f"softening scale on {name} moved AWAY from 1: {s0:.3f} -> {s1:.3f}")
-    if out[f"{prefix}force_mae_after"] > out[f"{prefix}force_mae_before"] * (1 + 1e-9):
-        warnings.append(f"force MAE on {name} GREW: {out[f'{prefix}force_mae_before']:.4f} "
-                        f"-> {out[f'{prefix}force_mae_after']:.4f} eV/Å")
-    if ref_energies is not None and model_energies is not None and numbers_list is not None:
-        n_at = np.array([len(z) for z in numbers_list], dtype=float)
-        e_ref = np.asarray(ref_energies, dtype=float)
-        e_mod = np.asarray(model_energies, dtype=float)
-        e_new = np.array([corr.apply_energy(e, z) for e, z in zip(e_mod, numbers_list)])
-        before = mae_rmse((e_mod - e_ref) / n_at)[0]
-        after = mae_rmse((e_new - e_ref) / n_at)[0]
-        out[f"{prefix}energy_mae_per_atom_before"] = before
-        out[f"{prefix}energy_mae_per_atom_after"] = after
-        if after > before * (1 + 1e-9) + 1e-12:
-            warnings.append(f"energy MAE on {name} GREW: {before * 1000:.2f} -> "
-                            f"{after * 1000:.2f} meV/atom")
-    out["warnings"] = warnings
-    return out
+    have_e = (ref_energies is not None and model_energies is not None
+              and numbers_list is not None)
+    e_after = ([corr.apply_energy(e, z) for e, z in zip(model_energies, numbers_list)]
+               if have_e else None)
+    return compare_before_after(
+        ref_forces, model_forces, [corr.scale * np.asarray(f) for f in model_forces],
+        e_ref=ref_energies if have_e else None, e_before=model_energies if have_e else None,
+        e_after=e_after, n_atoms=[len(z) for z in numbers_list] if have_e else None,
+        prefix=prefix, name=name)
 
 
 def fit_linear_correction(ref_energies: Sequence[float] | np.ndarray | None,

@@ -34,7 +34,7 @@ def basis_terms(atoms: Atoms, rc: float, n_pair: int,
 
     Order: the ``n_pair`` pair functions φ_k, then one embedding function Σ_i ρ_i^p per
     power in ``embed_powers``. Forces are −∇ of each basis energy; stresses are
-    (1/V) ∂E/∂ε in Voigt order (xx, yy, zz, yz, xz, xy), ``None`` unless fully periodic.
+    (1/V) ∂E/∂ε in Voigt order (xx, yy, zz, yz, xz, xy), ``None`` without a 3-D cell.
 
     Args:
         atoms: the structure (positions in Å).
@@ -74,7 +74,7 @@ def basis_terms(atoms: Atoms, rc: float, n_pair: int,
                                    - np.bincount(j, weights=w[:, c], minlength=n))
             virial[k] = np.einsum("p,pab->ab", coef, outer)
     stresses = None
-    if all(atoms.pbc):
+    if atoms.cell.rank == 3:
         vol = atoms.get_volume()
         full = virial / vol
         stresses = np.stack([full[:, 0, 0], full[:, 1, 1], full[:, 2, 2],

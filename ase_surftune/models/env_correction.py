@@ -5,7 +5,7 @@ module adds, to a global PES scale, a short-range residual that is *linear in it
 coefficients* and depends on each atom's local environment (Δ-learning with a physical
 basis):
 
-    E′(R) = a·E_m(R) + Σ_Z n_Z b_Z
+    E′(R) = a·(E_m(R) − Σ_i e_{Z_i}^model) + Σ_i e_{Z_i}^model + Σ_i b_{Z_i}
             + Σ_k c_k Σ_{i<j} φ_k(r_ij)                    (pair residual)
             + Σ_m d_m Σ_i ρ_i^{p_m},  ρ_i = Σ_j g(r_ij)    (embedding residual)
 
@@ -14,9 +14,20 @@ with smooth short-range functions (zero value and slope at the cutoff ``rc``):
     φ_k(r) = (1 − r/rc)^(k+3),  k = 0 … n_pair−1
     g(r)   = (1 − r/rc)^3
 
+E_m is the energy handed to :meth:`EnvCorrection.apply`: for a bundle head, the model's
+energy *after* the bundle's reference-energy shifts (so, like the linear correction's,
+everything is in the frame of the training labels); for :class:`EnvCorrectedCalculator`,
+what the wrapped calculator returns. e_Z^model (eV/atom, ``model_reference``) is the
+model's own per-element reference energy, fitted on the same frames: the scale stretches
+the energy landscape about it, so the shifts b_Z stay small and physical instead of
+absorbing (1 − a)·E_m (hundreds of eV when E_m sits on a DFT code's reference). An empty
+``model_reference`` (corrections written before it existed) means e_Z^model = 0, i.e.
+E′ = a·E_m + Σb_Z + residual. The reference terms do not depend on positions.
+
 E′ is in eV. Forces are F′ = −∇E′ = a·F_m + (analytic residual forces) in eV/Å and the
 stress is σ′ = (1/V) ∂E′/∂ε = a·σ_m + (residual virial / V) in eV/Å³ (ASE sign
-convention), so MD with the corrected potential conserves energy when the model does.
+convention, any 3-D cell), so MD with the corrected potential conserves energy when the
+model does.
 
 The pair term adds the missing curvature near the nearest-neighbour distance. The
 embedding term ρ² (and ρ³) makes the correction depend on how far an atom's density of
@@ -33,7 +44,10 @@ wrapper would not conserve energy. The residual terms here need only positions.
 
 All coefficients are fitted by one (ridge-stabilised) linear least-squares problem on
 forces, per-atom energies and (optionally) stresses of ≤ a few labelled structures; see
-:func:`fit_env_correction`. The fitted object is JSON-able (:meth:`to_dict`). The loss:
+:func:`fit_env_correction` (helpers in :mod:`ase_surftune.models.env_fit`). In
+fine-tuning it is the strategy ``env`` (:mod:`ase_surftune.training.env_strategy`) and is
+stored per head in the bundle (JSON, ``kind: "environment"``; :meth:`to_dict`). The
+loss:
 
     L = (1/N_F) Σ (F_ref − F′)² + energy_weight (1/N_S) Σ ((E_ref − E′)/N_s)²
         + stress_weight (1/N_σ) Σ (σ_ref − σ′)²  + ridge · |c, d|²
@@ -48,30 +62,38 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 from ase.data import chemical_symbols
-from ase.neighborlist import neighbor_list
+from ase.stress import voigt_6_to_full_3x3_stress
 
 from ase_surftune.core.energy import per_element_sum
 from ase_surftune.core.errors import DataError
 from ase_surftune.core.io import to_jsonable
-from ase_surftune.core.metrics import mae_rmse, softening_scale
 from ase_surftune.data.labels import get_labels
+from ase_surftune.models.correction import compare_before_after
 from ase_surftune.models.env_basis import BasisValues, basis_terms
+from ase_surftune.models.env_fit import (
+    SCALE_MODES,
+    _Problem,
+    _ridge_lstsq,
+    auto_rc,
+    check_fit_args,
+    format_groups,
+    per_group_scales,
+)
 from ase_surftune.models.predict import predict_with
+from ase_surftune.models.scale_fit import fit_model_reference
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase import Atoms
 
 __all__ = ["EnvCorrection", "EnvCorrectedCalculator", "fit_env_correction", "basis_terms",
-           "BasisValues", "per_group_scales"]
+           "BasisValues", "per_group_scales", "assess_env_correction", "SCALE_MODES"]
 
 log = logging.getLogger(__name__)
-
-SCALE_MODES = ("fit", "slope", "fixed")
 
 
 @dataclass
@@ -86,6 +108,7 @@ class EnvCorrection:
         embed_powers: powers of the embedding functions.
         coefficients: one coefficient (eV) per basis function, pair first.
         info: fit diagnostics (s and force MAE before/after per group, ...).
+        model_reference: e_Z^model in eV/atom (empty: 0; see the module docstring).
     """
 
     scale: float = 1.0
@@ -95,13 +118,17 @@ class EnvCorrection:
     embed_powers: tuple[float, ...] = (2.0,)
     coefficients: list[float] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    model_reference: dict[str, float] = field(default_factory=dict)
+    #: where a fine-tuning run's metrics hold this correction (``metrics.json``)
+    metrics_key: ClassVar[str] = "env_correction"
 
     @property
     def n_basis(self) -> int:
         return self.n_pair + len(self.embed_powers)
 
     def residual(self, atoms: Atoms) -> tuple[float, np.ndarray, np.ndarray | None]:
-        """Residual (energy eV, forces eV/Å, stress eV/Å³ or None) without the scale."""
+        """Position-dependent residual (energy eV, forces eV/Å, Voigt stress eV/Å³ or None
+        without a 3-D cell) plus the constant Σb_Z; without the scale."""
         b = basis_terms(atoms, self.rc, self.n_pair, self.embed_powers)
         c = np.asarray(self.coefficients, dtype=float)
         if c.size != self.n_basis:
@@ -115,27 +142,50 @@ class EnvCorrection:
         """Σ_i b_{Z_i} in eV."""
         return per_element_sum(self.shifts, numbers)
 
+    def scaled_energy(self, energy: float, numbers: np.ndarray) -> float:
+        """a·(E_m − Σe_Z^model) + Σe_Z^model in eV (the scaled part of E′)."""
+        ref = per_element_sum(self.model_reference, numbers)
+        return self.scale * (float(energy) - ref) + ref
+
     def apply(self, atoms: Atoms, energy: float, forces: np.ndarray,
               stress: np.ndarray | None = None
               ) -> tuple[float, np.ndarray, np.ndarray | None]:
-        """Corrected (energy eV, forces eV/Å, stress eV/Å³) from the model's values."""
+        """Corrected (E′ eV, F′ eV/Å, σ′ eV/Å³) from the model's values for ``atoms``.
+
+        ``stress`` may be a Voigt 6-vector or a 3×3 matrix; σ′ comes back in the same
+        shape (None when no stress is given).
+        """
         e_r, f_r, s_r = self.residual(atoms)
-        e = self.scale * float(energy) + e_r
+        e = self.scaled_energy(energy, atoms.numbers) + e_r
         f = self.scale * np.asarray(forces, dtype=float) + f_r
-        s = None
-        if stress is not None and s_r is not None:
-            s = self.scale * np.asarray(stress, dtype=float).reshape(-1)[:6] + s_r
-        return e, f, s
+        if stress is None:
+            return e, f, None
+        st = np.asarray(stress, dtype=float)
+        if s_r is None:
+            raise ValueError("a stress needs a 3-D cell for the correction's virial")
+        if st.shape == (3, 3):
+            return e, f, self.scale * st + voigt_6_to_full_3x3_stress(s_r)
+        return e, f, self.scale * st.reshape(-1)[:6] + s_r
 
     def summary(self) -> str:
+        """Coefficients, then s and force MAE before -> after on the fit and validation
+        data (whole set and per group). The warnings are in ``info["warnings"]``; the
+        fit and the ``env`` strategy log them, and ``surftune finetune`` prints them once
+        (from the run's ``metrics["warnings"]``)."""
         coef = ", ".join(f"{c:+.4g}" for c in self.coefficients)
+        shifts = ", ".join(f"{k}: {v:+.4f}" for k, v in self.shifts.items()) or "none"
         text = (f"environment correction a = {self.scale:.4f}, rc = {self.rc:.3f} Å, "
-                f"{self.n_pair} pair + {len(self.embed_powers)} embedding terms [{coef}]")
-        if "softening_scale_before" in self.info:
-            text += (f"; fit-set s {self.info['softening_scale_before']:.3f} -> "
-                     f"{self.info['softening_scale_after']:.3f}, force MAE "
-                     f"{self.info['force_mae_before']:.4f} -> "
-                     f"{self.info['force_mae_after']:.4f} eV/Å")
+                f"{self.n_pair} pair + {len(self.embed_powers)} embedding terms [{coef}], "
+                f"shifts b_Z (eV/atom) {{{shifts}}}")
+        for key, name in (("", "fitting data"), ("valid_", "validation data")):
+            if f"{key}force_mae_before" not in self.info:
+                continue
+            s0, s1 = (self.info.get(f"{key}softening_scale_{x}") for x in ("before", "after"))
+            s_txt = "n/a" if s0 is None else f"{s0:.3f} -> {s1:.3f}"
+            text += (f"\n{name}: s {s_txt}, force MAE {self.info[f'{key}force_mae_before']:.4f}"
+                     f" -> {self.info[f'{key}force_mae_after']:.4f} eV/Å")
+            groups = self.info.get(f"{key}groups") or {}
+            text += "".join("\n" + line for line in format_groups(groups, name.split()[0]))
         return text
 
     def to_dict(self) -> dict[str, Any]:
@@ -145,10 +195,12 @@ class EnvCorrection:
                 "rc": float(self.rc), "n_pair": int(self.n_pair),
                 "embed_powers": [float(p) for p in self.embed_powers],
                 "coefficients": [float(c) for c in self.coefficients],
+                "model_reference": {k: float(v) for k, v in self.model_reference.items()},
                 "info": to_jsonable(self.info)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EnvCorrection:
+        """Inverse of :meth:`to_dict` (plain JSON numbers; never executes code)."""
         if d.get("kind", "environment") != "environment":
             raise ValueError(f"not an environment correction: kind={d.get('kind')!r}")
         out = cls(scale=float(d["scale"]),
@@ -156,7 +208,9 @@ class EnvCorrection:
                   rc=float(d["rc"]), n_pair=int(d["n_pair"]),
                   embed_powers=tuple(float(p) for p in d.get("embed_powers", ())),
                   coefficients=[float(c) for c in d["coefficients"]],
-                  info=dict(d.get("info", {})))
+                  info=dict(d.get("info", {})),
+                  model_reference={str(k): float(v)
+                                   for k, v in d.get("model_reference", {}).items()})
         if len(out.coefficients) != out.n_basis:
             raise ValueError(f"{len(out.coefficients)} coefficients for {out.n_basis} "
                              f"basis functions")
@@ -196,37 +250,21 @@ class EnvCorrectedCalculator(Calculator):
 # --------------------------------------------------------------------------- fitting
 
 
-def _auto_rc(frames: Sequence[Atoms]) -> float:
-    """Half-way between the first and second neighbour shell of fcc, from the fit frames.
-
-    1.2 × the median nearest-neighbour distance (Å), i.e. first shell only.
-    """
-    nn = []
-    for at in frames:
-        if len(at) < 2 and not any(at.pbc):
-            continue
-        i, d = neighbor_list("id", at, 6.0)
-        if len(d):
-            nn.append(np.min(d))
-    if not nn:
-        raise DataError("cannot choose a cutoff: no neighbours within 6 Å in the fit frames")
-    return 1.2 * float(np.median(nn))
-
-
 def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
                        rc: float | None = None, n_pair: int = 2,
                        embed_powers: Sequence[float] = (2.0,),
                        scale: str = "fit", fixed_scale: float = 1.0,
                        energy_weight: float = 1.0, stress_weight: float = 0.0,
                        ridge: float = 1e-3, fit_shifts: bool = True,
-                       max_frames: int | None = 3) -> EnvCorrection:
+                       max_frames: int | None = 3, relative: bool = True) -> EnvCorrection:
     """Fit an :class:`EnvCorrection` of ``model_calc`` to labelled ``frames``.
 
     One linear least-squares problem in (a, b_Z, c_k, d_m); the loss is in the module
     docstring.
 
     Args:
-        model_calc: the model, any ASE calculator.
+        model_calc: the model, any ASE calculator (a Bundle or SurfTuneCalculator is
+            evaluated batched).
         frames: labelled structures (energy, forces; stress used when present and
             ``stress_weight > 0``), at most ``max_frames`` of them.
         rc: cutoff in Å (default: 1.2 × median nearest-neighbour distance).
@@ -244,20 +282,34 @@ def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
         fit_shifts: fit per-element shifts b_Z (needs energies).
         max_frames: refuse more frames than this (the point is a fit from very little
             data; ``None`` for no limit).
+        relative: scale about the model's own per-element reference e_Z^model, fitted
+            on ``frames`` (module docstring); with free shifts this changes only how
+            E′ is split between a and b_Z, not E′ itself.
 
     Returns:
-        The correction; ``info`` holds the softening scale and force MAE before/after on
-        the fit frames, per group too (``groups``).
+        The correction; ``info`` holds s, force and energy MAE before/after on the fit
+        frames (:func:`assess_env_correction`), per group too (``groups``), and
+        ``warnings``.
 
     Raises:
         DataError: no frames, too many frames, unlabelled frames, or no force signal.
+
+    Why this is over 80 lines: a public API function whose docstring documents every
+    keyword with its unit; the code is ~30 lines.
     """
-    frames = _check_fit_args(frames, max_frames, scale)
-    rc = float(rc) if rc is not None else _auto_rc(frames)
+    frames = check_fit_args(frames, max_frames, scale)
+    rc = float(rc) if rc is not None else auto_rc(frames)
     embed_powers = tuple(float(p) for p in embed_powers)
     refs = [get_labels(at) for at in frames]
     mods = list(zip(*predict_with(model_calc, frames, compute_stress=[
         stress_weight > 0 and all(at.pbc) for at in frames])))  # (E, F, σ) per frame
+    model_ref: dict[str, float] = {}
+    if relative:
+        model_ref, _ = fit_model_reference([m[0] for m in mods], [at.numbers for at in frames])
+    base = [per_element_sum(model_ref, at.numbers) for at in frames]
+    # the least squares sees energies relative to Σe_Z^model (reference and model alike)
+    refs_rel = [(r[0] - e0, r[1], r[2]) for r, e0 in zip(refs, base)]
+    mods_rel = [(m[0] - e0, m[1], m[2]) for m, e0 in zip(mods, base)]
     bases = [basis_terms(at, rc, n_pair, embed_powers) for at in frames]
     f_ref = np.concatenate([r[1].reshape(-1) for r in refs])
     f_mod = np.concatenate([m[1].reshape(-1) for m in mods])
@@ -268,7 +320,7 @@ def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
                        a_fixed=(float(f_ref @ f_ref) / float(f_ref @ f_mod) if scale == "slope"
                                 else float(fixed_scale)),
                        k_res=n_pair + len(embed_powers))
-    mat, y = problem.rows(frames, refs, mods, bases, f_ref, f_mod, energy_weight,
+    mat, y = problem.rows(frames, refs_rel, mods_rel, bases, f_ref, f_mod, energy_weight,
                           stress_weight)
     sol = _ridge_lstsq(mat, y, problem.c0, problem.k_res, ridge)
     c0, k_res = problem.c0, problem.k_res
@@ -276,131 +328,43 @@ def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
                          shifts={el: float(sol[c0 + k_res + q])
                                  for q, el in enumerate(problem.elements)},
                          rc=rc, n_pair=n_pair, embed_powers=embed_powers,
-                         coefficients=[float(v) for v in sol[c0:c0 + k_res]])
-    f_after = [corr.apply(at, m[0], m[1])[1] for at, m in zip(frames, mods)]
-    f_new = np.concatenate([f.reshape(-1) for f in f_after])
-    corr.info = {
-        "scale_mode": scale, "n_structures": len(frames),
-        "n_atoms": int(sum(len(at) for at in frames)),
-        "energy_weight": float(energy_weight), "stress_weight": float(stress_weight),
-        "ridge": float(ridge),
-        "softening_scale_before": softening_scale(f_ref, f_mod),
-        "softening_scale_after": softening_scale(f_ref, f_new),
-        "force_mae_before": mae_rmse(f_ref - f_mod)[0],
-        "force_mae_after": mae_rmse(f_ref - f_new)[0],
-        "groups": per_group_scales(frames, [m[1] for m in mods], f_after),
-    }
+                         coefficients=[float(v) for v in sol[c0:c0 + k_res]],
+                         model_reference=model_ref)
+    corr.info = {"scale_mode": scale, "n_structures": len(frames),
+                 "n_atoms": int(sum(len(at) for at in frames)),
+                 "energy_weight": float(energy_weight), "stress_weight": float(stress_weight),
+                 "ridge": float(ridge), "relative": bool(relative),
+                 **assess_env_correction(corr, frames, [m[0] for m in mods],
+                                         [m[1] for m in mods])}
     log.info("%s", corr.summary())
+    for w in corr.info["warnings"]:
+        log.warning("environment correction: %s", w)
     return corr
 
 
-def _check_fit_args(frames: Sequence[Atoms], max_frames: int | None, scale: str
-                    ) -> list[Atoms]:
-    frames = list(frames)
-    if not frames:
-        raise DataError("no frames to fit an environment correction on")
-    if max_frames is not None and len(frames) > max_frames:
-        raise DataError(f"{len(frames)} fit frames; the environment correction is meant "
-                        f"to be fitted on at most {max_frames} (pass max_frames=None)")
-    if scale not in SCALE_MODES:
-        raise ValueError(f"scale must be one of {SCALE_MODES}, got {scale!r}")
-    return frames
+def assess_env_correction(corr: EnvCorrection, frames: Sequence[Atoms],
+                          model_energies: Sequence[float], model_forces: Sequence[np.ndarray],
+                          prefix: str = "", name: str = "fitting data") -> dict[str, Any]:
+    """s, force MAE (eV/Å) and energy MAE (eV/atom) of the model before and after ``corr``
+    on labelled ``frames``, for the whole set and per group (``{prefix}groups``), with
+    one warning per number that moved the wrong way (the linear correction's idiom,
+    :func:`~ase_surftune.models.correction.compare_before_after`).
 
-
-@dataclass
-class _Problem:
-    """The least-squares layout of :func:`fit_env_correction`: columns [a?] [c_k, d_m] [b_Z]."""
-
-    elements: list[str]
-    free_scale: bool
-    a_fixed: float
-    k_res: int
-
-    @property
-    def c0(self) -> int:
-        return int(self.free_scale)
-
-    @property
-    def n_cols(self) -> int:
-        return self.c0 + self.k_res + len(self.elements)
-
-    def _target(self, ref: Any, model: Any) -> Any:
-        """What the residual columns fit: ref, or ref − a·model when a is not free."""
-        return ref - (0.0 if self.free_scale else self.a_fixed * model)
-
-    def rows(self, frames: Sequence[Atoms], refs: list[Any], mods: list[Any],
-             bases: list[Any], f_ref: np.ndarray, f_mod: np.ndarray, energy_weight: float,
-             stress_weight: float) -> tuple[np.ndarray, np.ndarray]:
-        """Weighted design matrix and target: force, energy and stress rows."""
-        k_res, n_el = self.k_res, len(self.elements)
-        w_f = 1.0 / np.sqrt(f_ref.size)
-        bf = np.concatenate([b.forces.reshape(k_res, 3 * b.forces.shape[1]) for b in bases],
-                            axis=1).T
-        cols = ([f_mod[:, None]] if self.free_scale else []) + [bf, np.zeros((f_ref.size,
-                                                                               n_el))]
-        rows, ys = [w_f * np.hstack(cols)], [w_f * self._target(f_ref, f_mod)]
-        if energy_weight > 0:
-            for at, r, m, b in zip(frames, refs, mods, bases):
-                w_e = np.sqrt(energy_weight / len(frames)) / len(at)
-                row = np.zeros(self.n_cols)
-                if self.free_scale:
-                    row[0] = m[0]
-                row[self.c0:self.c0 + k_res] = b.energies
-                for z in at.numbers:
-                    sym = chemical_symbols[int(z)]
-                    if sym in self.elements:
-                        row[self.c0 + k_res + self.elements.index(sym)] += 1.0
-                rows.append(w_e * row[None, :])
-                ys.append(np.array([w_e * self._target(r[0], m[0])]))
-        st = [(r[2], m[2], b.stresses) for r, m, b in zip(refs, mods, bases)
-              if r[2] is not None and m[2] is not None and b.stresses is not None]
-        if stress_weight > 0 and st:
-            w_s = np.sqrt(stress_weight / (6 * len(st)))
-            for s_ref, s_mod, s_b in st:
-                block = np.zeros((6, self.n_cols))
-                if self.free_scale:
-                    block[:, 0] = s_mod
-                block[:, self.c0:self.c0 + k_res] = s_b.T
-                rows.append(w_s * block)
-                ys.append(w_s * self._target(np.asarray(s_ref), s_mod))
-        return np.vstack(rows), np.concatenate(ys)
-
-
-def _ridge_lstsq(mat: np.ndarray, y: np.ndarray, c0: int, k_res: int,
-                 ridge: float) -> np.ndarray:
-    """Least squares on normalised columns, ridge only on columns ``c0:c0 + k_res``."""
-    norms = np.linalg.norm(mat, axis=0)
-    norms[norms == 0] = 1.0
-    mat_n = mat / norms
-    if ridge > 0 and k_res:
-        reg = np.zeros((k_res, mat.shape[1]))
-        reg[np.arange(k_res), c0 + np.arange(k_res)] = np.sqrt(ridge)
-        mat_n = np.vstack([mat_n, reg])
-        y = np.concatenate([y, np.zeros(k_res)])
-    sol_n, *_ = np.linalg.lstsq(mat_n, y, rcond=None)
-    return sol_n / norms
-
-
-def per_group_scales(frames: Sequence[Atoms], before: Sequence[np.ndarray],
-                     after: Sequence[np.ndarray], min_force: float = 1e-3
-                     ) -> dict[str, dict[str, Any]]:
-    """Softening scale and force MAE (eV/Å) per ``config_type`` before and after.
-
-    A group whose reference forces are all below ``min_force`` eV/Å (on average per
-    component) gets ``None`` for s: too little force signal for a meaningful slope.
+    Args:
+        corr: the correction.
+        frames: labelled structures (reference energy eV, forces eV/Å).
+        model_energies, model_forces: the model's values for ``frames``, in the frame the
+            correction applies to (a bundle head: after its reference shifts).
+        prefix: key prefix (``"valid_"``); name: the data's name in the report.
     """
-    groups: dict[str, list[int]] = {}
-    for k, at in enumerate(frames):
-        groups.setdefault(str(at.info.get("config_type", "default")), []).append(k)
-    out: dict[str, dict[str, Any]] = {}
-    for name, idx in groups.items():
-        fr = np.concatenate([get_labels(frames[k])[1].reshape(-1) for k in idx])
-        fb = np.concatenate([np.asarray(before[k]).reshape(-1) for k in idx])
-        fa = np.concatenate([np.asarray(after[k]).reshape(-1) for k in idx])
-        enough = float(np.sqrt(np.mean(fr ** 2))) >= min_force
-        out[name] = {"n_frames": len(idx),
-                     "s_before": softening_scale(fr, fb) if enough else None,
-                     "s_after": softening_scale(fr, fa) if enough else None,
-                     "force_mae_before": mae_rmse(fr - fb)[0],
-                     "force_mae_after": mae_rmse(fr - fa)[0]}
+    frames = list(frames)
+    after = [corr.apply(at, e, f) for at, e, f in zip(frames, model_energies, model_forces)]
+    labels = [get_labels(at) for at in frames]
+    out = compare_before_after([lab[1] for lab in labels], list(model_forces),
+                               [a[1] for a in after], e_ref=[lab[0] for lab in labels],
+                               e_before=list(model_energies), e_after=[a[0] for a in after],
+                               n_atoms=[len(at) for at in frames], prefix=prefix, name=name)
+    groups = per_group_scales(frames, list(model_forces), [a[1] for a in after], name=name)
+    out[f"{prefix}groups"] = groups
+    out["warnings"] = out["warnings"] + [w for g in groups.values() for w in g["warnings"]]
     return out

@@ -43,7 +43,7 @@ def export_head(model: Any, head: str | None, path: str | Path, *,
     bundle = load_model(model, trust=trust)
     name = bundle.resolve_head(head)
     if name in bundle.corrections and not drop_correction:
-        raise HeadError(f"head {name!r} carries a linear softening correction, which a plain "
+        raise HeadError(f"head {name!r} carries a softening correction, which a plain "
                         f"{bundle.adapter.backend} model file cannot hold; pass "
                         f"drop_correction=True (CLI --drop-correction) to export it without")
     shifts = bundle.reference_energies.get(name) or None

@@ -11,6 +11,7 @@ files, plot, progress) → ``stages`` (the named steps of ``finetune``) → ``ap
 """
 
 from ase_surftune.training import distill as _distill  # noqa: F401,E402  (registers "distill")
+from ase_surftune.training import env_strategy as _env  # noqa: F401,E402  (registers "env")
 from ase_surftune.training import multihead as _multihead  # noqa: F401,E402  (registers "multihead")
 from ase_surftune.training.api import FinetuneResult, featurize_samples, finetune
 from ase_surftune.training.callbacks import Callback

@@ -84,7 +84,7 @@ def bundle_errors(bundle, head: str, samples: list[Sample], configs: Sequence[At
     e_raw, f_raw = predict_samples(bundle.adapter, head, samples, batch_size)
     es, fs = [], []
     for atoms, e, f in zip(configs, e_raw, f_raw):
-        e2, f2, _ = bundle.postprocess(head, e, f, atoms.numbers)
+        e2, f2, _ = bundle.postprocess(head, e, f, atoms.numbers, atoms=atoms)
         es.append(e2)
         fs.append(f2)
     return frame_errors(configs, np.asarray(es), fs, exclude_fixed_atoms)

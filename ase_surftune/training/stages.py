@@ -278,7 +278,8 @@ def train_model(spec: RunSpec, setup: ModelSetup, data: RunData, feats: Features
     if setup.strategy.trains:
         out = Trained(loop=_train_gradient(spec, setup, data, feats, align))
     else:
-        out = Trained(corrections={setup.head: _fit_linear(spec, setup, data, feats, align)})
+        fit = getattr(setup.strategy, "fit_correction", _fit_linear)  # e.g. env_strategy
+        out = Trained(corrections={setup.head: fit(spec, setup, data, feats, align)})
     for p in setup.model.model.parameters():
         p.requires_grad_(True)
     return out
@@ -337,7 +338,7 @@ def collect_metrics(spec: RunSpec, setup: ModelSetup, data: RunData, feats: Feat
         "total_time_s": round(time.perf_counter() - spec.t_start, 3)}
     if trained.corrections:
         corr = trained.corrections[setup.head]
-        metrics["linear_correction"] = corr.to_dict()
+        metrics[getattr(corr, "metrics_key", "linear_correction")] = corr.to_dict()
         metrics["warnings"] = list(corr.info.get("warnings", []))
     if data.max_force_report is not None:
         metrics["max_force"] = data.max_force_report

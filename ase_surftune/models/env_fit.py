@@ -1,0 +1,186 @@
+"""Fitting helpers of the environment-aware correction
+(:func:`ase_surftune.models.env_correction.fit_env_correction`): the least-squares layout,
+the automatic cutoff, argument checks, and the per-group before/after report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from ase.data import chemical_symbols
+from ase.neighborlist import neighbor_list
+
+from ase_surftune.core.errors import DataError
+from ase_surftune.core.metrics import NA_SIGNAL
+from ase_surftune.data.labels import DEFAULT_GROUP, get_labels
+from ase_surftune.models.correction import compare_before_after
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ase import Atoms
+
+__all__ = ["SCALE_MODES", "per_group_scales", "frame_group"]
+
+SCALE_MODES = ("fit", "slope", "fixed")
+
+
+def auto_rc(frames: Sequence[Atoms]) -> float:
+    """Half-way between the first and second neighbour shell of fcc, from the fit frames.
+
+    1.2 × the median nearest-neighbour distance (Å), i.e. first shell only.
+    """
+    nn = []
+    for at in frames:
+        if len(at) < 2 and not any(at.pbc):
+            continue
+        i, d = neighbor_list("id", at, 6.0)
+        if len(d):
+            nn.append(np.min(d))
+    if not nn:
+        raise DataError("cannot choose a cutoff: no neighbours within 6 Å in the fit frames")
+    return 1.2 * float(np.median(nn))
+
+
+def check_fit_args(frames: Sequence[Atoms], max_frames: int | None, scale: str
+                    ) -> list[Atoms]:
+    frames = list(frames)
+    if not frames:
+        raise DataError("no frames to fit an environment correction on")
+    if max_frames is not None and len(frames) > max_frames:
+        raise DataError(f"{len(frames)} fit frames; the environment correction is meant "
+                        f"to be fitted on at most {max_frames} (pass max_frames=None)")
+    if scale not in SCALE_MODES:
+        raise ValueError(f"scale must be one of {SCALE_MODES}, got {scale!r}")
+    return frames
+
+
+@dataclass
+class _Problem:
+    """The least-squares layout of :func:`fit_env_correction`: columns [a?] [c_k, d_m] [b_Z]."""
+
+    elements: list[str]
+    free_scale: bool
+    a_fixed: float
+    k_res: int
+
+    @property
+    def c0(self) -> int:
+        return int(self.free_scale)
+
+    @property
+    def n_cols(self) -> int:
+        return self.c0 + self.k_res + len(self.elements)
+
+    def _target(self, ref: Any, model: Any) -> Any:
+        """What the residual columns fit: ref, or ref − a·model when a is not free."""
+        return ref - (0.0 if self.free_scale else self.a_fixed * model)
+
+    def rows(self, frames: Sequence[Atoms], refs: list[Any], mods: list[Any],
+             bases: list[Any], f_ref: np.ndarray, f_mod: np.ndarray, energy_weight: float,
+             stress_weight: float) -> tuple[np.ndarray, np.ndarray]:
+        """Weighted design matrix and target: force, energy and stress rows."""
+        k_res, n_el = self.k_res, len(self.elements)
+        w_f = 1.0 / np.sqrt(f_ref.size)
+        bf = np.concatenate([b.forces.reshape(k_res, 3 * b.forces.shape[1]) for b in bases],
+                            axis=1).T
+        cols = ([f_mod[:, None]] if self.free_scale else []) + [bf, np.zeros((f_ref.size,
+                                                                               n_el))]
+        rows, ys = [w_f * np.hstack(cols)], [w_f * self._target(f_ref, f_mod)]
+        if energy_weight > 0:
+            for at, r, m, b in zip(frames, refs, mods, bases):
+                w_e = np.sqrt(energy_weight / len(frames)) / len(at)
+                row = np.zeros(self.n_cols)
+                if self.free_scale:
+                    row[0] = m[0]
+                row[self.c0:self.c0 + k_res] = b.energies
+                for z in at.numbers:
+                    sym = chemical_symbols[int(z)]
+                    if sym in self.elements:
+                        row[self.c0 + k_res + self.elements.index(sym)] += 1.0
+                rows.append(w_e * row[None, :])
+                ys.append(np.array([w_e * self._target(r[0], m[0])]))
+        st = [(r[2], m[2], b.stresses) for r, m, b in zip(refs, mods, bases)
+              if r[2] is not None and m[2] is not None and b.stresses is not None]
+        if stress_weight > 0 and st:
+            w_s = np.sqrt(stress_weight / (6 * len(st)))
+            for s_ref, s_mod, s_b in st:
+                block = np.zeros((6, self.n_cols))
+                if self.free_scale:
+                    block[:, 0] = s_mod
+                block[:, self.c0:self.c0 + k_res] = s_b.T
+                rows.append(w_s * block)
+                ys.append(w_s * self._target(np.asarray(s_ref), s_mod))
+        return np.vstack(rows), np.concatenate(ys)
+
+
+def _ridge_lstsq(mat: np.ndarray, y: np.ndarray, c0: int, k_res: int,
+                 ridge: float) -> np.ndarray:
+    """Least squares on normalised columns, ridge only on columns ``c0:c0 + k_res``."""
+    norms = np.linalg.norm(mat, axis=0)
+    norms[norms == 0] = 1.0
+    mat_n = mat / norms
+    if ridge > 0 and k_res:
+        reg = np.zeros((k_res, mat.shape[1]))
+        reg[np.arange(k_res), c0 + np.arange(k_res)] = np.sqrt(ridge)
+        mat_n = np.vstack([mat_n, reg])
+        y = np.concatenate([y, np.zeros(k_res)])
+    sol_n, *_ = np.linalg.lstsq(mat_n, y, rcond=None)
+    return sol_n / norms
+
+
+def frame_group(atoms: Atoms) -> str:
+    """A frame's group: ``info["config_type"]``; without one, its source file
+    (``info["source"]`` = ``"file@k"``), else ``"default"``. (The same rule as
+    ``evaluation.error_stats.group_of``, which this layer cannot import.)"""
+    from pathlib import Path
+
+    from ase_surftune.data.io import source_file
+
+    g = atoms.info.get("config_type")
+    if g is None or str(g) == DEFAULT_GROUP:
+        src = source_file(atoms)
+        return (Path(src).name or DEFAULT_GROUP) if src else DEFAULT_GROUP
+    return str(g)
+
+
+def per_group_scales(frames: Sequence[Atoms], before: Sequence[np.ndarray],
+                     after: Sequence[np.ndarray], name: str = "fitting data"
+                     ) -> dict[str, dict[str, Any]]:
+    """Softening scale s and force MAE (eV/Å) per group (:func:`frame_group`) before and
+    after a correction, with the same warnings as the whole set
+    (:func:`~ase_surftune.models.correction.compare_before_after`).
+
+    A group with too little force signal (:func:`ase_surftune.core.metrics.force_signal_ok`)
+    gets ``None`` for s and ``note`` = "n/a (too little force signal)": never a number.
+    """
+    idx: dict[str, list[int]] = {}
+    for k, at in enumerate(frames):
+        idx.setdefault(frame_group(at), []).append(k)
+    out: dict[str, dict[str, Any]] = {}
+    for g, ks in idx.items():
+        rep = compare_before_after([get_labels(frames[k])[1] for k in ks],
+                                   [before[k] for k in ks], [after[k] for k in ks],
+                                   name=f"{name}, group {g}", strict_signal=True)
+        out[g] = {"n_frames": len(ks), "s_before": rep["softening_scale_before"],
+                  "s_after": rep["softening_scale_after"],
+                  "force_mae_before": rep["force_mae_before"],
+                  "force_mae_after": rep["force_mae_after"],
+                  "note": NA_SIGNAL if rep["softening_scale_before"] is None else None,
+                  "warnings": rep["warnings"]}
+    return out
+
+
+def format_groups(groups: dict[str, dict[str, Any]], name: str) -> list[str]:
+    """One line per group: s and force MAE before -> after ("n/a ..." without signal)."""
+    lines = []
+    for g, r in groups.items():
+        s = (r["note"] if r["s_before"] is None
+             else f"s {r['s_before']:.3f} -> {r['s_after']:.3f}")
+        n = r["n_frames"]
+        lines.append(f"  {name} group {g} ({n} frame{'s' if n != 1 else ''}): {s}, force MAE "
+                     f"{r['force_mae_before']:.4f} -> {r['force_mae_after']:.4f} eV/Å")
+    return lines
+
+
