@@ -72,15 +72,19 @@ def run(args: argparse.Namespace) -> int:
             print(f"{split}: forces MAE {z['forces_mae']:.4f} -> {f['forces_mae']:.4f} eV/Å, "
                   f"energy MAE {1000 * z['energy_mae_per_atom']:.2f} -> "
                   f"{1000 * f['energy_mae_per_atom']:.2f} meV/atom (zero-shot -> fine-tuned)")
+    shown: set[str] = set()  # warnings the correction's summary already printed
     if m.get("linear_correction") or m.get("env_correction"):
         from ase_surftune.models.correction_kinds import correction_from_dict
 
-        print(correction_from_dict(m.get("linear_correction") or m["env_correction"]).summary())
+        corr = correction_from_dict(m.get("linear_correction") or m["env_correction"])
+        print(corr.summary())
+        shown = set((getattr(corr, "info", None) or {}).get("warnings", []))
     for fr in (m.get("max_force") or {}).get("frames", []):
         print(f"max_force: {m['max_force']['mode']} {fr['set']} frame {fr['source']} "
               f"(max |F_ref| {fr['max_force']:.2f} eV/Å)")
     for w in m.get("warnings", []):
-        print(f"WARNING: {w}")
+        if w not in shown:
+            print(f"WARNING: {w}")
     if m.get("forgetting") and cfg.forgetting.properties and cfg.forgetting.eos:
         from ase_surftune.evaluation.forgetting import report_run
 
