@@ -166,8 +166,31 @@ def test_replay_generation_selection_and_pseudo_labels():
     lab = pseudo_label(ad, pool[:3])
     pred = ad.predict(pool[:3])
     assert [a.get_potential_energy() for a in lab] == pytest.approx(pred.energy, abs=0)
-    reps = build_replay(ad, ["Cu", "Au"], ReplayOptions(n=5, selection="random"), seed=3)
+    reps = build_replay(ad, ["Cu", "Au"], ReplayOptions(n=5, selection="random",
+                                                          eos_points=0), seed=3)
     assert len(reps) == 5 and all("label_source" in a.info for a in reps)
+    reps = build_replay(ad, ["Cu", "Au"], ReplayOptions(n=5, selection="random"), seed=3)
+    assert len(reps) == 5 + 2 * 5  # + the default 5-point EOS ladder per element
+
+
+def test_eos_ladder_spans_the_volume_window_unrattled():
+    """The ladder pins E(V) where the forgetting report measures B: evenly spaced volumes
+    over V0·(1 ± 6 %), ideal positions (zero forces by symmetry), per bulk element."""
+    from ase.build import bulk
+
+    from ase_surftune.training.replay import eos_ladder
+
+    lad = eos_ladder(["Cu", "O", "Au"], 5, 0.06)
+    assert [a.get_chemical_formula() for a in lad] == ["Cu4"] * 5 + ["Au4"] * 5
+    for sym, part in (("Cu", lad[:5]), ("Au", lad[5:])):
+        v0 = bulk(sym).get_volume()
+        ratio = [a.get_volume() / len(a) / v0 for a in part]
+        np.testing.assert_allclose(ratio, [0.94, 0.97, 1.0, 1.03, 1.06], rtol=1e-12)
+        assert all(a.info["config_type"] == f"replay/{sym}-eos" for a in part)
+    a = lad[0].copy()
+    a.calc = EMT()
+    assert np.abs(a.get_forces()).max() < 1e-10
+    assert eos_ladder(["Cu"], 0) == []
 
 
 @pytest.mark.slow
@@ -195,6 +218,48 @@ def test_replay_file_checks_elements(tmp_path):
     write(path, ni)
     with pytest.raises(UnsupportedElementError, match="Ni"):
         build_replay(tiny_mace(), ["Cu"], ReplayOptions(file=str(path)))
+
+
+def test_replay_stress_option_validates(tiny_mace_file):
+    from ase_surftune.training.multihead import MultiheadOptions
+
+    o = MultiheadOptions()
+    assert o.replay_stress_weight == 100.0 and o.replay_new_weight == 1.0
+    assert o.replay.eos_points == 5 and o.replay.eos_range == 0.06
+    base = {"model": f"mace:{tiny_mace_file}", "strategy": "multihead"}
+    for bad in ({"replay_stress_weight": -1.0}, {"replay_new_weight": -0.5},
+                {"replay": {"eos_points": -1}}, {"replay": {"eos_range": 0.7}}):
+        with pytest.raises(ConfigError, match="replay"):
+            load_config({**base, "strategy_options": bad})
+    cfg = load_config({**base, "strategy_options": {"replay_stress_weight": None}})
+    assert cfg.strategy_options["replay_stress_weight"] is None  # the run's stress weight
+
+
+def test_replay_loss_sees_a_stress_only_mismatch():
+    """Replay targets equal to the model's own energies and forces but with every stress
+    component off by δ: the replay loss is 0 without a stress weight and exactly
+    w·δ² (MSE in (eV/Å³)²) with one — the stress pseudo-labels reach the foundation head."""
+    from ase_surftune.training.config import LossConfig
+    from ase_surftune.training.scoring import featurize_samples
+
+    ad = tiny_mace()
+    cells = pseudo_label(ad, bulk_candidates(["Cu", "Au"], 4, seed=2))
+    samples = featurize_samples(ad, cells)
+    delta = 0.01  # eV/Å³ = 1.6 GPa
+    for s in samples:
+        s.stress = s.stress + delta
+    for w, expected in ((0.0, 0.0), (100.0, 100.0 * delta ** 2)):
+        cfg = LossConfig(energy_weight=100.0, forces_weight=10.0, stress_weight=w)
+        rl = ReplayLoss(samples, ad.heads[0], 4, 2.0, cfg, seed=0)
+        rl.step = 0
+        loss = float(rl(ad, [], {}).detach())
+        assert loss == pytest.approx(2.0 * expected, abs=1e-9)
+    # the pseudo-labelled-new pool has its own weight; 0 drops it
+    rl = ReplayLoss(samples, ad.heads[0], 4, 1.0, cfg, new_samples=samples, new_weight=0.5)
+    rl.step = 0
+    assert float(rl(ad, [], {}).detach()) == pytest.approx(1.5 * expected, abs=1e-9)
+    assert ReplayLoss(samples, "Default", 4, 1.0, cfg, new_samples=samples,
+                      new_weight=0.0).new_samples == []
 
 
 def test_replay_batches_depend_only_on_step():

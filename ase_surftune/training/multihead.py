@@ -66,6 +66,15 @@ class MultiheadOptions(StrictModel):
     #: and B are energy differences of a few meV/atom that a force-dominated loss barely
     #: sees, so the foundation head's replay weighs energies more by default
     replay_energy_weight: float | None = Field(None, ge=0)
+    #: stress weight of the replay loss, on the squared stress error in (eV/Å³)²
+    #: (1 GPa = 0.00624 eV/Å³); None: the run's ``loss.stress_weight`` (default 0). The
+    #: replay's strained bulk cells carry the original model's stress; without this term
+    #: the foundation head's B (dσ/dε) was anchored only through a few energies and moved
+    #: +5.5 % (issue 12)
+    replay_stress_weight: float | None = Field(100.0, ge=0)
+    #: factor on the loss term of the pseudo-labelled *new* structures
+    #: (``replay.pseudolabel_new``), relative to the bulk replay term
+    replay_new_weight: float = Field(1.0, ge=0)
 
     @field_validator("head_weight", "replay_weight")
     @classmethod
@@ -105,9 +114,11 @@ class ReplayLoss:
     """
 
     def __init__(self, samples: list, head: str, batch_size: int, weight: float,
-                 loss_cfg: Any, seed: int = 0, new_samples: list | None = None) -> None:
+                 loss_cfg: Any, seed: int = 0, new_samples: list | None = None,
+                 new_weight: float = 1.0) -> None:
         self.samples = samples
-        self.new_samples = list(new_samples or [])
+        self.new_samples = list(new_samples or []) if new_weight > 0 else []
+        self.new_weight = float(new_weight)
         self.head = head
         self.batch_size = min(batch_size, len(samples)) if samples else 0
         self.weight = float(weight)
@@ -138,9 +149,10 @@ class ReplayLoss:
         step = self.step if self.step is not None else self._calls
         self._calls += 1
         loss = None
-        for pool, src in enumerate((self.samples, self.new_samples)):
+        for pool, (src, w) in enumerate(((self.samples, 1.0),
+                                          (self.new_samples, self.new_weight))):
             if src:
-                term = self._loss(adapter, [src[i] for i in self.batch_indices(step, pool)])
+                term = w * self._loss(adapter, [src[i] for i in self.batch_indices(step, pool)])
                 loss = term if loss is None else loss + term
         if loss is None:
             return None
@@ -231,11 +243,14 @@ class MultiheadStrategy(Strategy):
         from ase_surftune.training.config import LossConfig
 
         loss_cfg = cfg.loss if cfg else LossConfig()
-        if self.options.replay_energy_weight is not None:
-            loss_cfg = loss_cfg.model_copy(
-                update={"energy_weight": self.options.replay_energy_weight})
+        o = self.options
+        for key, w in (("energy_weight", o.replay_energy_weight),
+                       ("stress_weight", o.replay_stress_weight)):
+            if w is not None:
+                loss_cfg = loss_cfg.model_copy(update={key: w})
         self._replay_loss = ReplayLoss(samples, self.foundation_head, bs, ratio, loss_cfg,
-                                       seed=cfg.seed if cfg else 0, new_samples=new)
+                                       seed=cfg.seed if cfg else 0, new_samples=new,
+                                       new_weight=o.replay_new_weight)
         return params
 
     def extra_loss(self):
@@ -271,7 +286,12 @@ class MultiheadStrategy(Strategy):
             "new_head": o.new_head, "from_head": self.from_head,
             "foundation_head": self.foundation_head, "heads": list(adapter.heads),
             "head_weight": o.head_weight, "replay_weight": o.replay_weight,
-            "replay": {"n": len(self._replay), "n_new_pseudolabelled": len(self._replay_new),
+            "replay_energy_weight": o.replay_energy_weight,
+            "replay_stress_weight": o.replay_stress_weight,
+            "replay_new_weight": o.replay_new_weight,
+            "replay": {"n_eos_ladder": sum(str(a.info.get("config_type", "")).endswith("-eos")
+                                           for a in self._replay),
+                       "n": len(self._replay), "n_new_pseudolabelled": len(self._replay_new),
                        "source": o.replay.file or "pseudo-label",
                        "selection": o.replay.selection,
                        "formulas": sorted({a.get_chemical_formula() for a in self._replay})},
