@@ -57,7 +57,7 @@ def forgetting(args: argparse.Namespace) -> None:
     slabs = emt_label(make_emt_slabs(8, symbols=("Cu",), seed=3), scale=1.3)
     keys = ("a", "B_GPa", "gamma_111", "gamma_110")
     print("| seed | lr | stress w | EOS pts | new w | pl-new | " + " | ".join(keys)
-          + " | new head valid F MAE (eV/Å) |")
+          + " | new head valid F MAE (eV/Å) | epoch |")
     rows = []
     for seed, lr, sw, eos, nw, pln in itertools.product(args.seed, args.lr, args.stress_weight,
                                                        args.eos_points, args.new_weight,
@@ -79,9 +79,10 @@ def forgetting(args: argparse.Namespace) -> None:
         f0, f1 = m["zero_shot"]["valid"]["forces_mae"], m["finetuned"]["valid"]["forces_mae"]
         rows.append({"seed": seed, "lr": lr, "stress_weight": sw, "eos_points": eos, "new_weight": nw,
                      "pseudolabel_new": bool(pln), "change_percent": ch,
-                     "valid_forces_mae": [f0, f1]})
+                     "valid_forces_mae": [f0, f1],
+                     "epoch_s": float(np.median([r["epoch_time_s"] for r in res.history]))})
         print(f"| {seed} | {lr:g} | {sw:g} | {eos} | {nw:g} | {'on' if pln else 'off'} | "
-              + " | ".join(f"{ch[k]:+.1f} %" for k in keys) + f" | {f0:.3f} → {f1:.3f} |",
+              + " | ".join(f"{ch[k]:+.1f} %" for k in keys) + f" | {f0:.3f} → {f1:.3f} | {rows[-1]['epoch_s']:.1f} s |",
               flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
@@ -94,8 +95,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, nargs="+", default=[0],
                     help="training seeds (replay selection, batches, shuffling)")
     ap.add_argument("--lr", type=float, nargs="+", default=[3e-4, 1e-3])
-    ap.add_argument("--stress-weight", type=float, nargs="+", default=[0.0, 100.0])
-    ap.add_argument("--eos-points", type=int, nargs="+", default=[5])
+    ap.add_argument("--stress-weight", type=float, nargs="+", default=[0.0, 3000.0],
+                    help="replay_stress_weight values (per (eV/Å³)²)")
+    ap.add_argument("--eos-points", type=int, nargs="+", default=[0])
     ap.add_argument("--new-weight", type=float, nargs="+", default=[1.0])
     ap.add_argument("--pseudolabel-new", type=int, nargs="+", default=[1])
     ap.add_argument("--scheduler", default="none", choices=["none", "cosine"])
