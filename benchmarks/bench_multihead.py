@@ -8,8 +8,8 @@ For each learning rate and replay setting it prints the foundation head's change
 B (EOS over ±6 % volume), γ(111) and γ(110) (unrelaxed 1×1×6 slabs at the head's own a)
 against the original model, and the new head's validation force MAE before → after::
 
-    .venv/bin/python benchmarks/bench_multihead.py --forgetting --lr 3e-4 1e-3 \
-        --stress-weight 0 100 --eos-points 0 5
+    .venv/bin/python benchmarks/bench_multihead.py --forgetting --seed 0 1 2 \
+        --lr 3e-4 1e-3 --stress-weight 0 1000 3000 --eos-points 0 5 [--new-weight 0.3 1]
 
 Timing mode (default):
 
