@@ -19,13 +19,18 @@ Config (``strategy: multihead``)::
       foundation_head: null    # head anchored on replay (default: the base's default)
       head_weight: 1.0         # > 0
       replay_weight: 1.0       # > 0
+      replay_energy_weight: null   # energy weight of the replay loss (null: the run's)
+      replay_stress_weight: 3000   # stress weight of the replay loss, per (eV/Å³)²
+      replay_new_weight: 1.0       # factor on the pseudo-labelled-new term (0: off)
       replay: {n: 32, selection: fps, strain: 0.04, rattle: 0.05, file: null,
-               pseudolabel_new: true, n_new: null, ...}
+               pseudolabel_new: true, n_new: null, eos_points: 0, eos_range: 0.06, ...}
 
 With ``pseudolabel_new`` (default) the replay also holds up to ``n_new`` (default ``n``)
 of the *training* structures relabelled by the frozen original model: bulk-only replay
 left the foundation head's γ(110) 12 % off on a real bcc set (issue 12), because nothing
-anchored the shared trunk near the new kind of structure.
+anchored the shared trunk near the new kind of structure. The replay loss also weighs
+the original model's *stress* on the strained bulk cells (``replay_stress_weight``): the
+energies alone left the foundation head's bulk modulus +5.5 % off.
 """
 
 from __future__ import annotations
@@ -66,6 +71,19 @@ class MultiheadOptions(StrictModel):
     #: and B are energy differences of a few meV/atom that a force-dominated loss barely
     #: sees, so the foundation head's replay weighs energies more by default
     replay_energy_weight: float | None = Field(None, ge=0)
+    #: stress weight of the replay loss, on the squared stress error in (eV/Å³)²
+    #: (1 GPa = 0.00624 eV/Å³); None: the run's ``loss.stress_weight`` (default 0). The
+    #: replay's strained bulk cells carry the original model's stress; without this term
+    #: the foundation head's B (dσ/dε) was anchored only through a few energies and moved
+    #: +5.5 % (issue 12). At 3000 a 1 GPa error weighs 0.12, as much as a 0.11 eV/Å force
+    #: error at the default forces_weight 10. Measured (bench_multihead.py --forgetting,
+    #: CHGNet, lr 3e-4, 3 seeds): ΔB +5.5…+5.9 % → +0.2…+1.2 %; 100 changed nothing,
+    #: 1000 left +2.9…+3.8 %, 10000 overshot (−2.2 %) and slowed the new head
+    replay_stress_weight: float | None = Field(3000.0, ge=0)
+    #: factor on the loss term of the pseudo-labelled *new* structures
+    #: (``replay.pseudolabel_new``), relative to the bulk replay term; 0 skips them.
+    #: Measured: 0.3 left B +1.9…+2.7 %, 3–10 pulled γ −2…−3 % and slowed the new head
+    replay_new_weight: float = Field(1.0, ge=0)
 
     @field_validator("head_weight", "replay_weight")
     @classmethod
@@ -105,9 +123,11 @@ class ReplayLoss:
     """
 
     def __init__(self, samples: list, head: str, batch_size: int, weight: float,
-                 loss_cfg: Any, seed: int = 0, new_samples: list | None = None) -> None:
+                 loss_cfg: Any, seed: int = 0, new_samples: list | None = None,
+                 new_weight: float = 1.0) -> None:
         self.samples = samples
-        self.new_samples = list(new_samples or [])
+        self.new_samples = list(new_samples or []) if new_weight > 0 else []
+        self.new_weight = float(new_weight)
         self.head = head
         self.batch_size = min(batch_size, len(samples)) if samples else 0
         self.weight = float(weight)
@@ -138,9 +158,10 @@ class ReplayLoss:
         step = self.step if self.step is not None else self._calls
         self._calls += 1
         loss = None
-        for pool, src in enumerate((self.samples, self.new_samples)):
+        for pool, (src, w) in enumerate(((self.samples, 1.0),
+                                          (self.new_samples, self.new_weight))):
             if src:
-                term = self._loss(adapter, [src[i] for i in self.batch_indices(step, pool)])
+                term = w * self._loss(adapter, [src[i] for i in self.batch_indices(step, pool)])
                 loss = term if loss is None else loss + term
         if loss is None:
             return None
@@ -210,8 +231,9 @@ class MultiheadStrategy(Strategy):
             self._replay_shifts = {}
         from ase_surftune.training.replay import pseudolabel_new_structures
 
-        self._replay_new = pseudolabel_new_structures(adapter, self._train, o.replay,
-                                                      head=self.foundation_head, seed=seed)
+        self._replay_new = (pseudolabel_new_structures(adapter, self._train, o.replay,
+                                                       head=self.foundation_head, seed=seed)
+                            if o.replay_new_weight > 0 else [])
         return model
 
     def train_head(self, adapter: ModelAdapter, head: str) -> str:
@@ -231,11 +253,14 @@ class MultiheadStrategy(Strategy):
         from ase_surftune.training.config import LossConfig
 
         loss_cfg = cfg.loss if cfg else LossConfig()
-        if self.options.replay_energy_weight is not None:
-            loss_cfg = loss_cfg.model_copy(
-                update={"energy_weight": self.options.replay_energy_weight})
+        o = self.options
+        for key, w in (("energy_weight", o.replay_energy_weight),
+                       ("stress_weight", o.replay_stress_weight)):
+            if w is not None:
+                loss_cfg = loss_cfg.model_copy(update={key: w})
         self._replay_loss = ReplayLoss(samples, self.foundation_head, bs, ratio, loss_cfg,
-                                       seed=cfg.seed if cfg else 0, new_samples=new)
+                                       seed=cfg.seed if cfg else 0, new_samples=new,
+                                       new_weight=o.replay_new_weight)
         return params
 
     def extra_loss(self):
@@ -271,7 +296,12 @@ class MultiheadStrategy(Strategy):
             "new_head": o.new_head, "from_head": self.from_head,
             "foundation_head": self.foundation_head, "heads": list(adapter.heads),
             "head_weight": o.head_weight, "replay_weight": o.replay_weight,
-            "replay": {"n": len(self._replay), "n_new_pseudolabelled": len(self._replay_new),
+            "replay_energy_weight": o.replay_energy_weight,
+            "replay_stress_weight": o.replay_stress_weight,
+            "replay_new_weight": o.replay_new_weight,
+            "replay": {"n_eos_ladder": sum(str(a.info.get("config_type", "")).endswith("-eos")
+                                           for a in self._replay),
+                       "n": len(self._replay), "n_new_pseudolabelled": len(self._replay_new),
                        "source": o.replay.file or "pseudo-label",
                        "selection": o.replay.selection,
                        "formulas": sorted({a.get_chemical_formula() for a in self._replay})},

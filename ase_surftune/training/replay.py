@@ -40,7 +40,8 @@ from ase_surftune.core.errors import ConfigError, UnsupportedElementError
 if TYPE_CHECKING:  # pragma: no cover
     from ase_surftune.models.backends.base import ModelAdapter
 
-__all__ = ["ReplayOptions", "ground_state_bulk", "bulk_candidates", "select_configs",
+__all__ = ["ReplayOptions", "ground_state_bulk", "bulk_candidates", "eos_ladder",
+           "select_configs",
            "structure_descriptor", "pseudo_label", "build_replay", "load_replay_file",
            "pseudolabel_new_structures"]
 
@@ -68,6 +69,14 @@ class ReplayOptions(StrictModel):
     pseudolabel_new: bool = True
     #: at most this many of them (farthest-point/random selection); None: ``n``
     n_new: int | None = Field(None, ge=1)
+    #: an EOS ladder added to the bulk replay: per bulk crystal, this many unrattled,
+    #: isotropically strained cells with volumes spread evenly over ±``eos_range``
+    #: (fraction of the volume), so the replayed energies and stresses pin E(V) and its
+    #: curvature (B) over the window the forgetting report measures; 0 (default) turns it
+    #: off: with stress replay it did not help (bench_multihead.py --forgetting: ΔB −0.0
+    #: vs +0.2 % at lr 3e-4, −5.5 vs −5.0 % at lr 1e-3, one seed), and without it neither
+    eos_points: int = Field(0, ge=0)
+    eos_range: float = Field(0.06, gt=0, lt=0.5)
 
 
 # --------------------------------------------------------------------------- structures
@@ -175,6 +184,22 @@ def bulk_candidates(elements: Sequence[str], n: int, *, strain: float = 0.04,
 
 
 # --------------------------------------------------------------------------- selection
+
+
+def eos_ladder(elements: Sequence[str], points: int, volume_range: float = 0.06,
+               min_atoms: int = 4, max_atoms: int = 32) -> list[Atoms]:
+    """Unrattled, isotropically strained ground-state crystals of ``elements``: ``points``
+    volumes per element spread evenly over V0·(1 ± ``volume_range``) (V0: ASE's reference
+    lattice, not the model's minimum; the window only has to bracket it)."""
+    out = []
+    for s in bulk_elements(sorted(set(elements), key=lambda e: atomic_numbers[e])):
+        base = _supercell(ground_state_bulk(s), min_atoms, max_atoms)
+        for f in np.linspace(1 - volume_range, 1 + volume_range, points):
+            at = base.copy()
+            at.set_cell(at.cell.array * f ** (1 / 3), scale_atoms=True)
+            at.info["config_type"] = f"replay/{s}-eos"
+            out.append(at)
+    return out
 
 
 def structure_descriptor(atoms: Atoms, elements: Sequence[str], r_max: float = 6.0,
@@ -286,8 +311,11 @@ def build_replay(adapter: ModelAdapter, elements: Sequence[str], options: Replay
                            include_alloys=options.include_alloys, seed=seed)
     idx = select_configs(pool, options.n, options.selection, seed, elements=sorted(set(elements)))
     chosen = [pool[i] for i in idx]
-    log.info("replay: %d pseudo-labelled bulk structures (%s selection from %d candidates)",
-             len(chosen), options.selection, len(pool))
+    ladder = (eos_ladder(elements, options.eos_points, options.eos_range, options.min_atoms,
+                         options.max_atoms) if options.eos_points else [])
+    log.info("replay: %d pseudo-labelled bulk structures (%s selection from %d candidates) "
+             "+ %d EOS-ladder cells", len(chosen), options.selection, len(pool), len(ladder))
+    chosen += ladder
     return pseudo_label(adapter, chosen, head, shifts=shifts)
 
 
