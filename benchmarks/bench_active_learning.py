@@ -102,7 +102,8 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=12)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--tol", type=float, default=0.03)
-    ap.add_argument("--out", default="bench_al_out")
+    ap.add_argument("--out", "--workdir", dest="out", default="bench_al_out",
+                    help="folder of the runs (outside the repository)")
     ap.add_argument("--modes", nargs="+", default=["uncertainty", "random"])
     args = ap.parse_args()
 
@@ -143,8 +144,15 @@ def main() -> None:
                                            for r in rep["iterations"]},
                    "final_ratios": {t: last.get(f"{t}_ratio") for t in TARGETS},
                    "holdout_spearman_last": last.get("holdout_spearman"),
+                   "holdout_spearman_by_iteration": [r.get("holdout_spearman")
+                                                     for r in rep["iterations"][1:]],
                    "holdout_force_mae_last": last.get("holdout_force_mae"),
                    "batch_calibration": rep["calibration_all_batches"],
+                   "uncertainty_scale": rep.get("uncertainty_scale"),
+                   "holdout_err_over_unc_last": {
+                       q: [last.get(f"holdout_{q}_err_over_unc"),
+                           last.get(f"holdout_{q}_err_over_unc_scaled")]
+                       for q in ("force", "energy")},
                    "wall_s": round(time.perf_counter() - t1, 1)}
             results.append(row)
             print(json.dumps(row), flush=True)
@@ -173,6 +181,11 @@ def main() -> None:
     sp = [r["holdout_spearman_last"] for r in results
           if r["mode"] == "uncertainty" and r["holdout_spearman_last"] is not None]
     summary["holdout_spearman_active_mean"] = statistics.mean(sp) if sp else None
+    every = [x for r in results if r["mode"] == "uncertainty"
+             for x in r["holdout_spearman_by_iteration"] if x is not None]
+    summary["holdout_spearman_active_every_iteration"] = (
+        {"mean": statistics.mean(every), "min": min(every), "max": max(every),
+         "n": len(every)} if every else None)
     a, r = summary.get("uncertainty", {}), summary.get("random", {})
     if a.get("mean_labels_if_all_reached") and r.get("mean_labels_if_all_reached"):
         summary["active_over_random"] = (a["mean_labels_if_all_reached"]

@@ -147,6 +147,13 @@ class ActiveConfig(StrictModel):
                                          "iterations that counts as converged")
     #: consecutive converged iterations needed to stop
     patience: int = Field(1, ge=1)
+    #: what "converged" means. ``change``: every target's relative change from the
+    #: previous iteration is below ``tolerance``, ``patience`` iterations in a row.
+    #: ``window`` (noise-aware): every target's relative range (max − min) / |mean| over
+    #: the last ``patience + 1`` measurements is below ``tolerance``, so neither one lucky
+    #: small step nor a slow drift of sub-tolerance steps counts (fine-tuning noise moves
+    #: the targets by ~1-3 % between iterations on Cu/EMT); use it with ``patience: 2``
+    stop_rule: Literal["change", "window"] = "change"
     max_iterations: int = Field(20, ge=1)
     selection: Literal["uncertainty", "random"] = Field(
         "uncertainty", description="how the batch is picked")
@@ -279,7 +286,14 @@ class ActiveConfig(StrictModel):
         d = self.model_dump(mode="json", exclude={"output_dir", "resume", "overwrite",
                                                   "progress", "num_threads", "max_iterations",
                                                   "budget"})
+        for key, default in _ADDED_LATER.items():  # runs started before they existed resume
+            if d.get(key) == default:
+                d.pop(key)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+
+#: settings added after runs were made, left out of the fingerprint at their default
+_ADDED_LATER: dict[str, Any] = {"stop_rule": "change"}
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
