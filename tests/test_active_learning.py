@@ -174,10 +174,14 @@ def test_committee_is_less_sure_off_the_training_data(tmp_path, tiny_mace_file):
     unlike[-1].rattle(0.15, seed=3)
     u_like = predict_uncertainty(members, like)
     u_unlike = predict_uncertainty(members, unlike)
-    # tiny MACE, 4 readout epochs: energies separate clearly (measured ~13x), forces less
-    # (~1.5x; the readout moves forces only through the shared, frozen features)
+    # tiny MACE, 4 readout epochs, readout weights perturbed relative to their size:
+    # energies separate clearly on every unlike structure (measured ~34x in the mean);
+    # forces only on the off-geometry one, the compressed rattled bulk (~1.6x; the
+    # readout moves forces only through the shared, frozen features, and on the unseen
+    # element the force spread is that of the Cu slabs, so Au is flagged by its energy)
     assert u_unlike.energy.mean() > 3 * u_like.energy.mean()
-    assert u_unlike.forces.mean() > 1.25 * u_like.forces.mean()
+    assert u_unlike.energy.min() > 2 * u_like.energy.max()
+    assert u_unlike.forces[-1] > 1.25 * u_like.forces.max()
     # members are reused on a rerun (resumable), not retrained
     again = train_committee(tiny_mace_file, train, cfg, tmp_path / "committee", seed=1)
     assert [p.stat().st_mtime_ns for p in again] == [p.stat().st_mtime_ns for p in members]

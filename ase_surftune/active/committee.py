@@ -1,8 +1,8 @@
 """A cheap committee: bootstrap readout heads on the current model's shared trunk.
 
 Member *m* is the current model with every block but the readout frozen, its readout
-weights perturbed (Gaussian noise of ``committee.noise`` × each tensor's spread, seeded per
-member) and then re-trained for a few epochs (the ``frozen`` strategy of
+weights perturbed (each weight w by Gaussian noise of std ``committee.noise`` × |w|,
+seeded per member) and then re-trained for a few epochs (the ``frozen`` strategy of
 :func:`~ase_surftune.training.finetune`) on a bootstrap resample of the labels. The data
 pull the members together where they constrain the readout; elsewhere the perturbations
 survive, so the members disagree most on structures unlike the labels (a bootstrap alone,
@@ -90,9 +90,11 @@ def _perturbed_start(model: str, path: Path, cfg: ActiveConfig, seed: list[int])
     readout = bundle.adapter.blocks()[-1]
     with torch.no_grad():
         for _, p in readout.parameters:
-            scale = float(p.detach().std()) if p.numel() > 1 else float(p.detach().abs())
+            # relative to each weight, not to the tensor's std: CHGNet's readout norm has
+            # std 0.15 but median |w| 0.01, and std-sized noise there made one member of a
+            # committee start with force errors of ~20 eV/Å that training never undid
             noise = torch.randn(p.shape, generator=gen, dtype=torch.float64)
-            p.add_((cfg.committee.noise * (scale or 1e-3) * noise).to(p.dtype))
+            p.add_((cfg.committee.noise * p.detach().abs().double() * noise).to(p.dtype))
     path.parent.mkdir(parents=True, exist_ok=True)
     return bundle.save(path)
 

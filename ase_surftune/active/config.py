@@ -88,7 +88,7 @@ class CommitteeSettings(StrictModel):
 
     size: int = Field(4, ge=2, le=16)
     epochs: int = Field(8, ge=1)
-    #: readout perturbation before training, in units of each weight tensor's std
+    #: readout perturbation before training, relative to each weight: w += noise·|w|·N(0,1)
     noise: float = Field(0.2, ge=0)
     lr: float = Field(1e-3, gt=0)
     #: also build the committee in ``random`` mode (only for its calibration report)
