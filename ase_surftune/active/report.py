@@ -219,11 +219,11 @@ def _calibration_plot(state: dict[str, Any], out: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 4), sharey=True)
     for ax, scaled in zip(axes, (False, True)):
         lim = 0.0
-        for name, u, e, kk, mk in pts:
+        for c, (name, u, e, kk, mk) in enumerate(pts):
             if scaled and not kk:
                 continue
-            x = np.asarray(u) * (kk if scaled else 1.0)
-            ax.scatter(x, e, s=14 if mk == "x" else 18, marker=mk, label=name)
+            x = np.asarray(u) * (kk if scaled else 1.0)  # one colour per set in both panels
+            ax.scatter(x, e, s=14 if mk == "x" else 18, marker=mk, label=name, c=f"C{c % 10}")
             lim = max(lim, float(x.max()), float(max(e)))
         ax.plot([0, lim * 1.05], [0, lim * 1.05], "k:", lw=0.8)
         ax.set_xlabel("k x committee force uncertainty (eV/Å)" if scaled
