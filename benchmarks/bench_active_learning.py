@@ -18,7 +18,11 @@ loop resumes, exactly as after a kill), so only the iterations are paid per run.
 Sized for the shared 2-core box with 1 torch thread: the defaults (budget 12) took 21 min
 under load on 2026-12-01, the extension to ``--budget 24`` another 24 min.
 Rerunning with a larger ``--budget`` on the same ``--out`` continues every run (the budget
-may grow on resume) and rewrites the summary.
+may grow on resume) and rewrites the summary. ``--budget 24`` with 3 seeds and both modes,
+run as 2-3 processes (``--modes``/``--seeds`` split; one ``--workdir``), took 53 min on
+2026-12-01 (load average 4-7): fine-tuning 35-220 s and the committee 22-200 s per
+iteration dominate. Runs of one mode can be split over processes on one ``--workdir``
+(each run folder is locked); the summary is written by each process for its own runs.
 """
 
 from __future__ import annotations
@@ -47,8 +51,12 @@ def config(out: Path, seed: int, selection: str, budget: int, batch: int, tol: f
             "explore": {"frames_per_workflow": 3, "md_temperatures": [600.0],
                         "md_steps": 10, "md_interval": 5, "rattle": [0.05, 0.1],
                         "strain": [-0.02, 0.02]},
+            # energy weight 100 (default 1): γ and barriers are energy differences; with
+            # 68 EMT labels of every workflow, weight 1 left γ(111) at 0.92 × EMT
+            # (slab/bulk energies off by ~10 meV/atom), weight 100 at 0.96
             "finetune": {"strategy": "full", "epochs": 15, "batch_size": 4,
-                         "optimizer": {"lr": 5e-4}},
+                         "optimizer": {"lr": 5e-4},
+                         "loss": {"energy_weight": 100.0, "forces_weight": 10.0}},
             "properties": {"lattice": {"steps": 40},
                            "surface": {"steps": 40, "min_slab_size": 5.0},
                            "neb": {"steps": 40}}}
@@ -102,7 +110,8 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=12)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--tol", type=float, default=0.03)
-    ap.add_argument("--out", default="bench_al_out")
+    ap.add_argument("--out", "--workdir", dest="out", default="bench_al_out",
+                    help="folder of the runs (outside the repository)")
     ap.add_argument("--modes", nargs="+", default=["uncertainty", "random"])
     args = ap.parse_args()
 
@@ -143,8 +152,15 @@ def main() -> None:
                                            for r in rep["iterations"]},
                    "final_ratios": {t: last.get(f"{t}_ratio") for t in TARGETS},
                    "holdout_spearman_last": last.get("holdout_spearman"),
+                   "holdout_spearman_by_iteration": [r.get("holdout_spearman")
+                                                     for r in rep["iterations"][1:]],
                    "holdout_force_mae_last": last.get("holdout_force_mae"),
                    "batch_calibration": rep["calibration_all_batches"],
+                   "uncertainty_scale": rep.get("uncertainty_scale"),
+                   "holdout_err_over_unc_last": {
+                       q: [last.get(f"holdout_{q}_err_over_unc"),
+                           last.get(f"holdout_{q}_err_over_unc_scaled")]
+                       for q in ("force", "energy")},
                    "wall_s": round(time.perf_counter() - t1, 1)}
             results.append(row)
             print(json.dumps(row), flush=True)
@@ -173,6 +189,11 @@ def main() -> None:
     sp = [r["holdout_spearman_last"] for r in results
           if r["mode"] == "uncertainty" and r["holdout_spearman_last"] is not None]
     summary["holdout_spearman_active_mean"] = statistics.mean(sp) if sp else None
+    every = [x for r in results if r["mode"] == "uncertainty"
+             for x in r["holdout_spearman_by_iteration"] if x is not None]
+    summary["holdout_spearman_active_every_iteration"] = (
+        {"mean": statistics.mean(every), "min": min(every), "max": max(every),
+         "n": len(every)} if every else None)
     a, r = summary.get("uncertainty", {}), summary.get("random", {})
     if a.get("mean_labels_if_all_reached") and r.get("mean_labels_if_all_reached"):
         summary["active_over_random"] = (a["mean_labels_if_all_reached"]

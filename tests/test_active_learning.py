@@ -129,6 +129,20 @@ def test_resumes_exactly_after_a_kill(tmp_path, tiny_mace_file):
     assert a[0] == b[0] and a[1] == b[1] and a[3:] == b[3:] == ("budget", 4)
     np.testing.assert_allclose(a[2], b[2], rtol=1e-10)
     assert resumed.properties == pytest.approx(full.properties, rel=1e-10)
+    # the calibration scale: fitted once a batch was scored by a committee (iteration 2),
+    # identical after the kills
+    ka, kb = (json.loads((tmp_path / d / "state.json").read_text())["iterations"][-1]
+              ["uncertainty_scale"] for d in ("a", "b"))
+    assert ka["iterations"] == kb["iterations"] == [2] and ka["n"] == 2
+    assert ka["forces"] > 0 and ka["energy"] > 0
+    assert (kb["forces"], kb["energy"]) == pytest.approx((ka["forces"], ka["energy"]),
+                                                         rel=1e-10)
+    rep = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert rep["uncertainty_scale"]["forces"] == pytest.approx(ka["forces"], rel=1e-12)
+    assert rep["iterations"][-1]["k_forces"] == pytest.approx(ka["forces"], rel=1e-12)
+    # no k existed before batch 2 was scored: its scaled calibration is n/a, not made up
+    assert rep["iterations"][-1]["batch_force_err_over_unc_scaled"] is None
+    assert rep["iterations"][-1]["batch_force_err_over_unc"] == pytest.approx(ka["forces"])
     # a finished run is resumed as finished; another config is refused
     again = active_learn(cfg)
     assert again.n_labels == 4
@@ -163,10 +177,14 @@ def test_committee_is_less_sure_off_the_training_data(tmp_path, tiny_mace_file):
     unlike[-1].rattle(0.15, seed=3)
     u_like = predict_uncertainty(members, like)
     u_unlike = predict_uncertainty(members, unlike)
-    # tiny MACE, 4 readout epochs: energies separate clearly (measured ~13x), forces less
-    # (~1.5x; the readout moves forces only through the shared, frozen features)
+    # tiny MACE, 4 readout epochs, readout weights perturbed relative to their size:
+    # energies separate clearly on every unlike structure (measured ~34x in the mean);
+    # forces only on the off-geometry one, the compressed rattled bulk (~1.6x; the
+    # readout moves forces only through the shared, frozen features, and on the unseen
+    # element the force spread is that of the Cu slabs, so Au is flagged by its energy)
     assert u_unlike.energy.mean() > 3 * u_like.energy.mean()
-    assert u_unlike.forces.mean() > 1.25 * u_like.forces.mean()
+    assert u_unlike.energy.min() > 2 * u_like.energy.max()
+    assert u_unlike.forces[-1] > 1.25 * u_like.forces.max()
     # members are reused on a rerun (resumable), not retrained
     again = train_committee(tiny_mace_file, train, cfg, tmp_path / "committee", seed=1)
     assert [p.stat().st_mtime_ns for p in again] == [p.stat().st_mtime_ns for p in members]
@@ -242,3 +260,75 @@ def test_convergence_and_stop_rules_by_hand(tmp_path, tiny_mace_file):
     state["iterations"][-1].pop("stop")
     state["status"], state["n_labels"] = "running", 6
     assert _stop_reason(run) == "budget"
+
+
+def test_calibration_scale_recovers_a_known_factor():
+    """Force errors drawn as Gaussian 3-vectors of std k·u/√3 per component (so that
+    E[RMS error²] = k²u², the committee's definition): the fitted k recovers k, and a new
+    batch scored with the k of earlier batches has error/uncertainty ≈ 1 after scaling."""
+    from ase_surftune.active.calibration import calibration, fit_scale, pooled_scale
+
+    rng = np.random.default_rng(0)
+    k_true = 0.07  # the raw spread is ~14x the error, as measured on Cu/EMT
+
+    def batch(n: int, n_atoms: int = 8) -> tuple[np.ndarray, np.ndarray]:
+        u = rng.lognormal(mean=-1.0, sigma=0.6, size=n)  # eV/Å
+        d = rng.normal(size=(n, n_atoms, 3)) * (k_true * u / np.sqrt(3))[:, None, None]
+        return u, np.sqrt((d ** 2).sum(axis=2).mean(axis=1))
+
+    u1, e1 = batch(300)
+    u2, e2 = batch(300)
+    iters = [{"iteration": 1, "batch_uncertainty": None},  # no committee yet: skipped
+             {"iteration": 2, "batch_uncertainty": u1.tolist(),
+              "batch_force_error": e1.tolist(),
+              "batch_energy_uncertainty": u1.tolist(), "batch_energy_error": (3 * e1).tolist()}]
+    k = pooled_scale(iters)
+    assert k["iterations"] == [2] and k["n"] == 300
+    assert k["forces"] == pytest.approx(k_true, rel=0.05)
+    assert k["energy"] == pytest.approx(3 * k_true, rel=0.05)  # fitted separately
+    before = calibration(u2, e2)
+    after = calibration(u2, e2, scale=k["forces"])
+    assert before["rms_error_over_uncertainty"] == pytest.approx(k_true, rel=0.05)
+    assert after["scaled"]["rms_error_over_uncertainty"] == pytest.approx(1.0, abs=0.06)
+    assert after["spearman"] == before["spearman"]  # a scale keeps the ranks
+    assert calibration(u2, e2)["scaled"] is None  # no k known: n/a
+    assert fit_scale([0.0, 0.0], [1.0, 2.0]) is None
+    assert pooled_scale(iters[:1])["forces"] is None
+
+
+def test_window_stop_rule_by_hand(tmp_path, tiny_mace_file):
+    """``stop_rule: window``: the relative range of every target over the last
+    patience + 1 measurements must be below the tolerance; sub-tolerance steps that drift
+    do not stop it, where the ``change`` rule does."""
+    from ase_surftune.active.state import Run
+    from ase_surftune.active.steps import convergence
+
+    def run_with(rule: str) -> tuple[Run, list[dict]]:
+        cfg = load_active_config(_cfg(tiny_mace_file, tmp_path / rule, tolerance=0.01,
+                                      patience=2, stop_rule=rule))
+        state = {"baseline": {"properties": {"values": {"lattice_a": 3.60}}},
+                 "iterations": [], "n_labels": 2, "status": "running"}
+        run = Run(cfg, tmp_path / rule, state, None)
+        for a in (3.63, 3.66, 3.675, 3.672):  # steps 0.83, 0.82, 0.41, 0.08 %
+            state["iterations"].append({"iteration": len(state["iterations"]) + 1,
+                                        "done": [], "properties": {"values": {"lattice_a": a}}})
+            convergence(run, len(state["iterations"]))
+        return run, state["iterations"]
+
+    _, its = run_with("change")
+    assert its[1].get("stop") == "converged"  # two sub-1 % steps: 1.67 % drift passes
+    run, its = run_with("window")
+    assert its[0]["window_range"]["lattice_a"] is None  # fewer than 3 measurements
+    assert its[1]["window_range"]["lattice_a"] == pytest.approx(0.06 / 3.63, rel=1e-12)
+    assert its[2]["window_range"]["lattice_a"] == pytest.approx(0.045 / np.mean(
+        [3.63, 3.66, 3.675]), rel=1e-12)  # 1.23 %
+    assert "stop" not in its[1] and "stop" not in its[2]
+    assert its[3]["window_range"]["lattice_a"] == pytest.approx(0.015 / np.mean(
+        [3.66, 3.675, 3.672]), rel=1e-12)  # 0.41 %
+    assert its[3]["stop"] == "converged"
+    # runs started before stop_rule existed keep their fingerprint (they resume)
+    old = load_active_config(_cfg(tiny_mace_file, tmp_path / "x"))
+    assert old.fingerprint() == load_active_config(
+        _cfg(tiny_mace_file, tmp_path / "x", stop_rule="change")).fingerprint()
+    assert old.fingerprint() != load_active_config(
+        _cfg(tiny_mace_file, tmp_path / "x", stop_rule="window")).fingerprint()

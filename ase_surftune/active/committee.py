@@ -1,8 +1,8 @@
 """A cheap committee: bootstrap readout heads on the current model's shared trunk.
 
 Member *m* is the current model with every block but the readout frozen, its readout
-weights perturbed (Gaussian noise of ``committee.noise`` × each tensor's spread, seeded per
-member) and then re-trained for a few epochs (the ``frozen`` strategy of
+weights perturbed (each weight w by Gaussian noise of std ``committee.noise`` × |w|,
+seeded per member) and then re-trained for a few epochs (the ``frozen`` strategy of
 :func:`~ase_surftune.training.finetune`) on a bootstrap resample of the labels. The data
 pull the members together where they constrain the readout; elsewhere the perturbations
 survive, so the members disagree most on structures unlike the labels (a bootstrap alone,
@@ -13,9 +13,10 @@ spread of the members' predictions:
 * energy: standard deviation of E/N over members (eV/atom);
 * forces: sqrt(mean over atoms of Σ_xyz var_members F) (eV/Å), and its max over atoms.
 
-Calibration (:func:`calibration`) compares that force uncertainty with the *true* force
-error of the current model on structures it was not trained on (the next batch of labels,
-or a held-out set): Spearman rank correlation, reported with the number of structures.
+Calibration (:mod:`~ase_surftune.active.calibration`, re-exported here) compares these
+spreads with the *true* errors of the current model on structures it was not trained on
+(the next batch of labels, or a held-out set): Spearman rank correlation, and a fitted
+scale factor k per quantity (the raw spread ranks but is not the error's size).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
+from ase_surftune.active.calibration import calibration, force_errors, spearman
 from ase_surftune.active.config import ActiveConfig
 
 __all__ = [
@@ -88,9 +90,11 @@ def _perturbed_start(model: str, path: Path, cfg: ActiveConfig, seed: list[int])
     readout = bundle.adapter.blocks()[-1]
     with torch.no_grad():
         for _, p in readout.parameters:
-            scale = float(p.detach().std()) if p.numel() > 1 else float(p.detach().abs())
+            # relative to each weight, not to the tensor's std: CHGNet's readout norm has
+            # std 0.15 but median |w| 0.01, and std-sized noise there made one member of a
+            # committee start with force errors of ~20 eV/Å that training never undid
             noise = torch.randn(p.shape, generator=gen, dtype=torch.float64)
-            p.add_((cfg.committee.noise * (scale or 1e-3) * noise).to(p.dtype))
+            p.add_((cfg.committee.noise * p.detach().abs().double() * noise).to(p.dtype))
     path.parent.mkdir(parents=True, exist_ok=True)
     return bundle.save(path)
 
@@ -143,35 +147,3 @@ def predict_uncertainty(members: Sequence[Path], configs: Sequence[Atoms],
         f_rms.append(math.sqrt(float(var.mean())))
         f_max.append(math.sqrt(float(var.max())))
     return Uncertainty(e.std(axis=0), np.array(f_rms), np.array(f_max))
-
-
-def force_errors(model: Any, labelled: Sequence[Atoms], device: str = "cpu"
-                 ) -> tuple[np.ndarray, float]:
-    """Per-structure RMS force error (eV/Å) of ``model`` and the overall MAE (eV/Å)."""
-    from ase_surftune.data import get_labels
-
-    pred = _predict(model, labelled, device)
-    rms, absall = [], []
-    for a, f in zip(labelled, pred.forces):
-        d = np.asarray(f) - get_labels(a)[1]
-        rms.append(math.sqrt(float((d ** 2).sum(axis=1).mean())))
-        absall.append(np.abs(d).ravel())
-    return np.array(rms), float(np.concatenate(absall).mean()) if absall else math.nan
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Spearman rank correlation, or None (printed "n/a") for < 3 points or a constant."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return None
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(x, y).statistic)
-
-
-def calibration(uncertainty: Sequence[float], error: Sequence[float]) -> dict[str, Any]:
-    """Spearman(uncertainty, true error), the n and the mean ratio error/uncertainty."""
-    u, e = np.asarray(uncertainty, float), np.asarray(error, float)
-    ok = u > 0
-    return {"n": len(u), "spearman": spearman(u, e),
-            "mean_error_over_uncertainty": float(np.mean(e[ok] / u[ok])) if ok.any() else None}

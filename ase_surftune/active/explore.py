@@ -31,15 +31,22 @@ log = logging.getLogger(__name__)
 
 
 def workflow_tag(atoms: Atoms) -> str:
-    """A workflow name for a structure: ``slab_Cu12``, ``bulk_Cu4``, ``bulk_Cu15``...
+    """A workflow name for a structure: ``slab_Cu4_A5.6``, ``bulk_Cu4``, ``bulk_Cu15``...
 
     Slabs (vacuum along c) are surface-energy frames, small bulk cells lattice frames and
-    bulk cells with a vacancy NEB frames; the formula tells them apart.
+    bulk cells with a vacancy NEB frames; the formula tells them apart. Slabs also carry
+    their in-plane cell area (Å², fixed during a slab relaxation): the (111) and (100)
+    slabs of one metal can have the same formula, and one tag for both made the second
+    slab's frames stand for the first (on Cu/EMT the (111) slab then got 2 of 53
+    candidates and no MD, rattled or strained copies, which held γ(111) at 0.93 × EMT).
     """
     from ase_surftune.data import is_slab
 
-    kind = "slab" if is_slab(atoms) else "bulk"
-    return f"{kind}_{atoms.get_chemical_formula(mode='hill')}"
+    formula = atoms.get_chemical_formula(mode="hill")
+    if not is_slab(atoms):
+        return f"bulk_{formula}"
+    c = atoms.cell.array
+    return f"slab_{formula}_A{np.linalg.norm(np.cross(c[0], c[1])):.1f}"
 
 
 class RecordingCalculator(Calculator):

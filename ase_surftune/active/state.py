@@ -97,6 +97,15 @@ class Run:
         c = self.state["iterations"][i - 1].get("committee")
         return [self.path(p) for p in c] if c else None
 
+    def uncertainty_scale(self, i: int) -> dict[str, Any]:
+        """The calibration scale k (forces, energy) of committee i: fitted on the batches
+        of iterations 1..i (``{"forces": None, "energy": None}`` before any)."""
+        its = self.state["iterations"][:i]
+        for it in reversed(its):
+            if it.get("uncertainty_scale"):
+                return it["uncertainty_scale"]
+        return {"forces": None, "energy": None, "n": 0, "iterations": []}
+
     def properties_of(self, i: int) -> dict[str, Any]:
         return (self.state["baseline"] if i == 0
                 else self.state["iterations"][i - 1])["properties"]

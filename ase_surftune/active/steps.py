@@ -99,20 +99,30 @@ def _label(x: Iteration) -> None:
 
 
 def _calibrate(x: Iteration) -> None:
-    """The current model's true force error on the new labels vs the predicted spread."""
-    from ase_surftune.active.committee import calibration, force_errors
+    """The current model's true errors on the new labels vs the spread its committee
+    predicted for them before labelling; then the scale k refitted on every batch so far
+    (:mod:`~ase_surftune.active.calibration`: the new batch is scored with the k of the
+    earlier batches, never with one fitted on itself)."""
+    from ase_surftune.active.calibration import calibration, model_errors, pooled_scale
 
     it = x.it
     new_labels = read_labels(x.run.path(it["labels"]))
-    err, mae = force_errors(x.prev_model, new_labels, x.cfg.device)
-    it["batch_force_mae_before"] = mae
-    it["batch_force_error"] = err.tolist()
+    err = model_errors(x.prev_model, new_labels, x.cfg.device)
+    it["batch_force_mae_before"] = err["force_mae"]
+    it["batch_force_error"] = err["forces"].tolist()
+    it["batch_energy_error"] = err["energy"].tolist()
+    before = x.run.uncertainty_scale(x.i - 1)
     if it["uncertainty"]:
-        u = np.asarray(it["uncertainty"]["forces"])[it["selected"]]
+        sel = it["selected"]
+        u = np.asarray(it["uncertainty"]["forces"])[sel]
+        ue = np.asarray(it["uncertainty"]["energy"])[sel]
         it["batch_uncertainty"] = u.tolist()
-        it["calibration_batch"] = calibration(u, err)
+        it["batch_energy_uncertainty"] = ue.tolist()
+        it["calibration_batch"] = calibration(u, err["forces"], before["forces"])
+        it["calibration_batch_energy"] = calibration(ue, err["energy"], before["energy"])
     else:
-        it["calibration_batch"] = None
+        it["calibration_batch"] = it["calibration_batch_energy"] = None
+    it["uncertainty_scale"] = pooled_scale(x.run.state["iterations"][:x.i])
 
 
 def _finetune(x: Iteration) -> None:
@@ -196,26 +206,49 @@ def _multihead_warm_start(run: Run, i: int, start: str) -> dict[str, Any]:
 
 
 def holdout(run: Run, i: int, record: dict[str, Any]) -> None:
-    """Force errors of model i on the held-out set and the committee's calibration there."""
+    """Errors of model i on the held-out set and its committee's calibration there, raw
+    and scaled by the k of iteration i (fitted on the batches, never on this set)."""
     cfg = run.cfg
     if cfg.holdout_file is None:
         return
-    from ase_surftune.active.committee import calibration, force_errors, predict_uncertainty
+    from ase_surftune.active.calibration import calibration, model_errors
+    from ase_surftune.active.committee import predict_uncertainty
 
     hold = read_labels(Path(cfg.holdout_file))
-    err, mae = force_errors(run.model_of(i), hold, cfg.device)
-    record["holdout"] = {"n": len(hold), "force_mae": mae, "force_error": err.tolist()}
+    err = model_errors(run.model_of(i), hold, cfg.device)
+    record["holdout"] = {"n": len(hold), "force_mae": err["force_mae"],
+                         "force_error": err["forces"].tolist(),
+                         "energy_error": err["energy"].tolist()}
     committee = record.get("committee")
     if committee:
+        k = run.uncertainty_scale(i)
         u = predict_uncertainty([run.path(p) for p in committee], hold, cfg.device)
-        record["holdout"].update(uncertainty=u.forces.tolist(),
-                                 calibration=calibration(u.forces, err))
+        record["holdout"].update(
+            uncertainty=u.forces.tolist(), energy_uncertainty=u.energy.tolist(),
+            calibration=calibration(u.forces, err["forces"], k["forces"]),
+            calibration_energy=calibration(u.energy, err["energy"], k["energy"]))
 
 
 def _rel(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)) or b == 0:
         return None
     return abs(a - b) / abs(b)
+
+
+def _window_range(run: Run, i: int, n: int) -> dict[str, float | None]:
+    """Per target, (max − min) / |mean| of the last ``n`` measurements up to iteration i
+    (None: fewer than n, or a missing value)."""
+    if i + 1 < n:
+        return {t: None for t in run.cfg.targets}
+    vals = [run.properties_of(j)["values"] for j in range(i - n + 1, i + 1)]
+    out: dict[str, float | None] = {}
+    for t in run.cfg.targets:
+        xs = [v.get(t) for v in vals]
+        if any(x is None or not math.isfinite(x) for x in xs) or not np.mean(xs):
+            out[t] = None
+        else:
+            out[t] = float((max(xs) - min(xs)) / abs(np.mean(xs)))
+    return out
 
 
 def convergence(run: Run, i: int) -> None:
@@ -229,6 +262,11 @@ def convergence(run: Run, i: int) -> None:
     ok = all(c is not None and c < cfg.tolerance for c in changes.values())
     streak = (st["iterations"][i - 2].get("converged_streak", 0) if i > 1 else 0)
     it["converged_streak"] = streak + 1 if ok else 0
+    converged = it["converged_streak"] >= cfg.patience
+    if cfg.stop_rule == "window":
+        it["window_range"] = _window_range(run, i, cfg.patience + 1)
+        converged = all(r is not None and r < cfg.tolerance
+                        for r in it["window_range"].values())
     if "reference" in st:
         ref = st["reference"]["properties"]["values"]
         it["reference_error"] = {t: _rel(now.get(t), ref.get(t)) for t in cfg.targets}
@@ -237,5 +275,5 @@ def convergence(run: Run, i: int) -> None:
     if cfg.stop_on_reference:  # benchmark: only the oracle stops the loop (or the budget)
         if it.get("within_reference"):
             it["stop"] = "reference"
-    elif it["converged_streak"] >= cfg.patience:
+    elif converged:
         it["stop"] = "converged"
