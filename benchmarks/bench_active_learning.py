@@ -2,7 +2,10 @@
 barrier of bundled CHGNet within 3 % of EMT's own values (EMT is the labeller).
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_active_learning.py \
-        [--seeds 0 1 2] [--budget 12] [--batch 4] [--out bench_al_out]
+        [--seeds 0 1 2] [--budget 12] [--batch 4] [--out bench_al_out] [--epochs 15]
+
+``--epochs 45`` (a fresh ``--out``: the epochs are part of every run's config) lifts the
+fine-tuning's floor below the 3 % band (see benchmarks/RESULTS.md), at ~3× the cost.
 
 For each seed the same loop runs twice, ``selection: uncertainty`` and
 ``selection: random``, with ``stop_on_reference`` (stop as soon as every target is within
@@ -42,7 +45,9 @@ TARGETS = ["gamma_111", "gamma_100", "barrier_vacancy"]
 
 
 def config(out: Path, seed: int, selection: str, budget: int, batch: int, tol: float,
-           holdout: Path) -> dict:
+           holdout: Path, epochs: int = 15) -> dict:
+    """The benchmark's active-learning config; ``epochs`` of each fine-tune (15: the
+    recorded run; 45 brings the targets within 2 % on generous data, see RESULTS.md)."""
     return {"model": "chgnet", "labeller": "emt", "targets": TARGETS, "budget": budget,
             "batch_size": batch, "tolerance": tol, "selection": selection, "seed": seed,
             "reference_properties": True, "stop_on_reference": True,
@@ -54,7 +59,7 @@ def config(out: Path, seed: int, selection: str, budget: int, batch: int, tol: f
             # energy weight 100 (default 1): γ and barriers are energy differences; with
             # 68 EMT labels of every workflow, weight 1 left γ(111) at 0.92 × EMT
             # (slab/bulk energies off by ~10 meV/atom), weight 100 at 0.96
-            "finetune": {"strategy": "full", "epochs": 15, "batch_size": 4,
+            "finetune": {"strategy": "full", "epochs": epochs, "batch_size": 4,
                          "optimizer": {"lr": 5e-4},
                          "loss": {"energy_weight": 100.0, "forces_weight": 10.0}},
             "properties": {"lattice": {"steps": 40},
@@ -113,6 +118,8 @@ def main() -> None:
     ap.add_argument("--out", "--workdir", dest="out", default="bench_al_out",
                     help="folder of the runs (outside the repository)")
     ap.add_argument("--modes", nargs="+", default=["uncertainty", "random"])
+    ap.add_argument("--epochs", type=int, default=15,
+                    help="epochs of each fine-tune (45: below the 3 %% floor, ~3× slower)")
     args = ap.parse_args()
 
     from ase_surftune.active import active_learn
@@ -130,7 +137,7 @@ def main() -> None:
     if not have:  # measure iteration 0 and EMT's values once, then stop
         try:
             active_learn(config(base, 0, "random", args.budget, args.batch, args.tol,
-                                holdout), stop_after="0:reference")
+                                holdout, args.epochs), stop_after="0:reference")
         except ActiveLearningInterrupted:
             pass
     t_base = time.perf_counter() - t0
@@ -138,7 +145,8 @@ def main() -> None:
     for seed in args.seeds:
         for mode in args.modes:
             out = root / f"{mode}_seed{seed}"
-            cfg = config(out, seed, mode, args.budget, args.batch, args.tol, holdout)
+            cfg = config(out, seed, mode, args.budget, args.batch, args.tol, holdout,
+                         args.epochs)
             prime(out, cfg, base)
             t1 = time.perf_counter()
             res = active_learn(cfg)
