@@ -19,9 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from ase import Atoms
 
-from ase_surftune.core.energy import per_element_sum
 from ase_surftune.core.errors import ConfigError, HeadError, TrainingDivergedError
 from ase_surftune.training.config import FinetuneConfig
 from ase_surftune.training.datasets import RunData
@@ -30,7 +28,6 @@ from ase_surftune.training.losses import Sample, predict_samples
 from ase_surftune.training.scoring import (
     bundle_errors,
     featurize_samples,
-    labels,
     residual_shifts,
     retarget,
 )
@@ -235,51 +232,14 @@ def _train_gradient(spec: RunSpec, setup: ModelSetup, data: RunData, feats: Feat
     return res
 
 
-def _aligned(energies: Any, configs: list[Atoms], shifts: dict[str, float]) -> list[float]:
-    return [e + per_element_sum(shifts, a.numbers) for e, a in zip(energies, configs)]
-
-
-def _fit_linear(spec: RunSpec, setup: ModelSetup, data: RunData, feats: Features,
-                align: Alignment) -> Any:
-    """``linear``: PES scale and per-element shifts on the aligned base model, checked on
-    the validation frames the fit never saw."""
-    from ase_surftune.models.correction import assess_correction, fit_linear_correction
-
-    lc = setup.strategy.fit_options()
-    lab = [labels(a) for a in data.train]
-    corr = fit_linear_correction(
-        [x[0] for x in lab], [x[1] for x in lab],
-        np.array(_aligned(align.base_train_energies, data.train, align.shifts)),
-        align.base_train_forces, [a.numbers for a in data.train],
-        energy_weight=lc.energy_weight, fit_shifts=lc.fit_shifts,
-        use_energies=lc.use_energies, fit=lc.fit)
-    warnings = list(corr.info.get("warnings", []))
-    if data.valid:
-        e_v, f_v = predict_samples(setup.base, setup.base_head, feats.base_valid, spec.vbs)
-        lab_v = [labels(a) for a in data.valid]
-        check = assess_correction(
-            corr, [x[1] for x in lab_v], f_v, [x[0] for x in lab_v],
-            _aligned(e_v, data.valid, align.shifts), [a.numbers for a in data.valid],
-            prefix="valid_", name="validation data")
-        corr.info["warnings"] = warnings + check.pop("warnings")
-        corr.info.update(check)
-    else:
-        corr.info["warnings"] = warnings + [
-            "no validation data: the correction's effect on unseen frames is unchecked"]
-    log.info("%s", corr.summary())
-    for w in corr.info["warnings"]:
-        log.warning("linear correction: %s", w)
-    return corr
-
-
 def train_model(spec: RunSpec, setup: ModelSetup, data: RunData, feats: Features,
                 align: Alignment) -> Trained:
     """Gradient training (the loop) or, for ``linear``, the fitted correction."""
     if setup.strategy.trains:
         out = Trained(loop=_train_gradient(spec, setup, data, feats, align))
     else:
-        fit = getattr(setup.strategy, "fit_correction", _fit_linear)  # e.g. env_strategy
-        out = Trained(corrections={setup.head: fit(spec, setup, data, feats, align)})
+        out = Trained(corrections={setup.head: setup.strategy.fit_correction(
+            spec, setup, data, feats, align)})
     for p in setup.model.model.parameters():
         p.requires_grad_(True)
     return out

@@ -85,7 +85,8 @@ class Strategy:
 
     Attributes:
         name: registry key (the config's ``strategy``).
-        trains: False for strategies without gradient training (``linear``).
+        trains: False for strategies without gradient training (``linear``, ``env``);
+            those return the head's correction from :meth:`fit_correction`.
         backends: backends the strategy supports.
     """
 
@@ -143,6 +144,13 @@ class Strategy:
     def head_info(self) -> dict[str, dict[str, Any]]:
         """Extra ``Bundle.head_info`` entries for heads other than the trained one."""
         return {}
+
+    def fit_correction(self, spec: Any, setup: Any, data: Any, feats: Any,
+                       align: Any) -> Any:
+        """The head's fitted correction, for strategies without gradient training
+        (``trains = False``); the training stages call it instead of the loop."""
+        raise ConfigError(f"strategy {self.name!r} trains by gradient steps; it fits no "
+                          f"correction")
 
     # ---------------------------------------------------------------- model
     def prepare(self, adapter: ModelAdapter, head: str) -> ModelAdapter:
@@ -338,6 +346,48 @@ class LinearStrategy(Strategy):
         """The fit's options: ``strategy_options`` if given, else the ``linear`` section."""
         assert self.config is not None
         return self.options if self.config.strategy_options else self.config.linear
+
+    def fit_correction(self, spec: Any, setup: Any, data: Any, feats: Any,
+                       align: Any) -> Any:
+        """PES scale and per-element shifts on the aligned base model (fitted on the
+        training frames), checked on the validation frames the fit never saw."""
+        import numpy as np
+
+        from ase_surftune.core.energy import per_element_sum
+        from ase_surftune.models.correction import assess_correction, fit_linear_correction
+        from ase_surftune.training.losses import predict_samples
+        from ase_surftune.training.scoring import labels
+
+        def aligned(energies: Any, configs: list) -> list[float]:
+            return [e + per_element_sum(align.shifts, a.numbers)
+                    for e, a in zip(energies, configs)]
+
+        lc = self.fit_options()
+        lab = [labels(a) for a in data.train]
+        corr = fit_linear_correction(
+            [x[0] for x in lab], [x[1] for x in lab],
+            np.array(aligned(align.base_train_energies, data.train)),
+            align.base_train_forces, [a.numbers for a in data.train],
+            energy_weight=lc.energy_weight, fit_shifts=lc.fit_shifts,
+            use_energies=lc.use_energies, fit=lc.fit)
+        warnings = list(corr.info.get("warnings", []))
+        if data.valid:
+            e_v, f_v = predict_samples(setup.base, setup.base_head, feats.base_valid,
+                                       spec.vbs)
+            lab_v = [labels(a) for a in data.valid]
+            check = assess_correction(
+                corr, [x[1] for x in lab_v], f_v, [x[0] for x in lab_v],
+                aligned(e_v, data.valid), [a.numbers for a in data.valid],
+                prefix="valid_", name="validation data")
+            corr.info["warnings"] = warnings + check.pop("warnings")
+            corr.info.update(check)
+        else:
+            corr.info["warnings"] = warnings + [
+                "no validation data: the correction's effect on unseen frames is unchecked"]
+        log.info("%s", corr.summary())
+        for w in corr.info["warnings"]:
+            log.warning("linear correction: %s", w)
+        return corr
 
     def trainable_parameters(self, adapter: ModelAdapter) -> list[tuple[str, torch.nn.Parameter]]:
         for p in adapter.model.parameters():
