@@ -40,7 +40,10 @@ coordination label.
 The candidate "scale that depends smoothly on a local descriptor, applied to per-atom
 energies" is *not* offered: with a black-box ASE calculator the per-atom energies are
 available but their gradients are not, so F′ = −∇E′ could not be formed exactly and the
-wrapper would not conserve energy. The residual terms here need only positions.
+wrapper would not conserve energy. The residual terms here need only positions. (A
+prototype with CHGNet's site energies and finite-difference forces,
+``benchmarks/explore_peratom_scale.py``, raised both slabs' force error on real PBE
+data; docs/dft_softening_study.md.)
 
 All coefficients are fitted by one (ridge-stabilised) linear least-squares problem on
 forces, per-atom energies and (optionally) stresses of ≤ a few labelled structures; see
