@@ -43,6 +43,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,13 +132,14 @@ def properties(vals: dict[str, tuple[float, np.ndarray]], frames: dict[str, Atom
 
 
 def group_metrics(vals: dict[str, tuple[float, np.ndarray]],
-                  ref: dict[str, tuple[float, np.ndarray]], frames: list[Atoms]
-                  ) -> dict[str, dict[str, Any]]:
-    """Per group on held-out frames: s (or None: too little force signal), force MAE."""
+                  ref: dict[str, tuple[float, np.ndarray]], frames: list[Atoms],
+                  fit_names: Sequence[str] = FIT_NAMES) -> dict[str, dict[str, Any]]:
+    """Per group on held-out frames (not in ``fit_names``): s (or None: too little force
+    signal), force MAE."""
     out: dict[str, dict[str, Any]] = {}
     for g in GROUPS:
         names = [a.info["name"] for a in frames
-                 if a.info["config_type"] == g and a.info["name"] not in FIT_NAMES]
+                 if a.info["config_type"] == g and a.info["name"] not in fit_names]
         if not names:
             continue
         fr = np.concatenate([ref[n][1].reshape(-1) for n in names])
@@ -274,7 +276,8 @@ def kpoint_summary(frames: list[Atoms]) -> dict[str, dict[str, int]]:
     return out
 
 
-def run(caches: list[Path], do_finetune: bool, epochs: int) -> dict[str, Any]:
+def run(caches: list[Path], do_finetune: bool, epochs: int,
+        fit_names: Sequence[str] = FIT_NAMES) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
@@ -282,10 +285,10 @@ def run(caches: list[Path], do_finetune: bool, epochs: int) -> dict[str, Any]:
 
     frames = read_sets(caches)
     by_name = {a.info["name"]: a for a in frames}
-    missing = [n for n in FIT_NAMES if n not in by_name]
+    missing = [n for n in fit_names if n not in by_name]
     if missing:
         raise SystemExit(f"fit structures not labelled yet: {missing}; run dft_cu_set.py")
-    fit = [by_name[n] for n in FIT_NAMES]
+    fit = [by_name[n] for n in fit_names]
     ref = _reference(frames)
     chgnet = SurfTuneCalculator("chgnet")
     models: dict[str, tuple[Any, dict]] = {"zero-shot": (chgnet, {})}
@@ -293,22 +296,22 @@ def run(caches: list[Path], do_finetune: bool, epochs: int) -> dict[str, Any]:
     if do_finetune:
         with tempfile.TemporaryDirectory() as tmp:
             ft = finetuned(fit, Path(tmp), epochs)
-            results = _score(models | ft, frames, by_name, ref)
+            results = _score(models | ft, frames, by_name, ref, fit_names)
     else:
-        results = _score(models, frames, by_name, ref)
-    results["fit_names"] = list(FIT_NAMES)
+        results = _score(models, frames, by_name, ref, fit_names)
+    results["fit_names"] = list(fit_names)
     results["n_frames"] = len(frames)
     results["kpt_density_per_group"] = kpoint_summary(frames)
     return results
 
 
 def _score(models: dict[str, tuple[Any, dict]], frames: list[Atoms],
-           by_name: dict[str, Atoms], ref: dict[str, tuple[float, np.ndarray]]
-           ) -> dict[str, Any]:
+           by_name: dict[str, Atoms], ref: dict[str, tuple[float, np.ndarray]],
+           fit_names: Sequence[str] = FIT_NAMES) -> dict[str, Any]:
     results: dict[str, Any] = {"pbe_properties": properties(ref, by_name), "models": {}}
     for name, (calc, desc) in models.items():
         vals = _predict(frames, calc)
-        results["models"][name] = {"groups": group_metrics(vals, ref, frames),
+        results["models"][name] = {"groups": group_metrics(vals, ref, frames, fit_names),
                                    "properties": properties(vals, by_name),
                                    "fit": desc}
     return results
@@ -321,12 +324,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--no-finetune", action="store_true")
     p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--fit", nargs="+", default=list(FIT_NAMES), metavar="NAME",
+                   help="names of the (≤ 3) fit structures (default: %(default)s)")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
-    results = run(args.cache, not args.no_finetune, args.epochs)
+    results = run(args.cache, not args.no_finetune, args.epochs, args.fit)
     frames = read_sets(args.cache)
-    fit_groups = {a.info["config_type"] for a in frames if a.info["name"] in FIT_NAMES}
-    print(f"{results['n_frames']} PBE frames; fit on {', '.join(FIT_NAMES)}; "
+    fit_groups = {a.info["config_type"] for a in frames if a.info["name"] in args.fit}
+    print(f"{results['n_frames']} PBE frames; fit on {', '.join(args.fit)}; "
           f"{time.perf_counter() - t0:.0f} s")
     print("k-point density (1/Å) per group: " + "; ".join(
         f"{g} " + ", ".join(f"{n}×{d}" for d, n in sorted(c.items()))
