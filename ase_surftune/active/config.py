@@ -166,9 +166,11 @@ class ActiveConfig(StrictModel):
     #: FinetuneConfig keys for every iteration (not model/train_file/output_dir). The
     #: energy weight is 100 (fine-tuning's default is 1): the targets are energy
     #: differences, and with weight 1 the slab/bulk energies stayed ~10 meV/atom apart
-    #: (γ(111) of CHGNet at 0.92 × EMT even with every candidate labelled; 100: 0.96)
+    #: (γ(111) of CHGNet at 0.92 × EMT even with every candidate labelled; 100: 0.96).
+    #: 45 epochs: with 15 the targets' floor was ~4 % on Cu/EMT, with 45 < 2 %
+    #: (benchmarks/RESULTS.md, active learning)
     finetune: dict[str, Any] = Field(default_factory=lambda: {
-        "strategy": "full", "epochs": 30,
+        "strategy": "full", "epochs": 45,
         "loss": {"energy_weight": 100.0, "forces_weight": 10.0}})
     #: fine-tune from the previous iteration's model (True) or from ``model`` each time
     warm_start: bool = True
