@@ -1,0 +1,80 @@
+"""Diagnosis (not a timed benchmark): why does an active-learning run's vacancy barrier
+stay above EMT's after many labels?
+
+Takes a finished run of ``bench_active_learning.py`` (EMT labeller), its last model and
+all its labels, and fine-tunes that model once more with the run's own fine-tuning
+settings (a) on the same labels plus EMT labels of the NEB's two key frames (the relaxed
+vacancy and the saddle of EMT's own NEB), (b) on the same labels only (the control).
+Prints every target as a ratio to EMT before and after each. If (a) and (b) move the
+barrier alike, missing key frames are not the cause.
+
+    PYTHONPATH=. python benchmarks/diag_al_barrier.py RUN_DIR [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from ase_surftune.active.config import load_active_config
+from ase_surftune.active.explore import measure_and_record
+from ase_surftune.active.state import calc_for, read_labels
+from ase_surftune.training import finetune
+
+
+def key_frames(frames: list) -> list:
+    """EMT-labelled relaxed vacancy (lowest EMT energy) and saddle (last NEB frame)."""
+    cu = [f for f in frames if f.info["al_source"].startswith("bulk_Cu15")]
+    energies = []
+    for f in cu:
+        g = f.copy()
+        g.calc = EMT()
+        energies.append(g.get_potential_energy())
+    out = []
+    for name, f in (("relaxed_vacancy", cu[int(np.argmin(energies))]), ("saddle", cu[-1])):
+        g = f.copy()
+        g.calc = EMT()
+        e, forces = g.get_potential_energy(), g.get_forces()
+        g.calc = SinglePointCalculator(g, energy=e, forces=forces)
+        g.info = {"config_type": "bulk_Cu15", "al_source": f"bulk_Cu15:{name}"}
+        out.append(g)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path, help="a finished bench_active_learning.py run folder")
+    ap.add_argument("--out", type=Path, default=Path("diag_al_barrier"))
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    st = json.loads((args.run / "state.json").read_text())
+    cfg = load_active_config(st["config"] | {"output_dir": str(args.out / "cfg"),
+                                             "holdout_file": None})
+    n_it = len(st["iterations"])
+    labels = [a for i in range(1, n_it + 1)
+              for a in read_labels(args.run / f"iter_{i:02d}" / "labels.xyz")]
+    ref, frames = measure_and_record(EMT(), cfg, "emt")
+    ref = ref["values"]
+
+    def ratios(model: str, label: str) -> dict[str, float]:
+        v = measure_and_record(calc_for(model, "cpu"), cfg, label)[0]["values"]
+        return {k: round(x / ref[k], 3) for k, x in v.items()}
+
+    model = str(args.run / f"iter_{n_it:02d}" / "model" / "model.stbundle")
+    print(f"{len(labels)} labels; last model / EMT: {ratios(model, 'last')}")
+    for tag, train in (("plus_key_frames", labels + key_frames(frames)),
+                       ("same_labels_again", labels)):
+        t0 = time.perf_counter()
+        res = finetune(cfg.finetune_config(args.out / tag, model=model, seed=99), train=train)
+        print(f"{tag} ({time.perf_counter() - t0:.0f} s): {ratios(str(res.bundle_path), tag)}")
+
+
+if __name__ == "__main__":
+    main()
