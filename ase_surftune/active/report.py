@@ -185,7 +185,10 @@ def _plots(state: dict[str, Any], rows: list[dict[str, Any]], out: Path,
             if not xs or not base:
                 continue
             ax.plot(xs, [r[t] / base for r in rows if r.get(t) is not None], "o-", label=t)
-        ax.axhspan(1 - cfg.tolerance, 1 + cfg.tolerance, color="0.9", zorder=0)
+        if ref:  # the tolerance band around the reference; without one the stop is on
+            # the change between iterations, which a band around the start would misstate
+            ax.axhspan(1 - cfg.tolerance, 1 + cfg.tolerance, color="0.9", zorder=0,
+                       label=f"±{cfg.tolerance:.0%} of the reference")
         ax.set_xlabel("labels used")
         ax.set_ylabel("target / reference" if ref else "target / starting value")
         ax.legend(fontsize=8)
