@@ -8,7 +8,12 @@ vacancy and the saddle of EMT's own NEB), (b) on the same labels only (the contr
 Prints every target as a ratio to EMT before and after each. If (a) and (b) move the
 barrier alike, missing key frames are not the cause.
 
-    PYTHONPATH=. python benchmarks/diag_al_barrier.py RUN_DIR [--out DIR]
+``--variants early_stop`` instead redoes the run's *last* fine-tune exactly as the loop
+did (same start model, labels and seed; early stopping on the mean training loss with
+patience 10, the fine-tuning default the loop used before it switched it off) and once
+with ``patience: None`` (every epoch), to isolate early stopping.
+
+    PYTHONPATH=. python benchmarks/diag_al_barrier.py RUN_DIR [--out DIR] [--variants ...]
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path, help="a finished bench_active_learning.py run folder")
     ap.add_argument("--out", type=Path, default=Path("diag_al_barrier"))
+    ap.add_argument("--variants", nargs="+", default=["key_frames"],
+                    choices=["key_frames", "early_stop"])
     args = ap.parse_args()
     torch.set_num_threads(2)
     st = json.loads((args.run / "state.json").read_text())
@@ -69,11 +76,22 @@ def main() -> None:
 
     model = str(args.run / f"iter_{n_it:02d}" / "model" / "model.stbundle")
     print(f"{len(labels)} labels; last model / EMT: {ratios(model, 'last')}")
-    for tag, train in (("plus_key_frames", labels + key_frames(frames)),
-                       ("same_labels_again", labels)):
+    runs = []
+    if "key_frames" in args.variants:
+        runs += [("plus_key_frames", model, labels + key_frames(frames), 99, {}),
+                 ("same_labels_again", model, labels, 99, {})]
+    if "early_stop" in args.variants:  # the last iteration again, from its own start
+        prev = str(args.run / f"iter_{n_it - 1:02d}" / "model" / "model.stbundle")
+        seed = cfg.seed * 1000 + n_it  # the loop's seed of that iteration
+        runs += [("last_iteration_patience_10", prev, labels, seed, {"patience": 10}),
+                 ("last_iteration_every_epoch", prev, labels, seed, {"patience": None})]
+    for tag, start, train, seed, extra in runs:
         t0 = time.perf_counter()
-        res = finetune(cfg.finetune_config(args.out / tag, model=model, seed=99), train=train)
-        print(f"{tag} ({time.perf_counter() - t0:.0f} s): {ratios(str(res.bundle_path), tag)}")
+        res = finetune(cfg.finetune_config(args.out / tag, model=start, seed=seed, **extra),
+                       train=train)
+        summary = json.loads((args.out / tag / "metrics.json").read_text())["summary"]
+        print(f"{tag} ({time.perf_counter() - t0:.0f} s, {summary['epochs_run']} epochs, "
+              f"best {summary['best_epoch']}): {ratios(str(res.bundle_path), tag)}")
 
 
 if __name__ == "__main__":

@@ -252,11 +252,18 @@ class ActiveConfig(StrictModel):
     # ------------------------------------------------------------------ derived configs
     def finetune_config(self, output_dir: Path, model: str | None = None, seed: int = 0,
                         **extra: Any):
-        """The :class:`FinetuneConfig` of one fine-tuning step (``model``: warm start)."""
+        """The :class:`FinetuneConfig` of one fine-tuning step (``model``: warm start).
+
+        No early stopping unless ``finetune`` sets ``patience``: the loop has no validation
+        set, so the monitor would be the epoch's mean training loss, and stopping on its
+        noise cost the vacancy barrier 6 % (Cu/EMT: the same fine-tune stopped at epoch 38
+        and restored epoch 28 gives 1.088 × EMT, run to 45 epochs 1.028;
+        benchmarks/RESULTS.md).
+        """
         from ase_surftune.training.config import load_config
 
         data = {"valid_fraction": 0.0, "progress": self.progress, "plot": False,
-                "num_threads": self.num_threads, "device": self.device,
+                "num_threads": self.num_threads, "device": self.device, "patience": None,
                 **self.finetune, "model": model or self.model, "output_dir": str(output_dir),
                 "resume": "auto", "seed": int(self.finetune.get("seed", 0)) + seed, **extra}
         return load_config(data)
