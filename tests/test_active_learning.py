@@ -334,14 +334,16 @@ def test_window_stop_rule_by_hand(tmp_path, tiny_mace_file):
         _cfg(tiny_mace_file, tmp_path / "x", stop_rule="window")).fingerprint()
 
 
-def test_loop_finetunes_run_every_epoch_unless_patience_is_given(tmp_path):
-    """The loop's fine-tunes have no validation set: early stopping would watch the noisy
-    mean training loss (on Cu/EMT it stopped a fine-tune at epoch 38, kept epoch 28 and
-    left the vacancy barrier 6 % higher than the full 45 epochs did), so it is off unless
-    the user's ``finetune`` section asks for it."""
+def test_loop_finetunes_run_every_epoch_and_keep_the_last(tmp_path):
+    """The loop's fine-tunes have no validation set, so the training loop keeps their
+    last epoch and never stops them early (``training.loop.selection_rule``): on Cu/EMT,
+    stopping on the noisy mean training loss at epoch 38 and restoring epoch 28 left the
+    vacancy barrier 6 % higher than the full 45 epochs did."""
+    from ase_surftune.training.loop import selection_rule
+
     cfg = load_active_config({"model": "chgnet", "output_dir": str(tmp_path / "run")})
     fc = cfg.finetune_config(tmp_path / "m")
     assert fc.patience is None and fc.valid_fraction == 0.0 and fc.epochs == 45
-    cfg = load_active_config({"model": "chgnet", "output_dir": str(tmp_path / "run"),
-                              "finetune": {"strategy": "full", "epochs": 5, "patience": 2}})
-    assert cfg.finetune_config(tmp_path / "m").patience == 2
+    assert fc.valid_file is None
+    assert selection_rule(has_valid=False, has_monitor=False) == \
+        "last epoch (no validation set)"

@@ -8,6 +8,7 @@ import logging
 import mace  # noqa: F401  (before e3nn)
 import numpy as np
 import pytest
+import torch
 from ase import Atoms
 from ase.build import bulk, fcc111
 from ase.calculators.emt import EMT
@@ -141,3 +142,28 @@ def test_monitor_group_by_name_and_unmonitored_warning(mace_file, tmp_path, capl
                        train=bulk_only)
     assert "surface accuracy is unmonitored" in caplog.text
     assert res.metrics["early_stopping_monitors"].startswith("whole validation set")
+
+
+def test_without_validation_set_the_last_epoch_is_kept_and_patience_ignored(
+        mace_file, tmp_path, caplog):
+    """No held-out samples: the only loss left is the epoch's mean training loss, measured
+    on weights that move during the epoch. Selecting or stopping on it follows its noise
+    (it cost an active-learning fine-tune's vacancy barrier 6 %), so the loop runs every
+    epoch and keeps the last one, and says that an explicit ``patience`` is ignored."""
+    data = make_emt_slabs(4)
+    with caplog.at_level(logging.WARNING, logger="ase_surftune.training.loop"):
+        res = finetune(_cfg(mace_file, tmp_path, epochs=4, patience=1, valid_fraction=0.0,
+                            optimizer={"lr": 5e-2}), train=data)
+    m = res.metrics
+    assert "early stopping (patience 1) is off" in caplog.text
+    assert m["epochs_run"] == 4 and not m["stopped_early"]
+    assert m["best_epoch"] == 4 and m["best_valid_loss"] is None
+    assert m["model_selection"] == "last epoch (no validation set)"
+    assert all(r["best"] for r in res.history)
+    # the bundle holds the last epoch's weights: those of the final checkpoint
+    from ase_surftune.training.checkpoint import load_checkpoint
+
+    last = load_checkpoint(tmp_path / "checkpoint.pt")["model"]
+    kept = res.load_bundle().adapter.model.state_dict()
+    assert kept.keys() == last.keys()
+    assert all(torch.equal(last[k], v) for k, v in kept.items())

@@ -254,11 +254,11 @@ class ActiveConfig(StrictModel):
                         **extra: Any):
         """The :class:`FinetuneConfig` of one fine-tuning step (``model``: warm start).
 
-        No early stopping unless ``finetune`` sets ``patience``: the loop has no validation
-        set, so the monitor would be the epoch's mean training loss, and stopping on its
-        noise cost the vacancy barrier 6 % (Cu/EMT: the same fine-tune stopped at epoch 38
-        and restored epoch 28 gives 1.088 × EMT, run to 45 epochs 1.028;
-        benchmarks/RESULTS.md).
+        The fine-tunes have no validation set, so each runs all its epochs and keeps the
+        last (:func:`ase_surftune.training.loop.selection_rule`): stopping on the noise
+        of the mean training loss cost the vacancy barrier 6 % (Cu/EMT: the same
+        fine-tune stopped at epoch 38 and restored epoch 28 gives 1.088 × EMT, run to 45
+        epochs 1.028; benchmarks/RESULTS.md).
         """
         from ase_surftune.training.config import load_config
 

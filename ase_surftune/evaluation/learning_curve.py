@@ -214,7 +214,7 @@ def learning_curve(config: LearningCurveConfig | dict | str | Path, *,
         train, test, valid: labelled structures in memory instead of the config's files
             (``train`` is the pool the N structures are drawn from; ``valid``, if any, is
             a fixed validation set for early stopping; without it each run trains for
-            ``epochs`` and keeps the best training loss).
+            ``epochs`` and keeps the last epoch).
         resume: continue from ``results.jsonl`` in the output folder (default); False
             starts over (the old results file is moved aside to ``results.jsonl.old``).
         max_runs: stop after this many new fine-tuning runs (the result is then

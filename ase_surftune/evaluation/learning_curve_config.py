@@ -49,7 +49,7 @@ class LearningCurveConfig(StrictModel):
     test_file: Path | list[Path] | None = Field(None, description="fixed labelled test set")
     valid_file: Path | list[Path] | None = Field(
         None, description="fixed validation set for early stopping (default: none; each "
-                          "run keeps its best training loss)")
+                          "run trains every epoch and keeps the last)")
     finetune: dict[str, Any] = Field(default_factory=dict,
                                      description="fine-tuning keys shared by every run")
     strategy_options: dict[str, dict[str, Any]] = Field(

@@ -218,8 +218,8 @@ class ProgressCallback(Callback):
             self.bar.set_postfix(loss=f"{row['train_loss']:.4g}",
                                  val=f"{row['monitor_loss'] or row['valid_loss']:.4g}",
                                  val_F_mae=f"{row['valid_forces_mae'] or 0:.4f}")
-        else:  # no validation set: the epoch's training loss selects the best model
-            self.bar.set_postfix(loss=f"{row['train_loss']:.4g}", no_valid="best by train loss")
+        else:  # no validation set: the last epoch is kept (loop.selection_rule)
+            self.bar.set_postfix(loss=f"{row['train_loss']:.4g}", no_valid="keeps last epoch")
         self.on_exit(ctx)
 
     def on_exit(self, ctx: LoopContext) -> None:

@@ -66,11 +66,14 @@ log = logging.getLogger(__name__)
 class LoopResult:
     best_state: dict[str, torch.Tensor]
     best_epoch: int
-    best_valid_loss: float
+    #: held-out loss of the kept epoch; None without validation/monitor samples
+    best_valid_loss: float | None
     history: list[dict[str, Any]]
     stopped_early: bool
     n_steps: int
     resumed_from: dict[str, int] | None = None
+    #: how the kept epoch was chosen (:func:`selection_rule`)
+    selected_by: str = "best validation loss"
 
 
 def _make_optimizer(params: list[torch.nn.Parameter], cfg: FinetuneConfig
@@ -196,12 +199,34 @@ def _validate(ctx: LoopContext) -> tuple[dict[str, Any], dict[str, Any], float]:
     return vm, mm, vloss
 
 
+def _has_holdout(ctx: LoopContext) -> bool:
+    """Whether validation or monitor samples exist to select the best epoch with."""
+    return bool(ctx.valid) or bool(ctx.monitor)
+
+
+def selection_rule(has_valid: bool, has_monitor: bool) -> str:
+    """How the loop picks the weights it returns, in words (for metrics and logs).
+
+    With validation (or monitor) samples, the epoch of lowest held-out loss is kept and
+    ``patience`` stops the run. Without them, the last epoch is kept and the run is never
+    stopped early: the only loss left is the epoch's mean *training* loss, measured on
+    weights that change during the epoch. Selecting or stopping on it follows its noise
+    (Cu/EMT active learning: a fine-tune stopped at epoch 38 that restored epoch 28 left
+    the vacancy barrier 1.088 × EMT; the same run to 45 epochs gave 1.028 ×;
+    benchmarks/RESULTS.md).
+    """
+    if has_monitor:
+        return "best monitor loss"
+    return "best validation loss" if has_valid else "last epoch (no validation set)"
+
+
 def _end_epoch(ctx: LoopContext, t0: float) -> dict[str, Any]:
     """Validate (with the EMA weights if any), keep the best, step the schedule."""
     st, acc = ctx.state, ctx.acc
     with ctx.ema.average_parameters() if ctx.ema is not None else contextlib.nullcontext():
         vm, mm, vloss = _validate(ctx)
-        improved = vloss < st["best_loss"]
+        # no held-out samples: the last epoch is kept (see selection_rule)
+        improved = vloss < st["best_loss"] or not _has_holdout(ctx)
         if improved:
             st["best_loss"], st["best_epoch"], st["bad_epochs"] = vloss, st["epoch"] + 1, 0
             st["best_state"] = {k: v.detach().clone()
@@ -225,7 +250,7 @@ def _end_epoch(ctx: LoopContext, t0: float) -> dict[str, Any]:
     st["epoch"] += 1
     st["step_in_epoch"] = 0
     st["acc"] = {}
-    patience = ctx.cfg.patience
+    patience = ctx.cfg.patience if _has_holdout(ctx) else None
     if patience is not None and st["bad_epochs"] >= patience:
         st["done"] = st["stopped_early"] = True
         log.info("early stopping after epoch %d (no improvement for %d epochs)",
@@ -248,8 +273,8 @@ def train_loop(adapter: ModelAdapter, head: str,
         adapter: model trained in place (its weights end as the *last* step's; the best
             weights are returned in :attr:`LoopResult.best_state`).
         head: head to train. params: (name, parameter) pairs handed to the optimiser.
-        train, valid: featurized samples; with no validation samples the epoch's mean
-            training loss selects the best model and drives early stopping.
+        train, valid: featurized samples; with no validation (or monitor) samples the
+            last epoch is kept and ``cfg.patience`` is ignored (:func:`selection_rule`).
         cfg: the run configuration. output_dir: where checkpoint and metrics files go.
         resume_from: a checkpoint dict (``load_checkpoint``) to continue from.
         extra_loss: ``f(adapter, samples, outputs) -> tensor | None`` added to the loss.
@@ -269,6 +294,10 @@ def train_loop(adapter: ModelAdapter, head: str,
     run = CallbackList([*default_callbacks(cfg, output_dir, checkpoint_extra,
                                            stop_after_step), *(callbacks or [])])
     st = ctx.state
+    if not _has_holdout(ctx) and cfg.patience is not None:
+        (log.warning if "patience" in cfg.model_fields_set else log.info)(
+            "no validation set: early stopping (patience %d) is off and the last epoch's "
+            "weights are kept", cfg.patience)
     try:
         run.on_train_start(ctx)
         while not st["done"] and st["epoch"] < cfg.epochs:
@@ -289,6 +318,7 @@ def train_loop(adapter: ModelAdapter, head: str,
     if st["best_state"] is None:  # zero epochs run (resume of a finished run)
         st["best_state"] = {k: v.detach().clone() for k, v in adapter.model.state_dict().items()}
     return LoopResult(best_state=st["best_state"], best_epoch=st["best_epoch"],
-                      best_valid_loss=st["best_loss"], history=st["history"],
-                      stopped_early=st["stopped_early"], n_steps=st["global_step"],
-                      resumed_from=resumed_from)
+                      best_valid_loss=st["best_loss"] if _has_holdout(ctx) else None,
+                      history=st["history"], stopped_early=st["stopped_early"],
+                      n_steps=st["global_step"], resumed_from=resumed_from,
+                      selected_by=selection_rule(bool(ctx.valid), bool(ctx.monitor)))

@@ -305,6 +305,7 @@ def collect_metrics(spec: RunSpec, setup: ModelSetup, data: RunData, feats: Feat
     lr = trained.loop
     if lr is not None:
         metrics.update(best_epoch=lr.best_epoch, best_valid_loss=lr.best_valid_loss,
+                       model_selection=lr.selected_by,
                        epochs_run=len(lr.history), stopped_early=lr.stopped_early,
                        n_steps=lr.n_steps, resumed_from=lr.resumed_from,
                        mean_epoch_time_s=float(np.mean([r["epoch_time_s"] for r in lr.history]))
