@@ -13,6 +13,13 @@ barrier alike, missing key frames are not the cause.
 training noise alone, with the data fixed. That spread is a floor under any "labels to
 within 3 %" statistic, whatever the selection.
 
+``--variants decompose`` splits the last model's barrier error into its parts: the
+relaxed vacancy I and the saddle S of each calculator's own NEB (I: the vacancy-cell frame
+of lowest energy; S: the band's last climbing image), each evaluated with EMT and the
+model. barrier_model − barrier_EMT = [E_EMT(S_m) − E_EMT(I_m) − barrier_EMT] (the model's
+stationary points are elsewhere) + [err(S_m) − err(I_m)] (its energy error there, err =
+E_model − E_EMT). Single points only.
+
 The early-stopping comparison recorded in RESULTS.md (the same last fine-tune stopped at
 epoch 38 with patience 10: 1.088 × EMT; run every epoch: 1.028) was measured with this
 script's ``--variants early_stop`` at commit 8f6be9e. Since 0c3f260 the training loop
@@ -59,12 +66,61 @@ def key_frames(frames: list) -> list:
     return out
 
 
+def stationary_points(frames: list, calc) -> tuple:
+    """(relaxed vacancy, saddle) of one NEB workflow's recorded frames: the vacancy-cell
+    frame of lowest energy under ``calc``, and the last frame (the climbing image)."""
+    cu = [f for f in frames if f.info["al_source"].startswith("bulk_Cu15")]
+    energies = []
+    for f in cu:
+        g = f.copy()
+        g.calc = calc
+        energies.append(g.get_potential_energy())
+    return cu[int(np.argmin(energies))], cu[-1]
+
+
+def decompose(model: str, cfg, emt_frames: list) -> None:
+    """Print the barrier error of ``model`` split as in the module docstring."""
+    model_calc = calc_for(model, "cpu")
+    _, frames = measure_and_record(model_calc, cfg, "model")
+    pts = {"I_emt": stationary_points(emt_frames, EMT())[0],
+           "S_emt": stationary_points(emt_frames, EMT())[1]}
+    pts["I_model"], pts["S_model"] = stationary_points(frames, model_calc)
+
+    def energy(a, calc) -> float:
+        g = a.copy()
+        g.calc = calc
+        return float(g.get_potential_energy())
+
+    e = {k: (energy(a, EMT()), energy(a, model_calc)) for k, a in pts.items()}
+    b_emt = e["S_emt"][0] - e["I_emt"][0]
+    b_model = e["S_model"][1] - e["I_model"][1]
+    err = {k: v[1] - v[0] for k, v in e.items()}
+    geom = e["S_model"][0] - e["I_model"][0] - b_emt
+    print(f"barrier EMT {b_emt:.4f} eV, model {b_model:.4f} eV "
+          f"({b_model / b_emt:.3f} x); difference {b_model - b_emt:+.4f} eV =")
+    print(f"  {geom:+.4f} eV  the model's stationary points under EMT "
+          f"(E_EMT(S_m) - E_EMT(I_m) - barrier_EMT)")
+    print(f"  {err['S_model'] - err['I_model']:+.4f} eV  the model's energy error at "
+          f"its saddle minus at its minimum")
+    print("  energy error E_model - E_EMT relative to that at EMT's minimum (eV): "
+          + ", ".join(f"{k} {err[k] - err['I_emt']:+.4f}" for k in pts))
+    for k in ("I", "S"):  # where the model's stationary point sits relative to EMT's
+        a, b = pts[f"{k}_model"], pts[f"{k}_emt"]
+        dr = a.positions - b.positions
+        dr -= b.cell.cartesian_positions(np.round(b.cell.scaled_positions(dr)))  # mic
+        per_atom = np.linalg.norm(dr, axis=1)
+        j = int(np.argmax(per_atom))
+        print(f"  {'minimum' if k == 'I' else 'saddle'}: |R_model - R_EMT| "
+              f"{np.linalg.norm(dr):.3f} Å, largest on atom {j} ({per_atom[j]:.3f} Å), "
+              f"cell lengths model/EMT {a.cell.lengths()[0] / b.cell.lengths()[0]:.4f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path, help="a finished bench_active_learning.py run folder")
     ap.add_argument("--out", type=Path, default=Path("diag_al_barrier"))
     ap.add_argument("--variants", nargs="+", default=["key_frames"],
-                    choices=["key_frames", "seeds"])
+                    choices=["key_frames", "seeds", "decompose"])
     ap.add_argument("--n-seeds", type=int, default=3, help="fine-tunes of --variants seeds")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     args = ap.parse_args()
@@ -84,6 +140,8 @@ def main() -> None:
 
     model = str(args.run / f"iter_{n_it:02d}" / "model" / "model.stbundle")
     print(f"{len(labels)} labels; last model / EMT: {ratios(model, 'last')}")
+    if "decompose" in args.variants:
+        decompose(model, cfg, frames)
     runs = []
     if "key_frames" in args.variants:
         runs += [("plus_key_frames", model, labels + key_frames(frames), 99, {}),
