@@ -9,8 +9,9 @@ earlier run) did not (see benchmarks/RESULTS.md). The epochs are part of every r
 config, so a different ``--epochs`` needs a fresh ``--out``; ``--budget`` may be raised on
 an existing ``--out`` (the runs that stopped at the budget continue).
 
-For each seed the same loop runs twice, ``selection: uncertainty`` and
-``selection: random``, with ``stop_on_reference`` (stop as soon as every target is within
+For each seed the same loop runs once per ``--modes`` entry (``selection: uncertainty``,
+``random`` and ``stratified``: random's mix of structure kinds, the most uncertain of
+each; the default is the first two), with ``stop_on_reference`` (stop as soon as every target is within
 ``--tol`` of EMT's value: the benchmark's oracle stop; a user's run stops on convergence
 instead). A run that never gets there within the budget is *censored* and reported as
 "> budget", never as the budget. Also reported: Spearman(committee force uncertainty,
@@ -196,20 +197,23 @@ def main() -> None:
         for tol in ("5pct", "10pct"):
             summary[mode][f"labels_to_{tol}"] = [r[f"labels_to_{tol}"] for r in rs]
         summary[mode]["holdout_force_mae_last"] = [r["holdout_force_mae_last"] for r in rs]
-    sp = [r["holdout_spearman_last"] for r in results
-          if r["mode"] == "uncertainty" and r["holdout_spearman_last"] is not None]
-    summary["holdout_spearman_active_mean"] = statistics.mean(sp) if sp else None
-    every = [x for r in results if r["mode"] == "uncertainty"
-             for x in r["holdout_spearman_by_iteration"] if x is not None]
-    summary["holdout_spearman_active_every_iteration"] = (
-        {"mean": statistics.mean(every), "min": min(every), "max": max(every),
-         "n": len(every)} if every else None)
-    a, r = summary.get("uncertainty", {}), summary.get("random", {})
-    if a.get("mean_labels_if_all_reached") and r.get("mean_labels_if_all_reached"):
-        summary["active_over_random"] = (a["mean_labels_if_all_reached"]
-                                         / r["mean_labels_if_all_reached"])
-    else:
-        summary["active_over_random"] = None  # censored: n/a, not a made-up ratio
+    for mode in args.modes:  # every mode with a committee: held-out Spearman
+        sp = [r["holdout_spearman_last"] for r in results
+              if r["mode"] == mode and r["holdout_spearman_last"] is not None]
+        every = [x for r in results if r["mode"] == mode
+                 for x in r["holdout_spearman_by_iteration"] if x is not None]
+        summary[mode]["holdout_spearman_last_mean"] = statistics.mean(sp) if sp else None
+        summary[mode]["holdout_spearman_every_iteration"] = (
+            {"mean": statistics.mean(every), "min": min(every), "max": max(every),
+             "n": len(every)} if every else None)
+    r = summary.get("random", {})
+    for mode in [m for m in args.modes if m != "random"]:
+        a = summary[mode]
+        key = "active_over_random" if mode == "uncertainty" else f"{mode}_over_random"
+        # censored runs: n/a, not a made-up ratio
+        summary[key] = (a["mean_labels_if_all_reached"] / r["mean_labels_if_all_reached"]
+                        if a.get("mean_labels_if_all_reached")
+                        and r.get("mean_labels_if_all_reached") else None)
     (root / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
 

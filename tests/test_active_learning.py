@@ -206,6 +206,39 @@ def test_selection_is_deterministic_for_a_seed():
     assert any(select_batch(cands, 4, "random", seed=s)[0] != r1 for s in (2, 3, 4))
 
 
+def test_stratified_selection_keeps_random_mix_and_picks_the_most_uncertain():
+    """``stratified``: the strata (workflow × kind) of the seed's random draw, each filled
+    by the most uncertain candidate of that stratum not yet chosen."""
+    from ase_surftune.active.select import candidate_stratum, select_batch
+
+    cands = _slabs("Cu", 12, 0.08, 5)
+    kinds = ["workflow", "md600K", "rattle0.05", "rattle0.1", "strain+0.02", "strain-0.02"]
+    for i, a in enumerate(cands):  # two workflows × six kinds
+        a.info["al_source"] = f"{'bulk_Cu15' if i < 6 else 'slab_Cu4_A5.6'}:{kinds[i % 6]}"
+    assert candidate_stratum(cands[3]) == "bulk_Cu15:rattle"
+    assert candidate_stratum(cands[7]) == "slab_Cu4_A5.6:md"
+    assert candidate_stratum(cands[10]) == "slab_Cu4_A5.6:strain"
+    unc = np.random.default_rng(0).random(12)
+    for seed in range(6):
+        drawn = select_batch(cands, 4, "random", seed=seed)[0]
+        idx, why = select_batch(cands, 4, "stratified", seed=seed, uncertainty=unc)
+        assert idx == select_batch(cands, 4, "stratified", seed=seed, uncertainty=unc)[0]
+        assert len(set(idx)) == 4
+        # the same multiset of strata as the random draw
+        assert sorted(candidate_stratum(cands[i]) for i in idx) == \
+            sorted(candidate_stratum(cands[i]) for i in drawn)
+        for j, r in zip(idx, why):  # nothing more uncertain left unchosen in its stratum
+            same = [k for k in range(12) if candidate_stratum(cands[k]) ==
+                    candidate_stratum(cands[j]) and k not in idx]
+            assert all(unc[k] <= unc[j] for k in same)
+            assert r.startswith(f"stratum {candidate_stratum(cands[j])}")
+    # no committee yet (first batch): the random draw itself
+    assert select_batch(cands, 4, "stratified", seed=3)[0] == \
+        select_batch(cands, 4, "random", seed=3)[0]
+    with pytest.raises(ValueError, match="known:"):
+        select_batch(cands, 4, "greedy", seed=0)
+
+
 @pytest.mark.slow  # whole loop with fine-tuning: 19-65 s on 2 shared cores
 def test_cli_mirrors_the_api(tmp_path, tiny_mace_file, capsys):
     import yaml

@@ -155,7 +155,10 @@ class ActiveConfig(StrictModel):
     #: the targets by ~1-3 % between iterations on Cu/EMT); use it with ``patience: 2``
     stop_rule: Literal["change", "window"] = "change"
     max_iterations: int = Field(20, ge=1)
-    selection: Literal["uncertainty", "random"] = Field(
+    #: ``uncertainty`` (committee spread + diversity), ``random``, or ``stratified``
+    #: (random's mix of workflows and structure kinds, the most uncertain of each);
+    #: :mod:`ase_surftune.active.select`
+    selection: Literal["uncertainty", "random", "stratified"] = Field(
         "uncertainty", description="how the batch is picked")
     #: uncertainty mode: the batch is chosen by farthest-point sampling among the
     #: ``pool_factor * batch_size`` most uncertain candidates

@@ -11,17 +11,30 @@ and the first pick is the one farthest from the labelled set (or the seeded rand
 
 ``random``: ``n`` candidates drawn uniformly with the seed.
 
+``stratified``: random selection's mix, uncertainty's choice. The ``n`` candidates a
+``random`` draw with the same seed would pick fix the strata: each draw's stratum is its
+workflow and kind (``bulk_Cu15`` × workflow frame, MD frame, rattled or strained copy;
+:func:`candidate_stratum`), and it is replaced by the most uncertain candidate of that
+stratum not yet chosen. Pure uncertainty ranking favours the perturbed copies, whose
+committee spread is largest, over the workflow frames that define the targets (Cu/EMT:
+4 of 40 active labels were vacancy-cell frames and none on the migration path, and the
+barrier stayed 5–8 % above EMT; benchmarks/RESULTS.md). Without a committee it is the
+random draw.
+
 Each pick gets a one-line reason for the report.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
 from ase import Atoms
 
-__all__ = ["descriptors", "select_batch"]
+__all__ = ["candidate_stratum", "descriptors", "select_batch"]
+
+MODES = ("uncertainty", "random", "stratified")
 
 
 def descriptors(configs: Sequence[Atoms], elements: Sequence[str]) -> np.ndarray:
@@ -29,6 +42,31 @@ def descriptors(configs: Sequence[Atoms], elements: Sequence[str]) -> np.ndarray
     from ase_surftune.training.replay import structure_descriptor
 
     return np.stack([structure_descriptor(a, elements) for a in configs])
+
+
+def candidate_stratum(atoms: Atoms) -> str:
+    """Workflow and kind of a candidate: ``"bulk_Cu15:rattle"`` for
+    ``al_source = "bulk_Cu15:rattle0.1"`` (the kind without its parameter)."""
+    tag, _, kind = atoms.info.get("al_source", "").partition(":")
+    return f"{tag}:{re.sub(r'[-+0-9.]+K?$', '', kind)}"
+
+
+def _stratified(candidates: Sequence[Atoms], draws: list[int], score: np.ndarray
+                ) -> tuple[list[int], list[str]]:
+    """Replace each random draw by the most uncertain unchosen candidate of its stratum."""
+    strata = [candidate_stratum(a) for a in candidates]
+    order = np.argsort(-score, kind="stable")
+    chosen: list[int] = []
+    reasons: list[str] = []
+    for d in draws:
+        j = next(int(i) for i in order if strata[i] == strata[d] and i not in chosen)
+        chosen.append(j)
+        n_s = strata.count(strata[d])
+        rank = 1 + sum(1 for i in order[:int(np.where(order == j)[0][0])]
+                       if strata[i] == strata[d])
+        reasons.append(f"stratum {strata[d]} (random draw); most uncertain left there: "
+                       f"score {score[j]:.3f}, rank {rank} of {n_s} in the stratum")
+    return chosen, reasons
 
 
 def select_batch(candidates: Sequence[Atoms], n: int, mode: str, seed: int, *,
@@ -40,11 +78,14 @@ def select_batch(candidates: Sequence[Atoms], n: int, mode: str, seed: int, *,
     rng = np.random.default_rng(seed)
     if n <= 0:
         return [], []
-    if mode == "random":
+    if mode not in MODES:
+        raise ValueError(f"unknown selection mode {mode!r}; known: {list(MODES)}")
+    if mode == "random" or (mode == "stratified" and uncertainty is None):
         idx = sorted(rng.choice(m, size=n, replace=False).tolist())
         return idx, ["random draw"] * n
-    if mode != "uncertainty":
-        raise ValueError(f"unknown selection mode {mode!r}")
+    if mode == "stratified":
+        return _stratified(candidates, sorted(rng.choice(m, size=n, replace=False).tolist()),
+                           np.asarray(uncertainty, dtype=float))
     elements = sorted({s for a in list(candidates) + list(labelled)
                        for s in a.get_chemical_symbols()})
     x = descriptors(candidates, elements)

@@ -142,7 +142,7 @@ def _finetune(x: Iteration) -> None:
 
 def _committee(x: Iteration) -> None:
     cfg = x.cfg
-    if not (cfg.selection == "uncertainty" or cfg.committee.in_random_mode):
+    if cfg.selection == "random" and not cfg.committee.in_random_mode:
         x.it["committee"] = None
         return
     from ase_surftune.active.committee import train_committee
