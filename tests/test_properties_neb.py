@@ -102,3 +102,33 @@ def test_neb_bad_options():
         neb_barrier(a, a.copy(), EMT(), method="bogus")
     with pytest.raises(ConfigError, match="supercell"):
         vacancy_migration(a, EMT(), supercell=(2, 2))
+
+
+def test_vacancy_hop_is_the_same_for_every_calculator(monkeypatch):
+    """In a 2×2×1 supercell the twelve nearest-neighbour hops are not equivalent (in-plane
+    vs out-of-plane), so the hopping atom must not follow a calculator's relaxed cell: the
+    argmin over equal distances once picked an out-of-plane hop for EMT and an in-plane one
+    for a fine-tuned CHGNet, and their 'barrier ratio' compared two different hops."""
+    import ase_surftune.properties.neb as neb_mod
+
+    cu = bulk("Cu", "fcc", a=3.59, cubic=True)
+    kw = {"supercell": (2, 2, 1), "n_images": 1, "steps": 5, "fmax": 0.5}
+    hops = set()
+    real_relax = neb_mod.relax
+    for axis in range(3):  # a calculator whose relaxed cell is 1e-4 longer along one axis
+        def strained_relax(atoms, *a, _axis=axis, **k):
+            res = real_relax(atoms, *a, **k)
+            cell = res.atoms.cell.array.copy()
+            cell[_axis] *= 1 + 1e-4
+            res.atoms.set_cell(cell, scale_atoms=True)
+            return res
+
+        monkeypatch.setattr(neb_mod, "relax", strained_relax)
+        hops.add(vacancy_migration(cu, EMT(), **kw).info["hopping_atom"])
+    monkeypatch.setattr(neb_mod, "relax", real_relax)
+    hops.add(vacancy_migration(cu, EMT(), **kw).info["hopping_atom"])
+    assert len(hops) == 1
+    # the rule itself: ties within 1e-3 Å go to the lowest index
+    sc = cu.repeat((2, 2, 1))
+    sc.set_cell(sc.cell.array * [1.0, 1.0, 1 - 1e-5], scale_atoms=True)
+    assert neb_mod._nearest_neighbour(sc, 0) == neb_mod._nearest_neighbour(cu.repeat((2, 2, 1)), 0)

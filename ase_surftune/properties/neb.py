@@ -313,10 +313,14 @@ def _band_result(neb: Any, images: list[Atoms], converged: bool, resid: float, n
     return result
 
 
-def _nearest_neighbour(atoms: Atoms, index: int) -> int:
+def _nearest_neighbour(atoms: Atoms, index: int, tol: float = 1e-3) -> int:
+    """The lowest-index atom within ``tol`` (Å) of the shortest distance to ``index``.
+
+    A crystal has several nearest neighbours at the same distance; ``argmin`` would pick
+    among them by rounding noise."""
     d = atoms.get_distances(index, range(len(atoms)), mic=True)
     d[index] = np.inf
-    return int(np.argmin(d))
+    return int(np.flatnonzero(d <= d.min() + tol)[0])
 
 
 def _supercell_matrix(supercell) -> np.ndarray:
@@ -335,7 +339,8 @@ def vacancy_migration(bulk: Atoms, calc: CalculatorLike, *, supercell=(2, 2, 2),
     The supercell of ``bulk`` (3 ints or a 3×3 integer matrix) loses atom
     ``vacancy_index``; its nearest neighbour (or ``neighbour_index``, indices in
     the supercell) hops into the vacant site by its minimum-image displacement, so the
-    band is never wrapped across the cell. Extra keywords go to :func:`neb_barrier`.
+    band is never wrapped across the cell. The neighbour is chosen on the *given* bulk's
+    supercell (ties: the lowest index), so every calculator measures the same hop. Extra keywords go to :func:`neb_barrier`.
     ``relax_bulk`` (default on) relaxes the perfect cell (cell + positions) first, so the
     barrier is that of the model's own lattice; ``False`` keeps the given cell. ``max_atoms``
     refuses larger supercells (:class:`~ase_surftune.core.errors.SizeLimitError` with an
@@ -347,6 +352,11 @@ def vacancy_migration(bulk: Atoms, calc: CalculatorLike, *, supercell=(2, 2, 2),
     P = _supercell_matrix(supercell)
     check_size(len(bulk) * round(abs(np.linalg.det(P))), f"vacancy supercell {P.tolist()}",
                max_atoms, force_calls=200)
+    # the hopping atom is chosen on the given geometry, never on a calculator's relaxed
+    # one: in a non-cubic supercell such as 2×2×1 the nearest-neighbour hops are not
+    # equivalent, and the relaxed cell's rounding noise chose a different hop for each
+    # calculator (Cu: EMT an out-of-plane hop, a fine-tuned CHGNet an in-plane one)
+    given = make_supercell(bulk, P)
     prim = bulk.copy()
     if relax_bulk:
         prim = relax(prim, resolve_calc(calc), relax_cell=True,
@@ -357,7 +367,7 @@ def vacancy_migration(bulk: Atoms, calc: CalculatorLike, *, supercell=(2, 2, 2),
     vacancy_index = check_int("vacancy_index", vacancy_index)
     if vacancy_index >= n:
         raise ConfigError(f"vacancy_index {vacancy_index} out of range for {n} atoms")
-    j = _nearest_neighbour(sc, vacancy_index) if neighbour_index is None else \
+    j = _nearest_neighbour(given, vacancy_index) if neighbour_index is None else \
         check_int("neighbour_index", neighbour_index)
     if j >= n or j == vacancy_index:
         raise ConfigError(f"neighbour_index {neighbour_index} invalid for {n} atoms")
