@@ -21,13 +21,11 @@ cells, an adatom, bulk) for the active runs' last committee.
 The starting model's measurement (iteration 0) and EMT's reference values are the same for
 every run: they are measured once and every run starts from them (a state file that the
 loop resumes, exactly as after a kill), so only the iterations are paid per run.
-Sized for the shared 2-core box with 1 torch thread: the defaults (budget 12) took 21 min
-under load on 2026-12-01, the extension to ``--budget 24`` another 24 min.
+Sized for the shared 2-core box with 1 torch thread: the defaults (budget 40, 3 seeds)
+with all three modes, run as 3 processes (``--modes``/``--seeds`` split; one ``--workdir``),
+took about 2 h on 2026-12-01 beside other jobs; fine-tuning and the committee dominate.
 Rerunning with a larger ``--budget`` on the same ``--out`` continues every run (the budget
-may grow on resume) and rewrites the summary. ``--budget 24`` with 3 seeds and both modes,
-run as 2-3 processes (``--modes``/``--seeds`` split; one ``--workdir``), took 53 min on
-2026-12-01 (load average 4-7): fine-tuning 35-220 s and the committee 22-200 s per
-iteration dominate. Runs of one mode can be split over processes on one ``--workdir``
+may grow on resume) and rewrites the summary. Runs of one mode can be split over processes on one ``--workdir``
 (each run folder is locked); the summary is written by each process for its own runs.
 """
 
