@@ -17,9 +17,8 @@ workflow and kind (``bulk_Cu15`` × workflow frame, MD frame, rattled or straine
 :func:`candidate_stratum`), and it is replaced by the most uncertain candidate of that
 stratum not yet chosen. Pure uncertainty ranking favours the perturbed copies, whose
 committee spread is largest, over the workflow frames that define the targets (Cu/EMT:
-4 of 40 active labels were vacancy-cell frames and none on the migration path, and the
-barrier stayed 5–8 % above EMT; benchmarks/RESULTS.md). Without a committee it is the
-random draw.
+56 of 112 active labels were rattled copies and 14 workflow frames; random: 15 and 29 of
+80; benchmarks/RESULTS.md). Without a committee it is the random draw.
 
 Each pick gets a one-line reason for the report.
 """
@@ -59,13 +58,12 @@ def _stratified(candidates: Sequence[Atoms], draws: list[int], score: np.ndarray
     chosen: list[int] = []
     reasons: list[str] = []
     for d in draws:
-        j = next(int(i) for i in order if strata[i] == strata[d] and i not in chosen)
+        members = [int(i) for i in order if strata[i] == strata[d]]  # most uncertain first
+        j = next(i for i in members if i not in chosen)
         chosen.append(j)
-        n_s = strata.count(strata[d])
-        rank = 1 + sum(1 for i in order[:int(np.where(order == j)[0][0])]
-                       if strata[i] == strata[d])
         reasons.append(f"stratum {strata[d]} (random draw); most uncertain left there: "
-                       f"score {score[j]:.3f}, rank {rank} of {n_s} in the stratum")
+                       f"score {score[j]:.3f}, rank {members.index(j) + 1} of {len(members)} "
+                       f"in the stratum")
     return chosen, reasons
 
 

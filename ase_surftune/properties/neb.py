@@ -340,7 +340,8 @@ def vacancy_migration(bulk: Atoms, calc: CalculatorLike, *, supercell=(2, 2, 2),
     ``vacancy_index``; its nearest neighbour (or ``neighbour_index``, indices in
     the supercell) hops into the vacant site by its minimum-image displacement, so the
     band is never wrapped across the cell. The neighbour is chosen on the *given* bulk's
-    supercell (ties: the lowest index), so every calculator measures the same hop. Extra keywords go to :func:`neb_barrier`.
+    supercell (ties: the lowest index), so every calculator measures the same hop. Extra
+    keywords go to :func:`neb_barrier`.
     ``relax_bulk`` (default on) relaxes the perfect cell (cell + positions) first, so the
     barrier is that of the model's own lattice; ``False`` keeps the given cell. ``max_atoms``
     refuses larger supercells (:class:`~ase_surftune.core.errors.SizeLimitError` with an
