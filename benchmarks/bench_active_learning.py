@@ -26,7 +26,8 @@ with all three modes, run as 3 processes (``--modes``/``--seeds`` split; one ``-
 took about 2 h on 2026-12-01 beside other jobs; fine-tuning and the committee dominate.
 Rerunning with a larger ``--budget`` on the same ``--out`` continues every run (the budget
 may grow on resume) and rewrites the summary. Runs of one mode can be split over processes on one ``--workdir``
-(each run folder is locked); the summary is written by each process for its own runs.
+(each run folder is locked); the summary (``summary.json``, and ``summary.png``: every run's
+target ratios and largest error against labels) is written by each process for its own runs.
 """
 
 from __future__ import annotations
@@ -81,6 +82,39 @@ def labels_to(rows: list[dict], tol: float) -> int | None:
         if r["iteration"] and e is not None and e < tol:
             return int(r["n_labels"])
     return None
+
+
+def plot_runs(root: Path, runs: list[dict], tol: float, path: Path) -> Path:
+    """Every run's target ratios (to EMT) and largest error against labels, one colour per
+    selection mode, the ``tol`` band shaded: ``summary.png`` next to ``summary.json``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"uncertainty": "tab:red", "random": "tab:blue", "stratified": "tab:green"}
+    styles = ["-", "--", ":", "-."]
+    fig, axes = plt.subplots(1, len(TARGETS) + 1, figsize=(4 * (len(TARGETS) + 1), 3.6))
+    for run in runs:
+        rows = json.loads((root / f"{run['mode']}_seed{run['seed']}" / "report.json")
+                          .read_text())["iterations"]
+        n = [r["n_labels"] for r in rows]
+        kw = {"color": colours.get(run["mode"], "k"), "marker": "o", "ms": 3,
+              "ls": styles[run["seed"] % len(styles)],
+              "label": f"{run['mode']} seed {run['seed']}"}
+        for ax, t in zip(axes, TARGETS):
+            ax.plot(n, [r.get(f"{t}_ratio") for r in rows], **kw)
+        axes[-1].plot(n, [max_error(r) for r in rows], **kw)
+    for ax, t in zip(axes, TARGETS):
+        ax.axhspan(1 - tol, 1 + tol, color="0.85", zorder=0)
+        ax.set(title=t, xlabel="labels", ylabel="model / EMT")
+    axes[-1].axhspan(0, tol, color="0.85", zorder=0)
+    axes[-1].set(title="largest |ratio - 1|", xlabel="labels", yscale="log")
+    axes[-1].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def holdout_set(path: Path) -> Path:
@@ -213,6 +247,7 @@ def main() -> None:
                         if a.get("mean_labels_if_all_reached")
                         and r.get("mean_labels_if_all_reached") else None)
     (root / "summary.json").write_text(json.dumps(summary, indent=2))
+    plot_runs(root, results, args.tol, root / "summary.png")
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
 
 
