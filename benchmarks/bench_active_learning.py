@@ -96,13 +96,15 @@ def plot_runs(root: Path, runs: list[dict], tol: float, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     colours = {"uncertainty": "tab:red", "random": "tab:blue", "stratified": "tab:green"}
-    styles = ["-", "--", ":", "-."]
+    styles = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1))]
+    markers = ["o", "s", "^", "v", "D"]
     fig, axes = plt.subplots(1, len(TARGETS) + 1, figsize=(4 * (len(TARGETS) + 1), 3.6))
     for run in runs:
         rows = json.loads((root / f"{run['mode']}_seed{run['seed']}" / "report.json")
                           .read_text())["iterations"]
         n = [r["n_labels"] for r in rows]
-        kw = {"color": colours.get(run["mode"], "k"), "marker": "o", "ms": 3,
+        kw = {"color": colours.get(run["mode"], "k"), "ms": 3,
+              "marker": markers[run["seed"] % len(markers)],
               "ls": styles[run["seed"] % len(styles)],
               "label": f"{run['mode']} seed {run['seed']}"}
         for ax, t in zip(axes, TARGETS):
