@@ -16,16 +16,17 @@ each; the default is the first two), with ``stop_on_reference`` (stop as soon as
 instead). A run that never gets there within the budget is *censored* and reported as
 "> budget", never as the budget. Per mode: the mean labels when every run got there, and
 the median with censored runs counted as more than any budget (n/a when half or more are
-censored); ``active_over_random`` divides the means, ``..._median`` the medians. Also reported: Spearman(committee force uncertainty,
-true force error) on held-out EMT-labelled structures (rattled (111)/(100) slabs, vacancy
-cells, an adatom, bulk) for the active runs' last committee.
+censored); ``active_over_random`` divides the means, ``..._median`` the medians. Also
+reported: Spearman(committee force uncertainty, true force error) on held-out
+EMT-labelled structures (rattled (111)/(100) slabs, vacancy cells, an adatom, bulk) for the
+active runs' last committee.
 
 The starting model's measurement (iteration 0) and EMT's reference values are the same for
 every run: they are measured once and every run starts from them (a state file that the
 loop resumes, exactly as after a kill), so only the iterations are paid per run.
-Sized for the shared 2-core box with 1 torch thread: the defaults (budget 40, 3 seeds)
-with all three modes, run as 3 processes (``--modes``/``--seeds`` split; one ``--workdir``),
-took about 2 h on 2026-12-01 beside other jobs; fine-tuning and the committee dominate.
+Sized for the shared 2-core box with 1 torch thread: budget 40, seeds 0–4, uncertainty and
+random, run as 2 processes (``--modes``/``--seeds`` split; one ``--workdir``), took 1 h 48
+min on 2026-12-01 beside a GPAW job; fine-tuning and the committee dominate.
 Rerunning with a larger ``--budget`` on the same ``--out`` continues every run (the budget
 may grow on resume) and rewrites the summary. Runs of one mode can be split over processes on one ``--workdir``
 (each run folder is locked); the summary (``summary.json``, and ``summary.png``: every run's
@@ -258,14 +259,10 @@ def main() -> None:
     for mode in [m for m in args.modes if m != "random"]:
         a = summary[mode]
         key = "active_over_random" if mode == "uncertainty" else f"{mode}_over_random"
-        # censored runs: n/a, not a made-up ratio
-        summary[key] = (a["mean_labels_if_all_reached"] / r["mean_labels_if_all_reached"]
-                        if a.get("mean_labels_if_all_reached")
-                        and r.get("mean_labels_if_all_reached") else None)
-        # the median tolerates a minority of censored runs
-        summary[f"{key}_median"] = (a["median_labels"] / r["median_labels"]
-                                    if a.get("median_labels") and r.get("median_labels")
-                                    else None)
+        # censored runs: n/a, not a made-up ratio; the median tolerates a minority of them
+        for suffix, stat in (("", "mean_labels_if_all_reached"), ("_median", "median_labels")):
+            summary[key + suffix] = (a[stat] / r[stat] if a.get(stat) and r.get(stat)
+                                     else None)
     (root / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_runs(root, results, args.tol, root / "summary.png")
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))

@@ -151,14 +151,13 @@ def main() -> None:
     if "key_frames" in args.variants:
         runs += [("plus_key_frames", model, labels + key_frames(frames), 99, {}),
                  ("same_labels_again", model, labels, 99, {})]
-    if "seeds" in args.variants:  # the last iteration again, from its own start
-        prev = str(args.run / f"iter_{n_it - 1:02d}" / "model" / "model.stbundle")
-        seed = cfg.seed * 1000 + n_it  # the loop's seed of that iteration
+    # the last iteration again, from its own start model with the loop's seed of it
+    prev = str(args.run / f"iter_{n_it - 1:02d}" / "model" / "model.stbundle")
+    seed = cfg.seed * 1000 + n_it
+    if "seeds" in args.variants:
         runs += [(f"last_iteration_seed{seed + k}", prev, labels, seed + k, {})
                  for k in range(args.n_seeds)]
-    if "loss" in args.variants:  # the last iteration again, a heavier energy term or longer
-        prev = str(args.run / f"iter_{n_it - 1:02d}" / "model" / "model.stbundle")
-        seed = cfg.seed * 1000 + n_it
+    if "loss" in args.variants:  # a heavier energy term, or twice the epochs
         loss = dict(cfg.finetune.get("loss", {}))
         epochs = int(cfg.finetune.get("epochs", 45))
         runs += [("last_iteration_same", prev, labels, seed, {}),

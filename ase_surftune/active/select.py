@@ -16,9 +16,9 @@ and the first pick is the one farthest from the labelled set (or the seeded rand
 workflow and kind (``bulk_Cu15`` × workflow frame, MD frame, rattled or strained copy;
 :func:`candidate_stratum`), and it is replaced by the most uncertain candidate of that
 stratum not yet chosen. Pure uncertainty ranking favours the perturbed copies, whose
-committee spread is largest, over the workflow frames that define the targets (Cu/EMT:
-56 of 112 active labels were rattled copies and 14 workflow frames; random: 15 and 29 of
-80; benchmarks/RESULTS.md). Without a committee it is the random draw.
+committee spread is largest, over the workflow frames that define the targets (Cu/EMT, 5
+seeds: 111 of 148 active labels were rattled or strained copies and 14 workflow frames;
+random: 64 and 53 of 156; benchmarks/RESULTS.md). Without a committee it is the random draw.
 
 Each pick gets a one-line reason for the report.
 """
