@@ -71,6 +71,29 @@ def key_frames(frames: list) -> list:
     return out
 
 
+def minimum_copies(frames: list, seed: int = 0) -> list:
+    """EMT-labelled perturbed copies of EMT's relaxed vacancy (rattled by 0.05 and 0.1 Å,
+    strained by ±2 %): what exploration offers around the NEB's last frame (the saddle),
+    offered around its other stationary point."""
+    from ase_surftune.active.explore import _strained
+
+    rng = np.random.default_rng(seed)
+    vac = key_frames(frames)[0]
+    out = []
+    for name in ("rattle0.05", "rattle0.1", "strain-0.02", "strain+0.02"):
+        g = vac.copy()
+        if name.startswith("rattle"):
+            g.positions += rng.normal(scale=float(name[6:]), size=g.positions.shape)
+        else:
+            g = _strained(g, float(name[6:]))
+        g.calc = EMT()
+        e, forces = g.get_potential_energy(), g.get_forces()
+        g.calc = SinglePointCalculator(g, energy=e, forces=forces)
+        g.info = {"config_type": "bulk_Cu15", "al_source": f"bulk_Cu15:minimum_{name}"}
+        out.append(g)
+    return out
+
+
 def stationary_points(frames: list, calc) -> tuple:
     """(relaxed vacancy, saddle) of one NEB workflow's recorded frames: the vacancy-cell
     frame of lowest energy under ``calc``, and the last frame (the climbing image)."""
@@ -125,8 +148,16 @@ def main() -> None:
     ap.add_argument("run", type=Path, help="a finished bench_active_learning.py run folder")
     ap.add_argument("--out", type=Path, default=Path("diag_al_barrier"))
     ap.add_argument("--variants", nargs="+", default=["key_frames"],
-                    choices=["key_frames", "seeds", "decompose", "loss"])
+                    choices=["key_frames", "seeds", "decompose", "loss", "key_frames_ew10",
+                             "key_frames_epochs", "key_frames_extra",
+                             "minimum_copies", "cold_start", "vacancy_only", "last_extra"])
     ap.add_argument("--n-seeds", type=int, default=3, help="fine-tunes of --variants seeds")
+    ap.add_argument("--decompose-each", action="store_true",
+                    help="after each fine-tune, split its barrier error as --variants decompose")
+    ap.add_argument("--extra", default="{}",
+                    help="FinetuneConfig keys (JSON) of --variants key_frames_extra, last_extra and "
+                    "minimum_copies")
+    ap.add_argument("--tag", default="extra", help="folder name of key_frames_extra")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -157,14 +188,38 @@ def main() -> None:
     if "seeds" in args.variants:
         runs += [(f"last_iteration_seed{seed + k}", prev, labels, seed + k, {})
                  for k in range(args.n_seeds)]
+    loss = dict(cfg.finetune.get("loss", {}))
+    epochs = int(cfg.finetune.get("epochs", 45))
     if "loss" in args.variants:  # a heavier energy term, or twice the epochs
-        loss = dict(cfg.finetune.get("loss", {}))
-        epochs = int(cfg.finetune.get("epochs", 45))
         runs += [("last_iteration_same", prev, labels, seed, {}),
                  ("last_iteration_energy_weight_x10", prev, labels, seed,
                   {"loss": loss | {"energy_weight": 10 * loss.get("energy_weight", 1.0)}}),
                  (f"last_iteration_epochs_{2 * epochs}", prev, labels, seed,
                   {"epochs": 2 * epochs})]
+    # the key frames with a harder pull on energies: is the saddle's energy error (after
+    # ``key_frames``) a fitting limit on a labelled frame?
+    if "key_frames_ew10" in args.variants:
+        runs.append(("plus_key_frames_energy_weight_x10", model, labels + key_frames(frames), 99,
+                     {"loss": loss | {"energy_weight": 10 * loss.get("energy_weight", 1.0)}}))
+    if "key_frames_epochs" in args.variants:
+        runs.append((f"plus_key_frames_epochs_{2 * epochs}", model, labels + key_frames(frames),
+                     99, {"epochs": 2 * epochs}))
+    if "minimum_copies" in args.variants:  # the key frames and copies of the minimum
+        runs.append((f"plus_key_frames_and_minimum_copies_{args.tag}", model,
+                     labels + key_frames(frames) + minimum_copies(frames), 99,
+                     json.loads(args.extra)))
+    if "cold_start" in args.variants:  # from the foundation model, not the last one
+        runs.append(("cold_start_plus_key_frames_and_minimum_copies", cfg.model,
+                     labels + key_frames(frames) + minimum_copies(frames), 99, {}))
+    if "vacancy_only" in args.variants:  # nothing but the vacancy cell: a conflict?
+        vac = [a for a in labels + key_frames(frames) + minimum_copies(frames)
+               if a.info["al_source"].startswith("bulk_Cu15")]
+        runs.append(("vacancy_cell_only", model, vac, 99, {}))
+    if "last_extra" in args.variants:  # the last fine-tune again, with --extra settings
+        runs.append((f"last_iteration_{args.tag}", prev, labels, seed, json.loads(args.extra)))
+    if "key_frames_extra" in args.variants:
+        runs.append((f"plus_key_frames_{args.tag}", model, labels + key_frames(frames), 99,
+                     json.loads(args.extra)))
     for tag, start, train, seed, extra in runs:
         t0 = time.perf_counter()
         res = finetune(cfg.finetune_config(args.out / tag, model=start, seed=seed, **extra),
@@ -172,6 +227,8 @@ def main() -> None:
         summary = json.loads((args.out / tag / "metrics.json").read_text())["summary"]
         print(f"{tag} ({time.perf_counter() - t0:.0f} s, {summary['epochs_run']} epochs, "
               f"best {summary['best_epoch']}): {ratios(str(res.bundle_path), tag)}")
+        if args.decompose_each:
+            decompose(str(res.bundle_path), cfg, frames)
 
 
 if __name__ == "__main__":

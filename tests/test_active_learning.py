@@ -380,3 +380,65 @@ def test_loop_finetunes_run_every_epoch_and_keep_the_last(tmp_path):
     assert fc.valid_file is None
     assert selection_rule(has_valid=False, has_monitor=False) == \
         "last epoch (no validation set)"
+
+def test_exploration_perturbs_both_stationary_points_of_a_barrier(tmp_path, tiny_mace_file):
+    """An NEB's recorded frames give two anchors (its climbing image and its relaxed end
+    point, the lowest-energy frame), and exploration offers perturbed copies of both; a
+    slab relaxation gives one (its last frame is its minimum)."""
+    from ase_surftune.active.explore import anchors, explore, measure_and_record
+
+    cfg = load_active_config({"model": tiny_mace_file,
+                              "targets": ["gamma_111", "barrier_vacancy"],
+                              "output_dir": str(tmp_path),
+                              "explore": {"md_steps": 0, "frames_per_workflow": 2,
+                                          "rattle": [0.05], "strain": [0.01]}})
+    _, frames = measure_and_record(EMT(), cfg, "emt")
+    assert all("al_energy" in f.info for f in frames)
+    groups: dict[str, list] = {}
+    for f in frames:
+        groups.setdefault(f.info["al_source"], []).append(f)
+    vac = next(v for k, v in groups.items() if k.startswith("bulk_Cu15"))
+    slab = next(v for k, v in groups.items() if k.startswith("slab_"))
+    assert [p for p, _ in anchors(slab)] == [""]
+    (_, saddle), (prefix, minimum) = anchors(vac)
+    assert prefix == "min_"
+    energies = [f.info["al_energy"] for f in vac]
+    assert minimum.info["al_energy"] == pytest.approx(min(energies))
+    e_min = minimum.copy()
+    e_min.calc = EMT()
+    e_saddle = saddle.copy()
+    e_saddle.calc = EMT()
+    # EMT's own barrier (0.929 eV in the loop's 2x2x1 cell) separates the two anchors
+    assert e_saddle.get_potential_energy() - e_min.get_potential_energy() == pytest.approx(
+        0.9287, abs=2e-3)
+    sources = [c.info["al_source"] for c in explore(frames, EMT(), cfg.explore, seed=0)]
+    tag = vac[0].info["al_source"]
+    for kind in ("stationary", "rattle0.05", "strain+0.01", "min_stationary",
+                 "min_rattle0.05", "min_strain+0.01"):
+        assert f"{tag}:{kind}" in sources
+    assert not any(s.startswith("slab_") and ":min_" in s for s in sources)
+
+
+def test_stationary_points_are_labelled_once():
+    """``uncovered_stationary``: a stationary-point candidate is due until a label of its
+    workflow lies within MIN_ANCHOR_SEPARATION of it; other candidates never are."""
+    from ase_surftune.active.explore import MIN_ANCHOR_SEPARATION
+    from ase_surftune.active.select import uncovered_stationary
+
+    def tagged(atoms, source):
+        a = atoms.copy()
+        a.info = {"al_source": source}
+        return a
+
+    cell = bulk("Cu", "fcc", a=3.6, cubic=True)
+    slab = fcc111("Cu", size=(1, 1, 4), vacuum=6.0)
+    cands = [tagged(cell, "bulk_Cu4:stationary"), tagged(cell, "bulk_Cu4:rattle0.1"),
+             tagged(slab, "slab_Cu4_A5.6:stationary"), tagged(slab, "slab_Cu4_A5.6:workflow")]
+    assert uncovered_stationary(cands, []) == [0, 2]
+    near = tagged(slab, "slab_Cu4_A5.6:rattle0.05")
+    near.positions[0, 2] += 0.5 * MIN_ANCHOR_SEPARATION
+    far = tagged(cell, "bulk_Cu4:strain+0.05")
+    far.set_cell(cell.cell * 1.05, scale_atoms=True)  # cell vectors 0.18 Å longer
+    assert uncovered_stationary(cands, [near, far]) == [0]
+    other = tagged(slab, "slab_Cu4_A6.5:workflow")  # same structure, another workflow
+    assert uncovered_stationary(cands, [other]) == [0, 2]

@@ -160,6 +160,11 @@ class ActiveConfig(StrictModel):
     #: :mod:`ase_surftune.active.select`
     selection: Literal["uncertainty", "random", "stratified"] = Field(
         "uncertainty", description="how the batch is picked")
+    #: uncertainty and stratified modes: each batch first takes the target workflows'
+    #: stationary points (relaxed slabs and bulk, an NEB's saddle and relaxed end point)
+    #: that no label is near yet, then picks the rest by the mode
+    #: (:func:`~ase_surftune.active.select.uncovered_stationary`)
+    stationary_first: bool = False
     #: uncertainty mode: the batch is chosen by farthest-point sampling among the
     #: ``pool_factor * batch_size`` most uncertain candidates
     pool_factor: float = Field(3.0, ge=1.0)
@@ -309,7 +314,7 @@ class ActiveConfig(StrictModel):
 
 
 #: settings added after runs were made, left out of the fingerprint at their default
-_ADDED_LATER: dict[str, Any] = {"stop_rule": "change"}
+_ADDED_LATER: dict[str, Any] = {"stop_rule": "change", "stationary_first": False}
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

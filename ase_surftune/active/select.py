@@ -20,6 +20,14 @@ committee spread is largest, over the workflow frames that define the targets (C
 seeds: 111 of 148 active labels were rattled or strained copies and 14 workflow frames;
 random: 64 and 53 of 156; benchmarks/RESULTS.md). Without a committee it is the random draw.
 
+``stationary_first`` (a config switch for the ``uncertainty`` and ``stratified`` modes):
+before the mode picks, the batch takes the stationary points of the target workflows
+(``…:stationary``, ``…:min_stationary``: the relaxed slabs and bulk cell, an NEB's
+climbing image and relaxed end point; :func:`~ase_surftune.active.explore.anchors`) that
+no label of the same workflow is within :data:`~ase_surftune.active.explore.
+MIN_ANCHOR_SEPARATION` of (:func:`uncovered_stationary`). A target is an energy difference
+between exactly these structures.
+
 Each pick gets a one-line reason for the report.
 """
 
@@ -31,7 +39,7 @@ from collections.abc import Sequence
 import numpy as np
 from ase import Atoms
 
-__all__ = ["candidate_stratum", "descriptors", "select_batch"]
+__all__ = ["candidate_stratum", "descriptors", "select_batch", "uncovered_stationary"]
 
 MODES = ("uncertainty", "random", "stratified")
 
@@ -48,6 +56,24 @@ def candidate_stratum(atoms: Atoms) -> str:
     ``al_source = "bulk_Cu15:rattle0.1"`` (the kind without its parameter)."""
     tag, _, kind = atoms.info.get("al_source", "").partition(":")
     return f"{tag}:{re.sub(r'[-+0-9.]+K?$', '', kind)}"
+
+
+def uncovered_stationary(candidates: Sequence[Atoms], labelled: Sequence[Atoms]) -> list[int]:
+    """Indices of the stationary-point candidates (``al_source`` ending in ``:stationary``
+    or ``:min_stationary``) with no labelled structure of the same workflow within
+    :data:`~ase_surftune.active.explore.MIN_ANCHOR_SEPARATION` (Å), in candidate order."""
+    from ase_surftune.active.explore import MIN_ANCHOR_SEPARATION, _max_displacement
+
+    out = []
+    for i, a in enumerate(candidates):
+        tag, _, kind = a.info.get("al_source", "").partition(":")
+        if kind not in ("stationary", "min_stationary"):
+            continue
+        near = [b for b in labelled if b.info.get("al_source", "").partition(":")[0] == tag
+                and _max_displacement(a, b) <= MIN_ANCHOR_SEPARATION]
+        if not near:
+            out.append(i)
+    return out
 
 
 def _stratified(candidates: Sequence[Atoms], draws: list[int], score: np.ndarray

@@ -28,9 +28,18 @@ EXAMPLE_FILES = "examples/finetune_*.yaml"
 
 
 class LossConfig(StrictModel):
-    """Weighted loss on energy per atom (eV/atom), forces (eV/Å) and stress (eV/Å³)."""
+    """Weighted loss on energy per atom (eV/atom), forces (eV/Å) and stress (eV/Å³).
+
+    ``energy_per``: what the energy term compares. ``atom`` (default): E/N (eV/atom), so
+    every structure counts alike whatever its size. ``structure``: the total energy E
+    (eV), so a per-atom error of a 15-atom cell weighs (15/4)² × that of a 4-atom one;
+    divide ``energy_weight`` by ~N² of the typical structure to keep its balance with the
+    forces. Properties that are total-energy differences within one large cell (a vacancy
+    barrier) need that cell's energies more accurately per atom than a small slab's γ.
+    """
 
     energy_weight: float = Field(1.0, ge=0)
+    energy_per: Literal["atom", "structure"] = "atom"
     forces_weight: float = Field(10.0, ge=0)
     stress_weight: float = Field(0.0, ge=0)
     kind: Literal["mse", "huber"] = "mse"

@@ -94,7 +94,10 @@ def compute_loss(out: dict[str, torch.Tensor], tgt: dict[str, torch.Tensor],
         f, f_t = f[tgt["force_mask"]], f_t[tgt["force_mask"]]
     loss = e_pa.new_zeros(())
     if loss_cfg.energy_weight > 0:
-        loss = loss + loss_cfg.energy_weight * crit(e_pa, e_pa_t)
+        if loss_cfg.energy_per == "structure":  # total energies, eV
+            loss = loss + loss_cfg.energy_weight * crit(out["energy"], tgt["energy"])
+        else:
+            loss = loss + loss_cfg.energy_weight * crit(e_pa, e_pa_t)
     if loss_cfg.forces_weight > 0 and f.numel():
         loss = loss + loss_cfg.forces_weight * crit(f, f_t)
     has_stress = loss_cfg.stress_weight > 0 and "stress" in tgt and "stress" in out
