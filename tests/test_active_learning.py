@@ -400,6 +400,9 @@ def test_exploration_perturbs_both_stationary_points_of_a_barrier(tmp_path, tiny
     vac = next(v for k, v in groups.items() if k.startswith("bulk_Cu15"))
     slab = next(v for k, v in groups.items() if k.startswith("slab_"))
     assert [p for p, _ in anchors(slab)] == [""]
+    # the bulk cell's last frame is the relaxed cell with its atoms reordered: one anchor
+    cell4 = next(v for k, v in groups.items() if k.startswith("bulk_Cu4"))
+    assert [p for p, _ in anchors(cell4)] == [""]
     (_, saddle), (prefix, minimum) = anchors(vac)
     assert prefix == "min_"
     energies = [f.info["al_energy"] for f in vac]
@@ -420,8 +423,9 @@ def test_exploration_perturbs_both_stationary_points_of_a_barrier(tmp_path, tiny
 
 
 def test_stationary_points_are_labelled_once():
-    """``uncovered_stationary``: a stationary-point candidate is due until a label of its
-    workflow lies within MIN_ANCHOR_SEPARATION of it; other candidates never are."""
+    """``uncovered_stationary``: a stationary-point candidate is due until a label lies
+    within MIN_ANCHOR_SEPARATION of it (atoms in any order, cell vectors); other
+    candidates never are."""
     from ase_surftune.active.explore import MIN_ANCHOR_SEPARATION
     from ase_surftune.active.select import uncovered_stationary
 
@@ -440,5 +444,7 @@ def test_stationary_points_are_labelled_once():
     far = tagged(cell, "bulk_Cu4:strain+0.05")
     far.set_cell(cell.cell * 1.05, scale_atoms=True)  # cell vectors 0.18 Å longer
     assert uncovered_stationary(cands, [near, far]) == [0]
-    other = tagged(slab, "slab_Cu4_A6.5:workflow")  # same structure, another workflow
-    assert uncovered_stationary(cands, [other]) == [0, 2]
+    retagged = tagged(slab, "slab_Cu4_A5.7:workflow")  # the tag's area moved; same slab
+    assert uncovered_stationary(cands, [retagged]) == [0]
+    reordered = tagged(cell[[2, 0, 3, 1]], "bulk_Cu4:workflow")  # same cell, atoms permuted
+    assert uncovered_stationary(cands, [reordered]) == [2]

@@ -161,14 +161,19 @@ def _perturbed(anchor: Atoms, prefix: str, calc: Calculator, settings: ExploreSe
 
 
 def _max_displacement(a: Atoms, b: Atoms) -> float:
-    """How far apart two frames of one workflow are (Å): the largest atomic displacement
-    between their fractional positions (minimum image, in ``a``'s cell) plus the largest
-    change of a cell vector; infinite for different atom counts."""
+    """How far apart two frames of one workflow are (Å), whatever the atom order: the
+    largest distance from an atom of either frame to the nearest atom of the other
+    (minimum image, in ``a``'s cell, on fractional positions) plus the largest change of a
+    cell vector; infinite for different atom counts. (The surface workflow evaluates the
+    bulk cell with its atoms reordered: an atom-by-atom comparison called that another
+    structure.)"""
+    from ase.geometry import get_distances
+
     if len(a) != len(b):
         return float("inf")
-    d = b.get_scaled_positions(wrap=False) - a.get_scaled_positions(wrap=False)
-    d -= np.round(d) * a.pbc
-    shift = np.linalg.norm(a.cell.cartesian_positions(d), axis=1).max(initial=0.0)
+    pos_b = a.cell.cartesian_positions(b.get_scaled_positions(wrap=False))
+    _, d = get_distances(a.positions, pos_b, cell=a.cell, pbc=a.pbc)
+    shift = max(d.min(axis=0).max(initial=0.0), d.min(axis=1).max(initial=0.0))
     return float(shift + np.linalg.norm(b.cell.array - a.cell.array, axis=1).max())
 
 

@@ -24,8 +24,8 @@ random: 64 and 53 of 156; benchmarks/RESULTS.md). Without a committee it is the 
 before the mode picks, the batch takes the stationary points of the target workflows
 (``…:stationary``, ``…:min_stationary``: the relaxed slabs and bulk cell, an NEB's
 climbing image and relaxed end point; :func:`~ase_surftune.active.explore.anchors`) that
-no label of the same workflow is within :data:`~ase_surftune.active.explore.
-MIN_ANCHOR_SEPARATION` of (:func:`uncovered_stationary`). A target is an energy difference
+no label is within :data:`~ase_surftune.active.explore.MIN_ANCHOR_SEPARATION` of
+(:func:`uncovered_stationary`). A target is an energy difference
 between exactly these structures.
 
 Each pick gets a one-line reason for the report.
@@ -60,18 +60,18 @@ def candidate_stratum(atoms: Atoms) -> str:
 
 def uncovered_stationary(candidates: Sequence[Atoms], labelled: Sequence[Atoms]) -> list[int]:
     """Indices of the stationary-point candidates (``al_source`` ending in ``:stationary``
-    or ``:min_stationary``) with no labelled structure of the same workflow within
-    :data:`~ase_surftune.active.explore.MIN_ANCHOR_SEPARATION` (Å), in candidate order."""
+    or ``:min_stationary``) with no labelled structure within
+    :data:`~ase_surftune.active.explore.MIN_ANCHOR_SEPARATION` (Å, atoms and cell vectors),
+    in candidate order. Workflow tags are not compared: a slab's tag carries its area,
+    which moves with the model's lattice constant."""
     from ase_surftune.active.explore import MIN_ANCHOR_SEPARATION, _max_displacement
 
     out = []
     for i, a in enumerate(candidates):
-        tag, _, kind = a.info.get("al_source", "").partition(":")
+        kind = a.info.get("al_source", "").partition(":")[2]
         if kind not in ("stationary", "min_stationary"):
             continue
-        near = [b for b in labelled if b.info.get("al_source", "").partition(":")[0] == tag
-                and _max_displacement(a, b) <= MIN_ANCHOR_SEPARATION]
-        if not near:
+        if not any(_max_displacement(a, b) <= MIN_ANCHOR_SEPARATION for b in labelled):
             out.append(i)
     return out
 
