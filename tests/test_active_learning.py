@@ -448,3 +448,7 @@ def test_stationary_points_are_labelled_once():
     assert uncovered_stationary(cands, [retagged]) == [0]
     reordered = tagged(cell[[2, 0, 3, 1]], "bulk_Cu4:workflow")  # same cell, atoms permuted
     assert uncovered_stationary(cands, [reordered]) == [2]
+    moved = reordered.copy()  # and the origin moved to an octahedral site
+    moved.positions += [0.0, 0.0, 1.8]
+    moved.wrap()
+    assert uncovered_stationary(cands, [moved]) == [2]

@@ -432,3 +432,22 @@ def test_example_configs_validate():
         if str(data.get("model", "")).startswith("mace:"):
             continue  # needs a local model file
         FinetuneConfig.model_validate(data)
+
+
+def test_energy_term_per_atom_or_per_structure_by_hand():
+    """``loss.energy_per``: one energy error δ on a 4-atom and a 16-atom structure costs
+    w·mean((δ/N)²) per atom and w·mean(δ²) per structure (MSE, no forces)."""
+    import torch
+
+    from ase_surftune.training.config import LossConfig
+    from ase_surftune.training.losses import compute_loss
+
+    n = torch.tensor([4.0, 16.0], dtype=torch.float64)
+    tgt = {"energy": torch.tensor([-10.0, -50.0], dtype=torch.float64), "n_atoms": n,
+           "forces": torch.zeros(20, 3, dtype=torch.float64)}
+    out = {"energy": tgt["energy"] + 0.08, "forces": tgt["forces"].clone()}
+    per_atom = compute_loss(out, tgt, LossConfig(energy_weight=2.0, forces_weight=0.0))
+    per_structure = compute_loss(out, tgt, LossConfig(energy_weight=2.0, forces_weight=0.0,
+                                                      energy_per="structure"))
+    assert float(per_atom) == pytest.approx(2.0 * ((0.08 / 4) ** 2 + (0.08 / 16) ** 2) / 2)
+    assert float(per_structure) == pytest.approx(2.0 * 0.08 ** 2)

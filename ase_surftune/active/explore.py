@@ -161,20 +161,26 @@ def _perturbed(anchor: Atoms, prefix: str, calc: Calculator, settings: ExploreSe
 
 
 def _max_displacement(a: Atoms, b: Atoms) -> float:
-    """How far apart two frames of one workflow are (Å), whatever the atom order: the
-    largest distance from an atom of either frame to the nearest atom of the other
-    (minimum image, in ``a``'s cell, on fractional positions) plus the largest change of a
-    cell vector; infinite for different atom counts. (The surface workflow evaluates the
-    bulk cell with its atoms reordered: an atom-by-atom comparison called that another
-    structure.)"""
+    """How far apart two frames of one workflow are (Å), whatever the atom order and origin:
+    over the rigid translations that put ``b``'s first atom on an atom of ``a`` of the same
+    element, the smallest of (the largest distance from an atom of either frame to the
+    nearest atom of the other, minimum image in ``a``'s cell, on fractional positions),
+    plus the largest change of a cell vector; infinite for different atom counts. (The
+    surface workflow evaluates the relaxed bulk cell with its atoms reordered and its
+    origin moved: an atom-by-atom comparison called that another structure.)"""
     from ase.geometry import get_distances
 
     if len(a) != len(b):
         return float("inf")
+    if len(a) == 0:
+        return 0.0
     pos_b = a.cell.cartesian_positions(b.get_scaled_positions(wrap=False))
-    _, d = get_distances(a.positions, pos_b, cell=a.cell, pbc=a.pbc)
-    shift = max(d.min(axis=0).max(initial=0.0), d.min(axis=1).max(initial=0.0))
-    return float(shift + np.linalg.norm(b.cell.array - a.cell.array, axis=1).max())
+    best = float("inf")
+    for j in np.flatnonzero(a.numbers == b.numbers[0]):
+        _, d = get_distances(a.positions, pos_b - pos_b[0] + a.positions[j], cell=a.cell,
+                             pbc=a.pbc)
+        best = min(best, float(max(d.min(axis=0).max(), d.min(axis=1).max())))
+    return best + float(np.linalg.norm(b.cell.array - a.cell.array, axis=1).max())
 
 
 def anchors(frames: Sequence[Atoms]) -> list[tuple[str, Atoms]]:
