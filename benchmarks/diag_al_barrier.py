@@ -25,6 +25,17 @@ model. barrier_model − barrier_EMT = [E_EMT(S_m) − E_EMT(I_m) − barrier_EM
 stationary points are elsewhere) + [err(S_m) − err(I_m)] (its energy error there, err =
 E_model − E_EMT). Single points only.
 
+With ``--extra JSON`` (FinetuneConfig keys, e.g. ``'{"loss": {"energy_per": "structure",
+"energy_weight": 6.25, "forces_weight": 10.0}}'``) and ``--tag NAME`` (folder suffix):
+``last_extra`` redoes the last fine-tune with those settings; ``key_frames_extra`` is (a)
+with them; ``minimum_copies`` adds to (a) four EMT-labelled perturbed copies of the relaxed
+vacancy (rattled 0.05/0.1 Å, strained ±2 %); ``cold_start`` is that from the foundation
+model; ``vacancy_only`` trains the last model on the vacancy-cell labels among those alone
+(is the floor a conflict with the other cells?). ``--decompose-each`` splits every new
+model's barrier error as ``decompose`` does. The evening table in RESULTS.md: key frames
+with ``--extra '{"loss": {"energy_weight": 1000.0, "forces_weight": 10.0}}'``, ``'{"epochs":
+90}'``, ``'{"scheduler": {"name": "cosine"}}'``, ``'{"optimizer": {"lr": 1e-4}}'``.
+
 The early-stopping comparison recorded in RESULTS.md (the same last fine-tune stopped at
 epoch 38 with patience 10: 1.088 × EMT; run every epoch: 1.028) was measured with this
 script's ``--variants early_stop`` at commit 8f6be9e. Since 0c3f260 the training loop
@@ -143,21 +154,64 @@ def decompose(model: str, cfg, emt_frames: list) -> None:
               f"cell lengths model/EMT {a.cell.lengths()[0] / b.cell.lengths()[0]:.4f}")
 
 
+def planned_runs(args: argparse.Namespace, cfg, n_it: int, labels: list, frames: list
+                 ) -> list[tuple]:
+    """(folder, start model, training set, seed, FinetuneConfig overrides) per variant,
+    for a run of ``n_it`` iterations: from its last model, or (``seeds``, ``loss``,
+    ``last_extra``) its last fine-tune again from that fine-tune's start."""
+    model = str(args.run / f"iter_{n_it:02d}" / "model" / "model.stbundle")
+    prev = str(args.run / f"iter_{n_it - 1:02d}" / "model" / "model.stbundle")
+    extra = json.loads(args.extra)
+    loss = dict(cfg.finetune.get("loss", {}))
+    epochs = int(cfg.finetune.get("epochs", 45))
+    seed = cfg.seed * 1000 + n_it  # the loop's seed of the last iteration
+    key = labels + key_frames(frames)
+    key_and_copies = key + minimum_copies(frames)
+    runs: list[tuple] = []
+    v = set(args.variants)
+    if "key_frames" in v:
+        runs += [("plus_key_frames", model, key, 99, {}),
+                 ("same_labels_again", model, labels, 99, {})]
+    if "seeds" in v:
+        runs += [(f"last_iteration_seed{seed + k}", prev, labels, seed + k, {})
+                 for k in range(args.n_seeds)]
+    if "loss" in v:  # a heavier energy term, or twice the epochs
+        runs += [("last_iteration_same", prev, labels, seed, {}),
+                 ("last_iteration_energy_weight_x10", prev, labels, seed,
+                  {"loss": loss | {"energy_weight": 10 * loss.get("energy_weight", 1.0)}}),
+                 (f"last_iteration_epochs_{2 * epochs}", prev, labels, seed,
+                  {"epochs": 2 * epochs})]
+    if "last_extra" in v:
+        runs.append((f"last_iteration_{args.tag}", prev, labels, seed, extra))
+    if "key_frames_extra" in v:
+        runs.append((f"plus_key_frames_{args.tag}", model, key, 99, extra))
+    if "minimum_copies" in v:
+        runs.append((f"plus_key_frames_and_minimum_copies_{args.tag}", model, key_and_copies,
+                     99, extra))
+    if "cold_start" in v:
+        runs.append(("cold_start_plus_key_frames_and_minimum_copies", cfg.model,
+                     key_and_copies, 99, extra))
+    if "vacancy_only" in v:
+        runs.append(("vacancy_cell_only", model, [a for a in key_and_copies if a.info[
+            "al_source"].startswith("bulk_Cu15")], 99, extra))
+    return runs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path, help="a finished bench_active_learning.py run folder")
     ap.add_argument("--out", type=Path, default=Path("diag_al_barrier"))
     ap.add_argument("--variants", nargs="+", default=["key_frames"],
-                    choices=["key_frames", "seeds", "decompose", "loss", "key_frames_ew10",
-                             "key_frames_epochs", "key_frames_extra",
-                             "minimum_copies", "cold_start", "vacancy_only", "last_extra"])
+                    choices=["key_frames", "seeds", "decompose", "loss", "last_extra",
+                             "key_frames_extra", "minimum_copies", "cold_start",
+                             "vacancy_only"])
     ap.add_argument("--n-seeds", type=int, default=3, help="fine-tunes of --variants seeds")
     ap.add_argument("--decompose-each", action="store_true",
                     help="after each fine-tune, split its barrier error as --variants decompose")
     ap.add_argument("--extra", default="{}",
-                    help="FinetuneConfig keys (JSON) of --variants key_frames_extra, last_extra and "
-                    "minimum_copies")
-    ap.add_argument("--tag", default="extra", help="folder name of key_frames_extra")
+                    help="FinetuneConfig keys (JSON) of last_extra, key_frames_extra, "
+                    "minimum_copies, cold_start and vacancy_only")
+    ap.add_argument("--tag", default="extra", help="folder suffix of the --extra variants")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -178,48 +232,7 @@ def main() -> None:
     print(f"{len(labels)} labels; last model / EMT: {ratios(model, 'last')}")
     if "decompose" in args.variants:
         decompose(model, cfg, frames)
-    runs = []
-    if "key_frames" in args.variants:
-        runs += [("plus_key_frames", model, labels + key_frames(frames), 99, {}),
-                 ("same_labels_again", model, labels, 99, {})]
-    # the last iteration again, from its own start model with the loop's seed of it
-    prev = str(args.run / f"iter_{n_it - 1:02d}" / "model" / "model.stbundle")
-    seed = cfg.seed * 1000 + n_it
-    if "seeds" in args.variants:
-        runs += [(f"last_iteration_seed{seed + k}", prev, labels, seed + k, {})
-                 for k in range(args.n_seeds)]
-    loss = dict(cfg.finetune.get("loss", {}))
-    epochs = int(cfg.finetune.get("epochs", 45))
-    if "loss" in args.variants:  # a heavier energy term, or twice the epochs
-        runs += [("last_iteration_same", prev, labels, seed, {}),
-                 ("last_iteration_energy_weight_x10", prev, labels, seed,
-                  {"loss": loss | {"energy_weight": 10 * loss.get("energy_weight", 1.0)}}),
-                 (f"last_iteration_epochs_{2 * epochs}", prev, labels, seed,
-                  {"epochs": 2 * epochs})]
-    # the key frames with a harder pull on energies: is the saddle's energy error (after
-    # ``key_frames``) a fitting limit on a labelled frame?
-    if "key_frames_ew10" in args.variants:
-        runs.append(("plus_key_frames_energy_weight_x10", model, labels + key_frames(frames), 99,
-                     {"loss": loss | {"energy_weight": 10 * loss.get("energy_weight", 1.0)}}))
-    if "key_frames_epochs" in args.variants:
-        runs.append((f"plus_key_frames_epochs_{2 * epochs}", model, labels + key_frames(frames),
-                     99, {"epochs": 2 * epochs}))
-    if "minimum_copies" in args.variants:  # the key frames and copies of the minimum
-        runs.append((f"plus_key_frames_and_minimum_copies_{args.tag}", model,
-                     labels + key_frames(frames) + minimum_copies(frames), 99,
-                     json.loads(args.extra)))
-    if "cold_start" in args.variants:  # from the foundation model, not the last one
-        runs.append(("cold_start_plus_key_frames_and_minimum_copies", cfg.model,
-                     labels + key_frames(frames) + minimum_copies(frames), 99, {}))
-    if "vacancy_only" in args.variants:  # nothing but the vacancy cell: a conflict?
-        vac = [a for a in labels + key_frames(frames) + minimum_copies(frames)
-               if a.info["al_source"].startswith("bulk_Cu15")]
-        runs.append(("vacancy_cell_only", model, vac, 99, {}))
-    if "last_extra" in args.variants:  # the last fine-tune again, with --extra settings
-        runs.append((f"last_iteration_{args.tag}", prev, labels, seed, json.loads(args.extra)))
-    if "key_frames_extra" in args.variants:
-        runs.append((f"plus_key_frames_{args.tag}", model, labels + key_frames(frames), 99,
-                     json.loads(args.extra)))
+    runs = planned_runs(args, cfg, n_it, labels, frames)
     for tag, start, train, seed, extra in runs:
         t0 = time.perf_counter()
         res = finetune(cfg.finetune_config(args.out / tag, model=start, seed=seed, **extra),

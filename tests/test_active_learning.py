@@ -63,13 +63,18 @@ def test_config_errors_all_at_once_before_work(tmp_path, tiny_mace_file):
 @pytest.mark.slow  # whole loop with fine-tuning: 19-65 s on 2 shared cores
 def test_stops_on_tolerance_and_reports(tmp_path, tiny_mace_file):
     res = active_learn(_cfg(tiny_mace_file, tmp_path / "run", tolerance=0.5,
-                            reference_properties=True))
+                            reference_properties=True, stationary_first=True))
     assert res.status == "converged"
     assert res.n_labels == 2  # one batch: |Δa|/a < 50 % at once
     assert len(res.rows) == 2 and res.rows[1]["lattice_a_change"] < 0.5
     rep = json.loads((tmp_path / "run" / "report.json").read_text())
     assert rep["status"] == "converged" and len(rep["selected"]) == 2
     assert all(s["reason"] and s["source"] for s in rep["selected"])
+    # stationary_first: the relaxed bulk cell (the lattice workflow's one stationary
+    # point) heads the batch, then the mode's own pick
+    assert rep["selected"][0]["source"] == "bulk_Cu4:stationary"
+    assert rep["selected"][0]["reason"].startswith("stationary point")
+    assert rep["selected"][1]["source"] != "bulk_Cu4:stationary"
     # the reference is EMT's own lattice constant of Cu, relaxed by compare's lattice
     # workflow (3.58948 Å, deterministic; the E(V) minimum is 3.58983 Å)
     assert rep["reference"]["lattice_a"] == pytest.approx(3.58948, rel=1e-5)
