@@ -11,7 +11,11 @@ an existing ``--out`` (the runs that stopped at the budget continue).
 
 For each seed the same loop runs once per ``--modes`` entry (``selection: uncertainty``,
 ``random`` and ``stratified``: random's mix of structure kinds, the most uncertain of
-each; the default is the first two), with ``stop_on_reference`` (stop as soon as every target is within
+each; the default is the first two). The active modes run with ``stationary_first`` (each
+batch first takes the target workflows' stationary points that no label is near: relaxed
+slabs and bulk, the NEB's saddle and relaxed vacancy; ``--no-stationary-first`` turns it
+off, as in the runs recorded before 2026-12-01 evening); random draws from the same
+candidates. The loop runs with ``stop_on_reference`` (stop as soon as every target is within
 ``--tol`` of EMT's value: the benchmark's oracle stop; a user's run stops on convergence
 instead). A run that never gets there within the budget is *censored* and reported as
 "> budget", never as the budget. Per mode: the mean labels when every run got there, and
