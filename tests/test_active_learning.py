@@ -49,9 +49,10 @@ def test_config_errors_all_at_once_before_work(tmp_path, tiny_mace_file):
     with pytest.raises(ConfigError) as exc:
         load_active_config(_cfg(tiny_mace_file, out, stop_on_reference=True,
                                 finetune={"epochs": 0}, properties={"neb": {"n_images": 0}},
-                                targets=["barrier_vacancy"]))
+                                targets=["barrier_vacancy"], selection="random",
+                                stationary_first=True))
     msg = str(exc.value)
-    for part in ("stop_on_reference", "epochs", "n_images"):
+    for part in ("stop_on_reference", "epochs", "n_images", "stationary_first"):
         assert part in msg
     assert not out.exists()
     cfg = load_active_config(_cfg(tiny_mace_file, out, targets=["gamma_111", "barrier_vacancy"]))
@@ -261,6 +262,11 @@ def test_cli_mirrors_the_api(tmp_path, tiny_mace_file, capsys):
     assert main(["active-learn", str(tmp_path / "bad.yaml")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown target" in err[0]
+    # the flags mirror the config: random selection with stationary_first is refused
+    assert main(["active-learn", str(tmp_path / "al.yaml"), "--selection", "random",
+                 "--stationary-first", "--check"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stationary_first" in err[0]
 
 
 def test_convergence_and_stop_rules_by_hand(tmp_path, tiny_mace_file):

@@ -164,7 +164,8 @@ class ActiveConfig(StrictModel):
     #: stationary points (relaxed slabs and bulk, an NEB's saddle and relaxed end point)
     #: that no label is near yet, then picks the rest by the mode
     #: (:func:`~ase_surftune.active.select.uncovered_stationary`)
-    stationary_first: bool = False
+    stationary_first: bool = Field(False, description="label the target workflows' "
+                                   "stationary points first (uncertainty/stratified selection)")
     #: uncertainty mode: the batch is chosen by farthest-point sampling among the
     #: ``pool_factor * batch_size`` most uncertain candidates
     pool_factor: float = Field(3.0, ge=1.0)
@@ -243,6 +244,9 @@ class ActiveConfig(StrictModel):
             problems.append("stop_on_reference needs reference_properties: true")
         if self.resume is not False and self.overwrite:
             problems.append("resume and overwrite exclude each other; give only one")
+        if self.stationary_first and self.selection == "random":
+            problems.append("stationary_first applies to selection uncertainty or "
+                            "stratified; random is the unguided baseline")
         try:
             self.finetune_config(Path(self.output_dir) / "check")
         except ConfigError as exc:

@@ -25,7 +25,8 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from ase_surftune.active.config import ActiveConfig, ExploreSettings
 
-__all__ = ["RecordingCalculator", "anchors", "explore", "measure_and_record", "workflow_tag"]
+__all__ = ["RecordingCalculator", "anchors", "explore", "frame_distance", "measure_and_record",
+           "workflow_tag"]
 
 #: a workflow's lowest-energy frame is a second anchor when some atom sits farther than
 #: this from the last frame (Å); closer, it is the same stationary point
@@ -160,7 +161,7 @@ def _perturbed(anchor: Atoms, prefix: str, calc: Calculator, settings: ExploreSe
     return out
 
 
-def _max_displacement(a: Atoms, b: Atoms) -> float:
+def frame_distance(a: Atoms, b: Atoms) -> float:
     """How far apart two frames of one workflow are (Å), whatever the atom order and origin:
     over the rigid translations that put ``b``'s first atom on an atom of ``a`` of the same
     element, the smallest of (the largest distance from an atom of either frame to the
@@ -199,7 +200,7 @@ def anchors(frames: Sequence[Atoms]) -> list[tuple[str, Atoms]]:
     energies = [f.info.get("al_energy") for f in frames]
     if all(e is not None for e in energies):
         low = frames[int(np.argmin(energies))]
-        if _max_displacement(low, last) > MIN_ANCHOR_SEPARATION:
+        if frame_distance(low, last) > MIN_ANCHOR_SEPARATION:
             out.append(("min_", low))
     return out
 

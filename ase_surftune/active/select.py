@@ -64,14 +64,14 @@ def uncovered_stationary(candidates: Sequence[Atoms], labelled: Sequence[Atoms])
     :data:`~ase_surftune.active.explore.MIN_ANCHOR_SEPARATION` (Å, atoms and cell vectors),
     in candidate order. Workflow tags are not compared: a slab's tag carries its area,
     which moves with the model's lattice constant."""
-    from ase_surftune.active.explore import MIN_ANCHOR_SEPARATION, _max_displacement
+    from ase_surftune.active.explore import MIN_ANCHOR_SEPARATION, frame_distance
 
     out = []
     for i, a in enumerate(candidates):
         kind = a.info.get("al_source", "").partition(":")[2]
         if kind not in ("stationary", "min_stationary"):
             continue
-        if not any(_max_displacement(a, b) <= MIN_ANCHOR_SEPARATION for b in labelled):
+        if not any(frame_distance(a, b) <= MIN_ANCHOR_SEPARATION for b in labelled):
             out.append(i)
     return out
 

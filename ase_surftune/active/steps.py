@@ -80,7 +80,7 @@ def _select(x: Iteration) -> None:
     unc = Uncertainty.from_dict(it["uncertainty"]).score() if it["uncertainty"] else None
     labelled = x.run.labels_until(x.i - 1)
     first: list[int] = []
-    if cfg.stationary_first and cfg.selection != "random":
+    if cfg.stationary_first:  # not with random selection (refused by the config)
         first = uncovered_stationary(cands, labelled)[:n]
     rest = [j for j in range(len(cands)) if j not in first]
     sub, why = select_batch([cands[j] for j in rest], n - len(first), cfg.selection, x.seed,

@@ -7,7 +7,8 @@ import argparse
 from ase_surftune.cli._common import add_command, add_setting_options, defer, given
 
 #: ActiveConfig fields a flag overrides (help, types, defaults from the model)
-OVERRIDES = ("output_dir", "budget", "batch_size", "tolerance", "selection", "seed")
+OVERRIDES = ("output_dir", "budget", "batch_size", "tolerance", "selection", "stationary_first",
+             "seed")
 
 HELP = ("active learning: label the most informative structures until the "
         "target properties converge")
