@@ -161,27 +161,34 @@ def _perturbed(anchor: Atoms, prefix: str, calc: Calculator, settings: ExploreSe
     return out
 
 
-def frame_distance(a: Atoms, b: Atoms) -> float:
+def frame_distance(a: Atoms, b: Atoms, cutoff: float = float("inf")) -> float:
     """How far apart two frames of one workflow are (Å), whatever the atom order and origin:
     over the rigid translations that put ``b``'s first atom on an atom of ``a`` of the same
     element, the smallest of (the largest distance from an atom of either frame to the
-    nearest atom of the other, minimum image in ``a``'s cell, on fractional positions),
-    plus the largest change of a cell vector; infinite for different atom counts. (The
-    surface workflow evaluates the relaxed bulk cell with its atoms reordered and its
-    origin moved: an atom-by-atom comparison called that another structure.)"""
+    nearest atom of the same element in the other, minimum image in ``a``'s cell, on
+    fractional positions), plus the largest change of a cell vector; infinite for
+    different atom counts or compositions, or (a shortcut) when the cell change alone
+    exceeds ``cutoff``. (The surface workflow evaluates the relaxed bulk cell with its
+    atoms reordered and its origin moved: an atom-by-atom comparison called that another
+    structure.)"""
     from ase.geometry import get_distances
 
-    if len(a) != len(b):
+    if len(a) != len(b) or sorted(a.numbers) != sorted(b.numbers):
         return float("inf")
-    if len(a) == 0:
-        return 0.0
+    dcell = float(np.linalg.norm(b.cell.array - a.cell.array, axis=1).max())
+    if len(a) == 0 or dcell > cutoff:
+        return dcell if len(a) == 0 else float("inf")
     pos_b = a.cell.cartesian_positions(b.get_scaled_positions(wrap=False))
+    other = a.numbers[:, None] != b.numbers[None, :]
     best = float("inf")
     for j in np.flatnonzero(a.numbers == b.numbers[0]):
         _, d = get_distances(a.positions, pos_b - pos_b[0] + a.positions[j], cell=a.cell,
                              pbc=a.pbc)
+        d[other] = np.inf
         best = min(best, float(max(d.min(axis=0).max(), d.min(axis=1).max())))
-    return best + float(np.linalg.norm(b.cell.array - a.cell.array, axis=1).max())
+        if best < 1e-8:  # an exact match: no translation does better
+            break
+    return best + dcell
 
 
 def anchors(frames: Sequence[Atoms]) -> list[tuple[str, Atoms]]:

@@ -71,7 +71,8 @@ def uncovered_stationary(candidates: Sequence[Atoms], labelled: Sequence[Atoms])
         kind = a.info.get("al_source", "").partition(":")[2]
         if kind not in ("stationary", "min_stationary"):
             continue
-        if not any(frame_distance(a, b) <= MIN_ANCHOR_SEPARATION for b in labelled):
+        if not any(frame_distance(a, b, cutoff=MIN_ANCHOR_SEPARATION) <= MIN_ANCHOR_SEPARATION
+                   for b in labelled):
             out.append(i)
     return out
 
