@@ -63,6 +63,16 @@ from ase_surftune.active.state import calc_for, read_labels
 from ase_surftune.training import finetune
 
 
+def emt_labelled(atoms, source: str):
+    """A copy of ``atoms`` carrying EMT's energy and forces, tagged like a loop label."""
+    g = atoms.copy()
+    g.calc = EMT()
+    e, forces = g.get_potential_energy(), g.get_forces()
+    g.calc = SinglePointCalculator(g, energy=e, forces=forces)
+    g.info = {"config_type": source.split(":")[0], "al_source": source}
+    return g
+
+
 def key_frames(frames: list) -> list:
     """EMT-labelled relaxed vacancy (lowest EMT energy) and saddle (last NEB frame)."""
     cu = [f for f in frames if f.info["al_source"].startswith("bulk_Cu15")]
@@ -71,15 +81,8 @@ def key_frames(frames: list) -> list:
         g = f.copy()
         g.calc = EMT()
         energies.append(g.get_potential_energy())
-    out = []
-    for name, f in (("relaxed_vacancy", cu[int(np.argmin(energies))]), ("saddle", cu[-1])):
-        g = f.copy()
-        g.calc = EMT()
-        e, forces = g.get_potential_energy(), g.get_forces()
-        g.calc = SinglePointCalculator(g, energy=e, forces=forces)
-        g.info = {"config_type": "bulk_Cu15", "al_source": f"bulk_Cu15:{name}"}
-        out.append(g)
-    return out
+    return [emt_labelled(f, f"bulk_Cu15:{name}") for name, f in
+            (("relaxed_vacancy", cu[int(np.argmin(energies))]), ("saddle", cu[-1]))]
 
 
 def minimum_copies(frames: list, seed: int = 0) -> list:
@@ -97,11 +100,7 @@ def minimum_copies(frames: list, seed: int = 0) -> list:
             g.positions += rng.normal(scale=float(name[6:]), size=g.positions.shape)
         else:
             g = _strained(g, float(name[6:]))
-        g.calc = EMT()
-        e, forces = g.get_potential_energy(), g.get_forces()
-        g.calc = SinglePointCalculator(g, energy=e, forces=forces)
-        g.info = {"config_type": "bulk_Cu15", "al_source": f"bulk_Cu15:minimum_{name}"}
-        out.append(g)
+        out.append(emt_labelled(g, f"bulk_Cu15:minimum_{name}"))
     return out
 
 
