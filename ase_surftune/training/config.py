@@ -28,7 +28,8 @@ EXAMPLE_FILES = "examples/finetune_*.yaml"
 
 
 class LossConfig(StrictModel):
-    """Weighted loss on energy per atom (eV/atom), forces (eV/Å) and stress (eV/Å³).
+    """Weighted loss on energy (per atom, eV/atom, or per structure, eV), forces (eV/Å)
+    and stress (eV/Å³).
 
     ``energy_per``: what the energy term compares. ``atom`` (default): E/N (eV/atom), so
     every structure counts alike whatever its size. ``structure``: the total energy E
@@ -36,6 +37,7 @@ class LossConfig(StrictModel):
     divide ``energy_weight`` by ~N² of the typical structure to keep its balance with the
     forces. Properties that are total-energy differences within one large cell (a vacancy
     barrier) need that cell's energies more accurately per atom than a small slab's γ.
+    ``huber_delta`` is in the energy term's unit. Errors are reported per atom either way.
     """
 
     energy_weight: float = Field(1.0, ge=0)

@@ -81,7 +81,8 @@ def _np(err: torch.Tensor) -> np.ndarray:
 
 def compute_loss(out: dict[str, torch.Tensor], tgt: dict[str, torch.Tensor],
                  loss_cfg: LossConfig, acc: ErrorAccumulator | None = None) -> torch.Tensor:
-    """Weighted loss: energy per atom (eV/atom), force components (eV/Å), stress (eV/Å³).
+    """Weighted loss: energy per atom (eV/atom; total energy, eV, with
+    ``energy_per: structure``), force components (eV/Å), stress (eV/Å³).
 
     With ``acc``, the batch's errors (``energy``, ``forces``, ``stress``) and its mean
     loss (``loss``, weighted by the number of structures) are added to it.
