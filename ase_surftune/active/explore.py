@@ -31,6 +31,8 @@ __all__ = ["RecordingCalculator", "anchors", "explore", "frame_distance", "measu
 #: a workflow's lowest-energy frame is a second anchor when some atom sits farther than
 #: this from the last frame (Å); closer, it is the same stationary point
 MIN_ANCHOR_SEPARATION = 0.1
+#: the ``al_source`` kinds of the anchors themselves (``{tag}:stationary`` ...)
+STATIONARY_KINDS = ("stationary", "min_stationary")
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +235,8 @@ def explore(frames: Sequence[Atoms], calc: Calculator, settings: ExploreSettings
     out: list[Atoms] = []
     for tag, fr in groups.items():
         points = anchors(fr)
-        out += [_tagged(anchor, f"{tag}:{prefix}stationary") for prefix, anchor in points]
+        out += [_tagged(anchor, f"{tag}:{prefix}stationary")  # STATIONARY_KINDS
+                for prefix, anchor in points]
         out += [_tagged(a, f"{tag}:workflow") for a in _evenly(fr, settings.frames_per_workflow)]
         for prefix, anchor in points:
             out += _perturbed(anchor, f"{tag}:{prefix}", calc, settings, rng)

@@ -64,12 +64,15 @@ def uncovered_stationary(candidates: Sequence[Atoms], labelled: Sequence[Atoms])
     :data:`~ase_surftune.active.explore.MIN_ANCHOR_SEPARATION` (Å, atoms and cell vectors),
     in candidate order. Workflow tags are not compared: a slab's tag carries its area,
     which moves with the model's lattice constant."""
-    from ase_surftune.active.explore import MIN_ANCHOR_SEPARATION, frame_distance
+    from ase_surftune.active.explore import (
+        MIN_ANCHOR_SEPARATION,
+        STATIONARY_KINDS,
+        frame_distance,
+    )
 
     out = []
     for i, a in enumerate(candidates):
-        kind = a.info.get("al_source", "").partition(":")[2]
-        if kind not in ("stationary", "min_stationary"):
+        if a.info.get("al_source", "").partition(":")[2] not in STATIONARY_KINDS:
             continue
         if not any(frame_distance(a, b, cutoff=MIN_ANCHOR_SEPARATION) <= MIN_ANCHOR_SEPARATION
                    for b in labelled):
@@ -96,8 +99,27 @@ def _stratified(candidates: Sequence[Atoms], draws: list[int], score: np.ndarray
 
 def select_batch(candidates: Sequence[Atoms], n: int, mode: str, seed: int, *,
                  uncertainty: np.ndarray | None = None, labelled: Sequence[Atoms] = (),
-                 pool_factor: float = 3.0) -> tuple[list[int], list[str]]:
-    """Indices of ``n`` candidates to label and, for each, why it was chosen."""
+                 pool_factor: float = 3.0, stationary_first: bool = False
+                 ) -> tuple[list[int], list[str]]:
+    """Indices of ``n`` candidates to label and, for each, why it was chosen; with
+    ``stationary_first``, :func:`uncovered_stationary` candidates head the batch and the
+    mode picks the rest (counting them as labelled)."""
+    from ase_surftune.active.explore import MIN_ANCHOR_SEPARATION
+
+    first = uncovered_stationary(candidates, labelled)[:max(n, 0)] if stationary_first else []
+    if not first:
+        return _select_by_mode(candidates, n, mode, seed, uncertainty, labelled, pool_factor)
+    rest = [j for j in range(len(candidates)) if j not in first]
+    sub, why = _select_by_mode([candidates[j] for j in rest], n - len(first), mode, seed,
+                               None if uncertainty is None else np.asarray(uncertainty)[rest],
+                               list(labelled) + [candidates[j] for j in first], pool_factor)
+    reason = f"stationary point of a target workflow, no label within {MIN_ANCHOR_SEPARATION} Å"
+    return first + [rest[j] for j in sub], [reason] * len(first) + why
+
+
+def _select_by_mode(candidates: Sequence[Atoms], n: int, mode: str, seed: int,
+                    uncertainty: np.ndarray | None, labelled: Sequence[Atoms],
+                    pool_factor: float) -> tuple[list[int], list[str]]:
     m = len(candidates)
     n = min(n, m)
     rng = np.random.default_rng(seed)

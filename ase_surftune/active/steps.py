@@ -72,24 +72,14 @@ def _uncertainty(x: Iteration) -> None:
 
 def _select(x: Iteration) -> None:
     from ase_surftune.active.committee import Uncertainty
-    from ase_surftune.active.explore import MIN_ANCHOR_SEPARATION
-    from ase_surftune.active.select import select_batch, uncovered_stationary
+    from ase_surftune.active.select import select_batch
 
     cfg, it, cands = x.cfg, x.it, x.candidates
     n = min(cfg.batch_size, cfg.budget - x.run.state["n_labels"])
     unc = Uncertainty.from_dict(it["uncertainty"]).score() if it["uncertainty"] else None
-    labelled = x.run.labels_until(x.i - 1)
-    first: list[int] = []
-    if cfg.stationary_first:  # not with random selection (refused by the config)
-        first = uncovered_stationary(cands, labelled)[:n]
-    rest = [j for j in range(len(cands)) if j not in first]
-    sub, why = select_batch([cands[j] for j in rest], n - len(first), cfg.selection, x.seed,
-                            uncertainty=None if unc is None else np.asarray(unc)[rest],
-                            labelled=labelled + [cands[j] for j in first],
-                            pool_factor=cfg.pool_factor)
-    idx = first + [rest[j] for j in sub]
-    why = ["stationary point of a target workflow, no label within "
-           f"{MIN_ANCHOR_SEPARATION} Å"] * len(first) + why
+    idx, why = select_batch(cands, n, cfg.selection, x.seed, uncertainty=unc,
+                            labelled=x.run.labels_until(x.i - 1), pool_factor=cfg.pool_factor,
+                            stationary_first=cfg.stationary_first)
     it.update(selected=idx, reasons=why,
               sources=[cands[j].info.get("al_source", "") for j in idx])
 
