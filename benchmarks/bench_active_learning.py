@@ -58,8 +58,11 @@ TARGETS = ["gamma_111", "gamma_100", "barrier_vacancy"]
 #: energies per atom, weight 100. ``structure``: total energies, weight 6.25 (= 100 / 4²,
 #: a 4-atom slab's weight unchanged). One more fine-tune of a 40-label model with the
 #: relaxed vacancy labelled: barrier 1.035 (atom) vs 1.017 (structure) × EMT; but in the
-#: loop from the start, γ(111) stayed at 0.92–0.96 × EMT after 28 labels (RESULTS.md)
+#: loop from the start, γ(111) stayed at 0.92–0.96 × EMT after 28 labels (RESULTS.md).
+#: ``sqrt_atoms``: E/√N, weight 25 (= 100 / 4): the 15-atom vacancy cell's per-atom errors
+#: weigh 15/4 × a 4-atom slab's or bulk cell's, between the two above.
 LOSS = {"structure": {"energy_per": "structure", "energy_weight": 6.25, "forces_weight": 10.0},
+        "sqrt_atoms": {"energy_per": "sqrt_atoms", "energy_weight": 25.0, "forces_weight": 10.0},
         "atom": {"energy_weight": 100.0, "forces_weight": 10.0}}
 
 

@@ -436,7 +436,8 @@ def test_example_configs_validate():
 
 def test_energy_term_per_atom_or_per_structure_by_hand():
     """``loss.energy_per``: one energy error δ on a 4-atom and a 16-atom structure costs
-    w·mean((δ/N)²) per atom and w·mean(δ²) per structure (MSE, no forces)."""
+    w·mean((δ/N)²) per atom, w·mean(δ²/N) with ``sqrt_atoms`` and w·mean(δ²) per
+    structure (MSE, no forces)."""
     import torch
 
     from ase_surftune.training.config import LossConfig
@@ -449,5 +450,8 @@ def test_energy_term_per_atom_or_per_structure_by_hand():
     per_atom = compute_loss(out, tgt, LossConfig(energy_weight=2.0, forces_weight=0.0))
     per_structure = compute_loss(out, tgt, LossConfig(energy_weight=2.0, forces_weight=0.0,
                                                       energy_per="structure"))
+    per_sqrt = compute_loss(out, tgt, LossConfig(energy_weight=2.0, forces_weight=0.0,
+                                                 energy_per="sqrt_atoms"))
     assert float(per_atom) == pytest.approx(2.0 * ((0.08 / 4) ** 2 + (0.08 / 16) ** 2) / 2)
+    assert float(per_sqrt) == pytest.approx(2.0 * (0.08 ** 2 / 4 + 0.08 ** 2 / 16) / 2)
     assert float(per_structure) == pytest.approx(2.0 * 0.08 ** 2)

@@ -37,11 +37,14 @@ class LossConfig(StrictModel):
     divide ``energy_weight`` by ~N² of the typical structure to keep its balance with the
     forces. Properties that are total-energy differences within one large cell (a vacancy
     barrier) need that cell's energies more accurately per atom than a small slab's γ.
+    ``sqrt_atoms``: E/√N (eV/√atom), in between: a per-atom error of a 15-atom cell weighs
+    15/4 × that of a 4-atom one (the scale on which errors of independent atoms add in
+    quadrature); divide ``energy_weight`` by the typical N to keep the balance.
     ``huber_delta`` is in the energy term's unit. Errors are reported per atom either way.
     """
 
     energy_weight: float = Field(1.0, ge=0)
-    energy_per: Literal["atom", "structure"] = "atom"
+    energy_per: Literal["atom", "sqrt_atoms", "structure"] = "atom"
     forces_weight: float = Field(10.0, ge=0)
     stress_weight: float = Field(0.0, ge=0)
     kind: Literal["mse", "huber"] = "mse"

@@ -81,8 +81,8 @@ def _np(err: torch.Tensor) -> np.ndarray:
 
 def compute_loss(out: dict[str, torch.Tensor], tgt: dict[str, torch.Tensor],
                  loss_cfg: LossConfig, acc: ErrorAccumulator | None = None) -> torch.Tensor:
-    """Weighted loss: energy per atom (eV/atom; total energy, eV, with
-    ``energy_per: structure``), force components (eV/Å), stress (eV/Å³).
+    """Weighted loss: energy per atom (eV/atom; with ``energy_per``, total energy, eV,
+    or E/√N, eV/√atom), force components (eV/Å), stress (eV/Å³).
 
     With ``acc``, the batch's errors (``energy``, ``forces``, ``stress``) and its mean
     loss (``loss``, weighted by the number of structures) are added to it.
@@ -95,10 +95,9 @@ def compute_loss(out: dict[str, torch.Tensor], tgt: dict[str, torch.Tensor],
         f, f_t = f[tgt["force_mask"]], f_t[tgt["force_mask"]]
     loss = e_pa.new_zeros(())
     if loss_cfg.energy_weight > 0:
-        if loss_cfg.energy_per == "structure":  # total energies, eV
-            loss = loss + loss_cfg.energy_weight * crit(out["energy"], tgt["energy"])
-        else:
-            loss = loss + loss_cfg.energy_weight * crit(e_pa, e_pa_t)
+        size = {"atom": tgt["n_atoms"], "sqrt_atoms": tgt["n_atoms"].sqrt(),
+                "structure": torch.ones_like(tgt["n_atoms"])}[loss_cfg.energy_per]
+        loss = loss + loss_cfg.energy_weight * crit(out["energy"] / size, tgt["energy"] / size)
     if loss_cfg.forces_weight > 0 and f.numel():
         loss = loss + loss_cfg.forces_weight * crit(f, f_t)
     has_stress = loss_cfg.stress_weight > 0 and "stress" in tgt and "stress" in out
