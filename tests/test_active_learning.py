@@ -267,6 +267,10 @@ def test_cli_mirrors_the_api(tmp_path, tiny_mace_file, capsys):
                  "--stationary-first", "--check"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "stationary_first" in err[0]
+    assert main(["active-learn", str(tmp_path / "al.yaml"), "--stationary-energy-weight",
+                 "0", "--check"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stationary_energy_weight" in err[0]
 
 
 def test_convergence_and_stop_rules_by_hand(tmp_path, tiny_mace_file):
@@ -431,6 +435,26 @@ def test_exploration_perturbs_both_stationary_points_of_a_barrier(tmp_path, tiny
                  "min_rattle0.05", "min_strain+0.01"):
         assert f"{tag}:{kind}" in sources
     assert not any(s.startswith("slab_") and ":min_" in s for s in sources)
+
+
+def test_stationary_points_weigh_more_in_fine_tuning():
+    """``stationary_energy_weight``: the fine-tune's labels that are stationary points get
+    ``info["config_energy_weight"]`` (the loss's per-structure energy weight); perturbed
+    frames keep weight 1, and weight 1 sets nothing."""
+    from ase_surftune.active.steps import weight_stationary
+    from ase_surftune.data import energy_weight
+
+    labels = []
+    for src in ("bulk_Cu4:stationary", "bulk_Cu15:min_stationary", "bulk_Cu15:min_rattle0.1",
+                "slab_Cu4_A5.6:workflow"):
+        a = bulk("Cu", "fcc", a=3.6, cubic=True)
+        a.info = {"al_source": src}
+        labels.append(a)
+    assert [energy_weight(a) for a in weight_stationary(labels, 8.0)] == [8.0, 8.0, 1.0, 1.0]
+    fresh = [a.copy() for a in labels]
+    for a in fresh:
+        a.info.pop("config_energy_weight", None)
+    assert all("config_energy_weight" not in a.info for a in weight_stationary(fresh, 1.0))
 
 
 def test_stationary_points_are_labelled_once():

@@ -455,3 +455,50 @@ def test_energy_term_per_atom_or_per_structure_by_hand():
     assert float(per_atom) == pytest.approx(2.0 * ((0.08 / 4) ** 2 + (0.08 / 16) ** 2) / 2)
     assert float(per_sqrt) == pytest.approx(2.0 * (0.08 ** 2 / 4 + 0.08 ** 2 / 16) / 2)
     assert float(per_structure) == pytest.approx(2.0 * 0.08 ** 2)
+
+
+def test_per_structure_energy_weights_by_hand():
+    """``info["config_energy_weight"]`` (mace's key) multiplies a structure's energy term:
+    w·mean(c_i·δ_i²) for MSE and w·mean(c_i·huber(δ_i)) for Huber; forces are untouched;
+    a batch without weights keeps the plain criterion; a bad weight is a one-line
+    DataError naming the structure."""
+    import torch
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    from ase_surftune.core.errors import DataError
+    from ase_surftune.data import energy_weight, validate_config
+    from ase_surftune.training.config import LossConfig
+    from ase_surftune.training.losses import Sample, batch_targets, compute_loss
+
+    dt = torch.float64
+    samples = [Sample(graph=None, energy=-10.0, forces=torch.zeros(4, 3, dtype=dt), n_atoms=4,
+                      energy_weight=5.0),
+               Sample(graph=None, energy=-50.0, forces=torch.zeros(16, 3, dtype=dt), n_atoms=16)]
+    tgt = batch_targets(samples, dt, torch.device("cpu"))
+    assert tgt["energy_weight"].tolist() == [5.0, 1.0]
+    out = {"energy": tgt["energy"] + torch.tensor([0.08, -0.16], dtype=dt),
+           "forces": tgt["forces"] + 0.1}
+    loss = compute_loss(out, tgt, LossConfig(energy_weight=2.0, forces_weight=3.0))
+    assert float(loss) == pytest.approx(
+        2.0 * (5.0 * (0.08 / 4) ** 2 + (0.16 / 16) ** 2) / 2 + 3.0 * 0.1 ** 2)
+    hub = compute_loss(out, tgt, LossConfig(energy_weight=2.0, forces_weight=0.0,
+                                            kind="huber", huber_delta=0.015))
+    # per atom: 0.02 (beyond δ: δ·(|x| − δ/2)) and 0.01 (inside: x²/2)
+    assert float(hub) == pytest.approx(
+        2.0 * (5.0 * 0.015 * (0.02 - 0.0075) + 0.5 * 0.01 ** 2) / 2)
+    del tgt["energy_weight"]  # unweighted: the plain criterion
+    plain = compute_loss(out, tgt, LossConfig(energy_weight=2.0, forces_weight=0.0))
+    assert float(plain) == pytest.approx(2.0 * ((0.08 / 4) ** 2 + (0.16 / 16) ** 2) / 2)
+    cu = bulk("Cu", "fcc", a=3.6, cubic=True)
+    assert energy_weight(cu) == 1.0
+    cu.info["config_energy_weight"] = "3"
+    assert energy_weight(cu) == 3.0
+    cu.calc = EMT()
+    cu.get_potential_energy()
+    cu.get_forces()
+    for bad in (-1.0, float("nan"), "heavy"):
+        cu.info["config_energy_weight"] = bad
+        with pytest.raises(DataError, match=r"^frame 3: info\['config_energy_weight'\]") as exc:
+            validate_config(cu, where="frame 3")
+        assert "\n" not in str(exc.value)

@@ -166,6 +166,12 @@ class ActiveConfig(StrictModel):
     #: (:func:`~ase_surftune.active.select.uncovered_stationary`)
     stationary_first: bool = Field(False, description="label the target workflows' "
                                    "stationary points first (uncertainty/stratified selection)")
+    #: the energy term of the stationary points' labels weighs this many times a
+    #: perturbed frame's in every fine-tune (``info["config_energy_weight"]``, any
+    #: selection mode). The targets are energy differences between exactly these
+    #: structures, and a perturbed frame's forces already weigh in the loss
+    stationary_energy_weight: float = Field(1.0, gt=0, description="energy weight of the "
+                                            "stationary points' labels in fine-tuning")
     #: uncertainty mode: the batch is chosen by farthest-point sampling among the
     #: ``pool_factor * batch_size`` most uncertain candidates
     pool_factor: float = Field(3.0, ge=1.0)
@@ -318,7 +324,8 @@ class ActiveConfig(StrictModel):
 
 
 #: settings added after runs were made, left out of the fingerprint at their default
-_ADDED_LATER: dict[str, Any] = {"stop_rule": "change", "stationary_first": False}
+_ADDED_LATER: dict[str, Any] = {"stop_rule": "change", "stationary_first": False,
+                                "stationary_energy_weight": 1.0}
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from ase_surftune.active.config import ActiveConfig, ExploreSettings
 
-__all__ = ["RecordingCalculator", "anchors", "explore", "frame_distance", "measure_and_record",
+__all__ = ["RecordingCalculator", "anchors", "explore", "frame_distance", "is_stationary", "measure_and_record",
            "workflow_tag"]
 
 #: a workflow's lowest-energy frame is a second anchor when some atom sits farther than
@@ -33,6 +33,12 @@ __all__ = ["RecordingCalculator", "anchors", "explore", "frame_distance", "measu
 MIN_ANCHOR_SEPARATION = 0.1
 #: the ``al_source`` kinds of the anchors themselves (``{tag}:stationary`` ...)
 STATIONARY_KINDS = ("stationary", "min_stationary")
+
+
+def is_stationary(atoms: Atoms) -> bool:
+    """Whether a candidate or label is a workflow's stationary point (its ``al_source``
+    kind is one of :data:`STATIONARY_KINDS`)."""
+    return atoms.info.get("al_source", "").partition(":")[2] in STATIONARY_KINDS
 
 log = logging.getLogger(__name__)
 

@@ -64,15 +64,11 @@ def uncovered_stationary(candidates: Sequence[Atoms], labelled: Sequence[Atoms])
     :data:`~ase_surftune.active.explore.MIN_ANCHOR_SEPARATION` (Å, atoms and cell vectors),
     in candidate order. Workflow tags are not compared: a slab's tag carries its area,
     which moves with the model's lattice constant."""
-    from ase_surftune.active.explore import (
-        MIN_ANCHOR_SEPARATION,
-        STATIONARY_KINDS,
-        frame_distance,
-    )
+    from ase_surftune.active.explore import MIN_ANCHOR_SEPARATION, frame_distance, is_stationary
 
     out = []
     for i, a in enumerate(candidates):
-        if a.info.get("al_source", "").partition(":")[2] not in STATIONARY_KINDS:
+        if not is_stationary(a):
             continue
         if not any(frame_distance(a, b, cutoff=MIN_ANCHOR_SEPARATION) <= MIN_ANCHOR_SEPARATION
                    for b in labelled):

@@ -20,7 +20,7 @@ from ase import Atoms
 
 from ase_surftune.active.state import Run, calc_for, read_frames, read_labels, write_frames
 
-__all__ = ["STEPS", "iterate", "holdout", "convergence"]
+__all__ = ["STEPS", "iterate", "holdout", "convergence", "weight_stationary"]
 
 STEPS = ("explore", "uncertainty", "select", "label", "calibrate", "finetune", "committee",
          "measure")
@@ -130,7 +130,7 @@ def _finetune(x: Iteration) -> None:
     from ase_surftune.training.api import finetune
 
     cfg, i = x.cfg, x.i
-    train = x.run.labels_until(i)
+    train = weight_stationary(x.run.labels_until(i), cfg.stationary_energy_weight)
     start = x.prev_model if cfg.warm_start else cfg.model
     t0 = time.perf_counter()
     res = finetune(cfg.finetune_config(x.run.path(f"{x.dir}/model"), model=start, seed=x.seed,
@@ -139,6 +139,19 @@ def _finetune(x: Iteration) -> None:
     x.it.update(model=str(res.bundle_path.relative_to(x.run.out)), n_train=len(train),
                 warm_start_from=start if i == 1 or not cfg.warm_start
                 else f"iteration {i - 1}", finetune_time_s=round(time.perf_counter() - t0, 2))
+
+
+def weight_stationary(labels: list[Atoms], weight: float) -> list[Atoms]:
+    """``labels`` with the stationary points' energy weight
+    (``info["config_energy_weight"]``) set to ``weight`` (none set when it is 1)."""
+    from ase_surftune.active.explore import is_stationary
+    from ase_surftune.data import ENERGY_WEIGHT_KEY
+
+    if weight != 1.0:
+        for a in labels:
+            if is_stationary(a):
+                a.info[ENERGY_WEIGHT_KEY] = weight
+    return labels
 
 
 def _committee(x: Iteration) -> None:

@@ -8,7 +8,7 @@ from ase_surftune.cli._common import add_command, add_setting_options, defer, gi
 
 #: ActiveConfig fields a flag overrides (help, types, defaults from the model)
 OVERRIDES = ("output_dir", "budget", "batch_size", "tolerance", "selection", "stationary_first",
-             "seed")
+             "stationary_energy_weight", "seed")
 
 HELP = ("active learning: label the most informative structures until the "
         "target properties converge")

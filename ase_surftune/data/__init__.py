@@ -36,7 +36,7 @@ from ase_surftune.core.lazy import lazy_exports
 _WHERE: dict[str, str] = {
     "DEFAULT_GROUP": "labels", "DataReport": "labels", "OnError": "labels",
     "PathLike": "labels", "SkippedConfig": "labels", "free_atom_mask": "labels",
-    "get_labels": "labels",
+    "get_labels": "labels", "energy_weight": "labels", "ENERGY_WEIGHT_KEY": "labels",
     "MIN_INTERATOMIC_DISTANCE": "validate", "check_min_distance": "validate",
     "_closest_pair_below": "validate", "validate_config": "validate",
     "check_elements": "validate",
@@ -52,9 +52,10 @@ _WHERE: dict[str, str] = {
 }
 
 __all__ = [
-    "DEFAULT_GROUP", "DataReport", "MIN_INTERATOMIC_DISTANCE", "OnError", "PathLike",
+    "DEFAULT_GROUP", "ENERGY_WEIGHT_KEY", "DataReport", "MIN_INTERATOMIC_DISTANCE", "OnError", "PathLike",
     "REFERENCE_NAMES", "SkippedConfig", "Split", "TRAJECTORY_KEYS", "check_elements",
-    "check_min_distance", "dataset_hash", "element_counts", "free_atom_mask", "get_labels",
+    "check_min_distance", "dataset_hash", "element_counts", "energy_weight", "free_atom_mask",
+    "get_labels",
     "get_reference_calculator", "is_slab", "label", "read_labelled", "read_structures",
     "source_file", "split", "split_by_group", "split_by_trajectory", "structure_hash",
     "trajectory_group", "validate_config", "write_labelled",
@@ -71,10 +72,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from ase_surftune.data.labelling import label
     from ase_surftune.data.labels import (
         DEFAULT_GROUP,
+        ENERGY_WEIGHT_KEY,
         DataReport,
         OnError,
         PathLike,
         SkippedConfig,
+        energy_weight,
         free_atom_mask,
         get_labels,
     )

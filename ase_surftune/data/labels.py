@@ -102,6 +102,29 @@ def free_atom_mask(atoms: Atoms) -> np.ndarray:
     return mask
 
 
+#: the ``atoms.info`` key of a structure's energy-term weight in a fine-tune's loss
+#: (mace's name for the same thing)
+ENERGY_WEIGHT_KEY = "config_energy_weight"
+
+
+def energy_weight(atoms: Atoms) -> float:
+    """The structure's energy-term weight in the loss: ``info["config_energy_weight"]``
+    (a number ≥ 0; 1 when absent).
+
+    Raises:
+        DataError: when it is not a finite number ≥ 0.
+    """
+    raw = atoms.info.get(ENERGY_WEIGHT_KEY, 1.0)
+    try:
+        w = float(raw)
+    except (TypeError, ValueError):
+        w = float("nan")
+    if not (np.isfinite(w) and w >= 0):
+        raise DataError(f"{atoms.get_chemical_formula()}: info[{ENERGY_WEIGHT_KEY!r}] = "
+                        f"{raw!r}; expected a number >= 0")
+    return w
+
+
 def get_labels(atoms: Atoms) -> tuple[float, np.ndarray, np.ndarray | None]:
     """The labels of one configuration.
 

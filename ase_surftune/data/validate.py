@@ -9,7 +9,13 @@ import numpy as np
 from ase import Atoms
 
 from ase_surftune.core.errors import DataError, UnsupportedElementError
-from ase_surftune.data.labels import DataReport, OnError, _as_voigt, _check_on_error
+from ase_surftune.data.labels import (
+    DataReport,
+    OnError,
+    _as_voigt,
+    _check_on_error,
+    energy_weight,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +107,8 @@ def validate_config(atoms: Atoms, require_forces: bool = True, where: str | None
     Checks: at least one atom; finite positions (Å) and cell; no two atoms closer than
     :data:`MIN_INTERATOMIC_DISTANCE`; an energy label (eV) that is
     finite; forces (eV/Å) of shape ``(n_atoms, 3)`` and finite (required unless
-    ``require_forces=False``); stress (eV/Å³), if present, of Voigt/3x3 shape and finite.
+    ``require_forces=False``); stress (eV/Å³), if present, of Voigt/3x3 shape and finite;
+    an energy weight (``info["config_energy_weight"]``), if present, a number ≥ 0.
 
     Args:
         atoms: the configuration, labels in ``atoms.calc.results``.
@@ -146,6 +153,10 @@ def validate_config(atoms: Atoms, require_forces: bool = True, where: str | None
         s = _as_voigt(stress, where)
         if not np.all(np.isfinite(s)):
             raise DataError(f"{where}: stress contains NaN/inf")
+    try:
+        energy_weight(atoms)
+    except DataError as exc:
+        raise DataError(f"{where}: {str(exc).split(': ', 1)[1]}") from None
 
 
 

@@ -34,6 +34,8 @@ class Sample:
         forces: (n, 3) eV/Å in the adapter's dtype.
         stress: (3, 3) eV/Å³ or None.
         force_mask: (n,) bool, atoms whose forces enter the loss and errors.
+        energy_weight: multiplies this structure's energy term (``atoms.info
+            ["config_energy_weight"]``, mace's key; 1 by default).
     """
 
     graph: Any
@@ -43,6 +45,7 @@ class Sample:
     stress: torch.Tensor | None = None
     force_mask: torch.Tensor | None = None
     numbers: np.ndarray | None = None
+    energy_weight: float = 1.0
 
 
 def _criterion(kind: str, delta: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -51,14 +54,28 @@ def _criterion(kind: str, delta: float) -> Callable[[torch.Tensor, torch.Tensor]
     return lambda a, b: torch.nn.functional.mse_loss(a, b)
 
 
+def _weighted(kind: str, delta: float, a: torch.Tensor, b: torch.Tensor, w: torch.Tensor
+              ) -> torch.Tensor:
+    """mean(w · criterion(a, b)) over structures (the per-structure energy weights)."""
+    if kind == "huber":
+        per = torch.nn.functional.huber_loss(a, b, delta=delta, reduction="none")
+    else:
+        per = (a - b) ** 2
+    return (w * per).mean()
+
+
 def batch_targets(samples: Sequence[Sample], dtype: torch.dtype, device: torch.device
                   ) -> dict[str, torch.Tensor]:
-    """Targets of a batch as tensors: energy (eV), n_atoms, forces (eV/Å), masks, stress."""
+    """Targets of a batch as tensors: energy (eV), n_atoms, forces (eV/Å), masks, stress,
+    and ``energy_weight`` when some structure's is not 1."""
     t = {
         "energy": torch.tensor([s.energy for s in samples], dtype=dtype, device=device),
         "n_atoms": torch.tensor([s.n_atoms for s in samples], dtype=dtype, device=device),
         "forces": torch.cat([s.forces for s in samples]).to(device=device, dtype=dtype),
     }
+    if any(s.energy_weight != 1.0 for s in samples):
+        t["energy_weight"] = torch.tensor([s.energy_weight for s in samples], dtype=dtype,
+                                          device=device)
     if any(s.force_mask is not None for s in samples):
         t["force_mask"] = torch.cat([
             s.force_mask if s.force_mask is not None
@@ -82,7 +99,8 @@ def _np(err: torch.Tensor) -> np.ndarray:
 def compute_loss(out: dict[str, torch.Tensor], tgt: dict[str, torch.Tensor],
                  loss_cfg: LossConfig, acc: ErrorAccumulator | None = None) -> torch.Tensor:
     """Weighted loss: energy per atom (eV/atom; with ``energy_per``, total energy, eV,
-    or E/√N, eV/√atom), force components (eV/Å), stress (eV/Å³).
+    or E/√N, eV/√atom), force components (eV/Å), stress (eV/Å³). Each structure's energy
+    term is multiplied by its ``energy_weight`` when the batch has them.
 
     With ``acc``, the batch's errors (``energy``, ``forces``, ``stress``) and its mean
     loss (``loss``, weighted by the number of structures) are added to it.
@@ -97,7 +115,10 @@ def compute_loss(out: dict[str, torch.Tensor], tgt: dict[str, torch.Tensor],
     if loss_cfg.energy_weight > 0:
         size = {"atom": tgt["n_atoms"], "sqrt_atoms": tgt["n_atoms"].sqrt(),
                 "structure": torch.ones_like(tgt["n_atoms"])}[loss_cfg.energy_per]
-        loss = loss + loss_cfg.energy_weight * crit(out["energy"] / size, tgt["energy"] / size)
+        e, e_t = out["energy"] / size, tgt["energy"] / size
+        term = (crit(e, e_t) if "energy_weight" not in tgt else
+                _weighted(loss_cfg.kind, loss_cfg.huber_delta, e, e_t, tgt["energy_weight"]))
+        loss = loss + loss_cfg.energy_weight * term
     if loss_cfg.forces_weight > 0 and f.numel():
         loss = loss + loss_cfg.forces_weight * crit(f, f_t)
     has_stress = loss_cfg.stress_weight > 0 and "stress" in tgt and "stress" in out

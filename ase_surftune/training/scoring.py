@@ -17,7 +17,7 @@ from ase.stress import voigt_6_to_full_3x3_stress
 
 from ase_surftune.core.energy import per_element_sum
 from ase_surftune.core.metrics import mae_rmse, softening_stats
-from ase_surftune.data import free_atom_mask, get_labels
+from ase_surftune.data import energy_weight, free_atom_mask, get_labels
 from ase_surftune.training.losses import Sample, predict_samples
 
 __all__ = ["featurize_samples", "retarget", "frame_errors", "bundle_errors",
@@ -32,7 +32,8 @@ def labels(atoms: Atoms) -> tuple[float, np.ndarray, np.ndarray | None]:
 def featurize_samples(adapter, configs: Sequence[Atoms], shifts: dict[str, float] | None = None,
                       exclude_fixed_atoms: bool = False, progress: bool = False,
                       desc: str = "featurize") -> list[Sample]:
-    """Featurize each structure once and attach targets in the model frame (E − Σδ, eV)."""
+    """Featurize each structure once and attach targets in the model frame (E − Σδ, eV)
+    and its energy weight (:func:`energy_weight`)."""
     from tqdm.auto import tqdm
 
     shifts = shifts or {}
@@ -47,7 +48,7 @@ def featurize_samples(adapter, configs: Sequence[Atoms], shifts: dict[str, float
             stress=None if s is None else torch.as_tensor(voigt_6_to_full_3x3_stress(s),
                                                           dtype=adapter.dtype),
             force_mask=torch.as_tensor(free_atom_mask(atoms)) if exclude_fixed_atoms else None,
-            numbers=np.asarray(atoms.numbers)))
+            numbers=np.asarray(atoms.numbers), energy_weight=energy_weight(atoms)))
     return out
 
 
