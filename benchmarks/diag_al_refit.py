@@ -73,6 +73,8 @@ def main() -> None:
     ap.add_argument("--stationary-weight", type=float, default=1.0)
     ap.add_argument("--finetune", default="{}", help="FinetuneConfig keys (JSON)")
     ap.add_argument("--out", type=Path, default=Path("diag_al_refit"))
+    ap.add_argument("--cold-start", action="store_true",
+                    help="start from the run's foundation model, not the previous iteration's")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -83,8 +85,8 @@ def main() -> None:
     cfg = load_active_config(conf | {"output_dir": str(args.out / "cfg"), "holdout_file": None})
     labels = [a for j in range(1, i + 1)
               for a in read_labels(args.run / f"iter_{j:02d}" / "labels.xyz")]
-    start = (str(args.run / st["iterations"][i - 2]["model"]) if i > 1 and cfg.warm_start
-             else cfg.model)
+    start = (str(args.run / st["iterations"][i - 2]["model"])
+             if i > 1 and cfg.warm_start and not args.cold_start else cfg.model)
     ref = st["reference"]["properties"]["values"]
 
     def ratios(model: str) -> dict[str, float]:
@@ -94,9 +96,11 @@ def main() -> None:
     t0 = time.perf_counter()
     res = finetune(cfg.finetune_config(args.out / "model", model=start, seed=cfg.seed * 1000 + i),
                    train=weight_stationary(labels, args.stationary_weight))
-    last = json.loads((args.out / "model" / "metrics.json").read_text())["epochs"][-1]
+    epochs = json.loads((args.out / "model" / "metrics.json").read_text()).get("epochs")
+    last = epochs[-1] if epochs else {"train_energy_mae_per_atom": float("nan"),
+                                      "train_forces_mae": float("nan")}
     was = st["iterations"][i - 1]["properties"]["values"]
-    print(json.dumps({"iteration": i, "n_labels": len(labels),
+    print(json.dumps({"iteration": i, "n_labels": len(labels), "start": start,
                       "stationary_weight": args.stationary_weight,
                       "finetune": json.loads(args.finetune),
                       "run_ratios": {t: round(was[t] / ref[t], 4) for t in cfg.targets},

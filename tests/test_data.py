@@ -396,6 +396,14 @@ def test_dataset_hash_sensitive_to_labels():
     changed[0] = b
     assert dataset_hash(changed) != h
     assert dataset_hash(data[::-1]) != h
+    # an energy weight changes what a fine-tune fits; weight 1 is the same as none
+    weighted = [a.copy() for a in data]
+    for a, orig in zip(weighted, data):
+        a.calc = orig.calc
+    weighted[0].info["config_energy_weight"] = 1.0
+    assert dataset_hash(weighted) == h
+    weighted[0].info["config_energy_weight"] = 4.0
+    assert dataset_hash(weighted) != h
 
 
 def _resolve_to_emt(spec: str):

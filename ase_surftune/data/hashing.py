@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
+from ase_surftune.data.labels import energy_weight
+
 
 def _hash_arrays(h: Any, *arrays: Any) -> None:
     for a in arrays:
@@ -28,9 +30,11 @@ def structure_hash(atoms: Atoms) -> str:
 def dataset_hash(configs: Iterable[Atoms]) -> str:
     """sha256 over every structure and its labels, in order (for bundle provenance).
 
-    Covers atomic numbers, positions, cell, pbc, energy, forces and stress (if any);
-    ignores ``info`` (groups, sources) and constraints.
+    Covers atomic numbers, positions, cell, pbc, energy, forces and stress (if any), and
+    an energy weight other than 1 (``info["config_energy_weight"]``: it changes what a
+    fine-tune fits); ignores the rest of ``info`` (groups, sources) and constraints.
     """
+
     h = hashlib.sha256()
     n = 0
     for atoms in configs:
@@ -42,5 +46,8 @@ def dataset_hash(configs: Iterable[Atoms]) -> str:
             if results.get(key) is not None:
                 h.update(key.encode())
                 _hash_arrays(h, np.asarray(results[key], dtype=np.float64))
+        w = energy_weight(atoms)
+        if w != 1.0:
+            h.update(f"energy_weight={w!r}".encode())
     h.update(f"n={n}".encode())
     return h.hexdigest()
