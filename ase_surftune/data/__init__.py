@@ -52,13 +52,13 @@ _WHERE: dict[str, str] = {
 }
 
 __all__ = [
-    "DEFAULT_GROUP", "ENERGY_WEIGHT_KEY", "DataReport", "MIN_INTERATOMIC_DISTANCE", "OnError", "PathLike",
-    "REFERENCE_NAMES", "SkippedConfig", "Split", "TRAJECTORY_KEYS", "check_elements",
-    "check_min_distance", "dataset_hash", "element_counts", "energy_weight", "free_atom_mask",
-    "get_labels",
-    "get_reference_calculator", "is_slab", "label", "read_labelled", "read_structures",
-    "source_file", "split", "split_by_group", "split_by_trajectory", "structure_hash",
-    "trajectory_group", "validate_config", "write_labelled",
+    "DEFAULT_GROUP", "DataReport", "ENERGY_WEIGHT_KEY", "MIN_INTERATOMIC_DISTANCE",
+    "OnError", "PathLike", "REFERENCE_NAMES", "SkippedConfig", "Split", "TRAJECTORY_KEYS",
+    "check_elements", "check_min_distance", "dataset_hash", "element_counts",
+    "energy_weight", "free_atom_mask", "get_labels", "get_reference_calculator", "is_slab",
+    "label", "read_labelled", "read_structures", "source_file", "split", "split_by_group",
+    "split_by_trajectory", "structure_hash", "trajectory_group", "validate_config",
+    "write_labelled",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
