@@ -437,6 +437,25 @@ def test_exploration_perturbs_both_stationary_points_of_a_barrier(tmp_path, tiny
     assert not any(s.startswith("slab_") and ":min_" in s for s in sources)
 
 
+def test_workflow_tags_name_the_slab_lattice_not_its_size():
+    """A slab's tag carries its in-plane lattice (hex, square, rect|b|/|a|), the same at
+    any lattice constant and for any choice of in-plane vectors; the (111) and (100)
+    slabs of one formula get different tags; bulk cells are tagged by formula."""
+    from ase.build import fcc100, fcc110
+
+    from ase_surftune.active.explore import plane_lattice, workflow_tag
+
+    for a in (3.55, 3.6, 3.7):  # the model's lattice constant moves between iterations
+        assert workflow_tag(fcc111("Cu", size=(1, 1, 4), vacuum=6.0, a=a)) == "slab_Cu4_hex"
+        assert workflow_tag(fcc100("Cu", size=(1, 1, 4), vacuum=6.0, a=a)) == "slab_Cu4_square"
+        assert workflow_tag(fcc110("Cu", size=(1, 1, 4), vacuum=6.0, a=a)) == "slab_Cu4_rect1.41"
+    assert workflow_tag(bulk("Cu", "fcc", a=3.6, cubic=True)) == "bulk_Cu4"
+    u, v = np.array([2.5, 0.0, 0.0]), np.array([1.25, 2.5 * np.sqrt(3) / 2, 0.0])
+    for b in (v, v - u, v + 3 * u, -v):  # other vectors of the same lattice
+        assert plane_lattice(u, b) == plane_lattice(b, u) == "hex"
+    assert plane_lattice(u, np.array([0.8, 3.0, 0.0])).startswith("oblique")
+
+
 def test_stationary_points_weigh_more_in_fine_tuning():
     """``stationary_energy_weight``: the fine-tune's labels that are stationary points get
     ``info["config_energy_weight"]`` (the loss's per-structure energy weight); perturbed

@@ -40,18 +40,43 @@ def is_stationary(atoms: Atoms) -> bool:
     kind is one of :data:`STATIONARY_KINDS`)."""
     return atoms.info.get("al_source", "").partition(":")[2] in STATIONARY_KINDS
 
+
 log = logging.getLogger(__name__)
 
 
+def plane_lattice(a: np.ndarray, b: np.ndarray) -> str:
+    """The shape of the 2-D lattice spanned by in-plane cell vectors ``a`` and ``b`` (Å),
+    whatever the cell's size or choice of vectors: ``hex``, ``square``, ``rect1.41``
+    (|b|/|a| of the reduced cell) or ``oblique1.20_75`` (and the angle, degrees)."""
+    u, v = np.asarray(a, float), np.asarray(b, float)
+    while True:  # Lagrange-Gauss reduction: |u| <= |v|, |u·v| <= |u|²/2
+        if u @ u > v @ v:
+            u, v = v, u
+        m = round(float(u @ v) / float(u @ u))
+        if m == 0:
+            break
+        v = v - m * u
+    ratio = float(np.linalg.norm(v) / np.linalg.norm(u))
+    cos = float(abs(u @ v) / (np.linalg.norm(u) * np.linalg.norm(v)))
+    if abs(cos) < 1e-3:
+        return "square" if abs(ratio - 1) < 1e-3 else f"rect{ratio:.2f}"
+    if abs(ratio - 1) < 1e-3 and abs(cos - 0.5) < 1e-3:
+        return "hex"
+    return f"oblique{ratio:.2f}_{np.degrees(np.arccos(cos)):.0f}"
+
+
 def workflow_tag(atoms: Atoms) -> str:
-    """A workflow name for a structure: ``slab_Cu4_A5.6``, ``bulk_Cu4``, ``bulk_Cu15``...
+    """A workflow name for a structure: ``slab_Cu4_hex``, ``bulk_Cu4``, ``bulk_Cu15``...
 
     Slabs (vacuum along c) are surface-energy frames, small bulk cells lattice frames and
     bulk cells with a vacancy NEB frames; the formula tells them apart. Slabs also carry
-    their in-plane cell area (Å², fixed during a slab relaxation): the (111) and (100)
-    slabs of one metal can have the same formula, and one tag for both made the second
-    slab's frames stand for the first (on Cu/EMT the (111) slab then got 2 of 53
-    candidates and no MD, rattled or strained copies, which held γ(111) at 0.93 × EMT).
+    the shape of their in-plane lattice (:func:`plane_lattice`: fcc(111) ``hex``, (100)
+    ``square``, (110) ``rect1.41``): the (111) and (100) slabs of one metal can have the
+    same formula, and one tag for both made the second slab's frames stand for the first
+    (on Cu/EMT the (111) slab then got 2 of 53 candidates and no MD, rattled or strained
+    copies, which held γ(111) at 0.93 × EMT). The shape does not move with the lattice
+    constant; the cell's area (Å², the tag before 2026-12-01 night) did, and split one
+    slab into two tags as the model's lattice constant changed between iterations.
     """
     from ase_surftune.data import is_slab
 
@@ -59,7 +84,7 @@ def workflow_tag(atoms: Atoms) -> str:
     if not is_slab(atoms):
         return f"bulk_{formula}"
     c = atoms.cell.array
-    return f"slab_{formula}_A{np.linalg.norm(np.cross(c[0], c[1])):.1f}"
+    return f"slab_{formula}_{plane_lattice(c[0], c[1])}"
 
 
 class RecordingCalculator(Calculator):
