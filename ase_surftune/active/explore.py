@@ -25,8 +25,8 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from ase_surftune.active.config import ActiveConfig, ExploreSettings
 
-__all__ = ["RecordingCalculator", "anchors", "explore", "frame_distance", "is_stationary", "measure_and_record",
-           "workflow_tag"]
+__all__ = ["RecordingCalculator", "anchors", "explore", "frame_distance", "is_stationary",
+           "measure_and_record", "plane_lattice", "workflow_tag"]
 
 #: a workflow's lowest-energy frame is a second anchor when some atom sits farther than
 #: this from the last frame (Å); closer, it is the same stationary point

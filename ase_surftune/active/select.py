@@ -62,8 +62,8 @@ def uncovered_stationary(candidates: Sequence[Atoms], labelled: Sequence[Atoms])
     """Indices of the stationary-point candidates (``al_source`` ending in ``:stationary``
     or ``:min_stationary``) with no labelled structure within
     :data:`~ase_surftune.active.explore.MIN_ANCHOR_SEPARATION` (Å, atoms and cell vectors),
-    in candidate order. Workflow tags are not compared: a slab's tag carries its area,
-    which moves with the model's lattice constant."""
+    in candidate order. Structures are compared, not workflow tags (runs started before
+    2026-12-01 night tagged a slab by its area, which moved with the lattice constant)."""
     from ase_surftune.active.explore import MIN_ANCHOR_SEPARATION, frame_distance, is_stationary
 
     out = []

@@ -34,7 +34,6 @@ def dataset_hash(configs: Iterable[Atoms]) -> str:
     an energy weight other than 1 (``info["config_energy_weight"]``: it changes what a
     fine-tune fits); ignores the rest of ``info`` (groups, sources) and constraints.
     """
-
     h = hashlib.sha256()
     n = 0
     for atoms in configs:

@@ -107,9 +107,9 @@ def free_atom_mask(atoms: Atoms) -> np.ndarray:
 ENERGY_WEIGHT_KEY = "config_energy_weight"
 
 
-def energy_weight(atoms: Atoms) -> float:
+def energy_weight(atoms: Atoms, where: str | None = None) -> float:
     """The structure's energy-term weight in the loss: ``info["config_energy_weight"]``
-    (a number ≥ 0; 1 when absent).
+    (a number ≥ 0; 1 when absent). ``where`` names the structure in the error.
 
     Raises:
         DataError: when it is not a finite number ≥ 0.
@@ -120,8 +120,8 @@ def energy_weight(atoms: Atoms) -> float:
     except (TypeError, ValueError):
         w = float("nan")
     if not (np.isfinite(w) and w >= 0):
-        raise DataError(f"{atoms.get_chemical_formula()}: info[{ENERGY_WEIGHT_KEY!r}] = "
-                        f"{raw!r}; expected a number >= 0")
+        raise DataError(f"{where or atoms.get_chemical_formula()}: "
+                        f"info[{ENERGY_WEIGHT_KEY!r}] = {raw!r}; expected a number >= 0")
     return w
 
 

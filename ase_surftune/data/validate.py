@@ -153,10 +153,7 @@ def validate_config(atoms: Atoms, require_forces: bool = True, where: str | None
         s = _as_voigt(stress, where)
         if not np.all(np.isfinite(s)):
             raise DataError(f"{where}: stress contains NaN/inf")
-    try:
-        energy_weight(atoms)
-    except DataError as exc:
-        raise DataError(f"{where}: {str(exc).split(': ', 1)[1]}") from None
+    energy_weight(atoms, where)
 
 
 

@@ -113,9 +113,13 @@ def compute_loss(out: dict[str, torch.Tensor], tgt: dict[str, torch.Tensor],
         f, f_t = f[tgt["force_mask"]], f_t[tgt["force_mask"]]
     loss = e_pa.new_zeros(())
     if loss_cfg.energy_weight > 0:
-        size = {"atom": tgt["n_atoms"], "sqrt_atoms": tgt["n_atoms"].sqrt(),
-                "structure": torch.ones_like(tgt["n_atoms"])}[loss_cfg.energy_per]
-        e, e_t = out["energy"] / size, tgt["energy"] / size
+        if loss_cfg.energy_per == "atom":
+            e, e_t = e_pa, e_pa_t
+        elif loss_cfg.energy_per == "sqrt_atoms":
+            root_n = tgt["n_atoms"].sqrt()
+            e, e_t = out["energy"] / root_n, tgt["energy"] / root_n
+        else:  # structure: total energies, eV
+            e, e_t = out["energy"], tgt["energy"]
         term = (crit(e, e_t) if "energy_weight" not in tgt else
                 _weighted(loss_cfg.kind, loss_cfg.huber_delta, e, e_t, tgt["energy_weight"]))
         loss = loss + loss_cfg.energy_weight * term
