@@ -34,19 +34,11 @@ from pathlib import Path
 
 import torch
 
-from ase_surftune.active.config import load_active_config
+from ase_surftune.active.config import _merge, load_active_config
 from ase_surftune.active.explore import measure_and_record
 from ase_surftune.active.state import calc_for, read_labels
 from ase_surftune.active.steps import weight_stationary
 from ase_surftune.training import finetune
-
-
-def merged(base: dict, over: dict) -> dict:
-    """``base`` with ``over``'s keys; dict values merged one level deep."""
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def residuals(model: str, labels: list) -> dict[str, list[float]]:
@@ -81,7 +73,7 @@ def main() -> None:
     st = json.loads((args.run / "state.json").read_text())
     i = args.iteration or len(st["iterations"])
     conf = dict(st["config"])
-    conf["finetune"] = merged(conf["finetune"], json.loads(args.finetune))
+    conf["finetune"] = _merge(conf["finetune"], json.loads(args.finetune))  # one level deep
     cfg = load_active_config(conf | {"output_dir": str(args.out / "cfg"), "holdout_file": None})
     labels = [a for j in range(1, i + 1)
               for a in read_labels(args.run / f"iter_{j:02d}" / "labels.xyz")]
