@@ -69,11 +69,17 @@ LOSS = {"structure": {"energy_per": "structure", "energy_weight": 6.25, "forces_
 
 def config(out: Path, seed: int, selection: str, budget: int, batch: int, tol: float,
            holdout: Path, epochs: int = 45, stationary_first: bool = True,
-           energy_per: str = "atom", stationary_weight: float = 1.0) -> dict:
+           energy_per: str = "atom", stationary_weight: float = 1.0,
+           min_steps: int | None = None, scheduler: str = "plateau") -> dict:
     """The benchmark's active-learning config; ``epochs`` of each fine-tune (45: the
     recorded run; 15 leaves γ(111) 4–5 % low even on generous data, see RESULTS.md);
     ``stationary_first`` (active modes only), ``energy_per`` (:data:`LOSS`) and
-    ``stationary_weight`` (``stationary_energy_weight``, every mode)."""
+    ``stationary_weight`` (``stationary_energy_weight``, every mode); ``min_steps`` and
+    ``scheduler`` of each fine-tune (None and ``plateau`` in the runs before 2026-12-01
+    late night)."""
+    extra: dict = {} if min_steps is None else {"min_steps": min_steps}
+    if scheduler != "plateau":  # (the configs of earlier runs, and so their resume, unchanged)
+        extra["scheduler"] = {"name": scheduler}
     return {"model": "chgnet", "labeller": "emt", "targets": TARGETS, "budget": budget,
             "batch_size": batch, "tolerance": tol, "selection": selection, "seed": seed,
             "stationary_first": stationary_first and selection != "random",
@@ -88,7 +94,7 @@ def config(out: Path, seed: int, selection: str, budget: int, batch: int, tol: f
             # labels of every workflow, per-atom weight 1 left γ(111) at 0.92 × EMT
             # (slab/bulk energies off by ~10 meV/atom), weight 100 at 0.96
             "finetune": {"strategy": "full", "epochs": epochs, "batch_size": 4,
-                         "optimizer": {"lr": 5e-4}, "loss": LOSS[energy_per]},
+                         "optimizer": {"lr": 5e-4}, "loss": LOSS[energy_per], **extra},
             "properties": {"lattice": {"steps": 40},
                            "surface": {"steps": 40, "min_slab_size": 5.0},
                            "neb": {"steps": 40}}}
@@ -200,6 +206,11 @@ def main() -> None:
     ap.add_argument("--stationary-weight", type=float, default=1.0,
                     help="energy weight of the stationary points' labels in every fine-tune "
                     "(stationary_energy_weight; 1 in the runs before 2026-12-01 night)")
+    ap.add_argument("--min-steps", type=int, default=None,
+                    help="at least this many optimiser steps per fine-tune (FinetuneConfig."
+                    "min_steps; the first iterations have 1-2 batches per epoch)")
+    ap.add_argument("--scheduler", choices=["plateau", "cosine", "none"], default="plateau",
+                    help="learning-rate schedule of the fine-tunes")
     args = ap.parse_args()
 
     from ase_surftune.active import active_learn
@@ -228,7 +239,7 @@ def main() -> None:
             out = root / f"{mode}_seed{seed}"
             cfg = config(out, seed, mode, args.budget, args.batch, args.tol, holdout,
                          args.epochs, args.stationary_first, args.energy_per,
-                         args.stationary_weight)
+                         args.stationary_weight, args.min_steps, args.scheduler)
             prime(out, cfg, base)
             t1 = time.perf_counter()
             res = active_learn(cfg)

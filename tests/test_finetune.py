@@ -502,3 +502,33 @@ def test_per_structure_energy_weights_by_hand():
         with pytest.raises(DataError, match=r"^frame 3: info\['config_energy_weight'\]") as exc:
             validate_config(cu, where="frame 3")
         assert "\n" not in str(exc.value)
+
+
+# --------------------------------------------------------------------------- min_steps
+
+
+def test_planned_epochs_and_fingerprint():
+    cfg = FinetuneConfig(epochs=45)
+    assert cfg.planned_epochs(1) == 45  # no min_steps: epochs as given
+    cfg = FinetuneConfig(epochs=45, min_steps=400)
+    assert [cfg.planned_epochs(n) for n in (1, 4, 9, 10)] == [400, 100, 45, 45]
+    # runs from before the option keep their fingerprint; min_steps, like epochs, only
+    # enters it under the cosine schedule (whose length it sets)
+    base = FinetuneConfig()
+    assert FinetuneConfig(min_steps=400).fingerprint() == base.fingerprint()
+    cos = {"scheduler": {"name": "cosine"}}
+    assert (FinetuneConfig(min_steps=400, **cos).fingerprint()
+            != FinetuneConfig(**cos).fingerprint())
+
+
+def test_min_steps_raises_epochs_and_cosine_length(mace_file, tmp_path):
+    # 8 structures in batches of 2: 4 steps per epoch; min_steps 9 -> 3 epochs (12 steps)
+    res = finetune(_mace_cfg(mace_file, tmp_path, epochs=1, min_steps=9,
+                             scheduler={"name": "cosine", "min_lr": 0.0}),
+                   train=TRAIN, valid=VALID)
+    assert [r["epoch"] for r in res.history] == [1, 2, 3]
+    assert res.history[-1]["step"] == 12
+    # the cosine schedule spans the 3 epochs: lr(epoch e) = lr0 (1 + cos(pi e / 3)) / 2
+    lr0 = 5e-3
+    assert [r["lr"] for r in res.history] == pytest.approx(
+        [lr0 * (1 + np.cos(np.pi * e / 3)) / 2 for e in range(3)], rel=1e-12)

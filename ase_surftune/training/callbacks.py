@@ -81,6 +81,8 @@ class LoopContext:
     ema: Any
     n_batches: int
     compute_stress: bool
+    #: epochs this run trains (``cfg.planned_epochs(n_batches)``: ``min_steps`` may raise it)
+    n_epochs: int = 0
     extra_loss: Callable[..., Any] | None = None
     dist: DistContext | None = None
     state: dict[str, Any] = field(default_factory=dict)
@@ -205,7 +207,7 @@ class ProgressCallback(Callback):
 
         self.bar = tqdm(total=ctx.n_batches, initial=ctx.state["step_in_epoch"],
                         disable=not self.enabled or not ctx.main_rank,
-                        desc=f"epoch {ctx.state['epoch'] + 1}/{ctx.cfg.epochs}",
+                        desc=f"epoch {ctx.state['epoch'] + 1}/{ctx.n_epochs}",
                         unit="batch", leave=True, file=sys.stderr, dynamic_ncols=True)
 
     def on_step_end(self, ctx: LoopContext) -> None:

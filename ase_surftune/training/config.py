@@ -156,6 +156,13 @@ class FinetuneConfig(StrictModel):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     epochs: int = Field(50, ge=1, description="training epochs")
+    #: at least this many optimiser steps: ``epochs`` is raised to
+    #: ceil(min_steps / batches per epoch) when that is more (small training sets:
+    #: 4 structures in batches of 4 make 1 step per epoch). None: ``epochs`` as given.
+    #: Applies to the cosine schedule's length too. See :func:`planned_epochs`.
+    min_steps: int | None = Field(None, ge=1,
+        description=("at least this many optimiser steps (raises epochs on small "
+                     "training sets)"))
     batch_size: int = Field(4, ge=1, description="structures per training batch")
     #: structures per validation batch; None = "auto" (the backend's atom budget)
     valid_batch_size: int | None = Field(None, ge=1)
@@ -267,6 +274,13 @@ class FinetuneConfig(StrictModel):
         """``strategy_options`` as the strategy's typed options model (None if it has none)."""
         return STRATEGIES[self.strategy].parse_options(self.strategy_options)
 
+    def planned_epochs(self, n_batches: int) -> int:
+        """Epochs the loop runs at ``n_batches`` optimiser steps per epoch: ``epochs``, or
+        ceil(``min_steps`` / ``n_batches``) when that is more."""
+        if self.min_steps is None or n_batches < 1:
+            return self.epochs
+        return max(self.epochs, -(-self.min_steps // n_batches))
+
     def fingerprint(self) -> str:
         """Hash of the settings that determine the trajectory of the weights.
 
@@ -278,12 +292,14 @@ class FinetuneConfig(StrictModel):
         ``num_threads``, ``valid_batch_size``, ``forgetting``) may change. Every other
         field changes the weights and is part of the fingerprint.
         """
-        exclude = {"epochs", "patience", "progress", "plot", "resume", "overwrite",
+        exclude = {"epochs", "min_steps", "patience", "progress", "plot", "resume", "overwrite",
                    "output_dir", "checkpoint_every_steps", "num_threads",
                    "valid_batch_size", "forgetting"}
         if self.scheduler.name == "cosine":
-            exclude.discard("epochs")
+            exclude -= {"epochs", "min_steps"}
         d = self.model_dump(mode="json", exclude=exclude)
+        if d.get("min_steps", 0) is None:  # keep fingerprints of runs from before the option
+            d.pop("min_steps")
         if d.get("max_force") is None:  # keep fingerprints of runs from before the option
             d.pop("max_force", None)
             d.pop("max_force_mode", None)

@@ -84,13 +84,13 @@ def _make_optimizer(params: list[torch.nn.Parameter], cfg: FinetuneConfig
     return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
 
 
-def _make_scheduler(opt: torch.optim.Optimizer, cfg: FinetuneConfig) -> Any:
+def _make_scheduler(opt: torch.optim.Optimizer, cfg: FinetuneConfig, n_epochs: int) -> Any:
     s = cfg.scheduler
     if s.name == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, mode="min", factor=s.factor, patience=s.patience, min_lr=s.min_lr)
     if s.name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs,
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_epochs,
                                                           eta_min=s.min_lr)
     return None
 
@@ -109,11 +109,16 @@ def _new_context(adapter: ModelAdapter, head: str,
     np.random.seed(cfg.seed % 2**32)
     plist = [p for _, p in params]
     optimizer = _make_optimizer(plist, cfg)
+    n_batches = math.ceil(len(train) / cfg.batch_size)
+    n_epochs = cfg.planned_epochs(n_batches)
+    if n_epochs > cfg.epochs:
+        log.info("min_steps %d at %d step(s) per epoch: %d epochs instead of %d",
+                 cfg.min_steps, n_batches, n_epochs, cfg.epochs)
     return LoopContext(
         adapter=adapter, head=head, cfg=cfg, output_dir=output_dir, params=plist,
         train=train, valid=valid, optimizer=optimizer,
-        scheduler=_make_scheduler(optimizer, cfg), ema=make_ema(params, cfg.ema_decay),
-        n_batches=math.ceil(len(train) / cfg.batch_size),
+        scheduler=_make_scheduler(optimizer, cfg, n_epochs),
+        ema=make_ema(params, cfg.ema_decay), n_batches=n_batches, n_epochs=n_epochs,
         compute_stress=cfg.loss.stress_weight > 0 and any(s.stress is not None for s in train),
         state={"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_loss": math.inf,
                "best_epoch": -1, "best_state": None, "bad_epochs": 0, "history": [],
@@ -300,7 +305,7 @@ def train_loop(adapter: ModelAdapter, head: str,
             "weights are kept", cfg.patience)
     try:
         run.on_train_start(ctx)
-        while not st["done"] and st["epoch"] < cfg.epochs:
+        while not st["done"] and st["epoch"] < ctx.n_epochs:
             t0 = time.perf_counter()
             ctx.order = _epoch_order(cfg.seed, st["epoch"], len(train))
             ctx.acc = ErrorAccumulator(st["acc"])

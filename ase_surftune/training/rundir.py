@@ -58,7 +58,7 @@ def _check_resumable(cfg: FinetuneConfig, out_dir: Path, ck: dict[str, Any]) -> 
             f"{ck['run_id']}, but {RUN_FILE} names run {run_id}; the folder mixes two "
             f"runs, start a new run with --overwrite")
     done = int(ck.get("loop", {}).get("epoch", 0))
-    if cfg.epochs < done:
+    if cfg.epochs < done and cfg.min_steps is None:  # min_steps: the loop knows the epochs
         raise ConfigError(f"cannot resume with epochs {cfg.epochs}: the checkpoint has "
                           f"already run {done} epochs (epochs may be extended, not cut)")
     return str(ck.get("run_id") or run_id or uuid.uuid4().hex)
