@@ -152,7 +152,7 @@ def test_resumes_exactly_after_a_kill(tmp_path, tiny_mace_file):
     # a finished run is resumed as finished; another config is refused
     again = active_learn(cfg)
     assert again.n_labels == 4
-    with pytest.raises(ConfigError, match="other settings"):
+    with pytest.raises(ConfigError, match=r"other settings \(differ: seed;"):
         active_learn({**cfg, "seed": 4})
 
 
@@ -194,6 +194,24 @@ def test_committee_is_less_sure_off_the_training_data(tmp_path, tiny_mace_file):
     # members are reused on a rerun (resumable), not retrained
     again = train_committee(tiny_mace_file, train, cfg, tmp_path / "committee", seed=1)
     assert [p.stat().st_mtime_ns for p in again] == [p.stat().st_mtime_ns for p in members]
+
+
+def test_committee_trains_its_own_epochs_not_the_finetunes_min_steps(tmp_path, tiny_mace_file):
+    """``finetune.min_steps`` raises the fine-tunes' epochs, not the committee members'
+    (``committee.epochs``): a bench run spent 400 steps on each member before."""
+    import json
+
+    from ase_surftune.active.committee import train_committee
+
+    cfg = load_active_config(_cfg(tiny_mace_file, tmp_path / "run",
+                                  committee={"size": 2, "epochs": 2},
+                                  finetune={"strategy": "full", "epochs": 1, "batch_size": 2,
+                                            "min_steps": 50}))
+    assert cfg.finetune_config(tmp_path / "ft").planned_epochs(2) == 25
+    member, _ = train_committee(tiny_mace_file, _slabs("Cu", 4, 0.05, 0), cfg,
+                                tmp_path / "committee", seed=1)
+    history = json.loads((member.parent / "metrics.json").read_text())["epochs"]
+    assert [r["epoch"] for r in history] == [1, 2]
 
 
 def test_selection_is_deterministic_for_a_seed():

@@ -70,6 +70,7 @@ def train_committee(model: str, labels: Sequence[Atoms], cfg: ActiveConfig, out_
         fcfg = cfg.finetune_config(folder, model=str(start), seed=seed * 97 + m,
                                    strategy="frozen", freeze={"k": n_blocks - 1},
                                    strategy_options={}, epochs=cfg.committee.epochs,
+                                   min_steps=None,  # committee.epochs, not the fine-tunes
                                    optimizer={"lr": cfg.committee.lr}, patience=None,
                                    forgetting={"enabled": False})
         res = finetune(fcfg, train=train)
