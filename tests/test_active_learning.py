@@ -524,3 +524,17 @@ def test_stationary_points_are_labelled_once():
     moved.positions += [0.0, 0.0, 1.8]
     moved.wrap()
     assert uncovered_stationary(cands, [moved]) == [2]
+
+
+def test_example_configs_validate_and_fine_tunes_take_enough_steps():
+    from pathlib import Path
+
+    examples = sorted(Path(__file__).parent.parent.glob("examples/active_learn_*.yaml"))
+    assert len(examples) >= 2
+    configs = {p.stem: load_active_config(p) for p in examples}
+    # 4 labels in batches of 4 are 1 step per epoch: the default and the Cu example still
+    # take 400 steps (45 steps fitted the labels' energies to only 4-5 meV/atom)
+    default = load_active_config({"targets": ["gamma_111"]})
+    for cfg in (default, configs["active_learn_cu"]):
+        ft = cfg.finetune_config(Path("unused"))
+        assert ft.planned_epochs(1) == 400 and ft.scheduler.name == "cosine"

@@ -182,10 +182,14 @@ class ActiveConfig(StrictModel):
     #: energy weight is 100 (fine-tuning's default is 1): the targets are energy
     #: differences, and with weight 1 the slab/bulk energies stayed ~10 meV/atom apart
     #: (γ(111) of CHGNet at 0.92 × EMT even with every candidate labelled; 100: 0.96).
-    #: 45 epochs: with 15 the targets' floor was ~4 % on Cu/EMT, with 45 < 2 %
+    #: 45 epochs: with 15 the targets' floor was ~4 % on Cu/EMT, with 45 < 2 %.
+    #: At least 400 optimiser steps on a cosine schedule: the first iterations have 1-2
+    #: batches per epoch, and 45-90 steps fitted the labels' energies to only 4-5
+    #: meV/atom (γ(111) 8 % low after 8 Cu labels; 500 steps: 1 meV/atom, every target
+    #: within 3 %). Fine-tuning costs minutes, a DFT label far more.
     #: (benchmarks/RESULTS.md, active learning)
     finetune: dict[str, Any] = Field(default_factory=lambda: {
-        "strategy": "full", "epochs": 45,
+        "strategy": "full", "epochs": 45, "min_steps": 400, "scheduler": {"name": "cosine"},
         "loss": {"energy_weight": 100.0, "forces_weight": 10.0}})
     #: fine-tune from the previous iteration's model (True) or from ``model`` each time
     warm_start: bool = True
