@@ -7,8 +7,8 @@ import argparse
 from ase_surftune.cli._common import add_command, add_setting_options, defer, given
 
 #: FinetuneConfig keys a flag overrides: type, default and help come from the config model
-OVERRIDES = ("model", "strategy", "head", "epochs", "min_steps", "batch_size", "seed", "device",
-             "output_dir", "max_force", "max_force_mode", "overwrite", "progress")
+OVERRIDES = ("model", "strategy", "head", "epochs", "min_steps", "batch_size", "seed",
+             "device", "output_dir", "max_force", "max_force_mode", "overwrite", "progress")
 
 HELP = "fine-tune CHGNet/MACE (full, frozen, scratch, linear)"
 DESCRIPTION = """\

@@ -80,9 +80,9 @@ class LoopContext:
     scheduler: Any
     ema: Any
     n_batches: int
-    compute_stress: bool
     #: epochs this run trains (``cfg.planned_epochs(n_batches)``: ``min_steps`` may raise it)
-    n_epochs: int = 0
+    n_epochs: int
+    compute_stress: bool
     extra_loss: Callable[..., Any] | None = None
     dist: DistContext | None = None
     state: dict[str, Any] = field(default_factory=dict)

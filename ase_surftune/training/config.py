@@ -292,8 +292,8 @@ class FinetuneConfig(StrictModel):
         ``num_threads``, ``valid_batch_size``, ``forgetting``) may change. Every other
         field changes the weights and is part of the fingerprint.
         """
-        exclude = {"epochs", "min_steps", "patience", "progress", "plot", "resume", "overwrite",
-                   "output_dir", "checkpoint_every_steps", "num_threads",
+        exclude = {"epochs", "min_steps", "patience", "progress", "plot", "resume",
+                   "overwrite", "output_dir", "checkpoint_every_steps", "num_threads",
                    "valid_batch_size", "forgetting"}
         if self.scheduler.name == "cosine":
             exclude -= {"epochs", "min_steps"}
