@@ -15,8 +15,11 @@ each; the default is the first two). The active modes run with ``stationary_firs
 batch first takes the target workflows' stationary points that no label is near: relaxed
 slabs and bulk, the NEB's saddle and relaxed vacancy; ``--no-stationary-first`` turns it
 off, as in the runs recorded before 2026-12-01 evening); random draws from the same
-candidates. ``--stationary-weight 10`` (the current figures in RESULTS.md) weighs the
-stationary points' labels ×10 in the energy term of every fine-tune, in every mode. The loop runs with ``stop_on_reference`` (stop as soon as every target is within
+candidates. ``--stationary-weight 10`` weighs the stationary points' labels ×10 in the
+energy term of every fine-tune, in every mode. ``--min-steps 400 --scheduler cosine``
+gives every fine-tune at least 400 optimiser steps (the current figures in RESULTS.md use
+all three: ``--stationary-weight 10 --min-steps 400 --scheduler cosine``, seeds 0–3).
+The loop runs with ``stop_on_reference`` (stop as soon as every target is within
 ``--tol`` of EMT's value: the benchmark's oracle stop; a user's run stops on convergence
 instead). A run that never gets there within the budget is *censored* and reported as
 "> budget", never as the budget. Per mode: the mean labels when every run got there, and
