@@ -318,14 +318,24 @@ class ActiveConfig(StrictModel):
 
     def fingerprint(self) -> str:
         """Hash of the settings that decide the run (output options excluded)."""
-        d = self.model_dump(mode="json", exclude={"output_dir", "resume", "overwrite",
-                                                  "progress", "num_threads", "max_iterations",
-                                                  "budget"})
+        d = self.model_dump(mode="json", exclude=set(_MAY_CHANGE))
         for key, default in _ADDED_LATER.items():  # runs started before they existed resume
             if d.get(key) == default:
                 d.pop(key)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
+
+    def changed_settings(self, stored: dict[str, Any]) -> list[str]:
+        """The fingerprinted settings in which this config differs from ``stored`` (a run's
+        ``state.json`` config), by name."""
+        now = self.model_dump(mode="json")
+        return sorted(k for k in set(stored) | set(now) if k not in _MAY_CHANGE
+                      and stored.get(k, _ADDED_LATER.get(k)) != now.get(k))
+
+
+#: settings a resumed run may change (output options, the label budget): not fingerprinted
+_MAY_CHANGE = ("output_dir", "resume", "overwrite", "progress", "num_threads",
+               "max_iterations", "budget")
 
 #: settings added after runs were made, left out of the fingerprint at their default
 _ADDED_LATER: dict[str, Any] = {"stop_rule": "change", "stationary_first": False,

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ase_surftune.active.config import _ADDED_LATER, ActiveConfig, load_active_config
+from ase_surftune.active.config import ActiveConfig, load_active_config
 from ase_surftune.active.state import (
     LOCK_FILE,
     STATE_FILE,
@@ -111,7 +111,7 @@ def _claim(cfg: ActiveConfig, out: Path, stack: contextlib.ExitStack) -> dict[st
     state = json.loads(sf.read_text())
     if state.get("fingerprint") != cfg.fingerprint():
         raise ConfigError(f"cannot resume the run in {str(out)!r}: it was started with other "
-                          f"settings ({_changed(state.get('config') or {}, cfg)}; only budget, "
+                          f"settings ({_differ(state, cfg)}; only budget, "
                           f"max_iterations and output options may change); use its "
                           f"state.json config or another output_dir")
     if state.get("status") != "running":  # budget/max_iterations may have been raised
@@ -119,13 +119,8 @@ def _claim(cfg: ActiveConfig, out: Path, stack: contextlib.ExitStack) -> dict[st
     return state
 
 
-def _changed(stored: dict[str, Any], cfg: ActiveConfig) -> str:
-    """The settings that differ from a run's stored config, in words."""
-    now = cfg.model_dump(mode="json")
-    keys = sorted(k for k in set(stored) | set(now)
-                  if k not in ("output_dir", "resume", "overwrite", "progress", "num_threads",
-                               "max_iterations", "budget")
-                  and stored.get(k, _ADDED_LATER.get(k)) != now.get(k))
+def _differ(state: dict[str, Any], cfg: ActiveConfig) -> str:
+    keys = cfg.changed_settings(state.get("config") or {})
     return f"differ: {', '.join(keys)}" if keys else "the fingerprint differs"
 
 
