@@ -324,7 +324,6 @@ class ActiveConfig(StrictModel):
                 d.pop(key)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
-
     def changed_settings(self, stored: dict[str, Any]) -> list[str]:
         """The fingerprinted settings in which this config differs from ``stored`` (a run's
         ``state.json`` config), by name."""
