@@ -63,10 +63,13 @@ from ase_surftune.models.env_correction import (  # noqa: E402
 )
 
 FIT_NAMES = ("vac_rattle_0", "compr_0", "slab111_rattle_0")
-GROUPS = ("bulk_eq", "bulk_compressed", "phonon", "slab111", "slab100", "vacancy")
+GROUPS = ("bulk_eq", "bulk_compressed", "phonon", "slab111", "slab100", "slab110", "vacancy")
 #: rms reference force (eV/Å) below which a group has too little signal for a slope
 MIN_FORCE_RMS = 0.02
 RC = 3.1  # Å, first neighbour shell of Cu only
+#: Å, first and second shells (1.7 × the nearest-neighbour distance of the set's lattice,
+#: auto_rc(shells=2) of an ideal crystal), for the moment and well terms
+RC2 = 1.7 * 3.63 / np.sqrt(2)
 
 
 def _model_values(atoms: Atoms, calc: Any) -> tuple[float, np.ndarray]:
@@ -111,9 +114,10 @@ def properties(vals: dict[str, tuple[float, np.ndarray]], frames: dict[str, Atom
     out: dict[str, float | None] = {}
     if "eos_+0.00" in vals:
         e_bulk = vals["eos_+0.00"][0] / len(frames["eos_+0.00"])
-        for facet in ("111", "100"):
-            name = f"slab{facet}_ideal"
-            if name in vals and same_mesh(name, "eos_+0.00"):
+        for facet in ("111", "100", "110"):
+            name = next((n for n in (f"slab{facet}_ideal", f"c_slab{facet}_ideal")
+                         if n in vals), None)
+            if name is not None and same_mesh(name, "eos_+0.00"):
                 slab = frames[name]
                 area = float(np.linalg.norm(np.cross(slab.cell[0], slab.cell[1])))
                 gamma = (vals[name][0] - len(slab) * e_bulk) / (2 * area)
@@ -154,6 +158,12 @@ def group_metrics(vals: dict[str, tuple[float, np.ndarray]],
 # --------------------------------------------------------------------------- models
 
 
+#: the environment-aware correction with moment and well terms (fit_env_correction keywords)
+ENV_MOMENTS: dict[str, Any] = {"rc": RC2, "n_pair": 2, "embed_powers": (2.0,),
+                               "moments": (1, 2), "wells": (0.05,), "scale": "fit",
+                               "weighting": "frame"}
+
+
 def corrections(chgnet: Any, fit: list[Atoms]) -> dict[str, tuple[Any, dict[str, Any]]]:
     """Every correction candidate fitted on ``fit``: name -> (calculator, description)."""
     lin = fit_linear_correction_from_calc(fit, chgnet, fit="mse")  # the former default
@@ -169,10 +179,13 @@ def corrections(chgnet: Any, fit: list[Atoms]) -> dict[str, tuple[Any, dict[str,
         # ×10 and stresses (eV/Å³ errors are ~100× smaller than force errors in eV/Å)
         "env +E,σ": {"n_pair": 2, "embed_powers": (2.0,), "scale": "fit",
                      "energy_weight": 10.0, "stress_weight": 100.0},
+        # chosen on this set with explore_env_bases.py, then frozen and checked on the
+        # confirmation set (docs/dft_softening_study.md)
+        "env moments": ENV_MOMENTS,
     }
     out = {"scalar mse": (_wrap(chgnet, scalar_mse), scalar_mse.to_dict())}
     for name, kw in specs.items():
-        corr = fit_env_correction(chgnet, fit, rc=RC, **kw)
+        corr = fit_env_correction(chgnet, fit, **{"rc": RC, **kw})
         out[name] = (_wrap(chgnet, corr), corr.to_dict())
     return out
 
@@ -277,7 +290,8 @@ def kpoint_summary(frames: list[Atoms]) -> dict[str, dict[str, int]]:
 
 
 def run(caches: list[Path], do_finetune: bool, epochs: int,
-        fit_names: Sequence[str] = FIT_NAMES) -> dict[str, Any]:
+        fit_names: Sequence[str] = FIT_NAMES,
+        confirm_caches: Sequence[Path] = ()) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
@@ -293,12 +307,13 @@ def run(caches: list[Path], do_finetune: bool, epochs: int,
     chgnet = SurfTuneCalculator("chgnet")
     models: dict[str, tuple[Any, dict]] = {"zero-shot": (chgnet, {})}
     models.update(corrections(chgnet, fit))
-    if do_finetune:
-        with tempfile.TemporaryDirectory() as tmp:
-            ft = finetuned(fit, Path(tmp), epochs)
-            results = _score(models | ft, frames, by_name, ref, fit_names)
-    else:
+    confirm = read_sets(list(confirm_caches)) if confirm_caches else []
+    with tempfile.TemporaryDirectory() as tmp:
+        if do_finetune:
+            models |= finetuned(fit, Path(tmp), epochs)
         results = _score(models, frames, by_name, ref, fit_names)
+        if confirm:
+            results["confirmation"] = score_confirmation(models, confirm, frames)
     results["fit_names"] = list(fit_names)
     results["n_frames"] = len(frames)
     results["kpt_density_per_group"] = kpoint_summary(frames)
@@ -317,6 +332,21 @@ def _score(models: dict[str, tuple[Any, dict]], frames: list[Atoms],
     return results
 
 
+def score_confirmation(models: dict[str, tuple[Any, dict]], confirm: list[Atoms],
+                       study: list[Atoms]) -> dict[str, Any]:
+    """Every model on the confirmation set (all of it held out). The study's ideal bulk
+    cells come along only as the bulk reference of γ (same k-point density required);
+    they are not scored."""
+    bulk = [a for a in study if a.info["name"].startswith("eos_")]
+    frames = confirm + bulk
+    by_name = {a.info["name"]: a for a in frames}
+    out = _score(models, frames, by_name, _reference(frames),
+                 [a.info["name"] for a in bulk])
+    out["n_frames"] = len(confirm)
+    out["kpt_density_per_group"] = kpoint_summary(confirm)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cache", type=Path, nargs="+", default=[DEFAULT_OUT],
@@ -326,9 +356,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--fit", nargs="+", default=list(FIT_NAMES), metavar="NAME",
                    help="names of the (≤ 3) fit structures (default: %(default)s)")
+    p.add_argument("--confirm-cache", type=Path, nargs="*", default=[],
+                   help="label caches of the confirmation set (dft_cu_set.py --confirm), "
+                        "scored as a second, wholly held-out set")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
-    results = run(args.cache, not args.no_finetune, args.epochs, args.fit)
+    results = run(args.cache, not args.no_finetune, args.epochs, args.fit, args.confirm_cache)
     frames = read_sets(args.cache)
     fit_groups = {a.info["config_type"] for a in frames if a.info["name"] in args.fit}
     print(f"{results['n_frames']} PBE frames; fit on {', '.join(args.fit)}; "
@@ -337,6 +370,13 @@ def main(argv: list[str] | None = None) -> None:
         f"{g} " + ", ".join(f"{n}×{d}" for d, n in sorted(c.items()))
         for g, c in sorted(results["kpt_density_per_group"].items())) + "\n")
     print(tables(results, fit_groups))
+    if "confirmation" in results:
+        conf = results["confirmation"]
+        print(f"\nConfirmation set ({conf['n_frames']} PBE frames, none used to fit or to "
+              "choose the correction; k-point density per group: " + "; ".join(
+                  f"{g} " + ", ".join(f"{n}×{d}" for d, n in sorted(c.items()))
+                  for g, c in sorted(conf["kpt_density_per_group"].items())) + ")\n")
+        print(tables(conf, set()))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=float))
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms
-from ase.build import bulk, fcc100, fcc111
+from ase.build import bulk, fcc100, fcc110, fcc111
 from ase.calculators.calculator import Calculator, all_changes
 
 #: lattice constant used for every structure (Å); close to PBE's ~3.63 for Cu, and the
@@ -79,7 +79,7 @@ def vacancy_hop_midpoint() -> Atoms:
 
 
 def slab(facet: str, layers: int = 4) -> Atoms:
-    build = {"111": fcc111, "100": fcc100}[facet]
+    build = {"111": fcc111, "100": fcc100, "110": fcc110}[facet]
     return build("Cu", size=(1, 1, layers), a=A0, vacuum=VACUUM, periodic=True)
 
 
@@ -128,6 +128,42 @@ def _all_structures() -> list[Atoms]:
     return out
 
 
+def confirmation_structures() -> list[Atoms]:
+    """A second set, independent of the study's: the same kinds of structure with new
+    rattles, strains and displacements, and a facet the study never saw ((110), 6
+    layers). It was defined and labelled *after* the environment correction's form was
+    chosen on the study's set (issue 12), so that the correction is judged on data that
+    played no part in choosing it. Names start with ``c_``.
+    """
+    out: list[Atoms] = []
+    for k, s in enumerate((-0.005, 0.005, 0.015)):
+        out.append(_tag(_rattled(_cubic(s), 0.03, 110 + k), "bulk_eq", f"c_bulk_rattle_{k}"))
+    for k, s in enumerate((-0.03, -0.045)):
+        out.append(_tag(_rattled(_cubic(s), 0.05, 120 + k), "bulk_compressed",
+                        f"c_compr_{k}"))
+    base = _cubic().repeat((1, 1, 2))
+    disp = base.copy()
+    disp.positions[1] += 0.06 * np.ones(3) / np.sqrt(3)  # 0.06 Å along ⟨111⟩
+    out.append(_tag(disp, "phonon", "c_phonon_disp_0"))
+    out.append(_tag(_rattled(base, 0.05, 130), "phonon", "c_phonon_rattle_0"))
+    for facet in ("111", "100"):
+        for k, sigma in enumerate((0.03, 0.07)):
+            out.append(_tag(_rattled(slab(facet), sigma, 140 + k), f"slab{facet}",
+                            f"c_slab{facet}_rattle_{k}"))
+    out.append(_tag(slab("110", layers=6), "slab110", "c_slab110_ideal"))
+    out.append(_tag(_rattled(slab("110", layers=6), 0.05, 150), "slab110",
+                    "c_slab110_rattle_0"))
+    for k, sigma in enumerate((0.04, 0.06)):
+        out.append(_tag(_rattled(vacancy_cell(), sigma, 160 + k), "vacancy",
+                        f"c_vac_rattle_{k}"))
+    quarter = vacancy_cell()
+    mid = vacancy_hop_midpoint()
+    j = int(np.argmax(np.linalg.norm(mid.positions - quarter.positions, axis=1)))
+    quarter.positions[j] = 0.5 * (quarter.positions[j] + mid.positions[j])  # 25 % of the hop
+    out.append(_tag(quarter, "vacancy", "c_vac_hop_quarter"))
+    return out
+
+
 #: k-point density (Å⁻¹, ASE/GPAW convention n_i = ⌈2π·|b_i|·density⌉) of the study. The
 #: demo's 2 Å⁻¹ gives the 1×1 Cu(111) slab a 6×6 mesh, and at 6×6 PBE's force on the
 #: top layer points the wrong way (+0.105 eV/Å, outward; 12×12: −0.042, 17×17: −0.021
@@ -156,8 +192,11 @@ def kpoint_mesh(atoms: Atoms, density: float) -> list[int]:
 
 def label_set(out_dir: Path = DEFAULT_OUT, only: list[str] | None = None,
               progress: bool = True, kpt_density: float = KPT_DENSITY,
-              first: Sequence[str] = FIRST) -> list[Atoms]:
-    """Label (resumably) the set, or the groups in ``only``, with GPAW PBE.
+              first: Sequence[str] = FIRST, names: list[str] | None = None,
+              confirm: bool = False) -> list[Atoms]:
+    """Label (resumably) the set, or the groups in ``only`` and/or the structures in
+    ``names``, with GPAW PBE; ``confirm``: the confirmation set
+    (:func:`confirmation_structures`) instead of the study's.
 
     Settings: the demo's (plane waves 300 eV, Fermi–Dirac 0.1 eV) with a Γ-centred mesh
     of ``kpt_density`` Å⁻¹ (:func:`kpoint_mesh`).
@@ -166,9 +205,10 @@ def label_set(out_dir: Path = DEFAULT_OUT, only: list[str] | None = None,
     from ase_surftune.demo import GPAW_DEMO_SETTINGS
     from ase_surftune.models.references import get_reference_calculator
 
-    configs = structures(first)
-    if only:
-        configs = [a for a in configs if a.info["config_type"] in only]
+    configs = confirmation_structures() if confirm else structures(first)
+    if only or names:
+        configs = [a for a in configs if a.info["config_type"] in (only or ())
+                   or a.info["name"] in (names or ())]
     for a in configs:  # stored with the label: which mesh each frame was computed with
         a.info["kpt_density"] = kpt_density
         a.info["kpts"] = "x".join(map(str, kpoint_mesh(a, kpt_density)))
@@ -225,7 +265,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--only", nargs="*", default=None, help="groups to label")
+    p.add_argument("--names", nargs="*", default=None,
+                   help="structures to label (with --only: those groups and these)")
     p.add_argument("--list", action="store_true", help="print the structures and exit")
+    p.add_argument("--confirm", action="store_true",
+                   help="the confirmation set (confirmation_structures) instead")
     p.add_argument("--kpt-density", type=float, default=KPT_DENSITY,
                    help="k-point density in 1/Å (default %(default)s)")
     p.add_argument("--first", nargs="*", default=list(FIRST),
@@ -234,11 +278,12 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO)
     if args.list:
-        for a in structures(args.first):
+        for a in (confirmation_structures() if args.confirm else structures(args.first)):
             print(f"{a.info['config_type']:16s} {a.info['name']:22s} {len(a):3d} atoms "
                   f"k-mesh {kpoint_mesh(a, args.kpt_density)}")
         return
-    frames = label_set(args.out, args.only, kpt_density=args.kpt_density, first=args.first)
+    frames = label_set(args.out, args.only, kpt_density=args.kpt_density, first=args.first,
+                       names=args.names, confirm=args.confirm)
     print(f"{len(frames)} labelled frames in {args.out / 'labels.extxyz'}")
 
 

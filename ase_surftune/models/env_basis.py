@@ -1,22 +1,87 @@
 """The residual basis of the environment-aware correction (see
-:mod:`ase_surftune.models.env_correction` for E′): smooth pair functions
-φ_k(r) = (1 − r/rc)^(k+3) and embedding functions Σ_i ρ_i^p with ρ_i = Σ_j (1 − r_ij/rc)^3,
-with their analytic forces (eV/Å per unit coefficient) and stresses (eV/Å³).
+:mod:`ase_surftune.models.env_correction` for E′), with forces (eV/Å) and stresses (eV/Å³)
+from automatic differentiation of one energy expression (float64), so every term is
+energy-consistent by construction.
+
+With x_ij = 1 − r_ij/rc (zero value and slope at the cutoff ``rc``) and unit bond vectors
+u_ij, the terms are, in this order:
+
+* pair        φ_k = Σ_{i<j} x_ij^(k+3),                         k = 0 … n_pair−1
+* embedding   Σ_i ρ_i^p,   ρ_i = Σ_j x_ij³,                     p in ``embed_powers``
+* moment l=1  Σ_i |Σ_j x_ij³ u_ij|²                              (l = 1 in ``moments``)
+* moment l=2  Σ_i ‖Σ_j x_ij³ (u_ij u_ijᵀ − I/3)‖²                (l = 2 in ``moments``)
+* well        Σ_{i<j} (1 − exp(−(r_ij − r0)²/2w²)) x_ij²         (w in ``wells``, Å)
+
+The moments vanish, with zero gradient, in any ideal cubic crystal at any volume (its
+neighbour shells have no l = 1 or l = 2 component), so they add stiffness against
+distortions of an atom's environment — rattles, phonons, surfaces — without touching the
+equation of state of the ideal bulk. The well is zero, with zero force, at bond length
+``r0`` (the bulk nearest-neighbour distance) and saturates within ≈ w of it: curvature near
+equilibrium, where the softening of universal potentials is largest, and little force for
+large distortions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 from ase.neighborlist import neighbor_list
 
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
     from ase import Atoms
 
-__all__ = ["BasisValues", "basis_terms"]
+__all__ = ["BasisSpec", "BasisValues", "basis_terms", "basis_residual", "MOMENT_ORDERS"]
+
+MOMENT_ORDERS = (1, 2)
+
+
+@dataclass(frozen=True)
+class BasisSpec:
+    """Which residual terms, in the order of the module docstring.
+
+    Attributes:
+        rc: cutoff in Å.
+        n_pair: number of pair functions.
+        embed_powers: powers of the embedding functions.
+        moments: orders l (1 and/or 2) of the moment terms.
+        wells: widths w (Å) of the well terms.
+        r0: the wells' centre (Å), the bulk nearest-neighbour distance; needed with wells.
+    """
+
+    rc: float
+    n_pair: int = 0
+    embed_powers: tuple[float, ...] = ()
+    moments: tuple[int, ...] = ()
+    wells: tuple[float, ...] = field(default=())
+    r0: float | None = None
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.moments if m not in MOMENT_ORDERS]
+        if bad:
+            raise ValueError(f"moment orders must be in {MOMENT_ORDERS}, got {bad}")
+        if self.wells and (self.r0 is None or not 0 < self.r0 < self.rc):
+            raise ValueError(f"well terms need 0 < r0 < rc = {self.rc} Å, got r0 = {self.r0}")
+        if any(w <= 0 for w in self.wells):
+            raise ValueError(f"well widths must be > 0 Å, got {self.wells}")
+
+    def describe(self) -> str:
+        """The terms in words, e.g. "2 pair + 1 embedding + moments l=1,2 + well w=0.05 Å
+        about r0 = 2.567 Å"."""
+        parts = [f"{self.n_pair} pair", f"{len(self.embed_powers)} embedding"]
+        if self.moments:
+            parts.append("moments l=" + ",".join(map(str, self.moments)))
+        if self.wells:
+            parts.append("well w=" + ",".join(f"{w:g}" for w in self.wells)
+                         + f" Å about r0 = {self.r0:.3f} Å")
+        return " + ".join(parts) + " terms"
+
+    @property
+    def n_terms(self) -> int:
+        return self.n_pair + len(self.embed_powers) + len(self.moments) + len(self.wells)
 
 
 @dataclass
@@ -28,55 +93,101 @@ class BasisValues:
     stresses: np.ndarray | None
 
 
-def basis_terms(atoms: Atoms, rc: float, n_pair: int,
-                embed_powers: Sequence[float]) -> BasisValues:
-    """Values of every residual basis function for one structure.
+def _term_energies(atoms: Atoms, spec: BasisSpec
+                   ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Every term's energy as a differentiable function of positions and a strain."""
+    import torch
 
-    Order: the ``n_pair`` pair functions φ_k, then one embedding function Σ_i ρ_i^p per
-    power in ``embed_powers``. Forces are −∇ of each basis energy; stresses are
-    (1/V) ∂E/∂ε in Voigt order (xx, yy, zz, yz, xz, xy), ``None`` without a 3-D cell.
+    f64 = torch.float64
+    i, j, shifts = neighbor_list("ijS", atoms, spec.rc)
+    n = len(atoms)
+    pos = torch.tensor(atoms.positions, dtype=f64, requires_grad=True)
+    strain = torch.zeros((3, 3), dtype=f64, requires_grad=True)
+    deform = torch.eye(3, dtype=f64) + 0.5 * (strain + strain.T)
+    it, jt = torch.as_tensor(i), torch.as_tensor(j)
+    offsets = torch.as_tensor(shifts, dtype=f64) @ torch.as_tensor(atoms.cell.array, dtype=f64)
+    vec = (pos[jt] - pos[it] + offsets) @ deform  # ordered pairs, r_j − r_i
+    r = torch.linalg.norm(vec, dim=1)
+    x = 1.0 - r / spec.rc
+    unit = vec / r[:, None]
+    g = x ** 3
+
+    def per_atom(values: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros((n, *values.shape[1:]), dtype=f64)
+        return out.index_add(0, it, values)
+
+    terms = [0.5 * (x ** (k + 3)).sum() for k in range(spec.n_pair)]
+    if spec.embed_powers:
+        rho = per_atom(g)
+        terms += [(rho ** p).sum() for p in spec.embed_powers]
+    for order in spec.moments:
+        if order == 1:
+            terms.append((per_atom(g[:, None] * unit) ** 2).sum())
+        else:
+            outer = unit[:, :, None] * unit[:, None, :] - torch.eye(3, dtype=f64) / 3.0
+            terms.append((per_atom((g[:, None, None] * outer).reshape(-1, 9)) ** 2).sum())
+    for width in spec.wells:
+        dip = 1.0 - torch.exp(-((r - spec.r0) ** 2) / (2.0 * width * width))
+        terms.append(0.5 * (dip * x ** 2).sum())
+    return terms, pos, strain
+
+
+def _values(atoms: Atoms, energy: torch.Tensor, pos: torch.Tensor, strain: torch.Tensor
+            ) -> tuple[float, np.ndarray, np.ndarray | None]:
+    """(E eV, F eV/Å, Voigt σ eV/Å³ or None without a 3-D cell) of one energy tensor."""
+    import torch
+
+    if not energy.requires_grad:  # no pair within rc: a constant zero
+        return float(energy), np.zeros((len(atoms), 3)), (
+            np.zeros(6) if atoms.cell.rank == 3 else None)
+    d_pos, d_strain = torch.autograd.grad(energy, (pos, strain), retain_graph=True)
+    stress = None
+    if atoms.cell.rank == 3:
+        full = d_strain.detach().numpy() / atoms.get_volume()
+        stress = np.array([full[0, 0], full[1, 1], full[2, 2], full[1, 2], full[0, 2],
+                           full[0, 1]])
+    return float(energy.detach()), -d_pos.detach().numpy(), stress
+
+
+def basis_terms(atoms: Atoms, rc: float, n_pair: int, embed_powers: Sequence[float],
+                moments: Sequence[int] = (), wells: Sequence[float] = (),
+                r0: float | None = None) -> BasisValues:
+    """Values of every residual basis function for one structure (for fitting).
+
+    Forces are −∇ of each basis energy; stresses are (1/V) ∂E/∂ε in Voigt order (xx, yy,
+    zz, yz, xz, xy), ``None`` without a 3-D cell.
 
     Args:
         atoms: the structure (positions in Å).
         rc: cutoff radius in Å.
         n_pair: number of pair functions.
         embed_powers: powers p of the embedding functions (e.g. (2, 3)).
+        moments: moment orders (1, 2).
+        wells: well widths in Å.
+        r0: the wells' centre in Å.
     """
+    spec = BasisSpec(float(rc), int(n_pair), tuple(float(p) for p in embed_powers),
+                     tuple(int(m) for m in moments), tuple(float(w) for w in wells), r0)
+    terms, pos, strain = _term_energies(atoms, spec)
     n = len(atoms)
-    k_tot = n_pair + len(embed_powers)
-    energies = np.zeros(k_tot)
-    forces = np.zeros((k_tot, n, 3))
-    virial = np.zeros((k_tot, 3, 3))
-    i, j, d, vec = neighbor_list("ijdD", atoms, rc)  # ordered pairs, vec = r_j − r_i
-    if len(i):
-        x = 1.0 - d / rc
-        unit = vec / d[:, None]
-        outer = vec[:, :, None] * unit[:, None, :]  # D_a D_b / d
-        for k in range(n_pair):
-            p = k + 3
-            energies[k] = 0.5 * float(np.sum(x ** p))
-            dphi = -p * x ** (p - 1) / rc  # dφ/dr
-            w = dphi[:, None] * unit  # force on i from pair (i, j): φ'(d) D/d
-            for c in range(3):
-                forces[k, :, c] = np.bincount(i, weights=w[:, c], minlength=n)
-            virial[k] = 0.5 * np.einsum("p,pab->ab", dphi, outer)
-        g = x ** 3
-        dg = -3.0 * x ** 2 / rc
-        rho = np.bincount(i, weights=g, minlength=n)
-        for m, power in enumerate(embed_powers):
-            k = n_pair + m
-            energies[k] = float(np.sum(rho ** power))
-            dF = power * rho ** (power - 1)  # F′(ρ_i)
-            coef = dF[i] * dg  # per ordered pair
-            w = coef[:, None] * unit
-            for c in range(3):
-                forces[k, :, c] = (np.bincount(i, weights=w[:, c], minlength=n)
-                                   - np.bincount(j, weights=w[:, c], minlength=n))
-            virial[k] = np.einsum("p,pab->ab", coef, outer)
-    stresses = None
-    if atoms.cell.rank == 3:
-        vol = atoms.get_volume()
-        full = virial / vol
-        stresses = np.stack([full[:, 0, 0], full[:, 1, 1], full[:, 2, 2],
-                             full[:, 1, 2], full[:, 0, 2], full[:, 0, 1]], axis=1)
+    energies = np.zeros(spec.n_terms)
+    forces = np.zeros((spec.n_terms, n, 3))
+    stresses = np.zeros((spec.n_terms, 6)) if atoms.cell.rank == 3 else None
+    for k, term in enumerate(terms):
+        energies[k], forces[k], st = _values(atoms, term, pos, strain)
+        if stresses is not None:
+            stresses[k] = st
     return BasisValues(energies, forces, stresses)
+
+
+def basis_residual(atoms: Atoms, spec: BasisSpec, coefficients: Sequence[float]
+                   ) -> tuple[float, np.ndarray, np.ndarray | None]:
+    """Σ_k c_k (E_k, F_k, σ_k) with one backward pass (for applying a correction)."""
+    c = np.asarray(coefficients, dtype=float)
+    if c.size != spec.n_terms:
+        raise ValueError(f"{c.size} coefficients for {spec.n_terms} basis functions")
+    terms, pos, strain = _term_energies(atoms, spec)
+    if not terms:
+        return 0.0, np.zeros((len(atoms), 3)), (np.zeros(6) if atoms.cell.rank == 3 else None)
+    total = sum(float(ck) * t for ck, t in zip(c, terms))
+    return _values(atoms, total, pos, strain)

@@ -77,11 +77,12 @@ from ase_surftune.core.errors import DataError
 from ase_surftune.core.io import to_jsonable
 from ase_surftune.data.labels import get_labels
 from ase_surftune.models.correction import compare_before_after
-from ase_surftune.models.env_basis import BasisValues, basis_terms
+from ase_surftune.models.env_basis import BasisSpec, BasisValues, basis_residual, basis_terms
 from ase_surftune.models.env_fit import (
     SCALE_MODES,
     _Problem,
     _ridge_lstsq,
+    auto_r0,
     auto_rc,
     check_fit_args,
     format_groups,
@@ -122,24 +123,27 @@ class EnvCorrection:
     coefficients: list[float] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     model_reference: dict[str, float] = field(default_factory=dict)
+    moments: tuple[int, ...] = ()
+    wells: tuple[float, ...] = ()
+    r0: float | None = None
     #: where a fine-tuning run's metrics hold this correction (``metrics.json``)
     metrics_key: ClassVar[str] = "env_correction"
 
     @property
+    def spec(self) -> BasisSpec:
+        """The residual terms (:class:`~ase_surftune.models.env_basis.BasisSpec`)."""
+        return BasisSpec(float(self.rc), int(self.n_pair), tuple(self.embed_powers),
+                         tuple(self.moments), tuple(self.wells), self.r0)
+
+    @property
     def n_basis(self) -> int:
-        return self.n_pair + len(self.embed_powers)
+        return self.spec.n_terms
 
     def residual(self, atoms: Atoms) -> tuple[float, np.ndarray, np.ndarray | None]:
         """Position-dependent residual (energy eV, forces eV/Å, Voigt stress eV/Å³ or None
         without a 3-D cell) plus the constant Σb_Z; without the scale."""
-        b = basis_terms(atoms, self.rc, self.n_pair, self.embed_powers)
-        c = np.asarray(self.coefficients, dtype=float)
-        if c.size != self.n_basis:
-            raise ValueError(f"{c.size} coefficients for {self.n_basis} basis functions")
-        e = float(c @ b.energies) + self.energy_shift(atoms.numbers)
-        f = np.tensordot(c, b.forces, axes=1)
-        s = None if b.stresses is None else c @ b.stresses
-        return e, f, s
+        e, f, s = basis_residual(atoms, self.spec, self.coefficients)
+        return e + self.energy_shift(atoms.numbers), f, s
 
     def energy_shift(self, numbers: np.ndarray) -> float:
         """Σ_i b_{Z_i} in eV."""
@@ -178,8 +182,7 @@ class EnvCorrection:
         coef = ", ".join(f"{c:+.4g}" for c in self.coefficients)
         shifts = ", ".join(f"{k}: {v:+.4f}" for k, v in self.shifts.items()) or "none"
         text = (f"environment correction a = {self.scale:.4f}, rc = {self.rc:.3f} Å, "
-                f"{self.n_pair} pair + {len(self.embed_powers)} embedding terms [{coef}], "
-                f"shifts b_Z (eV/atom) {{{shifts}}}")
+                f"{self.spec.describe()} [{coef}], shifts b_Z (eV/atom) {{{shifts}}}")
         for key, name in (("", "fitting data"), ("valid_", "validation data")):
             if f"{key}force_mae_before" not in self.info:
                 continue
@@ -199,6 +202,9 @@ class EnvCorrection:
                 "embed_powers": [float(p) for p in self.embed_powers],
                 "coefficients": [float(c) for c in self.coefficients],
                 "model_reference": {k: float(v) for k, v in self.model_reference.items()},
+                "moments": [int(m) for m in self.moments],
+                "wells": [float(w) for w in self.wells],
+                "r0": None if self.r0 is None else float(self.r0),
                 "info": to_jsonable(self.info)}
 
     @classmethod
@@ -213,7 +219,10 @@ class EnvCorrection:
                   coefficients=[float(c) for c in d["coefficients"]],
                   info=dict(d.get("info", {})),
                   model_reference={str(k): float(v)
-                                   for k, v in d.get("model_reference", {}).items()})
+                                   for k, v in d.get("model_reference", {}).items()},
+                  moments=tuple(int(m) for m in d.get("moments", ())),
+                  wells=tuple(float(w) for w in d.get("wells", ())),
+                  r0=None if d.get("r0") is None else float(d["r0"]))
         if len(out.coefficients) != out.n_basis:
             raise ValueError(f"{len(out.coefficients)} coefficients for {out.n_basis} "
                              f"basis functions")
@@ -259,7 +268,10 @@ def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
                        scale: str = "fit", fixed_scale: float = 1.0,
                        energy_weight: float = 1.0, stress_weight: float = 0.0,
                        ridge: float = 1e-3, fit_shifts: bool = True,
-                       max_frames: int | None = 3, relative: bool = True) -> EnvCorrection:
+                       max_frames: int | None = 3, relative: bool = True,
+                       moments: Sequence[int] = (), wells: Sequence[float] = (),
+                       r0: float | None = None, weighting: str = "component",
+                       shells: int = 1) -> EnvCorrection:
     """Fit an :class:`EnvCorrection` of ``model_calc`` to labelled ``frames``.
 
     One linear least-squares problem in (a, b_Z, c_k, d_m); the loss is in the module
@@ -270,9 +282,18 @@ def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
             evaluated batched).
         frames: labelled structures (energy, forces; stress used when present and
             ``stress_weight > 0``), at most ``max_frames`` of them.
-        rc: cutoff in Å (default: 1.2 × median nearest-neighbour distance).
+        rc: cutoff in Å (default: from the fit frames' nearest-neighbour distance and
+            ``shells``, :func:`~ase_surftune.models.env_fit.auto_rc`).
         n_pair: number of pair functions (0 for none).
         embed_powers: embedding powers (empty for none).
+        moments: orders (1, 2) of the moment terms (empty for none).
+        wells: widths in Å of the well terms (empty for none).
+        r0: the wells' centre in Å (default: the fit frames' median first-shell bond,
+            :func:`~ase_surftune.models.env_fit.auto_r0`).
+        weighting: ``"component"`` (every force component alike) or ``"frame"`` (each
+            frame relative to its own rms force;
+            :func:`~ase_surftune.models.env_fit.force_row_weights`).
+        shells: neighbour shells the automatic cutoff spans (1 or 2).
         scale: ``"fit"`` (a is a free least-squares unknown), ``"slope"`` (a restores the
             slope first, a = ΣF_ref² / ΣF_ref·F_m, then the residual is fitted to what
             is left) or ``"fixed"`` (a = ``fixed_scale``).
@@ -300,9 +321,11 @@ def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
     Why this is over 80 lines: a public API function whose docstring documents every
     keyword with its unit; the code is ~30 lines.
     """
-    frames = check_fit_args(frames, max_frames, scale)
-    rc = float(rc) if rc is not None else auto_rc(frames)
-    embed_powers = tuple(float(p) for p in embed_powers)
+    frames = check_fit_args(frames, max_frames, scale, weighting)
+    rc = float(rc) if rc is not None else auto_rc(frames, shells)
+    spec = BasisSpec(rc, int(n_pair), tuple(float(p) for p in embed_powers),
+                     tuple(int(m) for m in moments), tuple(float(w) for w in wells),
+                     (float(r0) if r0 is not None else auto_r0(frames)) if wells else None)
     refs = [get_labels(at) for at in frames]
     mods = list(zip(*predict_with(model_calc, frames, compute_stress=[
         stress_weight > 0 and all(at.pbc) for at in frames])))  # (E, F, σ) per frame
@@ -313,7 +336,8 @@ def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
     # the least squares sees energies relative to Σe_Z^model (reference and model alike)
     refs_rel = [(r[0] - e0, r[1], r[2]) for r, e0 in zip(refs, base)]
     mods_rel = [(m[0] - e0, m[1], m[2]) for m, e0 in zip(mods, base)]
-    bases = [basis_terms(at, rc, n_pair, embed_powers) for at in frames]
+    bases = [basis_terms(at, spec.rc, spec.n_pair, spec.embed_powers, spec.moments,
+                         spec.wells, spec.r0) for at in frames]
     f_ref = np.concatenate([r[1].reshape(-1) for r in refs])
     f_mod = np.concatenate([m[1].reshape(-1) for m in mods])
     if not np.any(f_ref) or not np.any(f_mod):
@@ -322,18 +346,19 @@ def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
     problem = _Problem(elements=elements if fit_shifts else [], free_scale=scale == "fit",
                        a_fixed=(float(f_ref @ f_ref) / float(f_ref @ f_mod) if scale == "slope"
                                 else float(fixed_scale)),
-                       k_res=n_pair + len(embed_powers))
+                       k_res=spec.n_terms)
     mat, y = problem.rows(frames, refs_rel, mods_rel, bases, f_ref, f_mod, energy_weight,
-                          stress_weight)
+                          stress_weight, weighting)
     sol = _ridge_lstsq(mat, y, problem.c0, problem.k_res, ridge)
     c0, k_res = problem.c0, problem.k_res
     corr = EnvCorrection(scale=float(sol[0]) if problem.free_scale else problem.a_fixed,
                          shifts={el: float(sol[c0 + k_res + q])
                                  for q, el in enumerate(problem.elements)},
-                         rc=rc, n_pair=n_pair, embed_powers=embed_powers,
+                         rc=rc, n_pair=spec.n_pair, embed_powers=spec.embed_powers,
+                         moments=spec.moments, wells=spec.wells, r0=spec.r0,
                          coefficients=[float(v) for v in sol[c0:c0 + k_res]],
                          model_reference=model_ref)
-    corr.info = {"scale_mode": scale, "n_structures": len(frames),
+    corr.info = {"scale_mode": scale, "weighting": weighting, "n_structures": len(frames),
                  "n_atoms": int(sum(len(at) for at in frames)),
                  "energy_weight": float(energy_weight), "stress_weight": float(stress_weight),
                  "ridge": float(ridge), "relative": bool(relative),

@@ -21,16 +21,22 @@ from ase_surftune.models.correction import compare_before_after
 if TYPE_CHECKING:  # pragma: no cover
     from ase import Atoms
 
-__all__ = ["SCALE_MODES", "per_group_scales", "frame_group"]
+__all__ = ["SCALE_MODES", "WEIGHTINGS", "per_group_scales", "frame_group", "auto_rc",
+           "auto_r0", "force_row_weights"]
 
 SCALE_MODES = ("fit", "slope", "fixed")
 
 
-def auto_rc(frames: Sequence[Atoms]) -> float:
-    """Half-way between the first and second neighbour shell of fcc, from the fit frames.
+WEIGHTINGS = ("component", "frame")
+#: rms reference force (eV/Å) below which ``weighting="frame"`` stops dividing by it
+FRAME_WEIGHT_FLOOR = 0.02
+#: cutoff as a multiple of the nearest-neighbour distance, by how many shells it spans:
+#: between fcc's first (1) and second (√2) shells, or between its second and third (√3)
+RC_PER_SHELLS = {1: 1.2, 2: 1.7}
 
-    1.2 × the median nearest-neighbour distance (Å), i.e. first shell only.
-    """
+
+def nearest_neighbour_distance(frames: Sequence[Atoms]) -> float:
+    """Median over the fit frames of each frame's smallest interatomic distance (Å)."""
     nn = []
     for at in frames:
         if len(at) < 2 and not any(at.pbc):
@@ -40,11 +46,49 @@ def auto_rc(frames: Sequence[Atoms]) -> float:
             nn.append(np.min(d))
     if not nn:
         raise DataError("cannot choose a cutoff: no neighbours within 6 Å in the fit frames")
-    return 1.2 * float(np.median(nn))
+    return float(np.median(nn))
 
 
-def check_fit_args(frames: Sequence[Atoms], max_frames: int | None, scale: str
-                    ) -> list[Atoms]:
+def auto_rc(frames: Sequence[Atoms], shells: int = 1) -> float:
+    """A cutoff (Å) from the fit frames: 1.2 × the nearest-neighbour distance (first shell
+    only, between fcc's first and second shells) or, with ``shells=2``, 1.7 × (first and
+    second shells, below fcc's third at √3)."""
+    if shells not in RC_PER_SHELLS:
+        raise ValueError(f"shells must be one of {sorted(RC_PER_SHELLS)}, got {shells}")
+    return RC_PER_SHELLS[shells] * nearest_neighbour_distance(frames)
+
+
+def auto_r0(frames: Sequence[Atoms]) -> float:
+    """The bulk nearest-neighbour bond length (Å) for the well terms: the median length of
+    the first-shell bonds (shorter than 1.2 × the smallest distance) in the fit frames.
+    Rattles spread the bonds about it symmetrically, so the median stays near the bulk
+    value."""
+    cut = RC_PER_SHELLS[1] * nearest_neighbour_distance(frames)
+    bonds = np.concatenate([neighbor_list("d", at, cut) for at in frames])
+    return float(np.median(bonds))
+
+
+def force_row_weights(f_refs: Sequence[np.ndarray], weighting: str) -> np.ndarray:
+    """Weight of each force component in the least squares (one per component).
+
+    ``"component"``: every component alike, 1/√N_F (the mean squared error). ``"frame"``:
+    each frame's components divided by that frame's rms reference force (floored at
+    :data:`FRAME_WEIGHT_FLOOR`) and by √(n_frame·N_frames), so every frame counts as much
+    *relative to its own force signal*: small-force frames, where the softening of
+    universal potentials is largest, are not drowned by large-force ones.
+    """
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    sizes = [f.size for f in f_refs]
+    if weighting == "component":
+        return np.full(sum(sizes), 1.0 / np.sqrt(sum(sizes)))
+    return np.concatenate([
+        np.full(f.size, 1.0 / (max(float(np.sqrt(np.mean(f ** 2))), FRAME_WEIGHT_FLOOR)
+                               * np.sqrt(f.size * len(f_refs)))) for f in f_refs])
+
+
+def check_fit_args(frames: Sequence[Atoms], max_frames: int | None, scale: str,
+                   weighting: str = "component") -> list[Atoms]:
     frames = list(frames)
     if not frames:
         raise DataError("no frames to fit an environment correction on")
@@ -53,6 +97,8 @@ def check_fit_args(frames: Sequence[Atoms], max_frames: int | None, scale: str
                         f"to be fitted on at most {max_frames} (pass max_frames=None)")
     if scale not in SCALE_MODES:
         raise ValueError(f"scale must be one of {SCALE_MODES}, got {scale!r}")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
     return frames
 
 
@@ -79,15 +125,16 @@ class _Problem:
 
     def rows(self, frames: Sequence[Atoms], refs: list[Any], mods: list[Any],
              bases: list[Any], f_ref: np.ndarray, f_mod: np.ndarray, energy_weight: float,
-             stress_weight: float) -> tuple[np.ndarray, np.ndarray]:
+             stress_weight: float, weighting: str = "component"
+             ) -> tuple[np.ndarray, np.ndarray]:
         """Weighted design matrix and target: force, energy and stress rows."""
         k_res, n_el = self.k_res, len(self.elements)
-        w_f = 1.0 / np.sqrt(f_ref.size)
+        w_f = force_row_weights([np.asarray(r[1]) for r in refs], weighting)[:, None]
         bf = np.concatenate([b.forces.reshape(k_res, 3 * b.forces.shape[1]) for b in bases],
                             axis=1).T
         cols = ([f_mod[:, None]] if self.free_scale else []) + [bf, np.zeros((f_ref.size,
                                                                                n_el))]
-        rows, ys = [w_f * np.hstack(cols)], [w_f * self._target(f_ref, f_mod)]
+        rows, ys = [w_f * np.hstack(cols)], [w_f[:, 0] * self._target(f_ref, f_mod)]
         if energy_weight > 0:
             for at, r, m, b in zip(frames, refs, mods, bases):
                 w_e = np.sqrt(energy_weight / len(frames)) / len(at)
