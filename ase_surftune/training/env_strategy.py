@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, PositiveFloat
 
 from ase_surftune.core.config import StrictModel
 from ase_surftune.core.energy import per_element_sum
@@ -44,8 +44,12 @@ class EnvConfig(StrictModel):
     """Options of the ``env`` strategy (the knobs of
     :func:`~ase_surftune.models.env_correction.fit_env_correction`).
 
-    ``rc`` cutoff in Å (None: 1.2 × the median nearest-neighbour distance of the fit
-    frames); ``n_pair`` pair functions; ``embed_powers`` embedding powers; ``scale``:
+    ``rc`` cutoff in Å (None: 1.2 × the nearest-neighbour distance of the fit frames,
+    or 1.7 × with ``shells: 2``); ``n_pair`` pair functions; ``embed_powers`` embedding
+    powers; ``moments`` orders (1, 2) of the moment terms; ``wells`` widths (Å) of the
+    well terms about ``r0`` (Å; None: the fit frames' median first-shell bond);
+    ``weighting``: ``component`` (every force component alike) or ``frame`` (each frame
+    relative to its own rms force); ``scale``:
     ``fit`` (a free), ``slope`` (a = ΣF_ref²/ΣF_ref·F_m first) or ``fixed``
     (``fixed_scale``); ``energy_weight``/``stress_weight`` loss weights; ``ridge`` on the
     normalised residual coefficients; ``fit_shifts`` per-element b_Z; ``max_frames``
@@ -54,8 +58,13 @@ class EnvConfig(StrictModel):
     """
 
     rc: float | None = Field(None, gt=0)
+    shells: Literal[1, 2] = 1
     n_pair: int = Field(2, ge=0)
     embed_powers: list[float] = Field(default_factory=lambda: [2.0])
+    moments: list[Literal[1, 2]] = Field(default_factory=list)
+    wells: list[PositiveFloat] = Field(default_factory=list)
+    r0: float | None = Field(None, gt=0)
+    weighting: Literal["component", "frame"] = "component"
     scale: Literal["fit", "slope", "fixed"] = "fit"
     fixed_scale: float = Field(1.0, gt=0)
     energy_weight: float = Field(1.0, ge=0)
@@ -108,8 +117,9 @@ class EnvStrategy(LinearStrategy):
         base = Bundle(adapter=setup.base, reference_energies={head: align.shifts},
                       default_head=head)  # E_m: the base model after the run's shifts
         corr = fit_env_correction(
-            base, data.train, rc=o.rc, n_pair=o.n_pair, embed_powers=o.embed_powers,
-            scale=o.scale, fixed_scale=o.fixed_scale, energy_weight=o.energy_weight,
+            base, data.train, rc=o.rc, shells=o.shells, n_pair=o.n_pair,
+            embed_powers=o.embed_powers, moments=o.moments, wells=o.wells, r0=o.r0,
+            weighting=o.weighting, scale=o.scale, fixed_scale=o.fixed_scale, energy_weight=o.energy_weight,
             stress_weight=o.stress_weight, ridge=o.ridge, fit_shifts=o.fit_shifts,
             max_frames=o.max_frames, relative=o.relative)
         warnings = list(corr.info.get("warnings", []))
