@@ -172,3 +172,34 @@ def test_strategy_env_fits_moments_and_wells_through_finetune(tmp_path):
         FinetuneConfig(model="chgnet", strategy="env", strategy_options={"moments": [3]})
     with pytest.raises(ValueError, match="strategy_options.wells"):
         FinetuneConfig(model="chgnet", strategy="env", strategy_options={"wells": [-0.1]})
+
+
+def test_keep_eos_leaves_the_models_equation_of_state():
+    """Model 0.6·EMT, reference EMT: the free fit stiffens the ideal bulk's E(V) too; with
+    ``keep_eos`` the corrected E(V) at ±1, ±2 % strain is the model's, to rounding, while
+    the forces of the distorted fit frames are still stiffened."""
+    from test_env_correction import _scaled_emt
+
+    from ase_surftune.models.env_fit import eos_cells
+
+    model = _scaled_emt(0.6)
+    frames = _label(_frames(), EMT())
+    anchor = bulk("Cu", "fcc", a=3.61, cubic=True)
+    kw = {"rc": RC2, "n_pair": 2, "embed_powers": (2.0,), "moments": (1, 2),
+          "wells": (0.05,), "r0": R0, "weighting": "frame"}
+
+    def eos(calc):
+        out = []
+        for cell in eos_cells(anchor):
+            cell.calc = calc
+            out.append(cell.get_potential_energy() / len(cell))
+        return np.asarray(out[1:]) - out[0]
+
+    free = fit_env_correction(model, frames, **kw)
+    kept = fit_env_correction(model, frames, keep_eos=anchor, **kw)
+    e_model = eos(model)
+    np.testing.assert_allclose(eos(EnvCorrectedCalculator(model, kept)), e_model, atol=1e-9)
+    assert np.abs(eos(EnvCorrectedCalculator(model, free)) - e_model).max() > 1e-3
+    assert kept.info["keep_eos"] == "Cu4"
+    assert kept.info["softening_scale_before"] == pytest.approx(0.6, abs=1e-6)
+    assert kept.info["softening_scale_after"] > 0.9

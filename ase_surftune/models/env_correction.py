@@ -85,6 +85,8 @@ from ase_surftune.models.env_fit import (
     auto_r0,
     auto_rc,
     check_fit_args,
+    eos_cells,
+    eos_constraints,
     format_groups,
     per_group_scales,
 )
@@ -271,7 +273,7 @@ def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
                        max_frames: int | None = 3, relative: bool = True,
                        moments: Sequence[int] = (), wells: Sequence[float] = (),
                        r0: float | None = None, weighting: str = "component",
-                       shells: int = 1) -> EnvCorrection:
+                       shells: int = 1, keep_eos: Atoms | None = None) -> EnvCorrection:
     """Fit an :class:`EnvCorrection` of ``model_calc`` to labelled ``frames``.
 
     One linear least-squares problem in (a, b_Z, c_k, d_m); the loss is in the module
@@ -294,6 +296,12 @@ def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
             frame relative to its own rms force;
             :func:`~ase_surftune.models.env_fit.force_row_weights`).
         shells: neighbour shells the automatic cutoff spans (1 or 2).
+        keep_eos: an ideal bulk cell (no labels needed): the corrected model's energy
+            per atom at ±1 and ±2 % strain, relative to this cell, is held to the
+            model's own (exact linear constraints), so the correction leaves the
+            model's lattice constant and bulk modulus as they were and stiffens only
+            distortions. For models whose equation of state is already good while
+            surfaces, defects and phonons are soft.
         scale: ``"fit"`` (a is a free least-squares unknown), ``"slope"`` (a restores the
             slope first, a = ΣF_ref² / ΣF_ref·F_m, then the residual is fitted to what
             is left) or ``"fixed"`` (a = ``fixed_scale``).
@@ -349,7 +357,14 @@ def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
                        k_res=spec.n_terms)
     mat, y = problem.rows(frames, refs_rel, mods_rel, bases, f_ref, f_mod, energy_weight,
                           stress_weight, weighting)
-    sol = _ridge_lstsq(mat, y, problem.c0, problem.k_res, ridge)
+    constraints = None
+    if keep_eos is not None:
+        cells = eos_cells(keep_eos)
+        e_eos = predict_with(model_calc, cells)[0]
+        constraints = eos_constraints(problem, e_eos, [basis_terms(
+            c, spec.rc, spec.n_pair, spec.embed_powers, spec.moments, spec.wells, spec.r0)
+            for c in cells], len(keep_eos))
+    sol = _ridge_lstsq(mat, y, problem.c0, problem.k_res, ridge, constraints)
     c0, k_res = problem.c0, problem.k_res
     corr = EnvCorrection(scale=float(sol[0]) if problem.free_scale else problem.a_fixed,
                          shifts={el: float(sol[c0 + k_res + q])
@@ -359,6 +374,7 @@ def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
                          coefficients=[float(v) for v in sol[c0:c0 + k_res]],
                          model_reference=model_ref)
     corr.info = {"scale_mode": scale, "weighting": weighting, "n_structures": len(frames),
+                 "keep_eos": None if keep_eos is None else keep_eos.get_chemical_formula(),
                  "n_atoms": int(sum(len(at) for at in frames)),
                  "energy_weight": float(energy_weight), "stress_weight": float(stress_weight),
                  "ridge": float(ridge), "relative": bool(relative),

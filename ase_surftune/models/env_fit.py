@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ase import Atoms
 
 __all__ = ["SCALE_MODES", "WEIGHTINGS", "per_group_scales", "frame_group", "auto_rc",
-           "auto_r0", "force_row_weights"]
+           "auto_r0", "force_row_weights", "eos_cells", "EOS_STRAINS"]
 
 SCALE_MODES = ("fit", "slope", "fixed")
 
@@ -162,9 +162,30 @@ class _Problem:
         return np.vstack(rows), np.concatenate(ys)
 
 
+def eos_constraints(problem: _Problem, model_energies: Sequence[float],
+                    bases: Sequence[Any], n_atoms: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows C·x = d that keep the model's equation of state: for every strained cell k of
+    :func:`eos_cells`, E′_k − E′_0 = E_m,k − E_m,0 (per atom), i.e.
+    a·ΔE_m + Σ c·ΔB = ΔE_m (a free) or Σ c·ΔB = (1 − a)·ΔE_m (a fixed)."""
+    e0, b0 = model_energies[0], bases[0].energies
+    rows, ds = [], []
+    for e_m, b in zip(model_energies[1:], bases[1:]):
+        de, db = (e_m - e0) / n_atoms, (b.energies - b0) / n_atoms
+        row = np.zeros(problem.n_cols)
+        if problem.free_scale:
+            row[0] = de
+        row[problem.c0:problem.c0 + problem.k_res] = db
+        rows.append(row)
+        ds.append(problem._target(de, de))
+    return np.array(rows), np.array(ds)
+
+
 def _ridge_lstsq(mat: np.ndarray, y: np.ndarray, c0: int, k_res: int,
-                 ridge: float) -> np.ndarray:
-    """Least squares on normalised columns, ridge only on columns ``c0:c0 + k_res``."""
+                 ridge: float, constraints: tuple[np.ndarray, np.ndarray] | None = None
+                 ) -> np.ndarray:
+    """Least squares on normalised columns, ridge only on columns ``c0:c0 + k_res``;
+    ``constraints`` (C, d): C·x = d exactly where it can hold (least squares in C·x − d
+    where it cannot), through the KKT system."""
     norms = np.linalg.norm(mat, axis=0)
     norms[norms == 0] = 1.0
     mat_n = mat / norms
@@ -173,8 +194,31 @@ def _ridge_lstsq(mat: np.ndarray, y: np.ndarray, c0: int, k_res: int,
         reg[np.arange(k_res), c0 + np.arange(k_res)] = np.sqrt(ridge)
         mat_n = np.vstack([mat_n, reg])
         y = np.concatenate([y, np.zeros(k_res)])
-    sol_n, *_ = np.linalg.lstsq(mat_n, y, rcond=None)
-    return sol_n / norms
+    if constraints is None or not len(constraints[1]):
+        sol_n, *_ = np.linalg.lstsq(mat_n, y, rcond=None)
+        return sol_n / norms
+    c_n, d = constraints[0] / norms, constraints[1]
+    scale = np.abs(c_n).max(axis=1, keepdims=True)  # rows of unit size: conditioning
+    c_n, d = c_n / scale, d / scale[:, 0]
+    n, m = mat_n.shape[1], len(d)
+    kkt = np.block([[mat_n.T @ mat_n, c_n.T], [c_n, np.zeros((m, m))]])
+    sol, *_ = np.linalg.lstsq(kkt, np.concatenate([mat_n.T @ y, d]), rcond=None)
+    return sol[:n] / norms
+
+
+#: isotropic strains (fraction of the lattice constant) at which ``keep_eos`` holds the
+#: model's equation of state
+EOS_STRAINS = (-0.02, -0.01, 0.01, 0.02)
+
+
+def eos_cells(anchor: Atoms) -> list[Atoms]:
+    """``anchor`` and its isotropically strained copies (:data:`EOS_STRAINS`)."""
+    out = [anchor.copy()]
+    for eps in EOS_STRAINS:
+        cell = anchor.copy()
+        cell.set_cell(anchor.cell.array * (1.0 + eps), scale_atoms=True)
+        out.append(cell)
+    return out
 
 
 def frame_group(atoms: Atoms) -> str:

@@ -49,7 +49,9 @@ class EnvConfig(StrictModel):
     powers; ``moments`` orders (1, 2) of the moment terms; ``wells`` widths (Å) of the
     well terms about ``r0`` (Å; None: the fit frames' median first-shell bond);
     ``weighting``: ``component`` (every force component alike) or ``frame`` (each frame
-    relative to its own rms force); ``scale``:
+    relative to its own rms force); ``keep_eos``: hold the model's equation of state
+    (lattice constant, bulk modulus) of the training element's ASE reference crystal
+    (``ase.build.bulk``; one element only) and stiffen only distortions; ``scale``:
     ``fit`` (a free), ``slope`` (a = ΣF_ref²/ΣF_ref·F_m first) or ``fixed``
     (``fixed_scale``); ``energy_weight``/``stress_weight`` loss weights; ``ridge`` on the
     normalised residual coefficients; ``fit_shifts`` per-element b_Z; ``max_frames``
@@ -65,6 +67,7 @@ class EnvConfig(StrictModel):
     wells: list[PositiveFloat] = Field(default_factory=list)
     r0: float | None = Field(None, gt=0)
     weighting: Literal["component", "frame"] = "component"
+    keep_eos: bool = False
     scale: Literal["fit", "slope", "fixed"] = "fit"
     fixed_scale: float = Field(1.0, gt=0)
     energy_weight: float = Field(1.0, ge=0)
@@ -113,13 +116,14 @@ class EnvStrategy(LinearStrategy):
                 f"strategy 'env' is fitted on at most {o.max_frames} training structures "
                 f"(strategy_options.max_frames) but got {len(data.train)}; give fewer "
                 f"in train_file (the rest in valid_file) or set max_frames: null")
+        anchor = _eos_anchor(data.train) if o.keep_eos else None
         head = setup.base_head
         base = Bundle(adapter=setup.base, reference_energies={head: align.shifts},
                       default_head=head)  # E_m: the base model after the run's shifts
         corr = fit_env_correction(
             base, data.train, rc=o.rc, shells=o.shells, n_pair=o.n_pair,
             embed_powers=o.embed_powers, moments=o.moments, wells=o.wells, r0=o.r0,
-            weighting=o.weighting, scale=o.scale, fixed_scale=o.fixed_scale, energy_weight=o.energy_weight,
+            weighting=o.weighting, keep_eos=anchor, scale=o.scale, fixed_scale=o.fixed_scale, energy_weight=o.energy_weight,
             stress_weight=o.stress_weight, ridge=o.ridge, fit_shifts=o.fit_shifts,
             max_frames=o.max_frames, relative=o.relative)
         warnings = list(corr.info.get("warnings", []))
@@ -139,3 +143,19 @@ class EnvStrategy(LinearStrategy):
         for w in new:  # (the fit logged its own)
             log.warning("environment correction: %s", w)
         return corr
+
+
+def _eos_anchor(frames: Any) -> Any:
+    """The ideal crystal ``keep_eos`` holds: ASE's reference structure of the one
+    element in the training data."""
+    from ase.build import bulk
+
+    elements = sorted({s for at in frames for s in at.get_chemical_symbols()})
+    if len(elements) != 1:
+        raise ConfigError(f"strategy_options.keep_eos needs training data of one element "
+                          f"(it holds that element's reference crystal); got {elements}")
+    try:
+        return bulk(elements[0])
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"strategy_options.keep_eos: ASE has no reference crystal for "
+                          f"{elements[0]} ({exc})") from exc
