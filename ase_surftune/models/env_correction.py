@@ -8,11 +8,21 @@ basis):
     E′(R) = a·(E_m(R) − Σ_i e_{Z_i}^model) + Σ_i e_{Z_i}^model + Σ_i b_{Z_i}
             + Σ_k c_k Σ_{i<j} φ_k(r_ij)                    (pair residual)
             + Σ_m d_m Σ_i ρ_i^{p_m},  ρ_i = Σ_j g(r_ij)    (embedding residual)
+            + Σ_l q_l Σ_i |M_l,i|²                         (moments, l = 1, 2)
+            + Σ_w h_w Σ_{i<j} ψ_w(r_ij)                    (wells about r0)
 
 with smooth short-range functions (zero value and slope at the cutoff ``rc``):
 
     φ_k(r) = (1 − r/rc)^(k+3),  k = 0 … n_pair−1
     g(r)   = (1 − r/rc)^3
+    M_1,i  = Σ_j g(r_ij) u_ij,   M_2,i = Σ_j g(r_ij) (u_ij u_ijᵀ − I/3)   (u: unit bond)
+    ψ_w(r) = (1 − exp(−(r − r0)²/2w²)) (1 − r/rc)²
+
+The moments vanish with zero gradient in any ideal cubic crystal, so they stiffen
+distortions of an atom's environment without moving the ideal bulk's E(V); the wells add
+curvature at the bulk bond length r0 that saturates within ≈ w of it
+(:mod:`ase_surftune.models.env_basis`). ``keep_eos`` in the fit holds the model's own E(V)
+exactly (linear constraints), when its lattice constant and bulk modulus should stay.
 
 E_m is the energy handed to :meth:`EnvCorrection.apply`: for a bundle head, the model's
 energy *after* the bundle's reference-energy shifts (so, like the linear correction's,
@@ -53,11 +63,13 @@ stored per head in the bundle (JSON, ``kind: "environment"``; :meth:`to_dict`). 
 loss:
 
     L = (1/N_F) Σ (F_ref − F′)² + energy_weight (1/N_S) Σ ((E_ref − E′)/N_s)²
-        + stress_weight (1/N_σ) Σ (σ_ref − σ′)²  + ridge · |c, d|²
+        + stress_weight (1/N_σ) Σ (σ_ref − σ′)²  + ridge · |c, d, q, h|²
 
 (forces eV/Å, per-atom energies eV/atom, stresses eV/Å³), each term averaged over its
-own count. Basis columns are normalised before the ridge is applied, so ``ridge`` is
-dimensionless.
+own count. With ``weighting="frame"`` the force term is instead
+(1/N_S) Σ_s (1/N_F,s) Σ ((F_ref − F′)/F_rms,s)², every structure counting as much
+relative to its own force signal. Basis columns are normalised before the ridge is
+applied, so ``ridge`` is dimensionless.
 """
 
 from __future__ import annotations
