@@ -107,7 +107,26 @@ def moment(l: int, p: int = 3) -> Callable[[Graph], torch.Tensor]:
     return f
 
 
+def moment_rho(l: int, power: float = 1.0) -> Callable[[Graph], torch.Tensor]:
+    """Σ_i ρ_i^power |M_l,i|²: a moment term weighted by the atom's coordination, so it
+    stiffens distortions of fully coordinated atoms more than of undercoordinated ones."""
+    def f(g: Graph) -> torch.Tensor:
+        r, u = g.vectors()
+        w = fc(r, 3)
+        rho = g.per_atom(w)
+        if l == 1:
+            m2 = (g.per_atom_vec(w[:, None] * u) ** 2).sum(dim=1)
+        else:
+            t = w[:, None, None] * (u[:, :, None] * u[:, None, :]
+                                    - torch.eye(3, dtype=torch.float64) / 3)
+            m2 = (g.per_atom_vec(t.reshape(-1, 9)) ** 2).sum(dim=1)
+        return (rho ** power * m2).sum()
+    return f
+
+
 BASES: dict[str, Callable[[Graph], torch.Tensor]] = {
+    "m1r": moment_rho(1), "m2r": moment_rho(2), "m1r2": moment_rho(1, 2.0),
+    "m2r2": moment_rho(2, 2.0),
     "p3": pair(3), "p4": pair(4), "p5": pair(5), "e2": embed(2.0), "e3": embed(3.0),
     "w05": well(0.05), "w10": well(0.10), "w20": well(0.20),
     "m1": moment(1), "m2": moment(2), "m1b": moment(1, 6), "m2b": moment(2, 6),
