@@ -203,3 +203,16 @@ def test_keep_eos_leaves_the_models_equation_of_state():
     assert kept.info["keep_eos"] == "Cu4"
     assert kept.info["softening_scale_before"] == pytest.approx(0.6, abs=1e-6)
     assert kept.info["softening_scale_after"] > 0.9
+
+
+def test_two_shell_cutoff_follows_the_bond_not_the_rattle():
+    """``shells=2``: 1.7 × the median first-shell bond, the same for a rattled cell as for
+    the ideal one (the smallest distance of a rattled cell would give ~0.2 Å less)."""
+    from ase_surftune.models.env_fit import auto_rc
+
+    ideal = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    rattled = ideal.copy()
+    rattled.rattle(0.05, seed=4)
+    assert auto_rc([ideal], shells=2) == pytest.approx(1.7 * R0, rel=1e-9)
+    assert auto_rc([rattled], shells=2) == pytest.approx(1.7 * R0, abs=0.03)
+    assert auto_rc([rattled], shells=1) < 1.2 * R0 - 0.05  # the first-shell rule, as before

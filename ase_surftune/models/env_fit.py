@@ -50,12 +50,16 @@ def nearest_neighbour_distance(frames: Sequence[Atoms]) -> float:
 
 
 def auto_rc(frames: Sequence[Atoms], shells: int = 1) -> float:
-    """A cutoff (Å) from the fit frames: 1.2 × the nearest-neighbour distance (first shell
-    only, between fcc's first and second shells) or, with ``shells=2``, 1.7 × (first and
-    second shells, below fcc's third at √3)."""
+    """A cutoff (Å) from the fit frames: 1.2 × the smallest interatomic distance (first
+    shell only, between fcc's first and second shells) or, with ``shells=2``, 1.7 × the
+    median first-shell bond (:func:`auto_r0`; first and second shells, below fcc's third
+    at √3). The two-shell cutoff uses the median bond because rattles shorten the
+    smallest distance by more than the 1.7/1.2 margin allows."""
     if shells not in RC_PER_SHELLS:
         raise ValueError(f"shells must be one of {sorted(RC_PER_SHELLS)}, got {shells}")
-    return RC_PER_SHELLS[shells] * nearest_neighbour_distance(frames)
+    if shells == 1:
+        return RC_PER_SHELLS[1] * nearest_neighbour_distance(frames)
+    return RC_PER_SHELLS[shells] * auto_r0(frames)
 
 
 def auto_r0(frames: Sequence[Atoms]) -> float:
