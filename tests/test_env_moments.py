@@ -7,12 +7,10 @@ import json
 
 import numpy as np
 import pytest
-from ase import Atoms, units
+from ase import Atoms
 from ase.build import bulk, fcc100
 from ase.calculators.emt import EMT
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
-from ase.md.verlet import VelocityVerlet
-from test_env_correction import _frames, _label, _numeric_forces
+from test_env_correction import _frames, _label, assert_exact_gradients, nve_energy_spread
 
 from ase_surftune.models.env_basis import BasisSpec, basis_terms
 from ase_surftune.models.env_correction import (
@@ -36,11 +34,7 @@ def test_moment_and_well_forces_and_stress_are_exact_gradients(kind):
     at = (bulk("Cu", cubic=True).repeat(2) if kind == "bulk"
           else fcc100("Cu", (2, 2, 3), vacuum=5.0, periodic=True))
     at.rattle(0.08, seed=5)
-    at.calc = EnvCorrectedCalculator(EMT(), MOMENTS)
-    assert np.abs(MOMENTS.residual(at)[1]).max() > 1e-2  # the check means something
-    np.testing.assert_allclose(at.get_forces(), _numeric_forces(at), atol=1e-6)
-    numeric = at.calc.calculate_numerical_stress(at, d=1e-6, voigt=True)
-    np.testing.assert_allclose(at.get_stress(), numeric, atol=1e-7)
+    assert_exact_gradients(at, MOMENTS)
 
 
 @pytest.mark.parametrize("a", [3.45, 3.61, 3.75])
@@ -132,15 +126,7 @@ def test_auto_r0_is_the_bulk_bond_of_rattled_frames():
 
 @pytest.mark.slow
 def test_nve_with_moments_and_well_conserves_energy():
-    at = bulk("Cu", cubic=True).repeat(2)
-    at.calc = EnvCorrectedCalculator(EMT(), MOMENTS)
-    MaxwellBoltzmannDistribution(at, temperature_K=600, rng=np.random.default_rng(1))
-    dyn = VelocityVerlet(at, timestep=2.0 * units.fs)
-    energies = []
-    dyn.attach(lambda: energies.append(at.get_total_energy()), interval=5)
-    dyn.run(150)
-    assert at.get_kinetic_energy() / len(at) > 0.01
-    assert np.ptp(np.asarray(energies) / len(at)) < 2e-4  # eV/atom over 300 fs
+    assert nve_energy_spread(MOMENTS, seed=1) < 2e-4  # eV/atom over 300 fs
 
 
 def test_strategy_env_fits_moments_and_wells_through_finetune(tmp_path):

@@ -34,7 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from ase import Atoms
 
-__all__ = ["BasisSpec", "BasisValues", "basis_terms", "basis_residual", "MOMENT_ORDERS"]
+__all__ = ["BasisSpec", "BasisValues", "basis_terms", "spec_terms", "basis_residual",
+           "MOMENT_ORDERS"]
 
 MOMENT_ORDERS = (1, 2)
 
@@ -166,8 +167,14 @@ def basis_terms(atoms: Atoms, rc: float, n_pair: int, embed_powers: Sequence[flo
         wells: well widths in Å.
         r0: the wells' centre in Å.
     """
-    spec = BasisSpec(float(rc), int(n_pair), tuple(float(p) for p in embed_powers),
-                     tuple(int(m) for m in moments), tuple(float(w) for w in wells), r0)
+    return spec_terms(atoms, BasisSpec(float(rc), int(n_pair),
+                                       tuple(float(p) for p in embed_powers),
+                                       tuple(int(m) for m in moments),
+                                       tuple(float(w) for w in wells), r0))
+
+
+def spec_terms(atoms: Atoms, spec: BasisSpec) -> BasisValues:
+    """:func:`basis_terms` for the terms of ``spec``."""
     terms, pos, strain = _term_energies(atoms, spec)
     n = len(atoms)
     energies = np.zeros(spec.n_terms)

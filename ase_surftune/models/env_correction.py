@@ -89,7 +89,13 @@ from ase_surftune.core.errors import DataError
 from ase_surftune.core.io import to_jsonable
 from ase_surftune.data.labels import get_labels
 from ase_surftune.models.correction import compare_before_after
-from ase_surftune.models.env_basis import BasisSpec, BasisValues, basis_residual, basis_terms
+from ase_surftune.models.env_basis import (
+    BasisSpec,
+    BasisValues,
+    basis_residual,
+    basis_terms,
+    spec_terms,
+)
 from ase_surftune.models.env_fit import (
     SCALE_MODES,
     _Problem,
@@ -356,8 +362,7 @@ def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
     # the least squares sees energies relative to Σe_Z^model (reference and model alike)
     refs_rel = [(r[0] - e0, r[1], r[2]) for r, e0 in zip(refs, base)]
     mods_rel = [(m[0] - e0, m[1], m[2]) for m, e0 in zip(mods, base)]
-    bases = [basis_terms(at, spec.rc, spec.n_pair, spec.embed_powers, spec.moments,
-                         spec.wells, spec.r0) for at in frames]
+    bases = [spec_terms(at, spec) for at in frames]
     f_ref = np.concatenate([r[1].reshape(-1) for r in refs])
     f_mod = np.concatenate([m[1].reshape(-1) for m in mods])
     if not np.any(f_ref) or not np.any(f_mod):
@@ -373,9 +378,8 @@ def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
     if keep_eos is not None:
         cells = eos_cells(keep_eos)
         e_eos = predict_with(model_calc, cells)[0]
-        constraints = eos_constraints(problem, e_eos, [basis_terms(
-            c, spec.rc, spec.n_pair, spec.embed_powers, spec.moments, spec.wells, spec.r0)
-            for c in cells], len(keep_eos))
+        constraints = eos_constraints(problem, e_eos, [spec_terms(c, spec) for c in cells],
+                                      len(keep_eos))
     sol = _ridge_lstsq(mat, y, problem.c0, problem.k_res, ridge, constraints)
     c0, k_res = problem.c0, problem.k_res
     corr = EnvCorrection(scale=float(sol[0]) if problem.free_scale else problem.a_fixed,
