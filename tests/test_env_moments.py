@@ -202,3 +202,19 @@ def test_two_shell_cutoff_follows_the_bond_not_the_rattle():
     assert auto_rc([ideal], shells=2) == pytest.approx(1.7 * R0, rel=1e-9)
     assert auto_rc([rattled], shells=2) == pytest.approx(1.7 * R0, abs=0.03)
     assert auto_rc([rattled], shells=1) < 1.2 * R0 - 0.05  # the first-shell rule, as before
+
+
+def test_keep_eos_in_a_run_needs_one_element():
+    """``strategy_options.keep_eos`` holds the one training element's ASE reference
+    crystal; two elements get one clear configuration error."""
+    from ase.build import bulk as build
+
+    from ase_surftune.core.errors import ConfigError
+    from ase_surftune.training.env_strategy import _eos_anchor
+
+    anchor = _eos_anchor([build("Cu", cubic=True), build("Cu", "fcc", a=3.5)])
+    assert anchor.get_chemical_formula() == "Cu" and anchor.cell.volume > 11
+    alloy = build("Cu", cubic=True)
+    alloy[0].symbol = "Au"
+    with pytest.raises(ConfigError, match="keep_eos needs training data of one element"):
+        _eos_anchor([alloy])
