@@ -138,9 +138,8 @@ def _values(atoms: Atoms, energy: torch.Tensor, pos: torch.Tensor, strain: torch
     """(E eV, F eV/Å, Voigt σ eV/Å³ or None without a 3-D cell) of one energy tensor."""
     import torch
 
-    if not energy.requires_grad:  # no pair within rc: a constant zero
-        return float(energy), np.zeros((len(atoms), 3)), (
-            np.zeros(6) if atoms.cell.rank == 3 else None)
+    if not energy.requires_grad:  # no term, or no pair within rc: a constant zero
+        return 0.0, np.zeros((len(atoms), 3)), np.zeros(6) if atoms.cell.rank == 3 else None
     d_pos, d_strain = torch.autograd.grad(energy, (pos, strain), retain_graph=True)
     stress = None
     if atoms.cell.rank == 3:
@@ -193,8 +192,8 @@ def basis_residual(atoms: Atoms, spec: BasisSpec, coefficients: Sequence[float]
     c = np.asarray(coefficients, dtype=float)
     if c.size != spec.n_terms:
         raise ValueError(f"{c.size} coefficients for {spec.n_terms} basis functions")
+    import torch
+
     terms, pos, strain = _term_energies(atoms, spec)
-    if not terms:
-        return 0.0, np.zeros((len(atoms), 3)), (np.zeros(6) if atoms.cell.rank == 3 else None)
-    total = sum(float(ck) * t for ck, t in zip(c, terms))
+    total = sum((float(ck) * t for ck, t in zip(c, terms)), torch.zeros((), dtype=torch.float64))
     return _values(atoms, total, pos, strain)
