@@ -164,6 +164,47 @@ def confirmation_structures() -> list[Atoms]:
     return out
 
 
+def third_structures() -> list[Atoms]:
+    """A third set, independent of the other two: the confirmation set's kinds of
+    structure with new seeds, rattle sizes, strains and displacements. It was defined
+    before the environment correction's second form was chosen (on the study and
+    confirmation sets, both then used), and scored only after that form was frozen in a
+    commit (issue 12). Names start with ``t_``.
+    """
+    out: list[Atoms] = []
+    for k, (s, sigma) in enumerate(((0.0, 0.035), (0.01, 0.03), (-0.01, 0.045))):
+        out.append(_tag(_rattled(_cubic(s), sigma, 210 + k), "bulk_eq", f"t_bulk_rattle_{k}"))
+    for k, (s, sigma) in enumerate(((-0.035, 0.05), (-0.055, 0.06))):
+        out.append(_tag(_rattled(_cubic(s), sigma, 220 + k), "bulk_compressed",
+                        f"t_compr_{k}"))
+    base = _cubic().repeat((1, 1, 2))
+    disp = base.copy()
+    disp.positions[2] += 0.05 * np.array([1.0, 1.0, 0.0]) / np.sqrt(2)  # 0.05 Å along ⟨110⟩
+    out.append(_tag(disp, "phonon", "t_phonon_disp_0"))
+    out.append(_tag(_rattled(base, 0.06, 230), "phonon", "t_phonon_rattle_0"))
+    for m, facet in enumerate(("111", "100")):
+        for k, sigma in enumerate((0.04, 0.06)):
+            out.append(_tag(_rattled(slab(facet), sigma, 240 + 2 * m + k), f"slab{facet}",
+                            f"t_slab{facet}_rattle_{k}"))
+    for k, sigma in enumerate((0.04, 0.06)):
+        out.append(_tag(_rattled(slab("110", layers=6), sigma, 250 + k), "slab110",
+                        f"t_slab110_rattle_{k}"))
+    for k, sigma in enumerate((0.035, 0.055)):
+        out.append(_tag(_rattled(vacancy_cell(), sigma, 260 + k), "vacancy",
+                        f"t_vac_rattle_{k}"))
+    hop = vacancy_cell()
+    mid = vacancy_hop_midpoint()
+    j = int(np.argmax(np.linalg.norm(mid.positions - hop.positions, axis=1)))
+    hop.positions[j] += 0.8 * (mid.positions[j] - hop.positions[j])  # 40 % of the hop
+    out.append(_tag(hop, "vacancy", "t_vac_hop_40"))
+    return out
+
+
+#: the labelled sets by name (``--set``)
+SETS: dict[str, Callable[[], list[Atoms]]] = {
+    "study": structures, "confirm": confirmation_structures, "third": third_structures}
+
+
 #: k-point density (Å⁻¹, ASE/GPAW convention n_i = ⌈2π·|b_i|·density⌉) of the study. The
 #: demo's 2 Å⁻¹ gives the 1×1 Cu(111) slab a 6×6 mesh, and at 6×6 PBE's force on the
 #: top layer points the wrong way (+0.105 eV/Å, outward; 12×12: −0.042, 17×17: −0.021
@@ -193,10 +234,11 @@ def kpoint_mesh(atoms: Atoms, density: float) -> list[int]:
 def label_set(out_dir: Path = DEFAULT_OUT, only: list[str] | None = None,
               progress: bool = True, kpt_density: float = KPT_DENSITY,
               first: Sequence[str] = FIRST, names: list[str] | None = None,
-              confirm: bool = False) -> list[Atoms]:
+              confirm: bool = False, which: str | None = None) -> list[Atoms]:
     """Label (resumably) the set, or the groups in ``only`` and/or the structures in
     ``names``, with GPAW PBE; ``confirm``: the confirmation set
-    (:func:`confirmation_structures`) instead of the study's.
+    (:func:`confirmation_structures`) instead of the study's; ``which``: a set by its
+    name in :data:`SETS` (overrides ``confirm``).
 
     Settings: the demo's (plane waves 300 eV, Fermi–Dirac 0.1 eV) with a Γ-centred mesh
     of ``kpt_density`` Å⁻¹ (:func:`kpoint_mesh`).
@@ -205,7 +247,8 @@ def label_set(out_dir: Path = DEFAULT_OUT, only: list[str] | None = None,
     from ase_surftune.demo import GPAW_DEMO_SETTINGS
     from ase_surftune.models.references import get_reference_calculator
 
-    configs = confirmation_structures() if confirm else structures(first)
+    which = which or ("confirm" if confirm else "study")
+    configs = structures(first) if which == "study" else SETS[which]()
     if only or names:
         configs = [a for a in configs if a.info["config_type"] in (only or ())
                    or a.info["name"] in (names or ())]
@@ -269,21 +312,24 @@ def main() -> None:
                    help="structures to label (with --only: those groups and these)")
     p.add_argument("--list", action="store_true", help="print the structures and exit")
     p.add_argument("--confirm", action="store_true",
-                   help="the confirmation set (confirmation_structures) instead")
+                   help="the confirmation set (same as --set confirm)")
+    p.add_argument("--set", choices=sorted(SETS), default=None,
+                   help="which set to label or list (default: study)")
     p.add_argument("--kpt-density", type=float, default=KPT_DENSITY,
                    help="k-point density in 1/Å (default %(default)s)")
     p.add_argument("--first", nargs="*", default=list(FIRST),
                    help="structure names to label first (default: the fit structures, "
                         "then the ideal ones)")
     args = p.parse_args()
+    which = args.set or ("confirm" if args.confirm else "study")
     logging.basicConfig(level=logging.INFO)
     if args.list:
-        for a in (confirmation_structures() if args.confirm else structures(args.first)):
+        for a in (structures(args.first) if which == "study" else SETS[which]()):
             print(f"{a.info['config_type']:16s} {a.info['name']:22s} {len(a):3d} atoms "
                   f"k-mesh {kpoint_mesh(a, args.kpt_density)}")
         return
     frames = label_set(args.out, args.only, kpt_density=args.kpt_density, first=args.first,
-                       names=args.names, confirm=args.confirm)
+                       names=args.names, which=which)
     print(f"{len(frames)} labelled frames in {args.out / 'labels.extxyz'}")
 
 
