@@ -124,7 +124,28 @@ def moment_rho(l: int, power: float = 1.0) -> Callable[[Graph], torch.Tensor]:
     return f
 
 
+def moment_sat(l: int, mu: float) -> Callable[[Graph], torch.Tensor]:
+    """Σ_i [1 − exp(−|M_l,i|² / 2μ²)]: a moment term that saturates once an atom's
+    environment is far (|M| ≫ μ) from ideal bulk, so it stiffens small distortions of
+    fully coordinated atoms but hardly acts on atoms next to a vacancy or a surface,
+    whose moments are large already."""
+    def f(g: Graph) -> torch.Tensor:
+        r, u = g.vectors()
+        w = fc(r, 3)
+        if l == 1:
+            m2 = (g.per_atom_vec(w[:, None] * u) ** 2).sum(dim=1)
+        else:
+            t = w[:, None, None] * (u[:, :, None] * u[:, None, :]
+                                    - torch.eye(3, dtype=torch.float64) / 3)
+            m2 = (g.per_atom_vec(t.reshape(-1, 9)) ** 2).sum(dim=1)
+        return (mu * mu * (1 - torch.exp(-m2 / (2 * mu * mu)))).sum()
+    return f
+
+
 BASES: dict[str, Callable[[Graph], torch.Tensor]] = {
+    **{f"s{l}m{int(mu * 1000):03d}": moment_sat(l, mu) for l in (1, 2)
+       for mu in (0.005, 0.01, 0.02, 0.03, 0.05)},
+    "w02": well(0.02), "w03": well(0.03),
     "m1r": moment_rho(1), "m2r": moment_rho(2), "m1r2": moment_rho(1, 2.0),
     "m2r2": moment_rho(2, 2.0),
     "p3": pair(3), "p4": pair(4), "p5": pair(5), "e2": embed(2.0), "e3": embed(3.0),
@@ -133,12 +154,82 @@ BASES: dict[str, Callable[[Graph], torch.Tensor]] = {
 }
 
 
+# ----------------------------------------------------------------------------- gated
+# per-atom energies, multiplied by a "bulk-likeness" gate φ_i ∈ (0, 1]: 1 for an atom in
+# ideal bulk at a0, → 0 as its environment departs from it (coordination or dipole)
+
+def _m2(g: Graph, r: torch.Tensor, u: torch.Tensor, l: int) -> torch.Tensor:
+    w = fc(r, 3)
+    if l == 1:
+        return (g.per_atom_vec(w[:, None] * u) ** 2).sum(dim=1)
+    t = w[:, None, None] * (u[:, :, None] * u[:, None, :] - torch.eye(3, dtype=torch.float64) / 3)
+    return (g.per_atom_vec(t.reshape(-1, 9)) ** 2).sum(dim=1)
+
+
+ATOM: dict[str, Callable[[Graph, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "p3": lambda g, r, u: 0.5 * g.per_atom(fc(r, 3)),
+    "p4": lambda g, r, u: 0.5 * g.per_atom(fc(r, 4)),
+    "e2": lambda g, r, u: g.per_atom(fc(r, 3)) ** 2,
+    "m1": lambda g, r, u: _m2(g, r, u, 1),
+    "m2": lambda g, r, u: _m2(g, r, u, 2),
+    "w10": lambda g, r, u: 0.5 * g.per_atom(
+        (1 - torch.exp(-(r - R0) ** 2 / (2 * 0.10 ** 2))) * fc(r, 2)),
+    "w20": lambda g, r, u: 0.5 * g.per_atom(
+        (1 - torch.exp(-(r - R0) ** 2 / (2 * 0.20 ** 2))) * fc(r, 2)),
+    "w05": lambda g, r, u: 0.5 * g.per_atom(
+        (1 - torch.exp(-(r - R0) ** 2 / (2 * 0.05 ** 2))) * fc(r, 2)),
+}
+_RHO0: list[float] = []
+
+
+def rho_bulk() -> float:
+    if not _RHO0:
+        from ase.build import bulk as _bulk
+        g = Graph(_bulk("Cu", "fcc", a=3.63, cubic=True))
+        r, _ = g.vectors()
+        _RHO0.append(float(g.per_atom(fc(r, 3))[0]))
+    return _RHO0[0]
+
+
+def gate(g: Graph, r: torch.Tensor, u: torch.Tensor, kind: str, width: float) -> torch.Tensor:
+    if kind == "r":
+        return torch.exp(-(g.per_atom(fc(r, 3)) - rho_bulk()) ** 2 / (2 * width ** 2))
+    if kind == "m":
+        return torch.exp(-_m2(g, r, u, 1) / (2 * width ** 2))
+    if kind in "cC":  # smooth neighbour counts: first shell (and second shell for C)
+        n1 = g.per_atom(torch.sigmoid((3.05 - r) / 0.05))
+        d2 = (n1 - 12) ** 2
+        if kind == "C":
+            n2 = g.per_atom(torch.sigmoid((r - 3.05) / 0.05) * torch.sigmoid((4.05 - r) / 0.05))
+            d2 = d2 + (n2 - 6) ** 2
+        return torch.exp(-d2 / (2 * width ** 2))
+    if kind == "d":  # both
+        d2 = (g.per_atom(fc(r, 3)) - rho_bulk()) ** 2 + _m2(g, r, u, 1)
+        return torch.exp(-d2 / (2 * width ** 2))
+    raise ValueError(kind)
+
+
+def gated(name: str) -> Callable[[Graph], torch.Tensor]:
+    """"g<kind><width in 1e-3>.<term>", e.g. gr030.p3: Σ_i φ_i e_i with the ρ gate, δ 0.03;
+    "h..." the complement, Σ_i (1 − φ_i) e_i."""
+    head, term = name.split(".")
+    kind, width = head[1], int(head[2:]) / 1000
+
+    def f(g: Graph) -> torch.Tensor:
+        r, u = g.vectors()
+        phi = gate(g, r, u, kind, width)
+        if head[0] == "h":
+            phi = 1 - phi
+        return (phi * ATOM[term](g, r, u)).sum()
+    return f
+
+
 def basis_values(atoms: Atoms, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Energies (K,) and forces (3N, K) of the named bases."""
     E, F = [], []
     g = Graph(atoms)
     for name in names:
-        e = BASES[name](g)
+        e = (gated(name) if "." in name else BASES[name])(g)
         grad, = torch.autograd.grad(e, g.pos, allow_unused=True)
         E.append(float(e))
         F.append(np.zeros(3 * len(atoms)) if grad is None else -grad.numpy().reshape(-1))
@@ -149,7 +240,8 @@ def basis_values(atoms: Atoms, names: list[str]) -> tuple[np.ndarray, np.ndarray
 
 
 def fit(frames: list[Atoms], pred: dict, names: list[str], weighting: str, ridge: float,
-        energy_weight: float, fixed_scale: float | None = None) -> np.ndarray:
+        energy_weight: float, fixed_scale: float | None = None,
+        slope_frames: bool = False) -> np.ndarray:
     """x = [a, c_1..c_K, b] from forces (+ per-atom energies)."""
     if fixed_scale is not None:  # fit the residual to F_ref − a·F_m, a fixed
         shifted = {}
@@ -193,17 +285,51 @@ def fit(frames: list[Atoms], pred: dict, names: list[str], weighting: str, ridge
     An = A / nrm
     reg = np.zeros((k, A.shape[1]))
     reg[np.arange(k), 1 + np.arange(k)] = np.sqrt(ridge)
-    sol, *_ = np.linalg.lstsq(np.vstack([An, reg]), np.concatenate([y, np.zeros(k)]),
-                              rcond=None)
-    return sol / nrm
+    An, y = np.vstack([An, reg]), np.concatenate([y, np.zeros(k)])
+    if not slope_frames:
+        sol, *_ = np.linalg.lstsq(An, y, rcond=None)
+        return sol / nrm
+    C = []  # s_frame = F_ref·F′ / F_ref·F_ref = 1 for every fit frame
+    for at in frames:
+        e_m, f_m = pred[at.info["name"]]
+        _, f_b = cache_basis(at, names)
+        f_ref = at.get_forces().reshape(-1)
+        blk = np.column_stack([f_m.reshape(-1), f_b, np.zeros(f_ref.size)])
+        C.append(f_ref @ blk / (f_ref @ f_ref))
+    C = np.array(C) / nrm
+    d = np.ones(len(C))
+    n, m = An.shape[1], len(d)
+    kkt = np.block([[An.T @ An, C.T], [C, np.zeros((m, m))]])
+    sol, *_ = np.linalg.lstsq(kkt, np.concatenate([An.T @ y, d]), rcond=None)
+    return sol[:n] / nrm
 
 
 _BASIS_CACHE: dict = {}
+#: "pkg" in a basis set: the package's own terms (ase_surftune.models.env_basis), e.g. the
+#: gated basis exactly as fit_env_correction builds it
+PKG_SPEC: list = []
+
+
+def expand(names: list[str]) -> list[str]:
+    if "pkg" not in names:
+        return names
+    k = names.index("pkg")
+    return names[:k] + [f"pkg{q}" for q in range(PKG_SPEC[0].n_terms)] + names[k + 1:]
+
+
+def _pkg_values(at: Atoms) -> dict:
+    from ase_surftune.models.env_basis import spec_terms
+
+    v = spec_terms(at, PKG_SPEC[0])
+    return {f"pkg{q}": (v.energies[q], v.forces[q].reshape(-1))
+            for q in range(PKG_SPEC[0].n_terms)}
 
 
 def cache_basis(at: Atoms, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     key = at.info["name"]
     have = _BASIS_CACHE.setdefault(key, {})
+    if any(n.startswith("pkg") and n not in have for n in names):
+        have.update(_pkg_values(at))
     missing = [n for n in names if n not in have]
     if missing:
         e, f = basis_values(at, missing)
@@ -222,8 +348,10 @@ def score(frames: list[Atoms], pred: dict, names: list[str], x: np.ndarray,
         vals[at.info["name"]] = (x[0] * e_m + e_b @ x[1:1 + len(names)] + x[-1] * len(at),
                                  (x[0] * f_m.reshape(-1) + f_b @ x[1:1 + len(names)]))
     out = {}
-    for g in GROUPS:
+    for tag, g in [(t, g) for t in ("", "c_", "t_") for g in GROUPS]:
         sel = [a for a in frames if a.info["config_type"] == g
+               and a.info["name"].startswith(tag)
+               and (tag or not a.info["name"][:2] in ("c_", "t_"))
                and (held_out is None or a.info["name"] in held_out)]
         if not sel:
             continue
@@ -231,11 +359,88 @@ def score(frames: list[Atoms], pred: dict, names: list[str], x: np.ndarray,
         fp = np.concatenate([vals[a.info["name"]][1] for a in sel])
         f0 = np.concatenate([pred[a.info["name"]][1].reshape(-1) for a in sel])
         ok = np.sqrt(np.mean(fr ** 2)) >= MIN_FORCE_RMS
-        out[g] = (fp @ fr / (fr @ fr) if ok else None, np.abs(f0 - fr).mean(),
+        out[tag + g] = (fp @ fr / (fr @ fr) if ok else None, np.abs(f0 - fr).mean(),
                   np.abs(fp - fr).mean())
     by_name = {a.info["name"]: a for a in frames}
     props = properties({n: (v[0], v[1].reshape(-1, 3)) for n, v in vals.items()}, by_name)
     return {"groups": out, "props": props}
+
+
+def per_frame(frames: list[Atoms], pred: dict, names: list[str], x: np.ndarray) -> None:
+    for at in frames:
+        fr = at.get_forces().reshape(-1)
+        if np.sqrt(np.mean(fr ** 2)) < MIN_FORCE_RMS:
+            continue
+        e_m, f_m = pred[at.info["name"]]
+        _, f_b = cache_basis(at, names)
+        fp = x[0] * f_m.reshape(-1) + f_b @ x[1:1 + len(names)]
+        f0 = f_m.reshape(-1)
+        print(f"    {at.info['name']:22s} rms {np.sqrt(np.mean(fr ** 2)):.3f}  "
+              f"s {f0 @ fr / (fr @ fr):.2f} -> {fp @ fr / (fr @ fr):.2f}  "
+              f"mae {np.abs(f0 - fr).mean():.3f} -> {np.abs(fp - fr).mean():.3f}")
+
+
+def slopes_only(frames: list[Atoms], pred: dict, names: list[str], x: np.ndarray,
+                held_out: set[str]) -> dict[str, tuple[float | None, float, float]]:
+    """Per (set, group): s, zero-shot MAE, corrected MAE on the held-out frames."""
+    out = {}
+    for tag, g in [(t, g) for t in ("", "c_", "t_") for g in GROUPS]:
+        sel = [a for a in frames if a.info["config_type"] == g and a.info["name"] in held_out
+               and (a.info["name"].startswith(tag) if tag
+                    else a.info["name"][:2] not in ("c_", "t_"))]
+        if not sel:
+            continue
+        fr = np.concatenate([a.get_forces().reshape(-1) for a in sel])
+        f0 = np.concatenate([pred[a.info["name"]][1].reshape(-1) for a in sel])
+        fp = np.concatenate([x[0] * pred[a.info["name"]][1].reshape(-1)
+                             + cache_basis(a, names)[1] @ x[1:1 + len(names)] for a in sel])
+        ok = np.sqrt(np.mean(fr ** 2)) >= MIN_FORCE_RMS
+        out[tag + g] = (fp @ fr / (fr @ fr) if ok else None, np.abs(f0 - fr).mean(),
+                        np.abs(fp - fr).mean())
+    return out
+
+
+TOP = 0
+PER_KIND = 1
+
+
+def triples(frames: list[Atoms], pred: dict, sets: list[str], weighting: str, ridge: float,
+            energy_weight: float, pools: dict[str, list[str]],
+            test: set[str] | None = None) -> None:
+    """Every fit triple (one frame from each pool): how many held-out groups fall outside
+    0.9–1.1 and how many get a larger force MAE, per basis set."""
+    import itertools
+
+    combos = list(itertools.product(*pools.values()))
+    if PER_KIND > 1:  # PER_KIND frames of each kind, a random sample of such sets
+        rng = np.random.default_rng(0)
+        combos = [tuple(n for pool in pools.values()
+                        for n in rng.choice(pool, PER_KIND, replace=False))
+                  for _ in range(200)]
+    for s in sets:
+        names = expand([n for n in s.split("+") if n])
+        outs, ups, worst = [], [], []
+        for combo in combos:
+            fit_frames = [a for a in frames if a.info["name"] in combo]
+            held = (test if test is not None
+                    else {a.info["name"] for a in frames} - set(combo))
+            x = fit(fit_frames, pred, names, weighting, ridge, energy_weight)
+            res = slopes_only(frames, pred, names, x, held)
+            ss = [v[0] for v in res.values() if v[0] is not None]
+            outs.append(sum(1 for v in ss if not 0.9 <= v <= 1.1))
+            ups.append(sum(1 for v in res.values() if v[2] > v[1]))
+            worst.append(max(abs(np.log(v)) for v in ss))
+        outs, ups = np.array(outs), np.array(ups)
+        best = int(np.argmin(outs * 10 + ups))
+        if TOP:
+            order = np.argsort(outs * 10 + ups, kind="stable")[:TOP]
+            for q in order:
+                print(f"      {outs[q]} {ups[q]} {worst[q]:.3f} {combos[q]}")
+        print(f"{s or 'scale':36s} n={len(combos)} out: median {np.median(outs):.0f} "
+              f"mean {outs.mean():.2f} zero {np.mean(outs == 0):.2f} | up: mean "
+              f"{ups.mean():.2f} | all-ok {np.mean((outs == 0) & (ups == 0)):.2f} | worst "
+              f"|ln s| median {np.median(worst):.3f} | best {combos[best]} "
+              f"({outs[best]}, {ups[best]})")
 
 
 def line(tag: str, res: dict, ref_props: dict, x: np.ndarray) -> str:
@@ -244,10 +449,14 @@ def line(tag: str, res: dict, ref_props: dict, x: np.ndarray) -> str:
         st = "n/a " if s is None else f"{s:4.2f}"
         flag = "" if s is None or 0.9 <= s <= 1.1 else "!"
         up = "^" if m1 > m0 else ""
-        cells.append(f"{g[:7]:7s} {st}{flag:1s} {m1:.3f}{up:1s}")
+        short = g.replace("bulk_compressed", "compr").replace("bulk_eq", "bulk")
+        cells.append(f"{short[:9]:9s} {st}{flag:1s} {m1:.3f}{up:1s}")
     pr = " ".join(f"{k}={res['props'][k] / ref_props[k]:.2f}" for k in
                   ("gamma_111", "gamma_100", "barrier", "B") if k in res["props"])
-    return f"{tag:34s} a={x[0]:.2f} | " + " | ".join(cells) + f" | {pr}"
+    bad = sum(1 for v in res["groups"].values() if v[0] is not None and not 0.9 <= v[0] <= 1.1)
+    up = sum(1 for v in res["groups"].values() if v[2] > v[1])
+    return (f"{tag:34s} a={x[0]:.2f} out={bad} up={up} | " + " | ".join(cells)
+            + f" | {pr}")
 
 
 def main() -> None:
@@ -259,6 +468,23 @@ def main() -> None:
     p.add_argument("--ridge", type=float, default=1e-3)
     p.add_argument("--energy-weight", type=float, default=1.0)
     p.add_argument("--rc", type=float, default=3.1)
+    p.add_argument("--no-capacity", action="store_true")
+    p.add_argument("--test-cache", type=Path, nargs="*", default=[],
+                   help="with --triples: score every fit triple (drawn from --cache) on "
+                        "these frames only (e.g. the third set), all held out")
+    p.add_argument("--pkg-gate", type=float, default=None,
+                   help="'pkg' in a set: the package's 2 pair + ρ² + l=2 moment + 0.10 Å "
+                        "well basis with this gate width (n0 12, r0 of the lattice)")
+    p.add_argument("--per-kind", type=int, default=1,
+                   help="with --triples: fit frames of each kind (random sets if > 1)")
+    p.add_argument("--top", type=int, default=0, help="with --triples: list the best N")
+    p.add_argument("--triples", action="store_true",
+                   help="fit on every triple (bulk rattle, vacancy rattle, slab rattle) of "
+                        "the loaded sets and summarise the held-out groups")
+    p.add_argument("--slope-frames", action="store_true",
+                   help="constrain each fit frame's slope s to 1 exactly")
+    p.add_argument("--per-frame", action="store_true",
+                   help="also print each held-out frame's s (zero-shot → transfer)")
     p.add_argument("--fixed-scale", type=float, default=None)
     args = p.parse_args()
     global RC
@@ -266,6 +492,8 @@ def main() -> None:
     from ase_surftune.models.calculator import SurfTuneCalculator
 
     frames = read_sets(args.cache)
+    test_frames = read_sets(args.test_cache) if args.test_cache else []
+    frames = frames + test_frames
     calc = SurfTuneCalculator("chgnet")
     pred = {}
     for a in frames:
@@ -274,6 +502,25 @@ def main() -> None:
         pred[a.info["name"]] = (b.get_potential_energy(), b.get_forces())
     ref_props = properties({a.info["name"]: (a.get_potential_energy(), a.get_forces())
                             for a in frames}, {a.info["name"]: a for a in frames})
+    global TOP, PER_KIND
+    TOP, PER_KIND = args.top, args.per_kind
+    if args.pkg_gate is not None:
+        from ase_surftune.models.env_basis import BasisSpec
+        from ase_surftune.models.env_fit import GATE_R_PER_R0
+        PKG_SPEC.append(BasisSpec(args.rc, 2, (2.0,), (2,), (0.10,), R0, args.pkg_gate,
+                                  GATE_R_PER_R0 * R0, 12.0))
+    if args.triples:
+        test = {a.info["name"] for a in test_frames} or None
+        names_all = [a.info["name"] for a in frames if np.any(a.get_forces())
+                     and (test is None or a.info["name"] not in test)]
+        pools = {"bulk": [n for n in names_all if "bulk_rattle" in n],
+                 "vac": [n for n in names_all if "vac_rattle" in n],
+                 "slab": [n for n in names_all if "slab" in n and "rattle" in n]}
+        for weighting in args.weighting:
+            print(f"-- {weighting}")
+            triples(frames, pred, args.sets or [""], weighting, args.ridge,
+                    args.energy_weight, pools, test)
+        return
     fit_frames = [a for a in frames if a.info["name"] in args.fit]
     held = {a.info["name"] for a in frames} - set(args.fit)
     sets = args.sets or ["", "p4", "p3+p4+e2", "w05", "w10", "m1", "m2", "m1+m2", "m2+p4+e2",
@@ -282,11 +529,15 @@ def main() -> None:
     print(line("zero-shot (held out)", score(frames, pred, [], zero, held), ref_props, zero))
     for weighting in args.weighting:
         for s in sets:
-            names = [n for n in s.split("+") if n]
+            names = expand([n for n in s.split("+") if n])
             x = fit(fit_frames, pred, names, weighting, args.ridge, args.energy_weight,
-                    args.fixed_scale)
+                    args.fixed_scale, args.slope_frames)
             print(line(f"transfer {weighting[:4]} {s or 'scale'}",
                        score(frames, pred, names, x, held), ref_props, x))
+            if args.per_frame:
+                per_frame(frames, pred, names, x)
+            if args.no_capacity:
+                continue
             xa = fit([a for a in frames if np.any(a.get_forces())], pred, names, weighting,
                      args.ridge, args.energy_weight, args.fixed_scale)
             print(line(f"capacity {weighting[:4]} {s or 'scale'}",

@@ -12,6 +12,19 @@ u_ij, the terms are, in this order:
 * moment l=2  Σ_i ‖Σ_j x_ij³ (u_ij u_ijᵀ − I/3)‖²                (l = 2 in ``moments``)
 * well        Σ_{i<j} (1 − exp(−(r_ij − r0)²/2w²)) x_ij²         (w in ``wells``, Å)
 
+With a ``gate`` (width δn, in neighbours) every one of these terms comes twice: as above,
+then weighted atom by atom by how bulk-like the atom is,
+
+* gated copy  Σ_i φ_i e_i,   φ_i = exp(−(n_i − n0)²/2δn²),   n_i = Σ_j s(r_ij)
+
+where e_i is atom i's share of the term (half of each pair's value, its own ρ_i^p or
+moment), n_i a smooth count of first-shell neighbours (s = 1 below ``gate_r`` − 0.15 Å,
+0 above ``gate_r`` + 0.15 Å, a cosine step between) and ``gate_n0`` the count of an atom
+in the ideal bulk (12 in fcc). A fully coordinated atom has φ = 1 whatever its
+distortion; an atom next to a vacancy (n = 11) φ = e^(−1/2δn²), at a surface φ ≈ 0. The
+gated copies let the correction stiffen the bulk more than defects and surfaces, whose
+atoms universal potentials soften less.
+
 The moments vanish, with zero gradient, in any ideal cubic crystal at any volume (its
 neighbour shells have no l = 1 or l = 2 component), so they add stiffness against
 distortions of an atom's environment — rattles, phonons, surfaces — without touching the
@@ -25,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ase.neighborlist import neighbor_list
@@ -35,9 +48,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from ase import Atoms
 
 __all__ = ["BasisSpec", "BasisValues", "basis_terms", "spec_terms", "basis_residual",
-           "MOMENT_ORDERS"]
+           "MOMENT_ORDERS", "GATE_STEP", "first_shell_counts"]
 
 MOMENT_ORDERS = (1, 2)
+#: half-width (Å) of the gate's cosine step from "first shell" to "beyond it"
+GATE_STEP = 0.15
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,10 @@ class BasisSpec:
         moments: orders l (1 and/or 2) of the moment terms.
         wells: widths w (Å) of the well terms.
         r0: the wells' centre (Å), the bulk nearest-neighbour distance; needed with wells.
+        gate: width δn (neighbours) of the bulk-likeness gate; None: no gated copies.
+        gate_r: the first shell's outer edge (Å), between the first and second shells;
+            needed with a gate.
+        gate_n0: first-shell neighbours of an ideal bulk atom; needed with a gate.
     """
 
     rc: float
@@ -59,6 +78,9 @@ class BasisSpec:
     moments: tuple[int, ...] = ()
     wells: tuple[float, ...] = field(default=())
     r0: float | None = None
+    gate: float | None = None
+    gate_r: float | None = None
+    gate_n0: float | None = None
 
     def __post_init__(self) -> None:
         bad = [m for m in self.moments if m not in MOMENT_ORDERS]
@@ -68,6 +90,14 @@ class BasisSpec:
             raise ValueError(f"well terms need 0 < r0 < rc = {self.rc} Å, got r0 = {self.r0}")
         if any(w <= 0 for w in self.wells):
             raise ValueError(f"well widths must be > 0 Å, got {self.wells}")
+        if self.gate is not None:
+            if self.gate <= 0:
+                raise ValueError(f"the gate width must be > 0 neighbours, got {self.gate}")
+            if self.gate_r is None or not GATE_STEP < self.gate_r <= self.rc - GATE_STEP:
+                raise ValueError(f"a gate needs {GATE_STEP} Å < gate_r ≤ rc − {GATE_STEP} Å "
+                                 f"= {self.rc - GATE_STEP:.3f} Å, got gate_r = {self.gate_r}")
+            if self.gate_n0 is None or self.gate_n0 <= 0:
+                raise ValueError(f"a gate needs gate_n0 > 0 neighbours, got {self.gate_n0}")
 
     def describe(self) -> str:
         """The terms in words, e.g. "2 pair + 1 embedding + moments l=1,2 + well w=0.05 Å
@@ -78,11 +108,20 @@ class BasisSpec:
         if self.wells:
             parts.append("well w=" + ",".join(f"{w:g}" for w in self.wells)
                          + f" Å about r0 = {self.r0:.3f} Å")
-        return " + ".join(parts) + " terms"
+        text = " + ".join(parts) + " terms"
+        if self.gate is not None:
+            text += (f", each also gated by bulk-likeness (n0 = {self.gate_n0:g} neighbours "
+                     f"within {self.gate_r:.3f} Å, width {self.gate:g})")
+        return text
+
+    @property
+    def n_plain(self) -> int:
+        """Terms without the gate."""
+        return self.n_pair + len(self.embed_powers) + len(self.moments) + len(self.wells)
 
     @property
     def n_terms(self) -> int:
-        return self.n_pair + len(self.embed_powers) + len(self.moments) + len(self.wells)
+        return self.n_plain * (1 if self.gate is None else 2)
 
 
 @dataclass
@@ -117,20 +156,43 @@ def _term_energies(atoms: Atoms, spec: BasisSpec
         out = torch.zeros((n, *values.shape[1:]), dtype=f64)
         return out.index_add(0, it, values)
 
-    terms = [0.5 * (x ** (k + 3)).sum() for k in range(spec.n_pair)]
+    shares = [0.5 * per_atom(x ** (k + 3)) for k in range(spec.n_pair)]  # e_i per term
     if spec.embed_powers:
         rho = per_atom(g)
-        terms += [(rho ** p).sum() for p in spec.embed_powers]
+        shares += [rho ** p for p in spec.embed_powers]
     for order in spec.moments:
         if order == 1:
-            terms.append((per_atom(g[:, None] * unit) ** 2).sum())
+            shares.append((per_atom(g[:, None] * unit) ** 2).sum(dim=1))
         else:
             outer = unit[:, :, None] * unit[:, None, :] - torch.eye(3, dtype=f64) / 3.0
-            terms.append((per_atom((g[:, None, None] * outer).reshape(-1, 9)) ** 2).sum())
+            shares.append((per_atom((g[:, None, None] * outer).reshape(-1, 9)) ** 2)
+                          .sum(dim=1))
     for width in spec.wells:
         dip = 1.0 - torch.exp(-((r - spec.r0) ** 2) / (2.0 * width * width))
-        terms.append(0.5 * (dip * x ** 2).sum())
+        shares.append(0.5 * per_atom(dip * x ** 2))
+    terms = [e.sum() for e in shares]
+    if spec.gate is not None:
+        phi = _bulk_likeness(r, per_atom, spec)
+        terms += [(phi * e).sum() for e in shares]
     return terms, pos, strain
+
+
+def _bulk_likeness(r: torch.Tensor, per_atom: Any, spec: BasisSpec) -> torch.Tensor:
+    """φ_i = exp(−(n_i − n0)²/2δn²) with n_i the smooth first-shell count (module
+    docstring)."""
+    import torch
+
+    t = torch.clamp((r - (spec.gate_r - GATE_STEP)) / (2.0 * GATE_STEP), 0.0, 1.0)
+    count = per_atom(0.5 * (1.0 + torch.cos(torch.pi * t)))
+    return torch.exp(-((count - spec.gate_n0) ** 2) / (2.0 * spec.gate ** 2))
+
+
+def first_shell_counts(atoms: Atoms, gate_r: float) -> np.ndarray:
+    """The smooth first-shell neighbour count n_i of every atom (the gate's, with edge
+    ``gate_r`` Å)."""
+    i, d = neighbor_list("id", atoms, gate_r + GATE_STEP)
+    t = np.clip((d - (gate_r - GATE_STEP)) / (2.0 * GATE_STEP), 0.0, 1.0)
+    return np.bincount(i, weights=0.5 * (1.0 + np.cos(np.pi * t)), minlength=len(atoms))
 
 
 def _values(atoms: Atoms, energy: torch.Tensor, pos: torch.Tensor, strain: torch.Tensor

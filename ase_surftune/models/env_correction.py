@@ -10,6 +10,8 @@ basis):
             + Σ_m d_m Σ_i ρ_i^{p_m},  ρ_i = Σ_j g(r_ij)    (embedding residual)
             + Σ_l q_l Σ_i |M_l,i|²                         (moments, l = 1, 2)
             + Σ_w h_w Σ_{i<j} ψ_w(r_ij)                    (wells about r0)
+            [+ the same terms once more, each atom's share weighted by its
+               bulk-likeness φ_i, with their own coefficients  (``gate``)]
 
 with smooth short-range functions (zero value and slope at the cutoff ``rc``):
 
@@ -100,6 +102,7 @@ from ase_surftune.models.env_fit import (
     SCALE_MODES,
     _Problem,
     _ridge_lstsq,
+    auto_gate,
     auto_r0,
     auto_rc,
     check_fit_args,
@@ -146,6 +149,9 @@ class EnvCorrection:
     moments: tuple[int, ...] = ()
     wells: tuple[float, ...] = ()
     r0: float | None = None
+    gate: float | None = None
+    gate_r: float | None = None
+    gate_n0: float | None = None
     #: where a fine-tuning run's metrics hold this correction (``metrics.json``)
     metrics_key: ClassVar[str] = "env_correction"
 
@@ -153,7 +159,8 @@ class EnvCorrection:
     def spec(self) -> BasisSpec:
         """The residual terms (:class:`~ase_surftune.models.env_basis.BasisSpec`)."""
         return BasisSpec(float(self.rc), int(self.n_pair), tuple(self.embed_powers),
-                         tuple(self.moments), tuple(self.wells), self.r0)
+                         tuple(self.moments), tuple(self.wells), self.r0, self.gate,
+                         self.gate_r, self.gate_n0)
 
     @property
     def n_basis(self) -> int:
@@ -225,6 +232,8 @@ class EnvCorrection:
                 "moments": [int(m) for m in self.moments],
                 "wells": [float(w) for w in self.wells],
                 "r0": None if self.r0 is None else float(self.r0),
+                **{k: None if getattr(self, k) is None else float(getattr(self, k))
+                   for k in ("gate", "gate_r", "gate_n0")},
                 "info": to_jsonable(self.info)}
 
     @classmethod
@@ -242,7 +251,9 @@ class EnvCorrection:
                                    for k, v in d.get("model_reference", {}).items()},
                   moments=tuple(int(m) for m in d.get("moments", ())),
                   wells=tuple(float(w) for w in d.get("wells", ())),
-                  r0=None if d.get("r0") is None else float(d["r0"]))
+                  r0=None if d.get("r0") is None else float(d["r0"]),
+                  **{k: None if d.get(k) is None else float(d[k])
+                     for k in ("gate", "gate_r", "gate_n0")})
         if len(out.coefficients) != out.n_basis:
             raise ValueError(f"{len(out.coefficients)} coefficients for {out.n_basis} "
                              f"basis functions")
@@ -291,7 +302,9 @@ def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
                        max_frames: int | None = 3, relative: bool = True,
                        moments: Sequence[int] = (), wells: Sequence[float] = (),
                        r0: float | None = None, weighting: str = "component",
-                       shells: int = 1, keep_eos: Atoms | None = None) -> EnvCorrection:
+                       shells: int = 1, keep_eos: Atoms | None = None,
+                       gate: float | None = None, gate_r: float | None = None,
+                       gate_n0: float | None = None) -> EnvCorrection:
     """Fit an :class:`EnvCorrection` of ``model_calc`` to labelled ``frames``.
 
     One linear least-squares problem in (a, b_Z, c_k, d_m); the loss is in the module
@@ -314,6 +327,13 @@ def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
             frame relative to its own rms force;
             :func:`~ase_surftune.models.env_fit.force_row_weights`).
         shells: neighbour shells the automatic cutoff spans (1 or 2).
+        gate: width (neighbours) of the bulk-likeness gate: every term comes a second
+            time weighted atom by atom by φ_i = exp(−(n_i − n0)²/2·gate²), n_i the atom's
+            first-shell count (:mod:`~ase_surftune.models.env_basis`), so bulk atoms can
+            be stiffened more than those at defects and surfaces. None: no gate.
+        gate_r: the gate's first-shell edge in Å (default 1.207 × r0, half-way between
+            fcc's first and second shells); gate_n0: an ideal bulk atom's first-shell
+            count (default: the largest count among the fit atoms, rounded).
         keep_eos: an ideal bulk cell (no labels needed): the corrected model's energy
             per atom at ±1 and ±2 % strain, relative to this cell, is held to the
             model's own (exact linear constraints), so the correction leaves the
@@ -349,9 +369,17 @@ def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
     """
     frames = check_fit_args(frames, max_frames, scale, weighting)
     rc = float(rc) if rc is not None else auto_rc(frames, shells)
+    if r0 is None and (wells or gate is not None):
+        r0 = auto_r0(frames)
+    if gate is not None and (gate_r is None or gate_n0 is None):
+        auto_r, auto_n0 = auto_gate(frames, r0)
+        gate_r = auto_r if gate_r is None else gate_r
+        gate_n0 = auto_n0 if gate_n0 is None else gate_n0
     spec = BasisSpec(rc, int(n_pair), tuple(float(p) for p in embed_powers),
                      tuple(int(m) for m in moments), tuple(float(w) for w in wells),
-                     (float(r0) if r0 is not None else auto_r0(frames)) if wells else None)
+                     float(r0) if wells else None,
+                     *((float(gate), float(gate_r), float(gate_n0)) if gate is not None
+                       else (None, None, None)))
     refs = [get_labels(at) for at in frames]
     mods = list(zip(*predict_with(model_calc, frames, compute_stress=[
         stress_weight > 0 and all(at.pbc) for at in frames])))  # (E, F, σ) per frame
@@ -387,6 +415,7 @@ def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
                                  for q, el in enumerate(problem.elements)},
                          rc=rc, n_pair=spec.n_pair, embed_powers=spec.embed_powers,
                          moments=spec.moments, wells=spec.wells, r0=spec.r0,
+                         gate=spec.gate, gate_r=spec.gate_r, gate_n0=spec.gate_n0,
                          coefficients=[float(v) for v in sol[c0:c0 + k_res]],
                          model_reference=model_ref)
     corr.info = {"scale_mode": scale, "weighting": weighting, "n_structures": len(frames),

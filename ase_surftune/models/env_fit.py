@@ -72,6 +72,24 @@ def auto_r0(frames: Sequence[Atoms]) -> float:
     return float(np.median(bonds))
 
 
+#: the gate's first-shell edge in units of the bulk bond r0: half-way between fcc's first
+#: (r0) and second (√2·r0) shells
+GATE_R_PER_R0 = 0.5 * (1.0 + np.sqrt(2.0))
+
+
+def auto_gate(frames: Sequence[Atoms], r0: float | None = None) -> tuple[float, float]:
+    """The bulk-likeness gate's (edge gate_r Å, ideal count n0) from the fit frames:
+    gate_r = :data:`GATE_R_PER_R0` × r0 (default :func:`auto_r0`), and n0 the largest
+    first-shell count of any fit atom, rounded (12 in fcc, as long as one fit frame is
+    bulk)."""
+    from ase_surftune.models.env_basis import first_shell_counts
+
+    r0 = float(r0) if r0 is not None else auto_r0(frames)
+    gate_r = GATE_R_PER_R0 * r0
+    n0 = max(float(np.max(first_shell_counts(at, gate_r))) for at in frames)
+    return gate_r, float(round(n0))
+
+
 def force_row_weights(f_refs: Sequence[np.ndarray], weighting: str) -> np.ndarray:
     """Weight of each force component in the least squares (one per component).
 

@@ -56,7 +56,10 @@ class EnvConfig(StrictModel):
     (``fixed_scale``); ``energy_weight``/``stress_weight`` loss weights; ``ridge`` on the
     normalised residual coefficients; ``fit_shifts`` per-element b_Z; ``max_frames``
     most training structures (None: no limit); ``relative`` scale about the model's own
-    per-element reference.
+    per-element reference; ``gate`` width (neighbours) of the bulk-likeness gate that adds a
+    copy of every term weighted by how bulk-like each atom is (None: no gate), with
+    ``gate_r`` its first-shell edge (Å) and ``gate_n0`` the ideal count (None: from the
+    fit frames).
     """
 
     rc: float | None = Field(None, gt=0)
@@ -76,6 +79,9 @@ class EnvConfig(StrictModel):
     fit_shifts: bool = True
     max_frames: int | None = Field(3, ge=1)
     relative: bool = True
+    gate: float | None = Field(None, gt=0)
+    gate_r: float | None = Field(None, gt=0)
+    gate_n0: float | None = Field(None, gt=0)
 
 
 @register_strategy
@@ -123,7 +129,8 @@ class EnvStrategy(LinearStrategy):
         corr = fit_env_correction(
             base, data.train, rc=o.rc, shells=o.shells, n_pair=o.n_pair,
             embed_powers=o.embed_powers, moments=o.moments, wells=o.wells, r0=o.r0,
-            weighting=o.weighting, keep_eos=anchor, scale=o.scale, fixed_scale=o.fixed_scale, energy_weight=o.energy_weight,
+            weighting=o.weighting, keep_eos=anchor, scale=o.scale, fixed_scale=o.fixed_scale,
+            energy_weight=o.energy_weight, gate=o.gate, gate_r=o.gate_r, gate_n0=o.gate_n0,
             stress_weight=o.stress_weight, ridge=o.ridge, fit_shifts=o.fit_shifts,
             max_frames=o.max_frames, relative=o.relative)
         warnings = list(corr.info.get("warnings", []))
