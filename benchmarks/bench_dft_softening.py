@@ -289,6 +289,8 @@ def tables(results: dict[str, Any], fit_groups: set[str]) -> str:
         ("gamma_111", "γ(111) J/m²"), ("gamma_100", "γ(100) J/m²"),
         ("gamma_110", "γ(110) J/m²"), ("barrier", "hop barrier eV"), ("B", "B GPa"),
         ("a0", "a0 Å")) if k in results["pbe_properties"]]
+    if not props:  # e.g. the third set: no ideal structures, no properties of its own
+        return "\n".join(lines)
     lines.append("\nProperties (reference row = the labels, PBE in the study; ratio to it "
                  "in brackets):\n")
     lines.append("| model | " + " | ".join(p[1] for p in props) + " |")

@@ -196,6 +196,9 @@ def gate(g: Graph, r: torch.Tensor, u: torch.Tensor, kind: str, width: float) ->
         return torch.exp(-(g.per_atom(fc(r, 3)) - rho_bulk()) ** 2 / (2 * width ** 2))
     if kind == "m":
         return torch.exp(-_m2(g, r, u, 1) / (2 * width ** 2))
+    if kind == "l":  # linear in the first-shell count deficit: (12 − n)/width, 0 in bulk
+        n1 = g.per_atom(torch.sigmoid((3.05 - r) / 0.05))
+        return (12 - n1) / width
     if kind in "cC":  # smooth neighbour counts: first shell (and second shell for C)
         n1 = g.per_atom(torch.sigmoid((3.05 - r) / 0.05))
         d2 = (n1 - 12) ** 2
