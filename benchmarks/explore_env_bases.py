@@ -150,6 +150,9 @@ BASES: dict[str, Callable[[Graph], torch.Tensor]] = {
     "m2r2": moment_rho(2, 2.0),
     "p3": pair(3), "p4": pair(4), "p5": pair(5), "e2": embed(2.0), "e3": embed(3.0),
     "w05": well(0.05), "w10": well(0.10), "w20": well(0.20),
+    "q3": lambda g: ATOM["q3"](g, *g.vectors()).sum(),
+    "q4": lambda g: ATOM["q4"](g, *g.vectors()).sum(),
+    "q6": lambda g: ATOM["q6"](g, *g.vectors()).sum(),
     "m1": moment(1), "m2": moment(2), "m1b": moment(1, 6), "m2b": moment(2, 6),
 }
 
@@ -166,7 +169,29 @@ def _m2(g: Graph, r: torch.Tensor, u: torch.Tensor, l: int) -> torch.Tensor:
     return (g.per_atom_vec(t.reshape(-1, 9)) ** 2).sum(dim=1)
 
 
+def _steinhardt(g: Graph, r: torch.Tensor, u: torch.Tensor, l: int) -> torch.Tensor:
+    """Σ_{j,k} g_j g_k P_l(u_j·u_k) per atom (∝ Σ_m |Σ_j g_j Y_lm(u_j)|²), first and second
+    shells weighted by g = fc³."""
+    w = fc(r, 3)
+    out = []
+    for a in range(g.n):
+        sel = g.i == a
+        ua, wa = u[sel], w[sel]
+        c = ua @ ua.T
+        if l == 4:
+            p = (35 * c ** 4 - 30 * c ** 2 + 3) / 8
+        elif l == 6:
+            p = (231 * c ** 6 - 315 * c ** 4 + 105 * c ** 2 - 5) / 16
+        else:
+            p = (5 * c ** 3 - 3 * c) / 2
+        out.append(wa @ p @ wa)
+    return torch.stack(out)
+
+
 ATOM: dict[str, Callable[[Graph, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "q3": lambda g, r, u: _steinhardt(g, r, u, 3),
+    "q4": lambda g, r, u: _steinhardt(g, r, u, 4),
+    "q6": lambda g, r, u: _steinhardt(g, r, u, 6),
     "p3": lambda g, r, u: 0.5 * g.per_atom(fc(r, 3)),
     "p4": lambda g, r, u: 0.5 * g.per_atom(fc(r, 4)),
     "e2": lambda g, r, u: g.per_atom(fc(r, 3)) ** 2,
