@@ -78,6 +78,16 @@ def vacancy_hop_midpoint() -> Atoms:
     return cell
 
 
+def vacancy_hop_part(blend: float) -> Atoms:
+    """The vacancy cell with the hopping atom of :func:`vacancy_hop_midpoint` moved
+    ``blend`` of the way from its site to the mid-point (0.5: a quarter of the hop)."""
+    cell = vacancy_cell()
+    mid = vacancy_hop_midpoint()
+    j = int(np.argmax(np.linalg.norm(mid.positions - cell.positions, axis=1)))
+    cell.positions[j] += blend * (mid.positions[j] - cell.positions[j])
+    return cell
+
+
 def slab(facet: str, layers: int = 4) -> Atoms:
     build = {"111": fcc111, "100": fcc100, "110": fcc110}[facet]
     return build("Cu", size=(1, 1, layers), a=A0, vacuum=VACUUM, periodic=True)
@@ -156,11 +166,7 @@ def confirmation_structures() -> list[Atoms]:
     for k, sigma in enumerate((0.04, 0.06)):
         out.append(_tag(_rattled(vacancy_cell(), sigma, 160 + k), "vacancy",
                         f"c_vac_rattle_{k}"))
-    quarter = vacancy_cell()
-    mid = vacancy_hop_midpoint()
-    j = int(np.argmax(np.linalg.norm(mid.positions - quarter.positions, axis=1)))
-    quarter.positions[j] = 0.5 * (quarter.positions[j] + mid.positions[j])  # 25 % of the hop
-    out.append(_tag(quarter, "vacancy", "c_vac_hop_quarter"))
+    out.append(_tag(vacancy_hop_part(0.5), "vacancy", "c_vac_hop_quarter"))  # 25 % of the hop
     return out
 
 
@@ -192,11 +198,7 @@ def third_structures() -> list[Atoms]:
     for k, sigma in enumerate((0.035, 0.055)):
         out.append(_tag(_rattled(vacancy_cell(), sigma, 260 + k), "vacancy",
                         f"t_vac_rattle_{k}"))
-    hop = vacancy_cell()
-    mid = vacancy_hop_midpoint()
-    j = int(np.argmax(np.linalg.norm(mid.positions - hop.positions, axis=1)))
-    hop.positions[j] += 0.8 * (mid.positions[j] - hop.positions[j])  # 40 % of the hop
-    out.append(_tag(hop, "vacancy", "t_vac_hop_40"))
+    out.append(_tag(vacancy_hop_part(0.8), "vacancy", "t_vac_hop_40"))  # 40 % of the hop
     return out
 
 

@@ -112,15 +112,7 @@ def moment_rho(l: int, power: float = 1.0) -> Callable[[Graph], torch.Tensor]:
     stiffens distortions of fully coordinated atoms more than of undercoordinated ones."""
     def f(g: Graph) -> torch.Tensor:
         r, u = g.vectors()
-        w = fc(r, 3)
-        rho = g.per_atom(w)
-        if l == 1:
-            m2 = (g.per_atom_vec(w[:, None] * u) ** 2).sum(dim=1)
-        else:
-            t = w[:, None, None] * (u[:, :, None] * u[:, None, :]
-                                    - torch.eye(3, dtype=torch.float64) / 3)
-            m2 = (g.per_atom_vec(t.reshape(-1, 9)) ** 2).sum(dim=1)
-        return (rho ** power * m2).sum()
+        return (g.per_atom(fc(r, 3)) ** power * _m2(g, r, u, l)).sum()
     return f
 
 
@@ -130,14 +122,7 @@ def moment_sat(l: int, mu: float) -> Callable[[Graph], torch.Tensor]:
     fully coordinated atoms but hardly acts on atoms next to a vacancy or a surface,
     whose moments are large already."""
     def f(g: Graph) -> torch.Tensor:
-        r, u = g.vectors()
-        w = fc(r, 3)
-        if l == 1:
-            m2 = (g.per_atom_vec(w[:, None] * u) ** 2).sum(dim=1)
-        else:
-            t = w[:, None, None] * (u[:, :, None] * u[:, None, :]
-                                    - torch.eye(3, dtype=torch.float64) / 3)
-            m2 = (g.per_atom_vec(t.reshape(-1, 9)) ** 2).sum(dim=1)
+        m2 = _m2(g, *g.vectors(), l)
         return (mu * mu * (1 - torch.exp(-m2 / (2 * mu * mu)))).sum()
     return f
 
