@@ -202,9 +202,42 @@ def third_structures() -> list[Atoms]:
     return out
 
 
+def fourth_structures() -> list[Atoms]:
+    """A fourth set, independent of the other three: their kinds of structure with new
+    seeds, rattles, strains and displacements. Defined (2026-12-02) after the gated
+    correction was scored on the third set and before any form chosen on the first three
+    sets is frozen; it is scored only after such a freeze (issue 12). Names start with
+    ``f_``.
+    """
+    out: list[Atoms] = []
+    for k, (s, sigma) in enumerate(((0.005, 0.04), (-0.005, 0.03), (0.0, 0.05))):
+        out.append(_tag(_rattled(_cubic(s), sigma, 310 + k), "bulk_eq", f"f_bulk_rattle_{k}"))
+    for k, (s, sigma) in enumerate(((-0.04, 0.04), (-0.05, 0.07))):
+        out.append(_tag(_rattled(_cubic(s), sigma, 320 + k), "bulk_compressed",
+                        f"f_compr_{k}"))
+    base = _cubic().repeat((1, 1, 2))
+    disp = base.copy()
+    disp.positions[3] += 0.07 * np.array([0.0, 0.0, 1.0])  # 0.07 Å along ⟨001⟩
+    out.append(_tag(disp, "phonon", "f_phonon_disp_0"))
+    out.append(_tag(_rattled(base, 0.04, 330), "phonon", "f_phonon_rattle_0"))
+    for m, facet in enumerate(("111", "100")):
+        for k, sigma in enumerate((0.035, 0.05)):
+            out.append(_tag(_rattled(slab(facet), sigma, 340 + 2 * m + k), f"slab{facet}",
+                            f"f_slab{facet}_rattle_{k}"))
+    for k, sigma in enumerate((0.03, 0.05)):
+        out.append(_tag(_rattled(slab("110", layers=6), sigma, 350 + k), "slab110",
+                        f"f_slab110_rattle_{k}"))
+    for k, sigma in enumerate((0.045, 0.03)):
+        out.append(_tag(_rattled(vacancy_cell(), sigma, 360 + k), "vacancy",
+                        f"f_vac_rattle_{k}"))
+    out.append(_tag(vacancy_hop_part(0.3), "vacancy", "f_vac_hop_15"))  # 15 % of the hop
+    return out
+
+
 #: the labelled sets by name (``--set``)
 SETS: dict[str, Callable[[], list[Atoms]]] = {
-    "study": structures, "confirm": confirmation_structures, "third": third_structures}
+    "study": structures, "confirm": confirmation_structures, "third": third_structures,
+    "fourth": fourth_structures}
 
 
 #: k-point density (Å⁻¹, ASE/GPAW convention n_i = ⌈2π·|b_i|·density⌉) of the study. The
