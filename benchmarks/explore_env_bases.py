@@ -206,6 +206,10 @@ def gate(g: Graph, r: torch.Tensor, u: torch.Tensor, kind: str, width: float) ->
         return torch.exp(-(g.per_atom(fc(r, 3)) - rho_bulk()) ** 2 / (2 * width ** 2))
     if kind == "m":
         return torch.exp(-_m2(g, r, u, 1) / (2 * width ** 2))
+    if kind.isdigit() or kind == "b":  # a count gate centred on 7, 8, 9 or (b) 11 neighbours
+        n1 = g.per_atom(torch.sigmoid((3.05 - r) / 0.05))
+        centre = 11 if kind == "b" else int(kind)
+        return torch.exp(-(n1 - centre) ** 2 / (2 * width ** 2))
     if kind == "l":  # linear in the first-shell count deficit: (12 − n)/width, 0 in bulk
         n1 = g.per_atom(torch.sigmoid((3.05 - r) / 0.05))
         return (12 - n1) / width
