@@ -27,7 +27,8 @@ same structures:
                       (``ENV_GATED``); chosen on the study and confirmation sets together
                       for robustness over every choice of fit triple
                       (``explore_env_bases.py --triples``), then frozen and checked on the
-                      third set (``--third-cache``, ``dft_cu_set.py --set third``)
+                      third set (``--third-cache``, ``dft_cu_set.py --set third``) and a
+                      fourth (``--fourth-cache``, ``--set fourth``)
 * ``env gated +E``    the same with energies weighted ×10
 * ``frozen``          fine-tuned, first 3 blocks frozen (package finetune API)
 * ``multihead``       new head ``pbe`` on the shared trunk, foundation head on replay
@@ -331,8 +332,9 @@ def kpoint_summary(frames: list[Atoms]) -> dict[str, dict[str, int]]:
 
 def run(caches: list[Path], do_finetune: bool, epochs: int,
         fit_names: Sequence[str] = FIT_NAMES,
-        confirm_caches: Sequence[Path] = (),
-        third_caches: Sequence[Path] = ()) -> dict[str, Any]:
+        holdouts: dict[str, Sequence[Path]] | None = None) -> dict[str, Any]:
+    """Fit every model on ``fit_names`` of ``caches`` and score it there (held-out frames)
+    and on each wholly held-out set of ``holdouts`` (name -> label caches)."""
     import torch
 
     torch.set_num_threads(1)
@@ -348,16 +350,13 @@ def run(caches: list[Path], do_finetune: bool, epochs: int,
     chgnet = SurfTuneCalculator("chgnet")
     models: dict[str, tuple[Any, dict]] = {"zero-shot": (chgnet, {})}
     models.update(corrections(chgnet, fit))
-    confirm = read_sets(list(confirm_caches)) if confirm_caches else []
-    third = read_sets(list(third_caches)) if third_caches else []
     with tempfile.TemporaryDirectory() as tmp:
         if do_finetune:
             models |= finetuned(fit, Path(tmp), epochs)
         results = _score(models, frames, by_name, ref, fit_names)
-        if confirm:
-            results["confirmation"] = score_confirmation(models, confirm, frames)
-        if third:
-            results["third"] = score_confirmation(models, third, frames)
+        for key, dirs in (holdouts or {}).items():
+            if dirs:
+                results[key] = score_confirmation(models, read_sets(list(dirs)), frames)
     results["fit_names"] = list(fit_names)
     results["n_frames"] = len(frames)
     results["kpt_density_per_group"] = kpoint_summary(frames)
@@ -378,7 +377,7 @@ def _score(models: dict[str, tuple[Any, dict]], frames: list[Atoms],
 
 def score_confirmation(models: dict[str, tuple[Any, dict]], confirm: list[Atoms],
                        study: list[Atoms]) -> dict[str, Any]:
-    """Every model on the confirmation set, or the third set (all of it held out). The
+    """Every model on a wholly held-out set (confirmation, third, fourth). The
     study's ideal bulk cells come along only as the bulk reference of γ (same k-point
     density required); they are not scored."""
     bulk = [a for a in study if a.info["name"].startswith("eos_")]
@@ -412,10 +411,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--third-cache", type=Path, nargs="*", default=[],
                    help="label caches of the third set (dft_cu_set.py --set third), "
                         "scored as a third, wholly held-out set")
+    p.add_argument("--fourth-cache", type=Path, nargs="*", default=[],
+                   help="label caches of the fourth set (dft_cu_set.py --set fourth)")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
-    results = run(args.cache, not args.no_finetune, args.epochs, args.fit, args.confirm_cache,
-                  args.third_cache)
+    results = run(args.cache, not args.no_finetune, args.epochs, args.fit,
+                  {"confirmation": args.confirm_cache, "third": args.third_cache,
+                   "fourth": args.fourth_cache})
     frames = read_sets(args.cache)
     fit_groups = {a.info["config_type"] for a in frames if a.info["name"] in args.fit}
     print(f"{results['n_frames']} PBE frames; fit on {', '.join(args.fit)}; "
@@ -424,7 +426,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{g} " + ", ".join(f"{n}×{d}" for d, n in sorted(c.items()))
         for g, c in sorted(results["kpt_density_per_group"].items())) + "\n")
     print(tables(results, fit_groups))
-    for key, title in (("confirmation", "Confirmation set"), ("third", "Third set")):
+    for key, title in (("confirmation", "Confirmation set"), ("third", "Third set"),
+                       ("fourth", "Fourth set")):
         if key not in results:
             continue
         conf = results[key]
