@@ -27,6 +27,7 @@ import argparse
 import logging
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -170,74 +171,76 @@ def confirmation_structures() -> list[Atoms]:
     return out
 
 
-def third_structures() -> list[Atoms]:
-    """A third set, independent of the other two: the confirmation set's kinds of
-    structure with new seeds, rattle sizes, strains and displacements. It was defined
-    before the environment correction's second form was chosen (on the study and
-    confirmation sets, both then used), and scored only after that form was frozen in a
-    commit (issue 12). Names start with ``t_``.
-    """
-    out: list[Atoms] = []
-    for k, (s, sigma) in enumerate(((0.0, 0.035), (0.01, 0.03), (-0.01, 0.045))):
-        out.append(_tag(_rattled(_cubic(s), sigma, 210 + k), "bulk_eq", f"t_bulk_rattle_{k}"))
-    for k, (s, sigma) in enumerate(((-0.035, 0.05), (-0.055, 0.06))):
-        out.append(_tag(_rattled(_cubic(s), sigma, 220 + k), "bulk_compressed",
-                        f"t_compr_{k}"))
-    base = _cubic().repeat((1, 1, 2))
-    disp = base.copy()
-    disp.positions[2] += 0.05 * np.array([1.0, 1.0, 0.0]) / np.sqrt(2)  # 0.05 Å along ⟨110⟩
-    out.append(_tag(disp, "phonon", "t_phonon_disp_0"))
-    out.append(_tag(_rattled(base, 0.06, 230), "phonon", "t_phonon_rattle_0"))
-    for m, facet in enumerate(("111", "100")):
-        for k, sigma in enumerate((0.04, 0.06)):
-            out.append(_tag(_rattled(slab(facet), sigma, 240 + 2 * m + k), f"slab{facet}",
-                            f"t_slab{facet}_rattle_{k}"))
-    for k, sigma in enumerate((0.04, 0.06)):
-        out.append(_tag(_rattled(slab("110", layers=6), sigma, 250 + k), "slab110",
-                        f"t_slab110_rattle_{k}"))
-    for k, sigma in enumerate((0.035, 0.055)):
-        out.append(_tag(_rattled(vacancy_cell(), sigma, 260 + k), "vacancy",
-                        f"t_vac_rattle_{k}"))
-    out.append(_tag(vacancy_hop_part(0.8), "vacancy", "t_vac_hop_40"))  # 40 % of the hop
-    return out
+@dataclass(frozen=True)
+class HeldOutSet:
+    """How a wholly held-out set (the third, the fourth) differs from the next: the
+    confirmation set's kinds of structure, each with its own seeds (``seed0`` + 10…60),
+    strains (fractions of a), rattles and displacements (Å)."""
+
+    prefix: str
+    seed0: int
+    bulk: tuple[tuple[float, float], ...]          # (strain, rattle σ) near a0
+    compressed: tuple[tuple[float, float], ...]    # (strain, rattle σ)
+    displaced: tuple[int, float, tuple[float, float, float]]  # atom, Å, direction
+    phonon_sigma: float
+    slab_sigmas: tuple[float, float]               # (111) and (100), 4 layers
+    slab110_sigmas: tuple[float, float]            # (110), 6 layers
+    vacancy_sigmas: tuple[float, float]
+    hop: tuple[float, str]                         # vacancy_hop_part blend, name suffix
+
+    def structures(self) -> list[Atoms]:
+        p, seed = self.prefix, self.seed0
+        out: list[Atoms] = []
+        for k, (s, sigma) in enumerate(self.bulk):
+            out.append(_tag(_rattled(_cubic(s), sigma, seed + 10 + k), "bulk_eq",
+                            f"{p}_bulk_rattle_{k}"))
+        for k, (s, sigma) in enumerate(self.compressed):
+            out.append(_tag(_rattled(_cubic(s), sigma, seed + 20 + k), "bulk_compressed",
+                            f"{p}_compr_{k}"))
+        base = _cubic().repeat((1, 1, 2))
+        disp = base.copy()
+        atom, amount, direction = self.displaced
+        disp.positions[atom] += amount * np.array(direction) / np.linalg.norm(direction)
+        out.append(_tag(disp, "phonon", f"{p}_phonon_disp_0"))
+        out.append(_tag(_rattled(base, self.phonon_sigma, seed + 30), "phonon",
+                        f"{p}_phonon_rattle_0"))
+        for m, facet in enumerate(("111", "100")):
+            for k, sigma in enumerate(self.slab_sigmas):
+                out.append(_tag(_rattled(slab(facet), sigma, seed + 40 + 2 * m + k),
+                                f"slab{facet}", f"{p}_slab{facet}_rattle_{k}"))
+        for k, sigma in enumerate(self.slab110_sigmas):
+            out.append(_tag(_rattled(slab("110", layers=6), sigma, seed + 50 + k), "slab110",
+                            f"{p}_slab110_rattle_{k}"))
+        for k, sigma in enumerate(self.vacancy_sigmas):
+            out.append(_tag(_rattled(vacancy_cell(), sigma, seed + 60 + k), "vacancy",
+                            f"{p}_vac_rattle_{k}"))
+        blend, suffix = self.hop
+        out.append(_tag(vacancy_hop_part(blend), "vacancy", f"{p}_vac_hop_{suffix}"))
+        return out
 
 
-def fourth_structures() -> list[Atoms]:
-    """A fourth set, independent of the other three: their kinds of structure with new
-    seeds, rattles, strains and displacements. Defined (2026-12-02) after the gated
-    correction was scored on the third set and before any form chosen on the first three
-    sets is frozen; it is scored only after such a freeze (issue 12). Names start with
-    ``f_``.
-    """
-    out: list[Atoms] = []
-    for k, (s, sigma) in enumerate(((0.005, 0.04), (-0.005, 0.03), (0.0, 0.05))):
-        out.append(_tag(_rattled(_cubic(s), sigma, 310 + k), "bulk_eq", f"f_bulk_rattle_{k}"))
-    for k, (s, sigma) in enumerate(((-0.04, 0.04), (-0.05, 0.07))):
-        out.append(_tag(_rattled(_cubic(s), sigma, 320 + k), "bulk_compressed",
-                        f"f_compr_{k}"))
-    base = _cubic().repeat((1, 1, 2))
-    disp = base.copy()
-    disp.positions[3] += 0.07 * np.array([0.0, 0.0, 1.0])  # 0.07 Å along ⟨001⟩
-    out.append(_tag(disp, "phonon", "f_phonon_disp_0"))
-    out.append(_tag(_rattled(base, 0.04, 330), "phonon", "f_phonon_rattle_0"))
-    for m, facet in enumerate(("111", "100")):
-        for k, sigma in enumerate((0.035, 0.05)):
-            out.append(_tag(_rattled(slab(facet), sigma, 340 + 2 * m + k), f"slab{facet}",
-                            f"f_slab{facet}_rattle_{k}"))
-    for k, sigma in enumerate((0.03, 0.05)):
-        out.append(_tag(_rattled(slab("110", layers=6), sigma, 350 + k), "slab110",
-                        f"f_slab110_rattle_{k}"))
-    for k, sigma in enumerate((0.045, 0.03)):
-        out.append(_tag(_rattled(vacancy_cell(), sigma, 360 + k), "vacancy",
-                        f"f_vac_rattle_{k}"))
-    out.append(_tag(vacancy_hop_part(0.3), "vacancy", "f_vac_hop_15"))  # 15 % of the hop
-    return out
+#: the third set: defined before the environment correction's second (gated) form was
+#: chosen on the study and confirmation sets, scored only after that form was frozen in a
+#: commit (issue 12). Names start with ``t_``.
+THIRD = HeldOutSet("t", 200, bulk=((0.0, 0.035), (0.01, 0.03), (-0.01, 0.045)),
+                   compressed=((-0.035, 0.05), (-0.055, 0.06)),
+                   displaced=(2, 0.05, (1.0, 1.0, 0.0)), phonon_sigma=0.06,
+                   slab_sigmas=(0.04, 0.06), slab110_sigmas=(0.04, 0.06),
+                   vacancy_sigmas=(0.035, 0.055), hop=(0.8, "40"))  # 40 % of the hop
+#: the fourth set: defined (2026-12-02) after the gated correction was scored on the third
+#: set, before any form chosen on the first three sets is frozen; scored only after such
+#: a freeze (issue 12). Names start with ``f_``.
+FOURTH = HeldOutSet("f", 300, bulk=((0.005, 0.04), (-0.005, 0.03), (0.0, 0.05)),
+                    compressed=((-0.04, 0.04), (-0.05, 0.07)),
+                    displaced=(3, 0.07, (0.0, 0.0, 1.0)), phonon_sigma=0.04,
+                    slab_sigmas=(0.035, 0.05), slab110_sigmas=(0.03, 0.05),
+                    vacancy_sigmas=(0.045, 0.03), hop=(0.3, "15"))  # 15 % of the hop
 
 
 #: the labelled sets by name (``--set``)
 SETS: dict[str, Callable[[], list[Atoms]]] = {
-    "study": structures, "confirm": confirmation_structures, "third": third_structures,
-    "fourth": fourth_structures}
+    "study": structures, "confirm": confirmation_structures, "third": THIRD.structures,
+    "fourth": FOURTH.structures}
 
 
 #: k-point density (Å⁻¹, ASE/GPAW convention n_i = ⌈2π·|b_i|·density⌉) of the study. The
