@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 from ase import units
-from ase.build import bulk, fcc111
+from ase.build import bulk, fcc100, fcc111
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
@@ -81,6 +81,14 @@ def assert_exact_gradients(at, corr) -> None:
     np.testing.assert_allclose(at.get_forces(), _numeric_forces(at), atol=1e-6)
     numeric = at.calc.calculate_numerical_stress(at, d=1e-6, voigt=True)
     np.testing.assert_allclose(at.get_stress(), numeric, atol=1e-7)
+
+
+def distorted_cell(kind: str):
+    """A rattled 32-atom bulk cell or 12-atom (100) slab (σ = 0.08 Å) for gradient checks."""
+    at = (bulk("Cu", cubic=True).repeat(2) if kind == "bulk"
+          else fcc100("Cu", (2, 2, 3), vacuum=5.0, periodic=True))
+    at.rattle(0.08, seed=5)
+    return at
 
 
 def nve_energy_spread(corr, seed: int) -> float:

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 from ase.build import bulk, fcc100, fcc111
 from ase.calculators.emt import EMT
-from test_env_correction import _frames, _label, assert_exact_gradients, nve_energy_spread
+from test_env_correction import (
+    _frames,
+    _label,
+    assert_exact_gradients,
+    distorted_cell,
+    nve_energy_spread,
+)
 
 from ase_surftune.models.env_basis import GATE_STEP, BasisSpec, first_shell_counts, spec_terms
 from ase_surftune.models.env_correction import (
@@ -39,10 +45,7 @@ def _vacancy_cell():
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["bulk", "slab"])
 def test_gated_forces_and_stress_are_exact_gradients(kind):
-    at = (bulk("Cu", cubic=True).repeat(2) if kind == "bulk"
-          else fcc100("Cu", (2, 2, 3), vacuum=5.0, periodic=True))
-    at.rattle(0.08, seed=5)
-    assert_exact_gradients(at, GATED)
+    assert_exact_gradients(distorted_cell(kind), GATED)
 
 
 def test_first_shell_counts_of_bulk_vacancy_and_surfaces():

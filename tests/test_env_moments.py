@@ -10,7 +10,13 @@ import pytest
 from ase import Atoms
 from ase.build import bulk, fcc100
 from ase.calculators.emt import EMT
-from test_env_correction import _frames, _label, assert_exact_gradients, nve_energy_spread
+from test_env_correction import (
+    _frames,
+    _label,
+    assert_exact_gradients,
+    distorted_cell,
+    nve_energy_spread,
+)
 
 from ase_surftune.models.env_basis import BasisSpec, basis_terms
 from ase_surftune.models.env_correction import (
@@ -31,10 +37,7 @@ MOMENTS = EnvCorrection(scale=1.2, shifts={"Cu": 0.03}, rc=RC2, n_pair=2, embed_
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["bulk", "slab"])
 def test_moment_and_well_forces_and_stress_are_exact_gradients(kind):
-    at = (bulk("Cu", cubic=True).repeat(2) if kind == "bulk"
-          else fcc100("Cu", (2, 2, 3), vacuum=5.0, periodic=True))
-    at.rattle(0.08, seed=5)
-    assert_exact_gradients(at, MOMENTS)
+    assert_exact_gradients(distorted_cell(kind), MOMENTS)
 
 
 @pytest.mark.parametrize("a", [3.45, 3.61, 3.75])
