@@ -17,6 +17,7 @@ from test_env_correction import (
     distorted_cell,
     nve_energy_spread,
 )
+from test_env_moments import R0, RC2  # EMT Cu's two-shell cutoff and bond (Å)
 
 from ase_surftune.models.env_basis import GATE_STEP, BasisSpec, first_shell_counts, spec_terms
 from ase_surftune.models.env_correction import (
@@ -26,8 +27,6 @@ from ase_surftune.models.env_correction import (
 )
 from ase_surftune.models.env_fit import GATE_R_PER_R0, auto_gate
 
-RC2 = 4.3  # Å, first and second neighbour shells of EMT Cu (2.55, 3.61), below the third
-R0 = 3.61 / np.sqrt(2)  # Å, EMT Cu's nearest-neighbour distance (a = 3.61 Å)
 GATE_R = GATE_R_PER_R0 * R0  # 3.08 Å, between the first and second shells
 
 GATED = EnvCorrection(scale=1.2, shifts={"Cu": 0.03}, rc=RC2, n_pair=2, embed_powers=(2.0,),
