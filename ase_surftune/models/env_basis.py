@@ -36,9 +36,9 @@ large distortions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from ase.neighborlist import neighbor_list
@@ -76,7 +76,7 @@ class BasisSpec:
     n_pair: int = 0
     embed_powers: tuple[float, ...] = ()
     moments: tuple[int, ...] = ()
-    wells: tuple[float, ...] = field(default=())
+    wells: tuple[float, ...] = ()
     r0: float | None = None
     gate: float | None = None
     gate_r: float | None = None
@@ -177,22 +177,33 @@ def _term_energies(atoms: Atoms, spec: BasisSpec
     return terms, pos, strain
 
 
-def _bulk_likeness(r: torch.Tensor, per_atom: Any, spec: BasisSpec) -> torch.Tensor:
+def _shell_weight(r: torch.Tensor, gate_r: float) -> torch.Tensor:
+    """Each bond's share of a first-shell count: 1 below ``gate_r`` − GATE_STEP, 0 above
+    ``gate_r`` + GATE_STEP, a cosine step between."""
+    import torch
+
+    t = torch.clamp((r - (gate_r - GATE_STEP)) / (2.0 * GATE_STEP), 0.0, 1.0)
+    return 0.5 * (1.0 + torch.cos(torch.pi * t))
+
+
+def _bulk_likeness(r: torch.Tensor, per_atom: Callable[[torch.Tensor], torch.Tensor],
+                   spec: BasisSpec) -> torch.Tensor:
     """φ_i = exp(−(n_i − n0)²/2δn²) with n_i the smooth first-shell count (module
     docstring)."""
     import torch
 
-    t = torch.clamp((r - (spec.gate_r - GATE_STEP)) / (2.0 * GATE_STEP), 0.0, 1.0)
-    count = per_atom(0.5 * (1.0 + torch.cos(torch.pi * t)))
+    count = per_atom(_shell_weight(r, spec.gate_r))
     return torch.exp(-((count - spec.gate_n0) ** 2) / (2.0 * spec.gate ** 2))
 
 
 def first_shell_counts(atoms: Atoms, gate_r: float) -> np.ndarray:
     """The smooth first-shell neighbour count n_i of every atom (the gate's, with edge
     ``gate_r`` Å)."""
+    import torch
+
     i, d = neighbor_list("id", atoms, gate_r + GATE_STEP)
-    t = np.clip((d - (gate_r - GATE_STEP)) / (2.0 * GATE_STEP), 0.0, 1.0)
-    return np.bincount(i, weights=0.5 * (1.0 + np.cos(np.pi * t)), minlength=len(atoms))
+    weights = _shell_weight(torch.as_tensor(d, dtype=torch.float64), gate_r).numpy()
+    return np.bincount(i, weights=weights, minlength=len(atoms))
 
 
 def _values(atoms: Atoms, energy: torch.Tensor, pos: torch.Tensor, strain: torch.Tensor
