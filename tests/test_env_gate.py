@@ -139,10 +139,14 @@ def test_bad_gates_are_refused():
         BasisSpec(rc=4.0, n_pair=1, gate=0.5, gate_r=4.0 - GATE_STEP / 2, gate_n0=12)
     with pytest.raises(ValueError, match="gate_n0"):
         BasisSpec(rc=4.0, n_pair=1, gate=0.5, gate_r=3.0)
+    with pytest.raises(ValueError, match="give gate"):
+        fit_env_correction(EMT(), _label(_frames(), EMT()), gate_r=3.0)
     from ase_surftune.training import FinetuneConfig
 
     with pytest.raises(ValueError, match="strategy_options.gate"):
         FinetuneConfig(model="chgnet", strategy="env", strategy_options={"gate": -1})
+    with pytest.raises(ValueError, match="give gate"):
+        FinetuneConfig(model="chgnet", strategy="env", strategy_options={"gate_n0": 12})
 
 
 @pytest.mark.slow

@@ -369,6 +369,9 @@ def fit_env_correction(model_calc: Calculator, frames: Sequence[Atoms], *,
     """
     frames = check_fit_args(frames, max_frames, scale, weighting)
     rc = float(rc) if rc is not None else auto_rc(frames, shells)
+    if gate is None and (gate_r is not None or gate_n0 is not None):
+        raise ValueError("gate_r and gate_n0 shape the bulk-likeness gate; give gate "
+                         "(its width in neighbours) too")
     if r0 is None and (wells or gate is not None):
         r0 = auto_r0(frames)
     if gate is not None and (gate_r is None or gate_n0 is None):

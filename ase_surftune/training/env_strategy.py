@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, PositiveFloat
+from pydantic import Field, PositiveFloat, model_validator
 
 from ase_surftune.core.config import StrictModel
 from ase_surftune.core.energy import per_element_sum
@@ -82,6 +82,13 @@ class EnvConfig(StrictModel):
     gate: float | None = Field(None, gt=0)
     gate_r: float | None = Field(None, gt=0)
     gate_n0: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _gate_shape_needs_gate(self) -> EnvConfig:
+        if self.gate is None and (self.gate_r is not None or self.gate_n0 is not None):
+            raise ValueError("gate_r and gate_n0 shape the bulk-likeness gate; give gate "
+                             "(its width in neighbours) too")
+        return self
 
 
 @register_strategy
