@@ -28,7 +28,8 @@ same structures:
                       for robustness over every choice of fit triple
                       (``explore_env_bases.py --triples``), then frozen and checked on the
                       third set (``--third-cache``, ``dft_cu_set.py --set third``) and a
-                      fourth (``--fourth-cache``, ``--set fourth``)
+                      fourth (``--fourth-cache``, ``--set fourth``) and a fifth with
+                      2×2 slabs (``--fifth-cache``, ``--set fifth``)
 * ``env gated +E``    the same with energies weighted ×10
 * ``frozen``          fine-tuned, first 3 blocks frozen (package finetune API)
 * ``multihead``       new head ``pbe`` on the shared trunk, foundation head on replay
@@ -377,7 +378,7 @@ def _score(models: dict[str, tuple[Any, dict]], frames: list[Atoms],
 
 def score_confirmation(models: dict[str, tuple[Any, dict]], confirm: list[Atoms],
                        study: list[Atoms]) -> dict[str, Any]:
-    """Every model on a wholly held-out set (confirmation, third, fourth). The
+    """Every model on a wholly held-out set (confirmation, third, fourth, fifth). The
     study's ideal bulk cells come along only as the bulk reference of γ (same k-point
     density required); they are not scored."""
     bulk = [a for a in study if a.info["name"].startswith("eos_")]
@@ -396,6 +397,19 @@ def score_confirmation(models: dict[str, tuple[Any, dict]], confirm: list[Atoms]
     return out
 
 
+#: the wholly held-out sets: result key, table title, ``--<flag>-cache``, help
+HELD_OUT = (
+    ("confirmation", "Confirmation set", "confirm",
+     "label caches of the confirmation set (dft_cu_set.py --confirm), scored as a second, "
+     "wholly held-out set"),
+    ("third", "Third set", "third", "label caches of the third set (dft_cu_set.py --set third)"),
+    ("fourth", "Fourth set", "fourth",
+     "label caches of the fourth set (dft_cu_set.py --set fourth)"),
+    ("fifth", "Fifth set (2×2 slabs)", "fifth",
+     "label caches of the fifth set (dft_cu_set.py --set fifth; 2×2 and 2×1 slabs)"),
+)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cache", type=Path, nargs="+", default=[DEFAULT_OUT],
@@ -405,19 +419,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--fit", nargs="+", default=list(FIT_NAMES), metavar="NAME",
                    help="names of the (≤ 3) fit structures (default: %(default)s)")
-    p.add_argument("--confirm-cache", type=Path, nargs="*", default=[],
-                   help="label caches of the confirmation set (dft_cu_set.py --confirm), "
-                        "scored as a second, wholly held-out set")
-    p.add_argument("--third-cache", type=Path, nargs="*", default=[],
-                   help="label caches of the third set (dft_cu_set.py --set third), "
-                        "scored as a third, wholly held-out set")
-    p.add_argument("--fourth-cache", type=Path, nargs="*", default=[],
-                   help="label caches of the fourth set (dft_cu_set.py --set fourth)")
+    for key, _title, flag, help_ in HELD_OUT:
+        p.add_argument(f"--{flag}-cache", type=Path, nargs="*", default=[], help=help_)
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     results = run(args.cache, not args.no_finetune, args.epochs, args.fit,
-                  {"confirmation": args.confirm_cache, "third": args.third_cache,
-                   "fourth": args.fourth_cache})
+                  {key: getattr(args, f"{flag}_cache") for key, _t, flag, _h in HELD_OUT})
     frames = read_sets(args.cache)
     fit_groups = {a.info["config_type"] for a in frames if a.info["name"] in args.fit}
     print(f"{results['n_frames']} PBE frames; fit on {', '.join(args.fit)}; "
@@ -426,8 +433,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{g} " + ", ".join(f"{n}×{d}" for d, n in sorted(c.items()))
         for g, c in sorted(results["kpt_density_per_group"].items())) + "\n")
     print(tables(results, fit_groups))
-    for key, title in (("confirmation", "Confirmation set"), ("third", "Third set"),
-                       ("fourth", "Fourth set")):
+    for key, title, _flag, _help in HELD_OUT:
         if key not in results:
             continue
         conf = results[key]
