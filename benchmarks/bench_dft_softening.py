@@ -158,7 +158,7 @@ def group_metrics(vals: dict[str, tuple[float, np.ndarray]],
                   ref: dict[str, tuple[float, np.ndarray]], frames: list[Atoms],
                   fit_names: Sequence[str] = FIT_NAMES) -> dict[str, dict[str, Any]]:
     """Per group on held-out frames (not in ``fit_names``): s (or None: too little force
-    signal), force MAE."""
+    signal), force MAE, and s of each frame on its own (``s_per_frame``, name → s or None)."""
     out: dict[str, dict[str, Any]] = {}
     for g in GROUPS:
         names = [a.info["name"] for a in frames
@@ -170,8 +170,39 @@ def group_metrics(vals: dict[str, tuple[float, np.ndarray]],
         rms = float(np.sqrt(np.mean(fr ** 2)))
         out[g] = {"n_frames": len(names), "f_rms_ref": rms,
                   "s": softening_scale(fr, fm) if rms >= MIN_FORCE_RMS else None,
-                  "force_mae": float(np.mean(np.abs(fr - fm)))}
+                  "force_mae": float(np.mean(np.abs(fr - fm))),
+                  "s_per_frame": {n: _frame_slope(ref[n][1], vals[n][1]) for n in names}}
     return out
+
+
+def _frame_slope(f_ref: np.ndarray, f_model: np.ndarray) -> float | None:
+    """s of one frame, or None when its reference forces are too small to give one."""
+    if float(np.sqrt(np.mean(f_ref ** 2))) < MIN_FORCE_RMS:
+        return None
+    return softening_scale(f_ref.reshape(-1), f_model.reshape(-1))
+
+
+#: models whose per-frame slopes on the slab groups are printed (``frame_table``)
+FRAME_MODELS = ("zero-shot", "scalar slope", "env gated")
+
+
+def frame_table(results: dict[str, Any], groups: Sequence[str] = ("slab111", "slab100",
+                                                                    "slab110")) -> str:
+    """Per-frame s of :data:`FRAME_MODELS` on the held-out frames of ``groups``: how far
+    one group's slope rests on one frame."""
+    models = [m for m in FRAME_MODELS if m in results["models"]]
+    gm0 = results["models"][models[0]]["groups"]
+    names = [n for g in groups if g in gm0 for n in gm0[g]["s_per_frame"]]
+    if not names:
+        return ""
+    lines = ["Softening scale s of each slab frame on its own:\n",
+             "| frame | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
+    for g in groups:
+        for n in gm0.get(g, {}).get("s_per_frame", {}):
+            lines.append(f"| {n} | " + " | ".join(
+                _fmt(results["models"][m]["groups"][g]["s_per_frame"][n], 2)
+                for m in models) + " |")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- models
@@ -378,7 +409,7 @@ def _score(models: dict[str, tuple[Any, dict]], frames: list[Atoms],
 
 def score_confirmation(models: dict[str, tuple[Any, dict]], confirm: list[Atoms],
                        study: list[Atoms]) -> dict[str, Any]:
-    """Every model on a wholly held-out set (confirmation, third, fourth, fifth). The
+    """Every model on a wholly held-out set (confirmation, third … sixth). The
     study's ideal bulk cells come along only as the bulk reference of γ (same k-point
     density required); they are not scored."""
     bulk = [a for a in study if a.info["name"].startswith("eos_")]
@@ -407,6 +438,8 @@ HELD_OUT = (
      "label caches of the fourth set (dft_cu_set.py --set fourth)"),
     ("fifth", "Fifth set (2×2 slabs)", "fifth",
      "label caches of the fifth set (dft_cu_set.py --set fifth; 2×2 and 2×1 slabs)"),
+    ("sixth", "Sixth set (2×2 slabs)", "sixth",
+     "label caches of the sixth set (dft_cu_set.py --set sixth; 2×2 and 2×1 slabs)"),
 )
 
 
@@ -433,6 +466,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{g} " + ", ".join(f"{n}×{d}" for d, n in sorted(c.items()))
         for g, c in sorted(results["kpt_density_per_group"].items())) + "\n")
     print(tables(results, fit_groups))
+    print("\n" + frame_table(results))
     for key, title, _flag, _help in HELD_OUT:
         if key not in results:
             continue
@@ -442,6 +476,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{g} " + ", ".join(f"{n}×{d}" for d, n in sorted(c.items()))
                   for g, c in sorted(conf["kpt_density_per_group"].items())) + ")\n")
         print(tables(conf, set()))
+        print("\n" + frame_table(conf))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=float))
 
