@@ -14,6 +14,10 @@ Groups:
 * ``vacancy``          8-site cell with one vacancy: ideal, rattled, and the unrelaxed
                        hop mid-point (→ vacancy barrier on a fixed, linear path)
 
+The held-out sets (``--set confirm/third/fourth/fifth/sixth``) add rattled (110) slabs
+(``slab110``, 6 layers); the fifth and sixth make every slab 2×2 ((110): 2×1) in plane, so
+a rattle moves atoms of one layer independently instead of whole layers.
+
 Labels go through :func:`ase_surftune.data.label` (resumable, each frame fsync'ed), into
 ``../dft_cache/cu_pbe/labels.extxyz`` (next to the repository, or
 ``$SURFTUNE_DFT_CACHE``) by default, never into the repository::
