@@ -28,8 +28,8 @@ same structures:
                       for robustness over every choice of fit triple
                       (``explore_env_bases.py --triples``), then frozen and checked on the
                       third set (``--third-cache``, ``dft_cu_set.py --set third``) and a
-                      fourth (``--fourth-cache``, ``--set fourth``) and a fifth with
-                      2×2 slabs (``--fifth-cache``, ``--set fifth``)
+                      fourth (``--fourth-cache``, ``--set fourth``), then on a fifth and
+                      a sixth with 2×2 slabs (``--fifth-cache``, ``--sixth-cache``)
 * ``env gated +E``    the same with energies weighted ×10
 * ``frozen``          fine-tuned, first 3 blocks frozen (package finetune API)
 * ``multihead``       new head ``pbe`` on the shared trunk, foundation head on replay
@@ -168,15 +168,15 @@ def group_metrics(vals: dict[str, tuple[float, np.ndarray]],
         fr = np.concatenate([ref[n][1].reshape(-1) for n in names])
         fm = np.concatenate([vals[n][1].reshape(-1) for n in names])
         rms = float(np.sqrt(np.mean(fr ** 2)))
-        out[g] = {"n_frames": len(names), "f_rms_ref": rms,
-                  "s": softening_scale(fr, fm) if rms >= MIN_FORCE_RMS else None,
+        out[g] = {"n_frames": len(names), "f_rms_ref": rms, "s": _slope_or_none(fr, fm),
                   "force_mae": float(np.mean(np.abs(fr - fm))),
-                  "s_per_frame": {n: _frame_slope(ref[n][1], vals[n][1]) for n in names}}
+                  "s_per_frame": {n: _slope_or_none(ref[n][1], vals[n][1]) for n in names}}
     return out
 
 
-def _frame_slope(f_ref: np.ndarray, f_model: np.ndarray) -> float | None:
-    """s of one frame, or None when its reference forces are too small to give one."""
+def _slope_or_none(f_ref: np.ndarray, f_model: np.ndarray) -> float | None:
+    """s of these force components (eV/Å), or None when the reference forces are too small
+    (rms < ``MIN_FORCE_RMS``) to give one."""
     if float(np.sqrt(np.mean(f_ref ** 2))) < MIN_FORCE_RMS:
         return None
     return softening_scale(f_ref.reshape(-1), f_model.reshape(-1))
@@ -192,8 +192,7 @@ def frame_table(results: dict[str, Any], groups: Sequence[str] = ("slab111", "sl
     one group's slope rests on one frame."""
     models = [m for m in FRAME_MODELS if m in results["models"]]
     gm0 = results["models"][models[0]]["groups"]
-    names = [n for g in groups if g in gm0 for n in gm0[g]["s_per_frame"]]
-    if not names:
+    if not any(gm0.get(g, {}).get("s_per_frame") for g in groups):
         return ""
     lines = ["Softening scale s of each slab frame on its own:\n",
              "| frame | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
